@@ -1,0 +1,210 @@
+package domain
+
+import (
+	"bytes"
+	"encoding/json"
+	"strings"
+	"unicode/utf8"
+)
+
+// MaxProfileBytes bounds the canonical JSON of a whole profile (spec: 64 KiB).
+const MaxProfileBytes = 65536
+
+// Limits are the per-field limits of profile writes.
+type Limits struct {
+	// MaxDisplayNameChars bounds a display name in characters (default 256).
+	MaxDisplayNameChars int
+	// MaxAvatarURLBytes bounds an avatar URL in bytes (default 1000).
+	MaxAvatarURLBytes int
+}
+
+// DefaultLimits are Synapse's per-field limits.
+var DefaultLimits = Limits{MaxDisplayNameChars: 256, MaxAvatarURLBytes: 1000}
+
+// Profile is a user's global profile: key → canonical JSON value.
+// The zero Profile is empty and usable.
+type Profile struct {
+	Fields map[string]json.RawMessage
+}
+
+// Get returns the value of key and whether it is set.
+func (p *Profile) Get(key string) (json.RawMessage, bool) {
+	v, ok := p.Fields[key]
+	return v, ok
+}
+
+// DisplayName returns the display name, or "" when unset or not a string.
+func (p *Profile) DisplayName() string { return p.stringField(KeyDisplayName) }
+
+// AvatarURL returns the avatar URL, or "" when unset or not a string.
+func (p *Profile) AvatarURL() string { return p.stringField(KeyAvatarURL) }
+
+func (p *Profile) stringField(key string) string {
+	var s string
+	if v, ok := p.Fields[key]; ok {
+		_ = json.Unmarshal(v, &s)
+	}
+	return s
+}
+
+// Apply folds one profile event into the profile.
+func (p *Profile) Apply(e *Event) {
+	switch e.Type {
+	case TypeFieldSet:
+		if e.Erased {
+			delete(p.Fields, e.Key)
+			return
+		}
+		if p.Fields == nil {
+			p.Fields = make(map[string]json.RawMessage)
+		}
+		p.Fields[e.Key] = e.Value
+	case TypeFieldDeleted:
+		delete(p.Fields, e.Key)
+	case TypeErased:
+		p.Fields = nil
+	}
+}
+
+// Clone returns a copy that shares no map with p (values are immutable).
+func (p *Profile) Clone() Profile {
+	c := Profile{Fields: make(map[string]json.RawMessage, len(p.Fields))}
+	for k, v := range p.Fields {
+		c.Fields[k] = v
+	}
+	return c
+}
+
+// CanonicalSize returns the length of the profile's canonical JSON.
+func (p *Profile) CanonicalSize() int {
+	n := 2 // {}
+	i := 0
+	for k, v := range p.Fields {
+		if i > 0 {
+			n++ // ,
+		}
+		kb, _ := json.Marshal(k)
+		n += len(kb) + 1 + len(v)
+		i++
+	}
+	return n
+}
+
+// CanonicalJSON re-encodes a JSON value as Matrix canonical JSON: object keys
+// sorted, no insignificant white space, numbers as written, no HTML escaping.
+// It fails on anything that is not exactly one JSON value.
+func CanonicalJSON(raw []byte) (json.RawMessage, error) {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	var v any
+	if err := dec.Decode(&v); err != nil {
+		return nil, err
+	}
+	if _, err := dec.Token(); err == nil {
+		return nil, &json.SyntaxError{Offset: dec.InputOffset()}
+	}
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return bytes.TrimRight(buf.Bytes(), "\n"), nil
+}
+
+// SetField is the command to set one key of a user's global profile.
+type SetField struct {
+	User UserID
+	Key  string
+	// Value is the canonical JSON value (see CanonicalJSON).
+	Value       json.RawMessage
+	PropagateTo Propagation
+	Meta        Metadata
+}
+
+// DeleteField is the command to remove one key of a user's global profile.
+type DeleteField struct {
+	User        UserID
+	Key         string
+	PropagateTo Propagation
+	Meta        Metadata
+}
+
+// DecideSetField validates a set against the profile and the limits and
+// returns the events it causes: none when the value is already set.
+// An empty displayname or avatar_url means "unset", as Matrix servers treat it.
+func DecideSetField(p *Profile, cmd SetField, lim Limits) ([]Event, error) {
+	if err := ValidateKeyName(cmd.Key); err != nil {
+		return nil, err
+	}
+	value := cmd.Value
+	switch cmd.Key {
+	case KeyDisplayName, KeyAvatarURL, KeyTimeZone:
+		var s string
+		if err := json.Unmarshal(value, &s); err != nil || bytes.Equal(value, []byte("null")) {
+			return nil, Errorf(ErrCodeInvalidParam, "%s must be a string", cmd.Key)
+		}
+		if cmd.Key == KeyDisplayName {
+			s = strings.TrimSpace(s)
+			if n := utf8.RuneCountInString(s); lim.MaxDisplayNameChars > 0 && n > lim.MaxDisplayNameChars {
+				return nil, Errorf(ErrCodeTooLarge, "displayname is longer than %d characters", lim.MaxDisplayNameChars)
+			}
+			if strings.ContainsRune(s, 0) {
+				return nil, Errorf(ErrCodeInvalidParam, "displayname may not contain NUL")
+			}
+		}
+		if cmd.Key == KeyAvatarURL && s != "" {
+			if lim.MaxAvatarURLBytes > 0 && len(s) > lim.MaxAvatarURLBytes {
+				return nil, Errorf(ErrCodeTooLarge, "avatar_url is longer than %d bytes", lim.MaxAvatarURLBytes)
+			}
+			if err := ValidateMXC(s); err != nil {
+				return nil, err
+			}
+		}
+		if s == "" && cmd.Key != KeyTimeZone {
+			return DecideDeleteField(p, DeleteField{User: cmd.User, Key: cmd.Key, PropagateTo: cmd.PropagateTo, Meta: cmd.Meta})
+		}
+		value, _ = json.Marshal(s)
+	}
+	if old, ok := p.Fields[cmd.Key]; ok && bytes.Equal(old, value) {
+		return nil, nil
+	}
+	next := Profile{Fields: make(map[string]json.RawMessage, len(p.Fields)+1)}
+	for k, v := range p.Fields {
+		next.Fields[k] = v
+	}
+	next.Fields[cmd.Key] = value
+	if next.CanonicalSize() > MaxProfileBytes {
+		return nil, Errorf(ErrCodeProfileTooLarge, "The profile would be larger than %d bytes of canonical JSON", MaxProfileBytes)
+	}
+	return []Event{{
+		Type: TypeFieldSet, User: cmd.User, Key: cmd.Key, Value: value,
+		PropagateTo: propagationFor(cmd.Key, cmd.PropagateTo), Meta: cmd.Meta,
+	}}, nil
+}
+
+// DecideDeleteField returns the events of a delete: none when the key is
+// not set (DELETE is idempotent).
+func DecideDeleteField(p *Profile, cmd DeleteField) ([]Event, error) {
+	if err := ValidateKeyName(cmd.Key); err != nil {
+		return nil, err
+	}
+	if _, ok := p.Fields[cmd.Key]; !ok {
+		return nil, nil
+	}
+	return []Event{{
+		Type: TypeFieldDeleted, User: cmd.User, Key: cmd.Key,
+		PropagateTo: propagationFor(cmd.Key, cmd.PropagateTo), Meta: cmd.Meta,
+	}}, nil
+}
+
+// propagationFor records a propagation only for the fields rooms show.
+func propagationFor(key string, p Propagation) Propagation {
+	if key != KeyDisplayName && key != KeyAvatarURL {
+		return ""
+	}
+	if p == "" {
+		return PropagateUnchanged
+	}
+	return p
+}

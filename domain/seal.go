@@ -1,0 +1,144 @@
+package domain
+
+import (
+	"context"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/profilestore/profilestore/eventstore"
+)
+
+// Sealed is a personal value (a name, an avatar, a field value) encrypted
+// with its owner's data key, as it is stored in events: "s1.<generation>.<
+// base64url(nonce || AES-256-GCM ciphertext)>". The owner's user id is the
+// associated data, so a sealed value cannot be moved to another user.
+// Destroying the owner's keys (erasure) leaves every sealed copy unreadable.
+type Sealed string
+
+// ErrErased is returned when a sealed value's key has been destroyed.
+var ErrErased = errors.New("domain: value erased")
+
+// Sealer seals and opens personal values with per-user keys from a keyring.
+type Sealer struct {
+	keys eventstore.Keyring
+
+	mu    sync.RWMutex
+	aeads map[aeadKey]cipher.AEAD
+}
+
+type aeadKey struct {
+	user UserID
+	gen  uint32
+}
+
+// NewSealer returns a Sealer over the keyring.
+func NewSealer(keys eventstore.Keyring) *Sealer {
+	return &Sealer{keys: keys, aeads: make(map[aeadKey]cipher.AEAD)}
+}
+
+// Seal encrypts plain for user with the user's current key.
+func (s *Sealer) Seal(ctx context.Context, user UserID, plain []byte) (Sealed, error) {
+	key, err := s.keys.Current(ctx, string(user))
+	if err != nil {
+		return "", fmt.Errorf("seal for %s: %w", user, err)
+	}
+	aead, err := s.aead(user, key)
+	if err != nil {
+		return "", err
+	}
+	buf := make([]byte, aead.NonceSize(), aead.NonceSize()+len(plain)+aead.Overhead())
+	if _, err := rand.Read(buf); err != nil {
+		return "", fmt.Errorf("seal nonce: %w", err)
+	}
+	buf = aead.Seal(buf, buf, plain, []byte(user))
+	return Sealed("s1." + strconv.FormatUint(uint64(key.Generation), 10) + "." + base64.RawURLEncoding.EncodeToString(buf)), nil
+}
+
+// Open decrypts a value sealed for user; ErrErased if its key is destroyed.
+func (s *Sealer) Open(ctx context.Context, user UserID, v Sealed) ([]byte, error) {
+	rest, ok := strings.CutPrefix(string(v), "s1.")
+	if !ok {
+		return nil, fmt.Errorf("open sealed value: unknown format")
+	}
+	genStr, body, ok := strings.Cut(rest, ".")
+	if !ok {
+		return nil, fmt.Errorf("open sealed value: malformed")
+	}
+	gen, err := strconv.ParseUint(genStr, 10, 32)
+	if err != nil {
+		return nil, fmt.Errorf("open sealed value: bad generation")
+	}
+	raw, err := base64.RawURLEncoding.DecodeString(body)
+	if err != nil {
+		return nil, fmt.Errorf("open sealed value: %w", err)
+	}
+	aead, err := s.aeadFor(ctx, user, uint32(gen))
+	if err != nil {
+		return nil, err
+	}
+	if len(raw) < aead.NonceSize() {
+		return nil, fmt.Errorf("open sealed value: too short")
+	}
+	plain, err := aead.Open(nil, raw[:aead.NonceSize()], raw[aead.NonceSize():], []byte(user))
+	if err != nil {
+		return nil, fmt.Errorf("open sealed value for %s: %w", user, err)
+	}
+	return plain, nil
+}
+
+// Forget drops the user's cached ciphers; call it when the keys are destroyed.
+func (s *Sealer) Forget(user UserID) {
+	s.mu.Lock()
+	for k := range s.aeads {
+		if k.user == user {
+			delete(s.aeads, k)
+		}
+	}
+	s.mu.Unlock()
+}
+
+func (s *Sealer) aeadFor(ctx context.Context, user UserID, gen uint32) (cipher.AEAD, error) {
+	s.mu.RLock()
+	aead := s.aeads[aeadKey{user, gen}]
+	s.mu.RUnlock()
+	if aead != nil {
+		return aead, nil
+	}
+	key, err := s.keys.Lookup(ctx, string(user), gen)
+	if errors.Is(err, eventstore.ErrKeyDestroyed) {
+		return nil, ErrErased
+	}
+	if err != nil {
+		return nil, fmt.Errorf("data key of %s: %w", user, err)
+	}
+	return s.aead(user, key)
+}
+
+func (s *Sealer) aead(user UserID, key eventstore.DataKey) (cipher.AEAD, error) {
+	k := aeadKey{user, key.Generation}
+	s.mu.RLock()
+	aead := s.aeads[k]
+	s.mu.RUnlock()
+	if aead != nil {
+		return aead, nil
+	}
+	block, err := aes.NewCipher(key.Secret[:])
+	if err != nil {
+		return nil, err
+	}
+	aead, err = cipher.NewGCM(block)
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	s.aeads[k] = aead
+	s.mu.Unlock()
+	return aead, nil
+}

@@ -1,0 +1,80 @@
+package http
+
+import (
+	"encoding/json"
+	"net/http"
+	"strconv"
+
+	"github.com/profilestore/profilestore/domain"
+	"github.com/sirupsen/logrus"
+)
+
+// statusOf maps a Matrix errcode to its HTTP status.
+var statusOf = map[string]int{
+	domain.ErrCodeForbidden:       http.StatusForbidden,
+	domain.ErrCodeNotFound:        http.StatusNotFound,
+	domain.ErrCodeInvalidParam:    http.StatusBadRequest,
+	domain.ErrCodeMissingParam:    http.StatusBadRequest,
+	domain.ErrCodeBadJSON:         http.StatusBadRequest,
+	domain.ErrCodeNotJSON:         http.StatusBadRequest,
+	domain.ErrCodeTooLarge:        http.StatusBadRequest,
+	domain.ErrCodeProfileTooLarge: http.StatusBadRequest,
+	domain.ErrCodeKeyTooLarge:     http.StatusBadRequest,
+	domain.ErrCodeMissingToken:    http.StatusUnauthorized,
+	domain.ErrCodeUnknownToken:    http.StatusUnauthorized,
+	domain.ErrCodeLimitExceeded:   http.StatusTooManyRequests,
+	domain.ErrCodeUnrecognized:    http.StatusNotFound,
+	domain.ErrCodeExclusive:       http.StatusBadRequest,
+	domain.ErrCodeConflict:        http.StatusPreconditionFailed,
+	domain.ErrCodeNotReady:        http.StatusServiceUnavailable,
+	domain.ErrCodeUnavailable:     http.StatusBadGateway,
+}
+
+// matrixError is the body of every error response.
+type matrixError struct {
+	ErrCode      string `json:"errcode"`
+	Error        string `json:"error"`
+	RetryAfterMs int64  `json:"retry_after_ms,omitempty"`
+}
+
+// writeJSON sends v with the status; encoding failures are the server's bug
+// and were already excluded by the types used.
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// writeError answers with the Matrix error of err. Errors without an errcode
+// are internal: logged with the request's logger and shown as M_UNKNOWN.
+func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	code := domain.ErrorCode(err)
+	if code == "" {
+		requestLogger(r, s.log).WithError(err).Error("internal error")
+		writeJSON(w, http.StatusInternalServerError, matrixError{ErrCode: domain.ErrCodeUnknown, Error: "Internal server error"})
+		return
+	}
+	status, ok := statusOf[code]
+	if !ok {
+		status = http.StatusBadRequest
+	}
+	writeJSON(w, status, matrixError{ErrCode: code, Error: domain.ErrorMessage(err)})
+}
+
+// writeRateLimited answers 429 with Retry-After (seconds, rounded up) and
+// the deprecated retry_after_ms that older clients read.
+func writeRateLimited(w http.ResponseWriter, retryAfterMs int64) {
+	secs := (retryAfterMs + 999) / 1000
+	if secs < 1 {
+		secs = 1
+	}
+	w.Header().Set("Retry-After", strconv.FormatInt(secs, 10))
+	writeJSON(w, http.StatusTooManyRequests, matrixError{ErrCode: domain.ErrCodeLimitExceeded, Error: "Too many requests", RetryAfterMs: retryAfterMs})
+}
+
+func requestLogger(r *http.Request, base logrus.FieldLogger) logrus.FieldLogger {
+	if l, ok := r.Context().Value(loggerKey{}).(logrus.FieldLogger); ok {
+		return l
+	}
+	return base
+}

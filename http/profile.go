@@ -1,0 +1,323 @@
+package http
+
+import (
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/profilestore/profilestore/domain"
+)
+
+// unstable feature flags of the propagation MSCs we implement.
+const (
+	msc4069Flag      = "org.matrix.msc4069"
+	msc4069Propagate = "org.matrix.msc4069.propagate"
+	msc4466Flag      = "computer.gingershaped.msc4466"
+	msc4466Param     = "computer.gingershaped.msc4466.propagate_to"
+)
+
+func (s *Server) handleVersions(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]any{
+		"versions": []string{"v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6", "v1.7", "v1.8", "v1.9", "v1.10",
+			"v1.11", "v1.12", "v1.13", "v1.14", "v1.15", "v1.16"},
+		"unstable_features": map[string]bool{msc4069Flag: true, msc4466Flag: true},
+	})
+}
+
+func (s *Server) handleCapabilities(w http.ResponseWriter, r *http.Request) {
+	p := s.cfg.ProfileFields
+	fields := map[string]any{"enabled": !p.Disabled}
+	if p.Allowed != nil {
+		fields["allowed"] = p.Allowed
+	} else if len(p.Disallowed) > 0 {
+		fields["disallowed"] = p.Disallowed
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"capabilities": map[string]any{
+		"m.profile_fields":  fields,
+		"m.set_displayname": map[string]bool{"enabled": p.Permits(domain.KeyDisplayName)},
+		"m.set_avatar_url":  map[string]bool{"enabled": p.Permits(domain.KeyAvatarURL)},
+	}})
+}
+
+func (s *Server) handleWhoami(w http.ResponseWriter, r *http.Request) {
+	id, _ := identity(r)
+	writeJSON(w, http.StatusOK, map[string]any{"user_id": id.User, "is_guest": false})
+}
+
+// profileTarget reads and validates {userId} and, when reads need a token,
+// authenticates.
+func (s *Server) profileTarget(r *http.Request) (domain.UserID, error) {
+	raw, err := pathVar(r, "userId")
+	if err != nil {
+		return "", err
+	}
+	// Reads accept historical ids: they may name users created before v1.8.
+	user, err := domain.ParseHistoricalUserID(raw)
+	if err != nil {
+		return "", err
+	}
+	if s.cfg.RequireAuthForProfile {
+		if _, err := s.authenticate(r); err != nil {
+			return "", err
+		}
+	}
+	return user, s.waitForPosition(r)
+}
+
+func (s *Server) handleGetProfile(w http.ResponseWriter, r *http.Request) {
+	user, err := s.profileTarget(r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	st := s.cfg.Views.Get(user)
+	if len(st.Profile.Fields) == 0 {
+		s.writeError(w, r, domain.Errorf(domain.ErrCodeNotFound, "Profile not found"))
+		return
+	}
+	w.Header().Set("ETag", etag(st.Revision, st.Exists))
+	writeJSON(w, http.StatusOK, st.Profile.Fields)
+}
+
+func (s *Server) handleGetProfileField(w http.ResponseWriter, r *http.Request) {
+	user, err := s.profileTarget(r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	key, err := pathVar(r, "keyName")
+	if err == nil {
+		err = domain.ValidateKeyName(key)
+	}
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	value, ok, rev, exists := s.cfg.Views.Field(user, key)
+	if !ok {
+		s.writeError(w, r, domain.Errorf(domain.ErrCodeNotFound, "The requested profile key does not exist"))
+		return
+	}
+	w.Header().Set("ETag", etag(rev, exists))
+	writeJSON(w, http.StatusOK, map[string]json.RawMessage{key: value})
+}
+
+// writeTarget validates a profile write's path, caller and policy.
+func (s *Server) writeTarget(r *http.Request) (domain.UserID, string, error) {
+	raw, err := pathVar(r, "userId")
+	if err != nil {
+		return "", "", err
+	}
+	user, err := domain.ParseHistoricalUserID(raw)
+	if err != nil {
+		return "", "", err
+	}
+	key, err := pathVar(r, "keyName")
+	if err != nil {
+		return "", "", err
+	}
+	if err := domain.ValidateKeyName(key); err != nil {
+		return "", "", err
+	}
+	id, _ := identity(r)
+	if id.User != user && !id.Admin {
+		return "", "", domain.Errorf(domain.ErrCodeForbidden, "You may only change your own profile")
+	}
+	if !s.cfg.ProfileFields.Permits(key) {
+		return "", "", domain.Errorf(domain.ErrCodeForbidden, "Changing %s is not permitted on this server", key)
+	}
+	return user, key, nil
+}
+
+// propagation reads propagate_to (MSC4466) or propagate (MSC4069), stable or
+// unstable names; propagate_to wins when both are given.
+func (s *Server) propagation(r *http.Request) (domain.Propagation, error) {
+	q := r.URL.Query()
+	for _, name := range []string{"propagate_to", msc4466Param} {
+		if v, ok := q[name]; ok {
+			return domain.ParsePropagation(v[0])
+		}
+	}
+	for _, name := range []string{"propagate", msc4069Propagate} {
+		if v, ok := q[name]; ok {
+			switch v[0] {
+			case "true":
+				return s.cfg.DefaultPropagation, nil
+			case "false":
+				return domain.PropagateNone, nil
+			}
+			return "", domain.Errorf(domain.ErrCodeInvalidParam, "%s must be true or false", name)
+		}
+	}
+	return s.cfg.DefaultPropagation, nil
+}
+
+func (s *Server) meta(r *http.Request) domain.Metadata {
+	id, _ := identity(r)
+	source := "client"
+	if id.Appservice != "" {
+		source = "appservice:" + id.Appservice
+	} else if id.Admin {
+		source = "admin"
+	}
+	key := r.Header.Get("Idempotency-Key")
+	if len(key) > 255 {
+		key = ""
+	}
+	if key != "" {
+		key = "client:" + string(id.User) + ":" + key
+	}
+	return domain.Metadata{OccurredAt: time.Now().UTC(), Actor: id.User, Source: source, IdempotencyKey: key}
+}
+
+// readJSONObject reads a body that must be one JSON object.
+func (s *Server) readJSONObject(w http.ResponseWriter, r *http.Request) (map[string]json.RawMessage, error) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes))
+	var tooBig *http.MaxBytesError
+	if errors.As(err, &tooBig) {
+		return nil, domain.Errorf(domain.ErrCodeTooLarge, "The request body is larger than %d bytes", s.cfg.MaxBodyBytes)
+	}
+	if err != nil {
+		return nil, domain.Errorf(domain.ErrCodeNotJSON, "Could not read the request body")
+	}
+	if !json.Valid(body) {
+		return nil, domain.Errorf(domain.ErrCodeNotJSON, "Content not JSON")
+	}
+	var obj map[string]json.RawMessage
+	if err := json.Unmarshal(body, &obj); err != nil || obj == nil {
+		return nil, domain.Errorf(domain.ErrCodeBadJSON, "The body must be a JSON object")
+	}
+	return obj, nil
+}
+
+func (s *Server) handlePutProfileField(w http.ResponseWriter, r *http.Request) {
+	user, key, err := s.writeTarget(r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	prop, err := s.propagation(r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	pre, err := ifMatch(r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	obj, err := s.readJSONObject(w, r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	raw, ok := obj[key]
+	if !ok {
+		s.writeError(w, r, domain.Errorf(domain.ErrCodeMissingParam, "The body has no %q property", key))
+		return
+	}
+	value, err := domain.CanonicalJSON(raw)
+	if err != nil {
+		s.writeError(w, r, domain.Errorf(domain.ErrCodeBadJSON, "The value is not valid JSON"))
+		return
+	}
+	start := time.Now()
+	res, err := s.cfg.Profiles.SetField(r.Context(), domain.SetField{User: user, Key: key, Value: value, PropagateTo: prop, Meta: s.meta(r)}, pre)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if res.Changed {
+		s.metrics.Append.Observe(time.Since(start).Seconds())
+	}
+	s.afterWrite(w, r, res)
+	writeJSON(w, http.StatusOK, struct{}{})
+}
+
+func (s *Server) handleDeleteProfileField(w http.ResponseWriter, r *http.Request) {
+	user, key, err := s.writeTarget(r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	prop, err := s.propagation(r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	pre, err := ifMatch(r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	res, err := s.cfg.Profiles.DeleteField(r.Context(), domain.DeleteField{User: user, Key: key, PropagateTo: prop, Meta: s.meta(r)}, pre)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	s.afterWrite(w, r, res)
+	writeJSON(w, http.StatusOK, struct{}{})
+}
+
+type directoryResult struct {
+	UserID      domain.UserID `json:"user_id"`
+	DisplayName string        `json:"display_name,omitempty"`
+	AvatarURL   string        `json:"avatar_url,omitempty"`
+}
+
+func (s *Server) handleDirectorySearch(w http.ResponseWriter, r *http.Request) {
+	obj, err := s.readJSONObject(w, r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	var term string
+	rawTerm, ok := obj["search_term"]
+	if !ok {
+		s.writeError(w, r, domain.Errorf(domain.ErrCodeMissingParam, "search_term is required"))
+		return
+	}
+	if err := json.Unmarshal(rawTerm, &term); err != nil {
+		s.writeError(w, r, domain.Errorf(domain.ErrCodeInvalidParam, "search_term must be a string"))
+		return
+	}
+	limit := 10
+	if rawLimit, ok := obj["limit"]; ok {
+		if err := json.Unmarshal(rawLimit, &limit); err != nil {
+			s.writeError(w, r, domain.Errorf(domain.ErrCodeInvalidParam, "limit must be an integer"))
+			return
+		}
+	}
+	limit = min(max(limit, 0), 50)
+	if err := s.waitForPosition(r); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	found, limited := s.cfg.Views.Search(strings.TrimSpace(term), limit)
+	results := make([]directoryResult, len(found))
+	for i, f := range found {
+		results[i] = directoryResult{UserID: f.UserID, DisplayName: f.DisplayName, AvatarURL: f.AvatarURL}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"results": results, "limited": limited})
+}
+
+func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+// handleReady answers 200 once the views have caught up with the log as it
+// was at start and the subscription is healthy.
+func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
+	if s.cfg.Runner == nil {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "starting"})
+		return
+	}
+	if err := s.cfg.Runner.Healthy(); err != nil {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "projections failing"})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ready", "checkpoint": s.cfg.Runner.Checkpoint().String()})
+}

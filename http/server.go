@@ -1,0 +1,377 @@
+// Package http serves profilestore over HTTP: the Matrix client profile API,
+// profilestore's own routes, health and metrics. It only translates between
+// HTTP and the domain; it imports net/http itself, so callers alias one of
+// the two.
+package http
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"time"
+
+	"github.com/gorilla/mux"
+	"github.com/profilestore/profilestore/domain"
+	"github.com/profilestore/profilestore/eventstore"
+	"github.com/profilestore/profilestore/projections"
+	"github.com/sirupsen/logrus"
+)
+
+// Config is what the server needs to serve.
+type Config struct {
+	// Addr is the listen address, e.g. "127.0.0.1:8008"; ":0" picks a port.
+	Addr string
+
+	Store    eventstore.Store
+	Profiles *domain.ProfileService
+	Runner   *projections.Runner
+	Views    *projections.Profiles
+	Auth     Authenticator
+	Logger   logrus.FieldLogger
+
+	// DefaultPropagation applies when a request names none (default unchanged).
+	DefaultPropagation domain.Propagation
+	// ProfileFields is the m.profile_fields capability: which keys users may change.
+	ProfileFields ProfileFieldsPolicy
+	// RequireAuthForProfile makes profile reads need an access token.
+	RequireAuthForProfile bool
+	// WriteRate and WriteBurst limit writes per user (per second); 0 disables.
+	WriteRate  float64
+	WriteBurst int
+	// ApplyWait bounds how long a write waits for the local projections and a
+	// read waits for X-Profilestore-Min-Position (default 5 s).
+	ApplyWait time.Duration
+	// MaxBodyBytes caps request bodies (default 256 KiB).
+	MaxBodyBytes int64
+}
+
+// ProfileFieldsPolicy says which profile keys users may change.
+type ProfileFieldsPolicy struct {
+	Disabled   bool     `yaml:"disabled"`
+	Allowed    []string `yaml:"allowed"`
+	Disallowed []string `yaml:"disallowed"`
+}
+
+// Permits reports whether the key may be changed.
+func (p ProfileFieldsPolicy) Permits(key string) bool {
+	if p.Disabled {
+		return false
+	}
+	if p.Allowed != nil {
+		for _, k := range p.Allowed {
+			if k == key {
+				return true
+			}
+		}
+		return false
+	}
+	for _, k := range p.Disallowed {
+		if k == key {
+			return false
+		}
+	}
+	return true
+}
+
+// Server is profilestore's HTTP server.
+type Server struct {
+	cfg     Config
+	log     logrus.FieldLogger
+	router  *mux.Router
+	handler http.Handler
+	server  *http.Server
+	ln      net.Listener
+	limiter *writeLimiter
+	metrics *Metrics
+}
+
+type loggerKey struct{}
+type identityKey struct{}
+
+// NewServer builds the routes; Open starts listening.
+func NewServer(cfg Config) *Server {
+	if cfg.Logger == nil {
+		cfg.Logger = logrus.StandardLogger()
+	}
+	if cfg.DefaultPropagation == "" {
+		cfg.DefaultPropagation = domain.PropagateUnchanged
+	}
+	if cfg.ApplyWait <= 0 {
+		cfg.ApplyWait = 5 * time.Second
+	}
+	if cfg.MaxBodyBytes <= 0 {
+		cfg.MaxBodyBytes = 256 << 10
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger, router: mux.NewRouter().UseEncodedPath()}
+	s.limiter = newWriteLimiter(cfg.WriteRate, cfg.WriteBurst)
+	s.metrics = NewMetrics(cfg.Store, cfg.Runner)
+	s.routes()
+	s.handler = s.middleware(s.router)
+	return s
+}
+
+// Handler returns the server's handler, for tests that serve it themselves.
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// Router lets other packages' routes (appservice, console) join the server.
+func (s *Server) Router() *mux.Router { return s.router }
+
+// Open starts listening on the configured address.
+func (s *Server) Open() error {
+	ln, err := net.Listen("tcp", s.cfg.Addr)
+	if err != nil {
+		return err
+	}
+	s.ln = ln
+	s.server = &http.Server{Handler: s.handler, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	go func() {
+		if err := s.server.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.log.WithError(err).Error("http server stopped")
+		}
+	}()
+	return nil
+}
+
+// Close stops accepting requests and waits up to 10 s for running ones.
+func (s *Server) Close() error {
+	if s.server == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return s.server.Shutdown(ctx)
+}
+
+// Port returns the port listened on.
+func (s *Server) Port() int {
+	if s.ln == nil {
+		return 0
+	}
+	return s.ln.Addr().(*net.TCPAddr).Port
+}
+
+// URL returns the base URL of the server.
+func (s *Server) URL() string {
+	if s.ln == nil {
+		return ""
+	}
+	return "http://" + s.ln.Addr().String()
+}
+
+func (s *Server) routes() {
+	r := s.router
+	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusNotFound, matrixError{ErrCode: domain.ErrCodeUnrecognized, Error: "Unrecognized request"})
+	})
+	r.MethodNotAllowedHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusMethodNotAllowed, matrixError{ErrCode: domain.ErrCodeUnrecognized, Error: "Method not allowed on this endpoint"})
+	})
+
+	r.HandleFunc("/_matrix/client/versions", s.handleVersions).Methods(http.MethodGet)
+	c := r.PathPrefix("/_matrix/client/v3").Subrouter()
+	c.HandleFunc("/capabilities", s.authed(s.handleCapabilities)).Methods(http.MethodGet)
+	c.HandleFunc("/account/whoami", s.authed(s.handleWhoami)).Methods(http.MethodGet)
+	c.HandleFunc("/profile/{userId}", s.handleGetProfile).Methods(http.MethodGet)
+	c.HandleFunc("/profile/{userId}/{keyName}", s.handleGetProfileField).Methods(http.MethodGet)
+	c.HandleFunc("/profile/{userId}/{keyName}", s.authed(s.limited(s.handlePutProfileField))).Methods(http.MethodPut)
+	c.HandleFunc("/profile/{userId}/{keyName}", s.authed(s.limited(s.handleDeleteProfileField))).Methods(http.MethodDelete)
+	c.HandleFunc("/user_directory/search", s.authed(s.handleDirectorySearch)).Methods(http.MethodPost)
+
+	r.HandleFunc("/health", s.handleHealth).Methods(http.MethodGet)
+	r.HandleFunc("/ready", s.handleReady).Methods(http.MethodGet)
+	r.Handle("/metrics", s.metrics.Handler()).Methods(http.MethodGet)
+}
+
+// statusRecorder remembers the status for logs and metrics.
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (r *statusRecorder) WriteHeader(code int) {
+	if r.status == 0 {
+		r.status = code
+	}
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *statusRecorder) Write(b []byte) (int, error) {
+	if r.status == 0 {
+		r.status = http.StatusOK
+	}
+	return r.ResponseWriter.Write(b)
+}
+
+// Flush lets streaming handlers (Server-Sent Events) flush through the recorder.
+func (r *statusRecorder) Flush() {
+	if f, ok := r.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+// Unwrap exposes the writer to http.ResponseController.
+func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
+// middleware adds CORS (as the Matrix spec asks of client-facing servers), a
+// request id, a structured log line per request (never the token or query),
+// and metrics by route template.
+func (s *Server) middleware(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		h := w.Header()
+		h.Set("Access-Control-Allow-Origin", "*")
+		h.Set("Access-Control-Allow-Methods", "GET, POST, PUT, DELETE, OPTIONS")
+		h.Set("Access-Control-Allow-Headers", "X-Requested-With, Content-Type, Authorization, If-Match, X-Profilestore-Min-Position, Last-Event-ID")
+		h.Set("Access-Control-Expose-Headers", "ETag, X-Profilestore-Position, Retry-After")
+		if r.Method == http.MethodOptions {
+			w.WriteHeader(http.StatusOK)
+			return
+		}
+		reqID := r.Header.Get("X-Request-Id")
+		if reqID == "" || len(reqID) > 64 {
+			var b [8]byte
+			_, _ = rand.Read(b[:])
+			reqID = hex.EncodeToString(b[:])
+		}
+		h.Set("X-Request-Id", reqID)
+		route := "unmatched"
+		var match mux.RouteMatch
+		if s.router.Match(r, &match) && match.Route != nil {
+			if t, err := match.Route.GetPathTemplate(); err == nil {
+				route = t
+			}
+		}
+		log := s.log.WithFields(logrus.Fields{"request_id": reqID, "method": r.Method, "route": route})
+		ctx := context.WithValue(r.Context(), loggerKey{}, log)
+		rec := &statusRecorder{ResponseWriter: w}
+		next.ServeHTTP(rec, r.WithContext(ctx))
+		if rec.status == 0 {
+			rec.status = http.StatusOK
+		}
+		elapsed := time.Since(start)
+		s.metrics.observeRequest(route, r.Method, rec.status, elapsed)
+		entry := log.WithFields(logrus.Fields{"status": rec.status, "duration_ms": float64(elapsed.Microseconds()) / 1000})
+		if rec.status >= 500 {
+			entry.Warn("request")
+		} else {
+			entry.Debug("request")
+		}
+	})
+}
+
+// authed requires an access token and puts the identity in the context.
+func (s *Server) authed(next http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		id, err := s.authenticate(r)
+		if err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		next(w, r.WithContext(context.WithValue(r.Context(), identityKey{}, id)))
+	}
+}
+
+func (s *Server) authenticate(r *http.Request) (Identity, error) {
+	token, ok := bearerToken(r)
+	if !ok {
+		return Identity{}, domain.Errorf(domain.ErrCodeMissingToken, "Missing access token")
+	}
+	if s.cfg.Auth == nil {
+		return Identity{}, domain.Errorf(domain.ErrCodeUnknownToken, "No access tokens are configured")
+	}
+	return s.cfg.Auth.Authenticate(r.Context(), token)
+}
+
+// identity returns the authenticated identity, if any.
+func identity(r *http.Request) (Identity, bool) {
+	id, ok := r.Context().Value(identityKey{}).(Identity)
+	return id, ok
+}
+
+// limited applies the per-user write rate limit.
+func (s *Server) limited(next http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		id, _ := identity(r)
+		if wait, ok := s.limiter.allow(id.User); !ok {
+			writeRateLimited(w, wait.Milliseconds())
+			return
+		}
+		next(w, r)
+	}
+}
+
+// pathVar returns a decoded path variable (the router matches encoded paths
+// so that ids containing '/' survive).
+func pathVar(r *http.Request, name string) (string, error) {
+	v, err := url.PathUnescape(mux.Vars(r)[name])
+	if err != nil {
+		return "", domain.Errorf(domain.ErrCodeInvalidParam, "Malformed %s in the path", name)
+	}
+	return v, nil
+}
+
+// waitForPosition applies X-Profilestore-Min-Position to a read.
+func (s *Server) waitForPosition(r *http.Request) error {
+	tok := r.Header.Get("X-Profilestore-Min-Position")
+	if tok == "" {
+		return nil
+	}
+	pos, err := eventstore.ParsePosition(tok)
+	if err != nil {
+		return domain.Errorf(domain.ErrCodeInvalidParam, "X-Profilestore-Min-Position is not a position token")
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.ApplyWait)
+	defer cancel()
+	if err := s.cfg.Runner.WaitFor(ctx, pos); err != nil {
+		return domain.Errorf(domain.ErrCodeNotReady, "This instance has not reached position %s within %s", tok, s.cfg.ApplyWait)
+	}
+	return nil
+}
+
+// afterWrite waits (bounded) until the local views show the write, so the
+// writer reads it back, and reports the position.
+func (s *Server) afterWrite(w http.ResponseWriter, r *http.Request, res domain.WriteResult) {
+	w.Header().Set("X-Profilestore-Position", res.Position.String())
+	w.Header().Set("ETag", etag(res.Revision, res.Exists))
+	if res.Position.IsStart() || s.cfg.Runner == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.ApplyWait)
+	defer cancel()
+	if err := s.cfg.Runner.WaitFor(ctx, res.Position); err != nil {
+		// The write is durable; only its visibility here is late.
+		requestLogger(r, s.log).WithField("position", res.Position.String()).Warn("write not yet applied to local views")
+	}
+}
+
+// etag renders a profile stream revision as an entity tag.
+func etag(revision uint64, exists bool) string {
+	if !exists {
+		return `"r-"`
+	}
+	return `"r` + strconv.FormatUint(revision, 10) + `"`
+}
+
+// ifMatch reads If-Match into a precondition (nil when absent).
+func ifMatch(r *http.Request) (domain.Precondition, error) {
+	h := r.Header.Get("If-Match")
+	if h == "" || h == "*" {
+		return nil, nil
+	}
+	if h == `"r-"` {
+		e := eventstore.NoStream
+		return &e, nil
+	}
+	if len(h) > 3 && h[0] == '"' && h[1] == 'r' && h[len(h)-1] == '"' {
+		if rev, err := strconv.ParseUint(h[2:len(h)-1], 10, 64); err == nil {
+			e := eventstore.Exact(rev)
+			return &e, nil
+		}
+	}
+	return nil, domain.Errorf(domain.ErrCodeConflict, "If-Match does not name a version of this profile")
+}

@@ -1,0 +1,392 @@
+// Package projections turns the event log into the views profilestore
+// serves. One runner subscribes to the log from its checkpoint and applies
+// each event to every view in log order, so all views agree on one position;
+// views keep their state in memory and are saved with that checkpoint in
+// versioned snapshots.
+package projections
+
+import (
+	"bufio"
+	"context"
+	"encoding/gob"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/profilestore/profilestore/domain"
+	"github.com/profilestore/profilestore/eventstore"
+	"github.com/sirupsen/logrus"
+)
+
+// SnapshotVersion changes whenever any view's snapshot layout or fold
+// changes; a snapshot of another version is ignored and the views rebuilt.
+const SnapshotVersion = 1
+
+// View is one projection.
+type View interface {
+	// Name identifies the view in snapshots and logs.
+	Name() string
+	// Apply folds one decoded event; it must not fail (a view skips what it
+	// cannot use).
+	Apply(e *domain.Event)
+	Save(enc *gob.Encoder) error
+	Load(dec *gob.Decoder) error
+	Reset()
+}
+
+// Options configure a Runner.
+type Options struct {
+	Store  eventstore.Store
+	Sealer *domain.Sealer
+	Views  []View
+	// SnapshotPath is the snapshot file; empty disables snapshots.
+	SnapshotPath string
+	// SnapshotEvery saves a snapshot after this many applied events (default 100,000).
+	SnapshotEvery int
+	// SnapshotInterval saves a snapshot at most this often when events were applied (default 1 min).
+	SnapshotInterval time.Duration
+	Logger           logrus.FieldLogger
+	// OnApply, if set, is called after each applied event (metrics).
+	OnApply func(e *domain.Event)
+}
+
+// Runner keeps the views up to date with the log.
+type Runner struct {
+	opts Options
+	log  logrus.FieldLogger
+
+	// applyMu serialises applying and saving.
+	applyMu sync.Mutex
+
+	mu         sync.Mutex
+	checkpoint eventstore.Position
+	advanced   chan struct{} // closed and replaced whenever checkpoint moves
+	failed     error
+
+	sinceSnapshot int
+	lastSnapshot  time.Time
+
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// NewRunner returns a runner; Start loads the snapshot and begins applying.
+func NewRunner(opts Options) *Runner {
+	if opts.SnapshotEvery <= 0 {
+		opts.SnapshotEvery = 100_000
+	}
+	if opts.SnapshotInterval <= 0 {
+		opts.SnapshotInterval = time.Minute
+	}
+	log := opts.Logger
+	if log == nil {
+		log = logrus.StandardLogger()
+	}
+	return &Runner{opts: opts, log: log, advanced: make(chan struct{}), lastSnapshot: time.Now()}
+}
+
+// Checkpoint returns the position of the last event applied to every view.
+func (r *Runner) Checkpoint() eventstore.Position {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.checkpoint
+}
+
+// Start loads the snapshot (rebuilding from the log when there is no usable
+// one), catches up to the log's current head, then follows the log live.
+// progress, if set, is called while catching up with applied and total event
+// counts (estimates with EventStoreDB positions).
+func (r *Runner) Start(ctx context.Context, progress func(applied, total uint64)) error {
+	if err := r.loadSnapshot(); err != nil {
+		r.log.WithError(err).Warn("projections: no usable snapshot; rebuilding from the log")
+		for _, v := range r.opts.Views {
+			v.Reset()
+		}
+		r.setCheckpoint(eventstore.Start)
+	}
+	head, err := r.opts.Store.Head(ctx)
+	if err != nil {
+		return fmt.Errorf("projections: read head: %w", err)
+	}
+	if err := r.catchUp(ctx, head, progress); err != nil {
+		return err
+	}
+	subCtx, cancel := context.WithCancel(context.Background())
+	r.cancel = cancel
+	r.done = make(chan struct{})
+	go r.follow(subCtx)
+	return nil
+}
+
+// catchUp applies the log up to head with batched reads, the fast path of a rebuild.
+func (r *Runner) catchUp(ctx context.Context, head eventstore.Position, progress func(applied, total uint64)) error {
+	start := r.Checkpoint()
+	var applied uint64
+	for r.Checkpoint().Before(head) {
+		recs, err := r.opts.Store.ReadAll(ctx, r.Checkpoint(), 4096)
+		if err != nil {
+			return fmt.Errorf("projections: read log: %w", err)
+		}
+		if len(recs) == 0 {
+			break
+		}
+		r.applyBatch(ctx, recs)
+		applied += uint64(len(recs))
+		if progress != nil {
+			progress(applied, head.Commit-start.Commit)
+		}
+	}
+	return nil
+}
+
+func (r *Runner) follow(ctx context.Context) {
+	defer close(r.done)
+	for ctx.Err() == nil {
+		sub, err := r.opts.Store.Subscribe(ctx, r.Checkpoint(), eventstore.Filter{StreamPrefixes: []string{domain.ProfileCategory, domain.RoomCategory}})
+		if err != nil {
+			r.fail(err)
+			if !sleepCtx(ctx, time.Second) {
+				return
+			}
+			continue
+		}
+		for {
+			rec, err := sub.Next(ctx)
+			if err != nil {
+				_ = sub.Close()
+				if ctx.Err() == nil {
+					r.log.WithError(err).Warn("projections: subscription ended; resubscribing")
+					r.fail(err)
+					sleepCtx(ctx, 100*time.Millisecond)
+				}
+				break
+			}
+			r.applyBatch(ctx, []eventstore.RecordedEvent{rec})
+		}
+	}
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+func (r *Runner) applyBatch(ctx context.Context, recs []eventstore.RecordedEvent) {
+	r.applyMu.Lock()
+	for i := range recs {
+		rec := &recs[i]
+		if !rec.Position.Before(r.Checkpoint()) && rec.Position != r.Checkpoint() {
+			e, err := domain.Decode(ctx, r.opts.Sealer, *rec)
+			if err != nil {
+				r.log.WithError(err).WithField("stream", rec.Stream).Warn("projections: skipping an event that cannot be decoded")
+			} else {
+				for _, v := range r.opts.Views {
+					v.Apply(&e)
+				}
+				if r.opts.OnApply != nil {
+					r.opts.OnApply(&e)
+				}
+			}
+		}
+		r.sinceSnapshot++
+	}
+	last := recs[len(recs)-1].Position
+	r.setCheckpoint(last)
+	if r.opts.SnapshotPath != "" && (r.sinceSnapshot >= r.opts.SnapshotEvery || time.Since(r.lastSnapshot) > r.opts.SnapshotInterval) {
+		if err := r.saveSnapshotLocked(); err != nil {
+			r.log.WithError(err).Warn("projections: snapshot failed")
+		}
+	}
+	r.applyMu.Unlock()
+}
+
+func (r *Runner) setCheckpoint(p eventstore.Position) {
+	r.mu.Lock()
+	if p.Compare(r.checkpoint) != 0 {
+		r.checkpoint = p
+		close(r.advanced)
+		r.advanced = make(chan struct{})
+	}
+	r.failed = nil
+	r.mu.Unlock()
+}
+
+func (r *Runner) fail(err error) {
+	r.mu.Lock()
+	r.failed = err
+	r.mu.Unlock()
+}
+
+// ErrNotReached is returned by WaitFor when the views did not reach the
+// position before the context ended.
+var ErrNotReached = errors.New("projections: position not reached in time")
+
+// WaitFor blocks until every view has applied the event at pos.
+func (r *Runner) WaitFor(ctx context.Context, pos eventstore.Position) error {
+	for {
+		r.mu.Lock()
+		reached := !r.checkpoint.Before(pos)
+		ch := r.advanced
+		r.mu.Unlock()
+		if reached {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ErrNotReached
+		}
+	}
+}
+
+// Healthy reports the last subscription failure, if the runner is failing.
+func (r *Runner) Healthy() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.failed
+}
+
+// Close stops following the log and saves a final snapshot.
+func (r *Runner) Close() error {
+	if r.cancel != nil {
+		r.cancel()
+		<-r.done
+	}
+	return r.SaveSnapshot()
+}
+
+// SaveSnapshot writes the views and their checkpoint to the snapshot file
+// atomically (temp file, fsync, rename, fsync of the directory).
+func (r *Runner) SaveSnapshot() error {
+	if r.opts.SnapshotPath == "" {
+		return nil
+	}
+	r.applyMu.Lock()
+	defer r.applyMu.Unlock()
+	return r.saveSnapshotLocked()
+}
+
+type snapshotHeader struct {
+	Format     string   `json:"format"`
+	Version    int      `json:"version"`
+	Checkpoint string   `json:"checkpoint"`
+	Views      []string `json:"views"`
+}
+
+const snapshotFormat = "profilestore-projections"
+
+func (r *Runner) viewNames() []string {
+	names := make([]string, len(r.opts.Views))
+	for i, v := range r.opts.Views {
+		names[i] = v.Name()
+	}
+	return names
+}
+
+func (r *Runner) saveSnapshotLocked() error {
+	path := r.opts.SnapshotPath
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".snapshot-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name()) // no-op after the rename
+	w := bufio.NewWriterSize(tmp, 1<<20)
+	hdr, _ := json.Marshal(snapshotHeader{Format: snapshotFormat, Version: SnapshotVersion, Checkpoint: r.Checkpoint().String(), Views: r.viewNames()})
+	w.Write(hdr)
+	w.WriteByte('\n')
+	enc := gob.NewEncoder(w)
+	for _, v := range r.opts.Views {
+		if err := v.Save(enc); err != nil {
+			tmp.Close()
+			return fmt.Errorf("snapshot %s: %w", v.Name(), err)
+		}
+	}
+	if err := w.Flush(); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return err
+	}
+	if dir, err := os.Open(filepath.Dir(path)); err == nil {
+		_ = dir.Sync()
+		dir.Close()
+	}
+	r.sinceSnapshot = 0
+	r.lastSnapshot = time.Now()
+	return nil
+}
+
+// loadSnapshot restores the views; any error means "rebuild".
+func (r *Runner) loadSnapshot() error {
+	if r.opts.SnapshotPath == "" {
+		return errors.New("snapshots disabled")
+	}
+	f, err := os.Open(r.opts.SnapshotPath)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	br := bufio.NewReaderSize(f, 1<<20)
+	line, err := br.ReadBytes('\n')
+	if err != nil {
+		return fmt.Errorf("snapshot header: %w", err)
+	}
+	var hdr snapshotHeader
+	if err := json.Unmarshal(line, &hdr); err != nil {
+		return fmt.Errorf("snapshot header: %w", err)
+	}
+	if hdr.Format != snapshotFormat || hdr.Version != SnapshotVersion || fmt.Sprint(hdr.Views) != fmt.Sprint(r.viewNames()) {
+		return fmt.Errorf("snapshot is version %d of %v; want version %d of %v", hdr.Version, hdr.Views, SnapshotVersion, r.viewNames())
+	}
+	cp, err := eventstore.ParsePosition(hdr.Checkpoint)
+	if err != nil {
+		return err
+	}
+	dec := gob.NewDecoder(br)
+	for _, v := range r.opts.Views {
+		if err := v.Load(dec); err != nil {
+			return fmt.Errorf("snapshot %s: %w", v.Name(), err)
+		}
+	}
+	r.setCheckpoint(cp)
+	r.log.WithField("checkpoint", cp.String()).Info("projections: loaded snapshot")
+	return nil
+}
+
+// Rebuild drops the snapshot and every view's state and applies the whole
+// log again, reporting progress; the runner must not be started.
+func (r *Runner) Rebuild(ctx context.Context, progress func(applied, total uint64)) error {
+	for _, v := range r.opts.Views {
+		v.Reset()
+	}
+	r.setCheckpoint(eventstore.Start)
+	head, err := r.opts.Store.Head(ctx)
+	if err != nil {
+		return err
+	}
+	if err := r.catchUp(ctx, head, progress); err != nil {
+		return err
+	}
+	return r.SaveSnapshot()
+}
