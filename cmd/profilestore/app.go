@@ -1,0 +1,104 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/profilestore/profilestore/domain"
+	"github.com/profilestore/profilestore/eventstore"
+	"github.com/profilestore/profilestore/eventstore/bolt"
+	pshttp "github.com/profilestore/profilestore/http"
+	"github.com/profilestore/profilestore/projections"
+	"github.com/sirupsen/logrus"
+)
+
+// app is profilestore wired together: store, keyring, domain, views.
+type app struct {
+	cfg      Config
+	log      *logrus.Logger
+	store    eventstore.Store
+	keyring  eventstore.Keyring
+	sealer   *domain.Sealer
+	profiles *domain.ProfileService
+	views    *projections.Profiles
+	runner   *projections.Runner
+}
+
+// openApp opens the store and keyring and builds the domain and views; the
+// runner is not started.
+func openApp(ctx context.Context, cfg Config, log *logrus.Logger) (*app, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("data directory: %w", err)
+	}
+	a := &app{cfg: cfg, log: log}
+	var err error
+	switch cfg.Store {
+	case "bolt":
+		a.store, err = bolt.Open(filepath.Join(cfg.DataDir, "events.db"), bolt.Options{Logger: log})
+		if err != nil {
+			return nil, fmt.Errorf("open event store: %w", err)
+		}
+		a.keyring, err = bolt.OpenKeyring(filepath.Join(cfg.DataDir, "keys.db"))
+	default:
+		a.store, a.keyring, err = openESDB(ctx, cfg, log)
+	}
+	if err != nil {
+		a.close()
+		return nil, fmt.Errorf("open keyring: %w", err)
+	}
+	a.sealer = domain.NewSealer(a.keyring)
+	a.profiles = domain.NewProfileService(a.store, a.sealer, domain.Limits{
+		MaxDisplayNameChars: cfg.Profile.MaxDisplayNameChars,
+		MaxAvatarURLBytes:   cfg.Profile.MaxAvatarURLBytes,
+	})
+	a.views = projections.NewProfiles()
+	a.runner = projections.NewRunner(projections.Options{
+		Store:        a.store,
+		Sealer:       a.sealer,
+		Views:        []projections.View{a.views},
+		SnapshotPath: filepath.Join(cfg.DataDir, "snapshots", "projections.snap"),
+		Logger:       log,
+	})
+	return a, nil
+}
+
+// authenticator builds the configured client token check.
+func (a *app) authenticator() (pshttp.Authenticator, error) {
+	if a.cfg.Auth.Mode == "homeserver" {
+		return pshttp.NewHomeserverAuth(a.cfg.Auth.HomeserverURL, nil, a.cfg.Auth.CacheTTL, a.cfg.Auth.NegativeTTL, a.cfg.Auth.Admins), nil
+	}
+	return pshttp.LoadTokenFile(a.cfg.Auth.TokensFile)
+}
+
+// server builds the HTTP server over the app.
+func (a *app) server(auth pshttp.Authenticator) *pshttp.Server {
+	return pshttp.NewServer(pshttp.Config{
+		Addr:                  a.cfg.Listen,
+		Store:                 a.store,
+		Profiles:              a.profiles,
+		Runner:                a.runner,
+		Views:                 a.views,
+		Auth:                  auth,
+		Logger:                a.log,
+		DefaultPropagation:    a.cfg.Profile.DefaultPropagation,
+		ProfileFields:         a.cfg.Profile.Fields,
+		RequireAuthForProfile: a.cfg.Profile.RequireAuth,
+		WriteRate:             a.cfg.RateLimit.WritesPerSecond,
+		WriteBurst:            a.cfg.RateLimit.Burst,
+		ApplyWait:             a.cfg.ApplyWait,
+	})
+}
+
+func (a *app) close() {
+	if a.keyring != nil {
+		a.keyring.Close()
+	}
+	if a.store != nil {
+		a.store.Close()
+	}
+}

@@ -1,0 +1,71 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/schollz/progressbar/v3"
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+)
+
+func serveCommand(load loader) *cobra.Command {
+	return &cobra.Command{
+		Use:   "serve",
+		Short: "Run the HTTP service (embedded store in ./data on 127.0.0.1:8008 by default)",
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cfg, log, err := load()
+			if err != nil {
+				return err
+			}
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			a, err := openApp(ctx, cfg, log)
+			if err != nil {
+				return err
+			}
+			defer a.close()
+			if err := a.runner.Start(ctx, progressReporter("catching up projections")); err != nil {
+				return err
+			}
+			auth, err := a.authenticator()
+			if err != nil {
+				a.runner.Close()
+				return err
+			}
+			srv := a.server(auth)
+			if err := srv.Open(); err != nil {
+				a.runner.Close()
+				return err
+			}
+			log.WithField("url", srv.URL()).WithField("data_dir", cfg.DataDir).WithField("store", cfg.Store).Info("profilestore is serving")
+			if cfg.Auth.Mode == "tokens" {
+				log.Infof("issue an access token with: profilestore token issue --data-dir %s @you:your.server", cfg.DataDir)
+			}
+			<-ctx.Done()
+			log.Info("shutting down")
+			srv.Close()
+			return a.runner.Close()
+		},
+	}
+}
+
+// progressReporter draws a progress bar on a terminal and does nothing
+// otherwise (logs stay clean under systemd or in containers).
+func progressReporter(what string) func(applied, total uint64) {
+	if !term.IsTerminal(int(os.Stderr.Fd())) {
+		return nil
+	}
+	var bar *progressbar.ProgressBar
+	return func(applied, total uint64) {
+		if bar == nil {
+			bar = progressbar.NewOptions64(int64(total), progressbar.OptionSetDescription(what),
+				progressbar.OptionSetWriter(os.Stderr), progressbar.OptionShowCount(), progressbar.OptionThrottle(100e6),
+				progressbar.OptionOnCompletion(func() { fmt.Fprintln(os.Stderr) }))
+		}
+		_ = bar.Set64(int64(min(applied, total)))
+	}
+}
