@@ -100,7 +100,7 @@ func CanonicalJSON(raw []byte) (json.RawMessage, error) {
 	if err := dec.Decode(&v); err != nil {
 		return nil, err
 	}
-	if _, err := dec.Token(); err == nil {
+	if len(bytes.TrimSpace(raw[dec.InputOffset():])) != 0 {
 		return nil, &json.SyntaxError{Offset: dec.InputOffset()}
 	}
 	var buf bytes.Buffer

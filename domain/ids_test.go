@@ -1,0 +1,154 @@
+package domain
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestParseUserID(t *testing.T) {
+	long := "@" + strings.Repeat("a", 255-len("@:example.com")) + ":example.com"
+	cases := []struct {
+		in         string
+		ok         bool
+		historical bool // accepted by ParseHistoricalUserID
+	}{
+		{"@alice:example.com", true, true},
+		{"@a.b_c=d-e/f+g:example.com:8448", true, true},
+		{"@alice:[::1]:8448", true, true},
+		{"@alice:1.2.3.4", true, true},
+		{long, true, true},
+		{long[:len(long)-1] + "mx", false, false}, // 256 bytes
+		{"alice", false, false},
+		{"@alice", false, false},
+		{"@:example.com", false, true},
+		{"@Alice:example.com", false, true},
+		{"@al ice:example.com", false, true},
+		{"@alice:", false, false},
+		{"@alice:exa_mple.com", false, false},
+		{"@alice:example.com:99999x", false, false},
+		{"@ali\x00ce:example.com", false, false},
+	}
+	for _, c := range cases {
+		_, err := ParseUserID(c.in)
+		if (err == nil) != c.ok {
+			t.Errorf("ParseUserID(%q) error = %v, want ok=%v", c.in, err, c.ok)
+		}
+		if err != nil && ErrorCode(err) != ErrCodeInvalidParam {
+			t.Errorf("ParseUserID(%q) errcode = %q", c.in, ErrorCode(err))
+		}
+		_, err = ParseHistoricalUserID(c.in)
+		if (err == nil) != c.historical {
+			t.Errorf("ParseHistoricalUserID(%q) error = %v, want ok=%v", c.in, err, c.historical)
+		}
+	}
+	u := UserID("@alice:example.com:8448")
+	if u.Localpart() != "alice" || u.ServerName() != "example.com:8448" {
+		t.Errorf("parts of %s: %q %q", u, u.Localpart(), u.ServerName())
+	}
+}
+
+func TestParseRoomID(t *testing.T) {
+	cases := []struct {
+		in string
+		ok bool
+	}{
+		{"!abc:example.com", true},
+		{"!Rqnc-F-dvnEYJTyHq_iKxU2bZ1CI92-kuZq3a5lr5Zg", true}, // room v12
+		{"!Rqnc-F-dvnEYJTyHq_iKxU2bZ1CI92-kuZq3a5lr5Z", false}, // 42 chars
+		{"!Rqnc+F-dvnEYJTyHq_iKxU2bZ1CI92-kuZq3a5lr5Zg", false}, // not URL-safe
+		{"abc:example.com", false},
+		{"!:example.com", false},
+		{"!", false},
+		{"!" + strings.Repeat("a", 250) + ":e.com", false},
+	}
+	for _, c := range cases {
+		if _, err := ParseRoomID(c.in); (err == nil) != c.ok {
+			t.Errorf("ParseRoomID(%q) error = %v, want ok=%v", c.in, err, c.ok)
+		}
+	}
+}
+
+func TestValidateKeyName(t *testing.T) {
+	key255 := "com." + strings.Repeat("a", 251)
+	cases := []struct {
+		key  string
+		code string
+	}{
+		{"displayname", ""},
+		{"avatar_url", ""},
+		{"m.tz", ""},
+		{"org.example.job_title", ""},
+		{"m.example_field", ""},
+		{key255, ""},
+		{key255 + "a", ErrCodeKeyTooLarge},
+		{strings.Repeat("A", 300), ErrCodeKeyTooLarge}, // length is checked first
+		{"", ErrCodeInvalidParam},
+		{"JobTitle", ErrCodeInvalidParam},
+		{"jobtitle", ErrCodeInvalidParam},
+		{"org..x", ErrCodeInvalidParam},
+		{"org.Example", ErrCodeInvalidParam},
+		{"org.1x", ErrCodeInvalidParam},
+		{"org.ex ample", ErrCodeInvalidParam},
+	}
+	for _, c := range cases {
+		err := ValidateKeyName(c.key)
+		if ErrorCode(err) != c.code {
+			t.Errorf("ValidateKeyName(%.20q…) = %v, want %q", c.key, err, c.code)
+		}
+	}
+}
+
+func TestValidateMXC(t *testing.T) {
+	for in, ok := range map[string]bool{
+		"mxc://example.com/abc_DEF-123": true,
+		"mxc://example.com:8448/x":      true,
+		"http://example.com/abc":        false,
+		"mxc://example.com/":            false,
+		"mxc://example.com":             false,
+		"mxc://example.com/a/b":         false,
+		"mxc:///abc":                    false,
+	} {
+		if err := ValidateMXC(in); (err == nil) != ok {
+			t.Errorf("ValidateMXC(%q) = %v, want ok=%v", in, err, ok)
+		}
+	}
+}
+
+func FuzzParseUserID(f *testing.F) {
+	for _, s := range []string{"@alice:example.com", "@:x", "@a:[::1]:80", "!room:x", "@a:b:c"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		u, err := ParseUserID(s)
+		if err != nil {
+			if ErrorCode(err) == "" {
+				t.Fatalf("untyped error for %q: %v", s, err)
+			}
+			return
+		}
+		if len(s) > MaxIdentifierBytes || u.Localpart() == "" || !ValidServerName(u.ServerName()) {
+			t.Fatalf("accepted invalid user id %q", s)
+		}
+		if _, err := ParseHistoricalUserID(s); err != nil {
+			t.Fatalf("strict id %q refused by the historical grammar: %v", s, err)
+		}
+	})
+}
+
+func FuzzParseRoomID(f *testing.F) {
+	for _, s := range []string{"!a:b", "!Rqnc-F-dvnEYJTyHq_iKxU2bZ1CI92-kuZq3a5lr5Zg", "!", "!:x"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		r, err := ParseRoomID(s)
+		if err != nil {
+			if ErrorCode(err) == "" {
+				t.Fatalf("untyped error for %q", s)
+			}
+			return
+		}
+		if len(r) > MaxIdentifierBytes || r[0] != '!' {
+			t.Fatalf("accepted %q", s)
+		}
+	})
+}
