@@ -115,7 +115,9 @@ func TestKeyringDestroyLeavesNoCopy(t *testing.T) {
 
 func subjectName(i int) string { return "@user" + string(rune('a'+i%26)) + itoa(i) + ":example.org" }
 
-func itoa(i int) string { return string([]byte{byte('0' + i/100%10), byte('0' + i/10%10), byte('0' + i%10)}) }
+func itoa(i int) string {
+	return string([]byte{byte('0' + i/100%10), byte('0' + i/10%10), byte('0' + i%10)})
+}
 
 func mustRead(t *testing.T, path string) []byte {
 	t.Helper()
