@@ -3,6 +3,7 @@ package bolt_test
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -113,11 +114,7 @@ func TestKeyringDestroyLeavesNoCopy(t *testing.T) {
 	}
 }
 
-func subjectName(i int) string { return "@user" + string(rune('a'+i%26)) + itoa(i) + ":example.org" }
-
-func itoa(i int) string {
-	return string([]byte{byte('0' + i/100%10), byte('0' + i/10%10), byte('0' + i%10)})
-}
+func subjectName(i int) string { return fmt.Sprintf("@user%03d:example.org", i) }
 
 func mustRead(t *testing.T, path string) []byte {
 	t.Helper()
