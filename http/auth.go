@@ -62,6 +62,11 @@ type TokenFile struct {
 	path    string
 	mu      sync.RWMutex
 	entries []tokenEntry
+	// modTime and checked let a token issued while the server runs work
+	// without a restart: an unknown token re-reads a changed file, at most
+	// once a second.
+	modTime time.Time
+	checked time.Time
 }
 
 type tokenEntry struct {
@@ -85,6 +90,10 @@ func LoadTokenFile(path string) (*TokenFile, error) {
 
 // Reload re-reads the file.
 func (tf *TokenFile) Reload() error {
+	var modTime time.Time
+	if fi, err := os.Stat(tf.path); err == nil {
+		modTime = fi.ModTime()
+	}
 	data, err := os.ReadFile(tf.path)
 	if errors.Is(err, os.ErrNotExist) {
 		data = nil
@@ -107,13 +116,38 @@ func (tf *TokenFile) Reload() error {
 		copy(e.sum[:], b)
 	}
 	tf.mu.Lock()
-	tf.entries = doc.Tokens
+	tf.entries, tf.modTime = doc.Tokens, modTime
 	tf.mu.Unlock()
 	return nil
 }
 
+// reloadIfChanged re-reads the file if it changed since it was loaded.
+func (tf *TokenFile) reloadIfChanged() bool {
+	tf.mu.Lock()
+	if time.Since(tf.checked) < time.Second {
+		tf.mu.Unlock()
+		return false
+	}
+	tf.checked = time.Now()
+	loaded := tf.modTime
+	tf.mu.Unlock()
+	fi, err := os.Stat(tf.path)
+	if err != nil || fi.ModTime().Equal(loaded) {
+		return false
+	}
+	return tf.Reload() == nil
+}
+
 // Authenticate compares the token's hash with every entry in constant time.
 func (tf *TokenFile) Authenticate(_ context.Context, token string) (Identity, error) {
+	id, err := tf.lookup(token)
+	if err != nil && tf.reloadIfChanged() {
+		return tf.lookup(token)
+	}
+	return id, err
+}
+
+func (tf *TokenFile) lookup(token string) (Identity, error) {
 	sum := sha256.Sum256([]byte(token))
 	tf.mu.RLock()
 	defer tf.mu.RUnlock()

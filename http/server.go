@@ -173,7 +173,9 @@ func (s *Server) routes() {
 	})
 
 	r.HandleFunc("/_matrix/client/versions", s.handleVersions).Methods(http.MethodGet)
-	c := r.PathPrefix("/_matrix/client/v3").Subrouter()
+	// Full paths on the root router (no subrouters), so a wrong method on a
+	// known path is 405, not 404.
+	c := prefixed{r, "/_matrix/client/v3"}
 	c.HandleFunc("/capabilities", s.authed(s.handleCapabilities)).Methods(http.MethodGet)
 	c.HandleFunc("/account/whoami", s.authed(s.handleWhoami)).Methods(http.MethodGet)
 	c.HandleFunc("/profile/{userId}", s.handleGetProfile).Methods(http.MethodGet)
@@ -185,6 +187,16 @@ func (s *Server) routes() {
 	r.HandleFunc("/health", s.handleHealth).Methods(http.MethodGet)
 	r.HandleFunc("/ready", s.handleReady).Methods(http.MethodGet)
 	r.Handle("/metrics", s.metrics.Handler()).Methods(http.MethodGet)
+}
+
+// prefixed registers routes under a path prefix on the root router.
+type prefixed struct {
+	r      *mux.Router
+	prefix string
+}
+
+func (p prefixed) HandleFunc(path string, f http.HandlerFunc) *mux.Route {
+	return p.r.HandleFunc(p.prefix+path, f)
 }
 
 // statusRecorder remembers the status for logs and metrics.

@@ -101,7 +101,9 @@ func (r *Runner) Checkpoint() eventstore.Position {
 // progress, if set, is called while catching up with applied and total event
 // counts (estimates with EventStoreDB positions).
 func (r *Runner) Start(ctx context.Context, progress func(applied, total uint64)) error {
-	if err := r.loadSnapshot(); err != nil {
+	if err := r.loadSnapshot(); errors.Is(err, os.ErrNotExist) {
+		r.log.Info("projections: no snapshot yet; building the views from the log")
+	} else if err != nil {
 		r.log.WithError(err).Warn("projections: no usable snapshot; rebuilding from the log")
 		for _, v := range r.opts.Views {
 			v.Reset()
