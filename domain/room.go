@@ -6,6 +6,8 @@ import (
 	"maps"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/profilestore/profilestore/eventstore"
 )
 
 // Membership values. Join, invite, leave and ban are states a member is in;
@@ -46,6 +48,22 @@ type RoomMember struct {
 	// Overrides are the member's per-room values (displayname, avatar_url),
 	// canonical JSON strings. They belong to one membership: leaving drops them.
 	Overrides map[string]json.RawMessage
+	// OverrideAt is where each override was set: a later global change with
+	// propagate_to all cleared it without the room stream knowing.
+	OverrideAt map[string]eventstore.Position
+}
+
+// override returns the member's override of field unless a global change
+// with propagate_to all at clearedAt came after it.
+func (m *RoomMember) override(field string, clearedAt eventstore.Position) (json.RawMessage, bool) {
+	if m == nil {
+		return nil, false
+	}
+	v, ok := m.Overrides[field]
+	if !ok || m.OverrideAt[field].Before(clearedAt) {
+		return nil, false
+	}
+	return v, true
 }
 
 // Room is the fold of a room-<roomId> stream: what decisions need to know.
@@ -112,8 +130,10 @@ func (r *Room) Apply(e *Event) {
 		}
 		if m.Overrides == nil {
 			m.Overrides = make(map[string]json.RawMessage)
+			m.OverrideAt = make(map[string]eventstore.Position)
 		}
 		m.Overrides[e.Key] = e.Value
+		m.OverrideAt[e.Key] = e.Position
 	case TypeMemberProfileGone:
 		delete(member().Overrides, e.Key)
 	case TypeHistoryVisibility:
@@ -242,7 +262,10 @@ type SetMemberProfile struct {
 	User  UserID
 	Field string
 	Value string
-	Meta  Metadata
+	// ClearedAt is the position of the user's last global change of Field
+	// with propagate_to all (Profile.AllAt): overrides older than it are gone.
+	ClearedAt eventstore.Position
+	Meta      Metadata
 }
 
 // ClearMemberProfile is the command to remove a per-room override, so the
@@ -251,7 +274,9 @@ type ClearMemberProfile struct {
 	Room  RoomID
 	User  UserID
 	Field string
-	Meta  Metadata
+	// ClearedAt is as in SetMemberProfile.
+	ClearedAt eventstore.Position
+	Meta      Metadata
 }
 
 // DecideSetMemberProfile returns the events of a per-room override: none
@@ -263,13 +288,13 @@ func DecideSetMemberProfile(r *Room, cmd SetMemberProfile, lim Limits) ([]Event,
 		return nil, err
 	}
 	if s == "" {
-		return DecideClearMemberProfile(r, ClearMemberProfile{Room: cmd.Room, User: cmd.User, Field: cmd.Field, Meta: cmd.Meta})
+		return DecideClearMemberProfile(r, ClearMemberProfile{Room: cmd.Room, User: cmd.User, Field: cmd.Field, ClearedAt: cmd.ClearedAt, Meta: cmd.Meta})
 	}
 	if r.Membership(cmd.User) != MembershipJoin {
 		return nil, Errorf(ErrCodeForbidden, "%s is not joined to this room", cmd.User)
 	}
 	value, _ := json.Marshal(s)
-	if old, ok := r.Members[cmd.User].Overrides[cmd.Field]; ok && bytes.Equal(old, value) {
+	if old, ok := r.Members[cmd.User].override(cmd.Field, cmd.ClearedAt); ok && bytes.Equal(old, value) {
 		return nil, nil
 	}
 	return []Event{{Type: TypeMemberProfileSet, Room: cmd.Room, User: cmd.User, Key: cmd.Field, Value: value, Meta: cmd.Meta}}, nil
@@ -281,11 +306,7 @@ func DecideClearMemberProfile(r *Room, cmd ClearMemberProfile) ([]Event, error) 
 	if cmd.Field != KeyDisplayName && cmd.Field != KeyAvatarURL {
 		return nil, Errorf(ErrCodeInvalidParam, "Only displayname and avatar_url can differ per room")
 	}
-	m := r.Members[cmd.User]
-	if m == nil {
-		return nil, nil
-	}
-	if _, ok := m.Overrides[cmd.Field]; !ok {
+	if _, ok := r.Members[cmd.User].override(cmd.Field, cmd.ClearedAt); !ok {
 		return nil, nil
 	}
 	return []Event{{Type: TypeMemberProfileGone, Room: cmd.Room, User: cmd.User, Key: cmd.Field, Meta: cmd.Meta}}, nil

@@ -66,6 +66,10 @@ func (s *RoomService) ChangeMembership(ctx context.Context, cmd ChangeMembership
 
 // SetMemberProfile sets a per-room override.
 func (s *RoomService) SetMemberProfile(ctx context.Context, cmd SetMemberProfile) (WriteResult, error) {
+	var err error
+	if cmd.ClearedAt, err = s.clearedAt(ctx, cmd.User, cmd.Field); err != nil {
+		return WriteResult{}, err
+	}
 	return s.run(ctx, cmd.Room, cmd.Meta.IdempotencyKey, func(r *Room) ([]Event, error) {
 		return DecideSetMemberProfile(r, cmd, s.limits)
 	})
@@ -73,6 +77,10 @@ func (s *RoomService) SetMemberProfile(ctx context.Context, cmd SetMemberProfile
 
 // ClearMemberProfile removes a per-room override.
 func (s *RoomService) ClearMemberProfile(ctx context.Context, cmd ClearMemberProfile) (WriteResult, error) {
+	var err error
+	if cmd.ClearedAt, err = s.clearedAt(ctx, cmd.User, cmd.Field); err != nil {
+		return WriteResult{}, err
+	}
 	return s.run(ctx, cmd.Room, cmd.Meta.IdempotencyKey, func(r *Room) ([]Event, error) {
 		return DecideClearMemberProfile(r, cmd)
 	})
@@ -90,6 +98,19 @@ func (s *RoomService) SetPowerLevels(ctx context.Context, cmd SetPowerLevels) (W
 	return s.run(ctx, cmd.Room, cmd.Meta.IdempotencyKey, func(r *Room) ([]Event, error) {
 		return DecidePowerLevels(r, cmd)
 	})
+}
+
+// clearedAt reads where the user's last propagate_to=all change of field
+// landed, which the room stream alone cannot know.
+func (s *RoomService) clearedAt(ctx context.Context, user UserID, field string) (eventstore.Position, error) {
+	if s.profiles == nil {
+		return eventstore.Start, nil
+	}
+	p, _, err := s.profiles.Profile(ctx, user)
+	if err != nil {
+		return eventstore.Start, err
+	}
+	return p.AllAt[field], nil
 }
 
 func (s *RoomService) aggregate(room RoomID) *roomAggregate {
@@ -153,6 +174,7 @@ func (s *RoomService) run(ctx context.Context, room RoomID, idemKey string, deci
 			return WriteResult{Position: res.Position, Revision: agg.revision, Exists: agg.exists}, nil
 		}
 		for i := range events {
+			events[i].Position = res.Position // Room.OverrideAt needs it
 			agg.room.Apply(&events[i])
 		}
 		agg.revision, agg.exists, agg.position = res.Revision, true, res.Position

@@ -2,6 +2,8 @@ package domain
 
 import (
 	"testing"
+
+	"github.com/profilestore/profilestore/eventstore"
 )
 
 func ptr(s string) *string { return &s }
@@ -141,5 +143,23 @@ func TestDecideRoomSettings(t *testing.T) {
 	}
 	if _, err := DecidePowerLevels(&r, SetPowerLevels{PowerLevels: PowerLevels{Users: map[UserID]int{"mod": 50}}}); ErrorCode(err) != ErrCodeInvalidParam {
 		t.Errorf("bad user in power levels: %v", err)
+	}
+}
+
+func TestOverrideClearedByPropagateAll(t *testing.T) {
+	var r Room
+	member(t, &r, "@a:x", MembershipJoin, "@a:x")
+	evs, _ := DecideSetMemberProfile(&r, SetMemberProfile{User: "@a:x", Field: KeyDisplayName, Value: "Nick"}, DefaultLimits)
+	evs[0].Position = eventstore.Position{Commit: 5, Prepare: 5}
+	decide(t, &r, evs, nil)
+	all := eventstore.Position{Commit: 7, Prepare: 7} // a later global change with propagate_to all
+	if evs, _ := DecideSetMemberProfile(&r, SetMemberProfile{User: "@a:x", Field: KeyDisplayName, Value: "Nick", ClearedAt: all}, DefaultLimits); len(evs) != 1 {
+		t.Error("re-setting an override that propagate_to=all cleared appended nothing; the room would keep the global name")
+	}
+	if evs, _ := DecideClearMemberProfile(&r, ClearMemberProfile{User: "@a:x", Field: KeyDisplayName, ClearedAt: all}); len(evs) != 0 {
+		t.Error("clearing an override that propagate_to=all already cleared appended an event")
+	}
+	if evs, _ := DecideSetMemberProfile(&r, SetMemberProfile{User: "@a:x", Field: KeyDisplayName, Value: "Nick", ClearedAt: eventstore.Position{Commit: 3, Prepare: 3}}, DefaultLimits); len(evs) != 0 {
+		t.Error("an override newer than the last propagate_to=all change was treated as cleared")
 	}
 }
