@@ -477,7 +477,7 @@ func TestRoomsAgainstFanOutModel(t *testing.T) {
 			w := &world{t: t, rng: rand.New(rand.NewPCG(seed, 42)), view: projections.NewRooms(),
 				model: &model{global: map[domain.UserID]*[2]*string{}, rooms: map[domain.RoomID]*modelRoom{}, users: map[domain.UserID][]projections.HistoryEntry{}},
 				rooms: map[domain.RoomID]*domain.Room{}, profs: map[domain.UserID]*domain.Profile{},
-				t0:    time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+				t0: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
 			for i := range 5 {
 				w.users = append(w.users, domain.UserID(fmt.Sprintf("@u%d:x", i)))
 			}
