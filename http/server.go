@@ -31,8 +31,12 @@ type Config struct {
 	Profiles *domain.ProfileService
 	Runner   *projections.Runner
 	Views    *projections.Profiles
-	Auth     Authenticator
-	Logger   logrus.FieldLogger
+	// RoomService and RoomViews serve the per-room routes (http/rooms.go);
+	// without them those routes are not registered.
+	RoomService *domain.RoomService
+	RoomViews   *projections.Rooms
+	Auth        Authenticator
+	Logger      logrus.FieldLogger
 
 	// DefaultPropagation applies when a request names none (default unchanged).
 	DefaultPropagation domain.Propagation
@@ -183,6 +187,8 @@ func (s *Server) routes() {
 	c.HandleFunc("/profile/{userId}/{keyName}", s.authed(s.limited(s.handlePutProfileField))).Methods(http.MethodPut)
 	c.HandleFunc("/profile/{userId}/{keyName}", s.authed(s.limited(s.handleDeleteProfileField))).Methods(http.MethodDelete)
 	c.HandleFunc("/user_directory/search", s.authed(s.handleDirectorySearch)).Methods(http.MethodPost)
+
+	s.roomRoutes()
 
 	r.HandleFunc("/health", s.handleHealth).Methods(http.MethodGet)
 	r.HandleFunc("/ready", s.handleReady).Methods(http.MethodGet)

@@ -23,6 +23,8 @@ type app struct {
 	sealer   *domain.Sealer
 	profiles *domain.ProfileService
 	views    *projections.Profiles
+	rooms    *domain.RoomService
+	roomView *projections.Rooms
 	runner   *projections.Runner
 }
 
@@ -56,11 +58,13 @@ func openApp(ctx context.Context, cfg Config, log *logrus.Logger) (*app, error) 
 		MaxDisplayNameChars: cfg.Profile.MaxDisplayNameChars,
 		MaxAvatarURLBytes:   cfg.Profile.MaxAvatarURLBytes,
 	})
+	a.rooms = domain.NewRoomService(a.store, a.sealer, a.profiles.Limits(), a.profiles)
 	a.views = projections.NewProfiles()
+	a.roomView = projections.NewRooms()
 	a.runner = projections.NewRunner(projections.Options{
 		Store:        a.store,
 		Sealer:       a.sealer,
-		Views:        []projections.View{a.views},
+		Views:        []projections.View{a.views, a.roomView},
 		SnapshotPath: filepath.Join(cfg.DataDir, "snapshots", "projections.snap"),
 		Logger:       log,
 	})
@@ -83,6 +87,8 @@ func (a *app) server(auth pshttp.Authenticator) *pshttp.Server {
 		Profiles:              a.profiles,
 		Runner:                a.runner,
 		Views:                 a.views,
+		RoomService:           a.rooms,
+		RoomViews:             a.roomView,
 		Auth:                  auth,
 		Logger:                a.log,
 		DefaultPropagation:    a.cfg.Profile.DefaultPropagation,
