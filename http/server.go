@@ -29,6 +29,7 @@ type Config struct {
 
 	Store    eventstore.Store
 	Profiles *domain.ProfileService
+	Eraser   *domain.Eraser
 	Runner   *projections.Runner
 	Views    *projections.Profiles
 	Auth     Authenticator
@@ -183,6 +184,9 @@ func (s *Server) routes() {
 	c.HandleFunc("/profile/{userId}/{keyName}", s.authed(s.limited(s.handlePutProfileField))).Methods(http.MethodPut)
 	c.HandleFunc("/profile/{userId}/{keyName}", s.authed(s.limited(s.handleDeleteProfileField))).Methods(http.MethodDelete)
 	c.HandleFunc("/user_directory/search", s.authed(s.handleDirectorySearch)).Methods(http.MethodPost)
+
+	ps := prefixed{r, "/_profilestore/v1"}
+	ps.HandleFunc("/users/{userId}/erase", s.authed(s.handleErase)).Methods(http.MethodPost)
 
 	r.HandleFunc("/health", s.handleHealth).Methods(http.MethodGet)
 	r.HandleFunc("/ready", s.handleReady).Methods(http.MethodGet)

@@ -185,6 +185,9 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 
 func (r *Runner) applyBatch(ctx context.Context, recs []eventstore.RecordedEvent) {
 	r.applyMu.Lock()
+	// An erasure must not survive in a snapshot: the snapshot is rewritten
+	// as soon as the views have dropped the user's values.
+	erased := false
 	for i := range recs {
 		rec := &recs[i]
 		if !rec.Position.Before(r.Checkpoint()) && rec.Position != r.Checkpoint() {
@@ -195,6 +198,7 @@ func (r *Runner) applyBatch(ctx context.Context, recs []eventstore.RecordedEvent
 				for _, v := range r.opts.Views {
 					v.Apply(&e)
 				}
+				erased = erased || e.Type == domain.TypeErased
 				if r.opts.OnApply != nil {
 					r.opts.OnApply(&e)
 				}
@@ -204,7 +208,7 @@ func (r *Runner) applyBatch(ctx context.Context, recs []eventstore.RecordedEvent
 	}
 	last := recs[len(recs)-1].Position
 	r.setCheckpoint(last)
-	if r.opts.SnapshotPath != "" && (r.sinceSnapshot >= r.opts.SnapshotEvery || time.Since(r.lastSnapshot) > r.opts.SnapshotInterval) {
+	if r.opts.SnapshotPath != "" && (erased || r.sinceSnapshot >= r.opts.SnapshotEvery || time.Since(r.lastSnapshot) > r.opts.SnapshotInterval) {
 		if err := r.saveSnapshotLocked(); err != nil {
 			r.log.WithError(err).Warn("projections: snapshot failed")
 		}
