@@ -264,6 +264,10 @@ func (s *Store) Append(ctx context.Context, stream string, expected eventstore.E
 		// EventStoreDB compares ids itself when the expectation is "no
 		// stream"; otherwise a retry could land as a duplicate.
 		res, found, err := s.findAppended(ctx, c, stream, expected, events, false)
+		var wrong *eventstore.WrongExpectedRevisionError
+		if err != nil && !errors.As(err, &wrong) {
+			return res, fmt.Errorf("esdb: append to %q: nothing written: %w", stream, err)
+		}
 		if err != nil || found {
 			return res, err
 		}
