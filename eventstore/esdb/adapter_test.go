@@ -347,3 +347,15 @@ func BenchmarkAppend(b *testing.B) {
 		})
 	}
 }
+
+// TestDiscoveryConnectionString connects the way a cluster connection string
+// does: read gossip, pick the leader, connect to it.
+func TestDiscoveryConnectionString(t *testing.T) {
+	ctx := testContext(t)
+	srv := esdbtest.Start(t)
+	s := openStore(t, srv.ConnectionStringForDiscovery(), esdb.Options{})
+	res, err := s.Append(ctx, "profile-a", eventstore.NoStream, events(1))
+	if err != nil || res.Revision != 0 {
+		t.Fatalf("Append through discovery: %+v, %v", res, err)
+	}
+}
