@@ -55,6 +55,8 @@ type profileAggregate struct {
 	revision uint64
 	exists   bool
 	position eventstore.Position
+	// erased is true while the last event of the stream is profile.erased.
+	erased bool
 }
 
 // NewProfileService returns a service writing to store.
@@ -182,6 +184,7 @@ func (s *ProfileService) run(ctx context.Context, user UserID, idemKey string, p
 			events[i].Position = res.Position
 			agg.profile.Apply(&events[i])
 		}
+		agg.erased = false
 		agg.revision, agg.exists, agg.position = res.Revision, true, res.Position
 		return WriteResult{Changed: true, Position: res.Position, Revision: res.Revision, Exists: true}, nil
 	}
@@ -204,6 +207,7 @@ func (s *ProfileService) catchUp(ctx context.Context, user UserID, agg *profileA
 				return err
 			}
 			agg.profile.Apply(&e)
+			agg.erased = e.Type == TypeErased
 			agg.revision, agg.exists, agg.position = rec.Revision, true, rec.Position
 		}
 		agg.loaded = true

@@ -62,6 +62,7 @@ type TokenFile struct {
 	path    string
 	mu      sync.RWMutex
 	entries []tokenEntry
+	byHash  map[[sha256.Size]byte]int
 	// modTime and checked let a token issued while the server runs work
 	// without a restart: an unknown token re-reads a changed file, at most
 	// once a second.
@@ -115,8 +116,12 @@ func (tf *TokenFile) Reload() error {
 		}
 		copy(e.sum[:], b)
 	}
+	byHash := make(map[[sha256.Size]byte]int, len(doc.Tokens))
+	for i := range doc.Tokens {
+		byHash[doc.Tokens[i].sum] = i
+	}
 	tf.mu.Lock()
-	tf.entries, tf.modTime = doc.Tokens, modTime
+	tf.entries, tf.byHash, tf.modTime = doc.Tokens, byHash, modTime
 	tf.mu.Unlock()
 	return nil
 }
@@ -138,7 +143,9 @@ func (tf *TokenFile) reloadIfChanged() bool {
 	return tf.Reload() == nil
 }
 
-// Authenticate compares the token's hash with every entry in constant time.
+// Authenticate looks the token's SHA-256 up and compares the hashes in
+// constant time. The lookup's timing can only tell about the hash of a
+// guess, never about a stored token.
 func (tf *TokenFile) Authenticate(_ context.Context, token string) (Identity, error) {
 	id, err := tf.lookup(token)
 	if err != nil && tf.reloadIfChanged() {
@@ -151,13 +158,8 @@ func (tf *TokenFile) lookup(token string) (Identity, error) {
 	sum := sha256.Sum256([]byte(token))
 	tf.mu.RLock()
 	defer tf.mu.RUnlock()
-	found := -1
-	for i := range tf.entries {
-		if subtle.ConstantTimeCompare(sum[:], tf.entries[i].sum[:]) == 1 {
-			found = i
-		}
-	}
-	if found < 0 {
+	found, ok := tf.byHash[sum]
+	if !ok || subtle.ConstantTimeCompare(sum[:], tf.entries[found].sum[:]) != 1 {
 		return Identity{}, domain.Errorf(domain.ErrCodeUnknownToken, "Unknown access token")
 	}
 	e := tf.entries[found]
@@ -245,7 +247,7 @@ func (a *HomeserverAuth) Authenticate(ctx context.Context, token string) (Identi
 	}
 	a.mu.Unlock()
 
-	id, err, cacheFor := a.ask(ctx, token)
+	id, cacheFor, err := a.ask(ctx, token)
 	if cacheFor > 0 {
 		a.mu.Lock()
 		if len(a.cache) > 100_000 { // bound memory under a token-guessing flood
@@ -257,15 +259,15 @@ func (a *HomeserverAuth) Authenticate(ctx context.Context, token string) (Identi
 	return id, err
 }
 
-func (a *HomeserverAuth) ask(ctx context.Context, token string) (Identity, error, time.Duration) {
+func (a *HomeserverAuth) ask(ctx context.Context, token string) (Identity, time.Duration, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, a.base+"/_matrix/client/v3/account/whoami", nil)
 	if err != nil {
-		return Identity{}, err, 0
+		return Identity{}, 0, err
 	}
 	req.Header.Set("Authorization", "Bearer "+token)
 	resp, err := a.client.Do(req)
 	if err != nil {
-		return Identity{}, domain.Errorf(domain.ErrCodeUnavailable, "The homeserver that checks access tokens is unreachable"), 0
+		return Identity{}, 0, domain.Errorf(domain.ErrCodeUnavailable, "The homeserver that checks access tokens is unreachable")
 	}
 	defer resp.Body.Close()
 	var body struct {
@@ -277,12 +279,12 @@ func (a *HomeserverAuth) ask(ctx context.Context, token string) (Identity, error
 	case resp.StatusCode == http.StatusOK:
 		u, err := domain.ParseHistoricalUserID(body.UserID)
 		if err != nil {
-			return Identity{}, domain.Errorf(domain.ErrCodeUnavailable, "The homeserver answered whoami with an invalid user id"), 0
+			return Identity{}, 0, domain.Errorf(domain.ErrCodeUnavailable, "The homeserver answered whoami with an invalid user id")
 		}
-		return Identity{User: u, Admin: a.admins[u]}, nil, a.ttl
+		return Identity{User: u, Admin: a.admins[u]}, a.ttl, nil
 	case resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden:
-		return Identity{}, domain.Errorf(domain.ErrCodeUnknownToken, "The homeserver does not know this access token"), a.negTTL
+		return Identity{}, a.negTTL, domain.Errorf(domain.ErrCodeUnknownToken, "The homeserver does not know this access token")
 	default:
-		return Identity{}, domain.Errorf(domain.ErrCodeUnavailable, "The homeserver answered whoami with HTTP %d", resp.StatusCode), 0
+		return Identity{}, 0, domain.Errorf(domain.ErrCodeUnavailable, "The homeserver answered whoami with HTTP %d", resp.StatusCode)
 	}
 }

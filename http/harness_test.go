@@ -22,7 +22,8 @@ import (
 // testService is a real profilestore on a temporary bolt file behind a real
 // loopback HTTP server.
 type testService struct {
-	t      *testing.T
+	t      testing.TB
+	dir    string
 	URL    string
 	store  eventstore.Store
 	views  *projections.Profiles
@@ -33,7 +34,7 @@ type testService struct {
 
 type serviceOption func(*pshttp.Config)
 
-func newTestService(t *testing.T, opts ...serviceOption) *testService {
+func newTestService(t testing.TB, opts ...serviceOption) *testService {
 	t.Helper()
 	dir := t.TempDir()
 	store, err := bolt.Open(filepath.Join(dir, "events.db"), bolt.Options{})
@@ -54,7 +55,7 @@ func newTestService(t *testing.T, opts ...serviceOption) *testService {
 		t.Fatal(err)
 	}
 	tokensPath := filepath.Join(dir, "tokens.yaml")
-	ts := &testService{t: t, store: store, views: views, runner: runner, tokens: map[domain.UserID]string{}}
+	ts := &testService{t: t, dir: dir, store: store, views: views, runner: runner, tokens: map[domain.UserID]string{}}
 	for _, u := range []struct {
 		id    domain.UserID
 		admin bool
@@ -69,8 +70,9 @@ func newTestService(t *testing.T, opts ...serviceOption) *testService {
 	if err != nil {
 		t.Fatal(err)
 	}
+	profiles := domain.NewProfileService(store, sealer, domain.DefaultLimits)
 	cfg := pshttp.Config{
-		Store: store, Profiles: domain.NewProfileService(store, sealer, domain.DefaultLimits), Runner: runner,
+		Store: store, Profiles: profiles, Eraser: domain.NewEraser(store, keys, sealer, profiles), Runner: runner,
 		Views: views, Auth: auth, Logger: log, WriteRate: 1000, WriteBurst: 1000,
 	}
 	for _, o := range opts {

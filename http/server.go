@@ -29,6 +29,7 @@ type Config struct {
 
 	Store    eventstore.Store
 	Profiles *domain.ProfileService
+	Eraser   *domain.Eraser
 	Runner   *projections.Runner
 	Views    *projections.Profiles
 	// RoomService and RoomViews serve the per-room routes (http/rooms.go);
@@ -188,6 +189,8 @@ func (s *Server) routes() {
 	c.HandleFunc("/profile/{userId}/{keyName}", s.authed(s.limited(s.handleDeleteProfileField))).Methods(http.MethodDelete)
 	c.HandleFunc("/user_directory/search", s.authed(s.handleDirectorySearch)).Methods(http.MethodPost)
 
+	ps := prefixed{r, "/_profilestore/v1"}
+	ps.HandleFunc("/users/{userId}/erase", s.authed(s.handleErase)).Methods(http.MethodPost)
 	s.roomRoutes()
 
 	r.HandleFunc("/health", s.handleHealth).Methods(http.MethodGet)

@@ -330,11 +330,7 @@ func (v *Rooms) Apply(e *domain.Event) {
 	case domain.TypeEntryHidden:
 		v.hidden[e.Hidden] = true
 	case domain.TypeErased:
-		// The values stay in memory until the next rebuild, when they decode
-		// as erased; scrubbing them here is the privacy issue's work.
-		if u := v.users[e.User]; u != nil {
-			u.global = [numFields]*string{}
-		}
+		v.erase(e.User)
 	case domain.TypeMemberJoined, domain.TypeMemberInvited, domain.TypeMemberLeft:
 		if e.Room != "" && e.User != "" {
 			v.applyMembership(e)
@@ -351,6 +347,43 @@ func (v *Rooms) Apply(e *domain.Event) {
 	case domain.TypePowerLevels:
 		if e.Room != "" {
 			v.room(e.Room).pl = e.PowerLevels
+		}
+	}
+}
+
+// erase drops every name of the user the view holds, so that none stays
+// readable through any read after profile.erased; a rebuild then decodes
+// them as erased anyway. It costs O(the user's history), not O(the log).
+func (v *Rooms) erase(user domain.UserID) {
+	u := v.users[user]
+	if u == nil {
+		return
+	}
+	u.global = [numFields]*string{}
+	for f := range numFields {
+		for i := range u.prop[f] {
+			u.prop[f][i].val = nil
+		}
+	}
+	for _, ci := range u.history {
+		c := v.changes[ci]
+		c.old, c.new, c.names = nil, nil, [numFields]*string{}
+	}
+	for roomID := range u.touched {
+		r := v.rooms[roomID]
+		for _, i := range r.byUser[user] {
+			r.entries[i].old = nil
+		}
+		if m := r.members[user]; m != nil {
+			for i := range m.periods {
+				p := &m.periods[i]
+				p.names = [numFields]*string{}
+				for f := range numFields {
+					for j := range p.ovr[f] {
+						p.ovr[f][j].val = nil
+					}
+				}
+			}
 		}
 	}
 }

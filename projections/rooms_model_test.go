@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"reflect"
 	"sort"
+	"strings"
 	"testing"
 	"time"
 
@@ -513,5 +514,29 @@ func TestRoomsAgainstFanOutModel(t *testing.T) {
 				t.Fatal("the run recorded no history")
 			}
 		})
+	}
+}
+
+func TestRoomsEraseLeavesNoNames(t *testing.T) {
+	f := &feeder{v: projections.NewRooms()}
+	u := domain.UserID("@gone:x")
+	f.rename(u, "Secret Name", domain.PropagateUnchanged)
+	f.join("!r:x", u, "Secret Name")
+	f.join("!r:x", "@other:x", "Other")
+	v, _ := json.Marshal("Secret Nick")
+	f.apply(domain.Event{Type: domain.TypeMemberProfileSet, Room: "!r:x", User: u, Key: domain.KeyDisplayName, Value: v})
+	f.rename(u, "Secret Two", domain.PropagateAll)
+	f.apply(domain.Event{Type: domain.TypeErased, User: u})
+	admin := projections.Viewer{Admin: true}
+	ms, _, _ := f.v.Members("!r:x", nil, admin)
+	hist, _ := f.v.RoomHistory("!r:x", projections.HistoryQuery{Viewer: admin, Limit: 100})
+	uh, _ := f.v.UserHistory(u, projections.HistoryQuery{Viewer: admin, Limit: 100})
+	at := eventstore.Position{Commit: 3, Prepare: 3}
+	old, _, _ := f.v.Members("!r:x", &at, admin)
+	if s := dump([]any{ms, hist, uh, old}); strings.Contains(s, "Secret") {
+		t.Fatalf("an erased name is still readable: %s", s)
+	}
+	if len(hist.Entries) != 4 || len(ms) != 2 {
+		t.Fatalf("erasure removed entries or members instead of their values: %d entries, %d members", len(hist.Entries), len(ms))
 	}
 }

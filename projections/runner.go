@@ -185,6 +185,9 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 
 func (r *Runner) applyBatch(ctx context.Context, recs []eventstore.RecordedEvent) {
 	r.applyMu.Lock()
+	// An erasure must not survive in a snapshot: the snapshot is rewritten
+	// as soon as the views have dropped the user's values.
+	erased := false
 	for i := range recs {
 		rec := &recs[i]
 		if !rec.Position.Before(r.Checkpoint()) && rec.Position != r.Checkpoint() {
@@ -195,6 +198,12 @@ func (r *Runner) applyBatch(ctx context.Context, recs []eventstore.RecordedEvent
 				for _, v := range r.opts.Views {
 					v.Apply(&e)
 				}
+				if e.Type == domain.TypeErased {
+					// Another instance may have destroyed the keys: drop
+					// the ciphers this process still holds for them.
+					r.opts.Sealer.Forget(e.User)
+					erased = true
+				}
 				if r.opts.OnApply != nil {
 					r.opts.OnApply(&e)
 				}
@@ -203,12 +212,14 @@ func (r *Runner) applyBatch(ctx context.Context, recs []eventstore.RecordedEvent
 		r.sinceSnapshot++
 	}
 	last := recs[len(recs)-1].Position
-	r.setCheckpoint(last)
-	if r.opts.SnapshotPath != "" && (r.sinceSnapshot >= r.opts.SnapshotEvery || time.Since(r.lastSnapshot) > r.opts.SnapshotInterval) {
-		if err := r.saveSnapshotLocked(); err != nil {
+	// The snapshot is written before the checkpoint moves, so whoever waits
+	// for an erasure sees it only once no snapshot holds the erased values.
+	if r.opts.SnapshotPath != "" && (erased || r.sinceSnapshot >= r.opts.SnapshotEvery || time.Since(r.lastSnapshot) > r.opts.SnapshotInterval) {
+		if err := r.saveSnapshotLocked(last); err != nil {
 			r.log.WithError(err).Warn("projections: snapshot failed")
 		}
 	}
+	r.setCheckpoint(last)
 	r.applyMu.Unlock()
 }
 
@@ -275,7 +286,7 @@ func (r *Runner) SaveSnapshot() error {
 	}
 	r.applyMu.Lock()
 	defer r.applyMu.Unlock()
-	return r.saveSnapshotLocked()
+	return r.saveSnapshotLocked(r.Checkpoint())
 }
 
 type snapshotHeader struct {
@@ -295,7 +306,7 @@ func (r *Runner) viewNames() []string {
 	return names
 }
 
-func (r *Runner) saveSnapshotLocked() error {
+func (r *Runner) saveSnapshotLocked(checkpoint eventstore.Position) error {
 	path := r.opts.SnapshotPath
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return err
@@ -306,7 +317,7 @@ func (r *Runner) saveSnapshotLocked() error {
 	}
 	defer os.Remove(tmp.Name()) // no-op after the rename
 	w := bufio.NewWriterSize(tmp, 1<<20)
-	hdr, _ := json.Marshal(snapshotHeader{Format: snapshotFormat, Version: SnapshotVersion, Checkpoint: r.Checkpoint().String(), Views: r.viewNames()})
+	hdr, _ := json.Marshal(snapshotHeader{Format: snapshotFormat, Version: SnapshotVersion, Checkpoint: checkpoint.String(), Views: r.viewNames()})
 	w.Write(hdr)
 	w.WriteByte('\n')
 	enc := gob.NewEncoder(w)

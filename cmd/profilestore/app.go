@@ -22,6 +22,7 @@ type app struct {
 	keyring  eventstore.Keyring
 	sealer   *domain.Sealer
 	profiles *domain.ProfileService
+	eraser   *domain.Eraser
 	views    *projections.Profiles
 	rooms    *domain.RoomService
 	roomView *projections.Rooms
@@ -58,6 +59,7 @@ func openApp(ctx context.Context, cfg Config, log *logrus.Logger) (*app, error) 
 		MaxDisplayNameChars: cfg.Profile.MaxDisplayNameChars,
 		MaxAvatarURLBytes:   cfg.Profile.MaxAvatarURLBytes,
 	})
+	a.eraser = domain.NewEraser(a.store, a.keyring, a.sealer, a.profiles)
 	a.rooms = domain.NewRoomService(a.store, a.sealer, a.profiles.Limits(), a.profiles)
 	a.views = projections.NewProfiles()
 	a.roomView = projections.NewRooms()
@@ -85,6 +87,7 @@ func (a *app) server(auth pshttp.Authenticator) *pshttp.Server {
 		Addr:                  a.cfg.Listen,
 		Store:                 a.store,
 		Profiles:              a.profiles,
+		Eraser:                a.eraser,
 		Runner:                a.runner,
 		Views:                 a.views,
 		RoomService:           a.rooms,
