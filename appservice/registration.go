@@ -197,9 +197,10 @@ func NewRegistration(id, url, senderLocalpart, serverName string) (*Registration
 	if err != nil {
 		return nil, err
 	}
+	// "$" ends the pattern because Synapse only anchors the start.
 	r := &Registration{
 		ID: id, URL: &url, ASToken: as, HSToken: hs, SenderLocalpart: senderLocalpart,
-		Namespaces: Namespaces{Users: []Namespace{{Regex: "@.*:" + regexp.QuoteMeta(serverName), Exclusive: false}}},
+		Namespaces: Namespaces{Users: []Namespace{{Regex: "@.*:" + regexp.QuoteMeta(serverName) + "$", Exclusive: false}}},
 	}
 	// Profile writes mirrored from the homeserver must not be throttled there.
 	rl := false
