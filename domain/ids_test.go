@@ -53,8 +53,8 @@ func TestParseRoomID(t *testing.T) {
 		ok bool
 	}{
 		{"!abc:example.com", true},
-		{"!Rqnc-F-dvnEYJTyHq_iKxU2bZ1CI92-kuZq3a5lr5Zg", true}, // room v12
-		{"!Rqnc-F-dvnEYJTyHq_iKxU2bZ1CI92-kuZq3a5lr5Z", false}, // 42 chars
+		{"!Rqnc-F-dvnEYJTyHq_iKxU2bZ1CI92-kuZq3a5lr5Zg", true},  // room v12
+		{"!Rqnc-F-dvnEYJTyHq_iKxU2bZ1CI92-kuZq3a5lr5Z", false},  // 42 chars
 		{"!Rqnc+F-dvnEYJTyHq_iKxU2bZ1CI92-kuZq3a5lr5Zg", false}, // not URL-safe
 		{"abc:example.com", false},
 		{"!:example.com", false},

@@ -28,18 +28,18 @@ type Profile struct {
 }
 
 // Get returns the value of key and whether it is set.
-func (p *Profile) Get(key string) (json.RawMessage, bool) {
+func (p Profile) Get(key string) (json.RawMessage, bool) {
 	v, ok := p.Fields[key]
 	return v, ok
 }
 
 // DisplayName returns the display name, or "" when unset or not a string.
-func (p *Profile) DisplayName() string { return p.stringField(KeyDisplayName) }
+func (p Profile) DisplayName() string { return p.stringField(KeyDisplayName) }
 
 // AvatarURL returns the avatar URL, or "" when unset or not a string.
-func (p *Profile) AvatarURL() string { return p.stringField(KeyAvatarURL) }
+func (p Profile) AvatarURL() string { return p.stringField(KeyAvatarURL) }
 
-func (p *Profile) stringField(key string) string {
+func (p Profile) stringField(key string) string {
 	var s string
 	if v, ok := p.Fields[key]; ok {
 		_ = json.Unmarshal(v, &s)
@@ -67,7 +67,7 @@ func (p *Profile) Apply(e *Event) {
 }
 
 // Clone returns a copy that shares no map with p (values are immutable).
-func (p *Profile) Clone() Profile {
+func (p Profile) Clone() Profile {
 	c := Profile{Fields: make(map[string]json.RawMessage, len(p.Fields))}
 	for k, v := range p.Fields {
 		c.Fields[k] = v
@@ -76,7 +76,7 @@ func (p *Profile) Clone() Profile {
 }
 
 // CanonicalSize returns the length of the profile's canonical JSON.
-func (p *Profile) CanonicalSize() int {
+func (p Profile) CanonicalSize() int {
 	n := 2 // {}
 	i := 0
 	for k, v := range p.Fields {

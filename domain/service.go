@@ -55,6 +55,8 @@ type profileAggregate struct {
 	revision uint64
 	exists   bool
 	position eventstore.Position
+	// erased is true while the last event of the stream is profile.erased.
+	erased bool
 }
 
 // NewProfileService returns a service writing to store.
@@ -178,6 +180,7 @@ func (s *ProfileService) run(ctx context.Context, user UserID, idemKey string, p
 		for i := range events {
 			agg.profile.Apply(&events[i])
 		}
+		agg.erased = false
 		agg.revision, agg.exists, agg.position = res.Revision, true, res.Position
 		return WriteResult{Changed: true, Position: res.Position, Revision: res.Revision, Exists: true}, nil
 	}
@@ -200,6 +203,7 @@ func (s *ProfileService) catchUp(ctx context.Context, user UserID, agg *profileA
 				return err
 			}
 			agg.profile.Apply(&e)
+			agg.erased = e.Type == TypeErased
 			agg.revision, agg.exists, agg.position = rec.Revision, true, rec.Position
 		}
 		agg.loaded = true

@@ -62,6 +62,12 @@ type TokenFile struct {
 	path    string
 	mu      sync.RWMutex
 	entries []tokenEntry
+	byHash  map[[sha256.Size]byte]int
+	// modTime and checked let a token issued while the server runs work
+	// without a restart: an unknown token re-reads a changed file, at most
+	// once a second.
+	modTime time.Time
+	checked time.Time
 }
 
 type tokenEntry struct {
@@ -85,6 +91,10 @@ func LoadTokenFile(path string) (*TokenFile, error) {
 
 // Reload re-reads the file.
 func (tf *TokenFile) Reload() error {
+	var modTime time.Time
+	if fi, err := os.Stat(tf.path); err == nil {
+		modTime = fi.ModTime()
+	}
 	data, err := os.ReadFile(tf.path)
 	if errors.Is(err, os.ErrNotExist) {
 		data = nil
@@ -106,24 +116,50 @@ func (tf *TokenFile) Reload() error {
 		}
 		copy(e.sum[:], b)
 	}
+	byHash := make(map[[sha256.Size]byte]int, len(doc.Tokens))
+	for i := range doc.Tokens {
+		byHash[doc.Tokens[i].sum] = i
+	}
 	tf.mu.Lock()
-	tf.entries = doc.Tokens
+	tf.entries, tf.byHash, tf.modTime = doc.Tokens, byHash, modTime
 	tf.mu.Unlock()
 	return nil
 }
 
-// Authenticate compares the token's hash with every entry in constant time.
+// reloadIfChanged re-reads the file if it changed since it was loaded.
+func (tf *TokenFile) reloadIfChanged() bool {
+	tf.mu.Lock()
+	if time.Since(tf.checked) < time.Second {
+		tf.mu.Unlock()
+		return false
+	}
+	tf.checked = time.Now()
+	loaded := tf.modTime
+	tf.mu.Unlock()
+	fi, err := os.Stat(tf.path)
+	if err != nil || fi.ModTime().Equal(loaded) {
+		return false
+	}
+	return tf.Reload() == nil
+}
+
+// Authenticate looks the token's SHA-256 up and compares the hashes in
+// constant time. The lookup's timing can only tell about the hash of a
+// guess, never about a stored token.
 func (tf *TokenFile) Authenticate(_ context.Context, token string) (Identity, error) {
+	id, err := tf.lookup(token)
+	if err != nil && tf.reloadIfChanged() {
+		return tf.lookup(token)
+	}
+	return id, err
+}
+
+func (tf *TokenFile) lookup(token string) (Identity, error) {
 	sum := sha256.Sum256([]byte(token))
 	tf.mu.RLock()
 	defer tf.mu.RUnlock()
-	found := -1
-	for i := range tf.entries {
-		if subtle.ConstantTimeCompare(sum[:], tf.entries[i].sum[:]) == 1 {
-			found = i
-		}
-	}
-	if found < 0 {
+	found, ok := tf.byHash[sum]
+	if !ok || subtle.ConstantTimeCompare(sum[:], tf.entries[found].sum[:]) != 1 {
 		return Identity{}, domain.Errorf(domain.ErrCodeUnknownToken, "Unknown access token")
 	}
 	e := tf.entries[found]

@@ -141,3 +141,22 @@ func TestTokenFileStoresOnlyHashes(t *testing.T) {
 		t.Error("a malformed tokens file loaded")
 	}
 }
+
+func TestTokenIssuedWhileRunningWorks(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "tokens.yaml")
+	if _, err := pshttp.IssueToken(path, "@first:example.com", false, ""); err != nil {
+		t.Fatal(err)
+	}
+	tf, err := pshttp.LoadTokenFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1100 * time.Millisecond) // the file's mtime and the reload throttle are both second-grained
+	tok, err := pshttp.IssueToken(path, "@second:example.com", false, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id, err := tf.Authenticate(context.Background(), tok); err != nil || id.User != "@second:example.com" {
+		t.Fatalf("a token issued after loading: %+v %v", id, err)
+	}
+}

@@ -23,6 +23,7 @@ import (
 // loopback HTTP server.
 type testService struct {
 	t      *testing.T
+	dir    string
 	URL    string
 	store  eventstore.Store
 	views  *projections.Profiles
@@ -54,7 +55,7 @@ func newTestService(t *testing.T, opts ...serviceOption) *testService {
 		t.Fatal(err)
 	}
 	tokensPath := filepath.Join(dir, "tokens.yaml")
-	ts := &testService{t: t, store: store, views: views, runner: runner, tokens: map[domain.UserID]string{}}
+	ts := &testService{t: t, dir: dir, store: store, views: views, runner: runner, tokens: map[domain.UserID]string{}}
 	for _, u := range []struct {
 		id    domain.UserID
 		admin bool
@@ -69,8 +70,9 @@ func newTestService(t *testing.T, opts ...serviceOption) *testService {
 	if err != nil {
 		t.Fatal(err)
 	}
+	profiles := domain.NewProfileService(store, sealer, domain.DefaultLimits)
 	cfg := pshttp.Config{
-		Store: store, Profiles: domain.NewProfileService(store, sealer, domain.DefaultLimits), Runner: runner,
+		Store: store, Profiles: profiles, Eraser: domain.NewEraser(store, keys, sealer, profiles), Runner: runner,
 		Views: views, Auth: auth, Logger: log, WriteRate: 1000, WriteBurst: 1000,
 	}
 	for _, o := range opts {

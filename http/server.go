@@ -31,6 +31,7 @@ type Config struct {
 
 	Store    eventstore.Store
 	Profiles *domain.ProfileService
+	Eraser   *domain.Eraser
 	Runner   *projections.Runner
 	Views    *projections.Profiles
 	Auth     Authenticator
@@ -191,7 +192,9 @@ func (s *Server) routes() {
 	})
 
 	r.HandleFunc("/_matrix/client/versions", s.handleVersions).Methods(http.MethodGet)
-	c := r.PathPrefix("/_matrix/client/v3").Subrouter()
+	// Full paths on the root router (no subrouters), so a wrong method on a
+	// known path is 405, not 404.
+	c := prefixed{r, "/_matrix/client/v3"}
 	c.HandleFunc("/capabilities", s.authed(s.handleCapabilities)).Methods(http.MethodGet)
 	c.HandleFunc("/account/whoami", s.authed(s.handleWhoami)).Methods(http.MethodGet)
 	c.HandleFunc("/profile/{userId}", s.handleGetProfile).Methods(http.MethodGet)
@@ -200,9 +203,22 @@ func (s *Server) routes() {
 	c.HandleFunc("/profile/{userId}/{keyName}", s.authed(s.limited(s.handleDeleteProfileField))).Methods(http.MethodDelete)
 	c.HandleFunc("/user_directory/search", s.authed(s.handleDirectorySearch)).Methods(http.MethodPost)
 
+	ps := prefixed{r, "/_profilestore/v1"}
+	ps.HandleFunc("/users/{userId}/erase", s.authed(s.handleErase)).Methods(http.MethodPost)
+
 	r.HandleFunc("/health", s.handleHealth).Methods(http.MethodGet)
 	r.HandleFunc("/ready", s.handleReady).Methods(http.MethodGet)
 	r.Handle("/metrics", s.metrics.Handler()).Methods(http.MethodGet)
+}
+
+// prefixed registers routes under a path prefix on the root router.
+type prefixed struct {
+	r      *mux.Router
+	prefix string
+}
+
+func (p prefixed) HandleFunc(path string, f http.HandlerFunc) *mux.Route {
+	return p.r.HandleFunc(p.prefix+path, f)
 }
 
 // statusRecorder remembers the status for logs and metrics.

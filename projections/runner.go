@@ -101,7 +101,9 @@ func (r *Runner) Checkpoint() eventstore.Position {
 // progress, if set, is called while catching up with applied and total event
 // counts (estimates with EventStoreDB positions).
 func (r *Runner) Start(ctx context.Context, progress func(applied, total uint64)) error {
-	if err := r.loadSnapshot(); err != nil {
+	if err := r.loadSnapshot(); errors.Is(err, os.ErrNotExist) {
+		r.log.Info("projections: no snapshot yet; building the views from the log")
+	} else if err != nil {
 		r.log.WithError(err).Warn("projections: no usable snapshot; rebuilding from the log")
 		for _, v := range r.opts.Views {
 			v.Reset()
@@ -183,6 +185,9 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 
 func (r *Runner) applyBatch(ctx context.Context, recs []eventstore.RecordedEvent) {
 	r.applyMu.Lock()
+	// An erasure must not survive in a snapshot: the snapshot is rewritten
+	// as soon as the views have dropped the user's values.
+	erased := false
 	for i := range recs {
 		rec := &recs[i]
 		if !rec.Position.Before(r.Checkpoint()) && rec.Position != r.Checkpoint() {
@@ -193,6 +198,7 @@ func (r *Runner) applyBatch(ctx context.Context, recs []eventstore.RecordedEvent
 				for _, v := range r.opts.Views {
 					v.Apply(&e)
 				}
+				erased = erased || e.Type == domain.TypeErased
 				if r.opts.OnApply != nil {
 					r.opts.OnApply(&e)
 				}
@@ -201,12 +207,14 @@ func (r *Runner) applyBatch(ctx context.Context, recs []eventstore.RecordedEvent
 		r.sinceSnapshot++
 	}
 	last := recs[len(recs)-1].Position
-	r.setCheckpoint(last)
-	if r.opts.SnapshotPath != "" && (r.sinceSnapshot >= r.opts.SnapshotEvery || time.Since(r.lastSnapshot) > r.opts.SnapshotInterval) {
-		if err := r.saveSnapshotLocked(); err != nil {
+	// The snapshot is written before the checkpoint moves, so whoever waits
+	// for an erasure sees it only once no snapshot holds the erased values.
+	if r.opts.SnapshotPath != "" && (erased || r.sinceSnapshot >= r.opts.SnapshotEvery || time.Since(r.lastSnapshot) > r.opts.SnapshotInterval) {
+		if err := r.saveSnapshotLocked(last); err != nil {
 			r.log.WithError(err).Warn("projections: snapshot failed")
 		}
 	}
+	r.setCheckpoint(last)
 	r.applyMu.Unlock()
 }
 
@@ -273,7 +281,7 @@ func (r *Runner) SaveSnapshot() error {
 	}
 	r.applyMu.Lock()
 	defer r.applyMu.Unlock()
-	return r.saveSnapshotLocked()
+	return r.saveSnapshotLocked(r.Checkpoint())
 }
 
 type snapshotHeader struct {
@@ -293,7 +301,7 @@ func (r *Runner) viewNames() []string {
 	return names
 }
 
-func (r *Runner) saveSnapshotLocked() error {
+func (r *Runner) saveSnapshotLocked(checkpoint eventstore.Position) error {
 	path := r.opts.SnapshotPath
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return err
@@ -304,7 +312,7 @@ func (r *Runner) saveSnapshotLocked() error {
 	}
 	defer os.Remove(tmp.Name()) // no-op after the rename
 	w := bufio.NewWriterSize(tmp, 1<<20)
-	hdr, _ := json.Marshal(snapshotHeader{Format: snapshotFormat, Version: SnapshotVersion, Checkpoint: r.Checkpoint().String(), Views: r.viewNames()})
+	hdr, _ := json.Marshal(snapshotHeader{Format: snapshotFormat, Version: SnapshotVersion, Checkpoint: checkpoint.String(), Views: r.viewNames()})
 	w.Write(hdr)
 	w.WriteByte('\n')
 	enc := gob.NewEncoder(w)

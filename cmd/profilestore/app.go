@@ -22,6 +22,7 @@ type app struct {
 	keyring  eventstore.Keyring
 	sealer   *domain.Sealer
 	profiles *domain.ProfileService
+	eraser   *domain.Eraser
 	views    *projections.Profiles
 	runner   *projections.Runner
 }
@@ -56,6 +57,7 @@ func openApp(ctx context.Context, cfg Config, log *logrus.Logger) (*app, error) 
 		MaxDisplayNameChars: cfg.Profile.MaxDisplayNameChars,
 		MaxAvatarURLBytes:   cfg.Profile.MaxAvatarURLBytes,
 	})
+	a.eraser = domain.NewEraser(a.store, a.keyring, a.sealer, a.profiles)
 	a.views = projections.NewProfiles()
 	a.runner = projections.NewRunner(projections.Options{
 		Store:        a.store,
@@ -81,6 +83,7 @@ func (a *app) server(auth pshttp.Authenticator) *pshttp.Server {
 		Addr:                  a.cfg.Listen,
 		Store:                 a.store,
 		Profiles:              a.profiles,
+		Eraser:                a.eraser,
 		Runner:                a.runner,
 		Views:                 a.views,
 		Auth:                  auth,

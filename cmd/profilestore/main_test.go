@@ -1,0 +1,119 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func run(t *testing.T, ctx context.Context, args ...string) (string, error) {
+	t.Helper()
+	cmd := rootCommand()
+	var out bytes.Buffer
+	cmd.SetOut(&out)
+	cmd.SetErr(io.Discard)
+	cmd.SetArgs(args)
+	err := cmd.ExecuteContext(ctx)
+	return out.String(), err
+}
+
+func freeAddr(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// TestServeTokenRebuildExport runs the commands a new operator runs: issue a
+// token, serve, write through the API, stop, rebuild, export.
+func TestServeTokenRebuildExport(t *testing.T) {
+	dir := t.TempDir()
+	t.Setenv("PROFILESTORE_LOG_LEVEL", "error")
+	token, err := run(t, context.Background(), "token", "issue", "--data-dir", dir, "@alice:example.com")
+	if err != nil || !strings.HasPrefix(token, "ps_") {
+		t.Fatalf("token issue: %q %v", token, err)
+	}
+	token = strings.TrimSpace(token)
+	addr := freeAddr(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		_, err := run(t, ctx, "serve", "--data-dir", dir, "--listen", addr)
+		done <- err
+	}()
+	base := "http://" + addr
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		resp, err := http.Get(base + "/ready")
+		if err == nil && resp.StatusCode == 200 {
+			resp.Body.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not ready: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	req, _ := http.NewRequest("PUT", base+"/_matrix/client/v3/profile/@alice:example.com/displayname", strings.NewReader(`{"displayname":"Alice Liddell"}`))
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("PUT: %v %v", resp, err)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("serve: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "snapshots", "projections.snap")); err != nil {
+		t.Errorf("no snapshot after a clean stop: %v", err)
+	}
+	out, err := run(t, context.Background(), "rebuild", "--data-dir", dir)
+	if err != nil || !strings.Contains(out, "(1 profiles)") {
+		t.Fatalf("rebuild: %q %v", out, err)
+	}
+	out, err = run(t, context.Background(), "export", "--data-dir", dir)
+	if err != nil || strings.Count(out, "\n") != 1 || !strings.Contains(out, `"type":"profile.field_set"`) {
+		t.Fatalf("export: %q %v", out, err)
+	}
+	if strings.Contains(out, "Alice Liddell") {
+		t.Error("the export holds a plaintext name; values must stay sealed")
+	}
+}
+
+func TestConfigLayers(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "config.yaml")
+	os.WriteFile(path, []byte("listen: 127.0.0.1:9999\nstore: bolt\nprofile:\n  default_propagation: none\n"), 0o600)
+	t.Setenv("PROFILESTORE_LISTEN", "127.0.0.1:7777")
+	t.Setenv("PROFILESTORE_ESDB_URL", "") // a real server configured for the esdb suite must not leak in
+	cfg, err := loadConfig(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Listen != "127.0.0.1:7777" || cfg.Profile.DefaultPropagation != "none" || cfg.DataDir != "./data" {
+		t.Errorf("layers: %+v", cfg)
+	}
+	for _, bad := range []string{"store: mongo\n", "auth:\n  mode: homeserver\n", "profile:\n  default_propagation: some\n", "store: esdb\n"} {
+		os.WriteFile(path, []byte(bad), 0o600)
+		cfg, err := loadConfig(path)
+		if err == nil {
+			err = cfg.validate()
+		}
+		if err == nil {
+			t.Errorf("config %q accepted", bad)
+		}
+	}
+	os.WriteFile(path, []byte("listen: [\n"), 0o600)
+	if _, err := loadConfig(path); err == nil {
+		t.Error("malformed YAML accepted")
+	}
+}

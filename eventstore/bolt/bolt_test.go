@@ -1,0 +1,47 @@
+package bolt_test
+
+import (
+	"path/filepath"
+	"testing"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/profilestore/profilestore/eventstore"
+	"github.com/profilestore/profilestore/eventstore/bolt"
+	"github.com/profilestore/profilestore/eventstore/storetest"
+)
+
+// quietLogger keeps test output to failures.
+func quietLogger() logrus.FieldLogger {
+	l := logrus.New()
+	l.SetLevel(logrus.WarnLevel)
+	return l
+}
+
+// harness opens each store in its own temporary directory.
+type harness struct{}
+
+func openStore(t testing.TB, path string) *bolt.Store {
+	t.Helper()
+	s, err := bolt.Open(path, bolt.Options{Logger: quietLogger()})
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func (harness) Open(t *testing.T) eventstore.Store {
+	return openStore(t, filepath.Join(t.TempDir(), "events.db"))
+}
+
+func (harness) Reopen(t *testing.T, s eventstore.Store) eventstore.Store {
+	bs := s.(*bolt.Store)
+	path := bs.Path()
+	if err := bs.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	return openStore(t, path)
+}
+
+func TestConformance(t *testing.T) { storetest.Run(t, harness{}) }

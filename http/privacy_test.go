@@ -1,0 +1,88 @@
+package http_test
+
+import (
+	"bytes"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+// scanDir returns the files under dir whose bytes contain marker.
+func scanDir(t *testing.T, dir string, marker string) []string {
+	t.Helper()
+	var found []string
+	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		if bytes.Contains(data, []byte(marker)) {
+			found = append(found, path)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return found
+}
+
+func TestEraseLeavesNothingReadable(t *testing.T) {
+	ts := newTestService(t)
+	A := ts.tokens[alice]
+	const name, field, avatar = "Zebediah Quux 7731", "secret-marker-9931", "mxc://example.com/QuuxAvatar7731"
+	for path, body := range map[string]string{
+		"displayname":      `{"displayname":"` + name + `"}`,
+		"avatar_url":       `{"avatar_url":"` + avatar + `"}`,
+		"org.example.note": `{"org.example.note":"` + field + `"}`,
+	} {
+		if r := ts.do("PUT", "/_matrix/client/v3/profile/@alice:example.com/"+path, A, body); r.Status != 200 {
+			t.Fatalf("%s: %d %s", path, r.Status, r.Body)
+		}
+	}
+	if err := ts.runner.SaveSnapshot(); err != nil {
+		t.Fatal(err)
+	}
+	// The test can fail: the snapshot holds the plaintext before erasure, and
+	// the log never does.
+	if found := scanDir(t, ts.dir, name); len(found) != 1 || filepath.Base(found[0]) != "projections.snap" {
+		t.Fatalf("before erasure the name is in %v; want only the snapshot", found)
+	}
+
+	if r := ts.do("POST", "/_profilestore/v1/users/@alice:example.com/erase", ts.tokens[bob], `{}`); r.Status != 403 {
+		t.Fatalf("bob erased alice: %d", r.Status)
+	}
+	r := ts.do("POST", "/_profilestore/v1/users/@alice:example.com/erase", ts.tokens[admin], `{}`)
+	if r.Status != 200 || r.Header.Get("X-Profilestore-Position") == "" {
+		t.Fatalf("erase: %d %s", r.Status, r.Body)
+	}
+	if r := ts.do("GET", "/_matrix/client/v3/profile/@alice:example.com", "", nil); r.Status != 404 {
+		t.Errorf("profile after erasure: %d %s", r.Status, r.Body)
+	}
+	if r := ts.do("POST", "/_matrix/client/v3/user_directory/search", A, `{"search_term":"Zebediah"}`); len(r.json(t)["results"].([]any)) != 0 {
+		t.Errorf("directory after erasure: %s", r.Body)
+	}
+	for _, marker := range []string{name, field, avatar, "QuuxAvatar7731"} {
+		if found := scanDir(t, ts.dir, marker); len(found) != 0 {
+			t.Errorf("%q still on disk in %v", marker, found)
+		}
+	}
+	// Idempotent: erasing again appends nothing.
+	head := ts.head()
+	if r := ts.do("POST", "/_profilestore/v1/users/@alice:example.com/erase", A, `{}`); r.Status != 200 || ts.head() != head {
+		t.Errorf("second erasure: %d, head %s -> %s", r.Status, head, ts.head())
+	}
+	// New writes work normally, with a new key.
+	if r := ts.do("PUT", "/_matrix/client/v3/profile/@alice:example.com/displayname", A, `{"displayname":"Fresh Start"}`); r.Status != 200 {
+		t.Fatalf("write after erasure: %d %s", r.Status, r.Body)
+	}
+	if r := ts.do("GET", "/_matrix/client/v3/profile/@alice:example.com", "", nil); r.Status != 200 {
+		t.Fatalf("profile after new write: %d", r.Status)
+	} else {
+		assertJSONEqual(t, r.Body, `{"displayname":"Fresh Start"}`)
+	}
+}

@@ -1,0 +1,173 @@
+package projections_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/profilestore/profilestore/domain"
+	"github.com/profilestore/profilestore/eventstore"
+	"github.com/profilestore/profilestore/eventstore/bolt"
+	"github.com/profilestore/profilestore/projections"
+	"github.com/sirupsen/logrus"
+)
+
+type fixture struct {
+	dir     string
+	store   *bolt.Store
+	keys    *bolt.Keyring
+	sealer  *domain.Sealer
+	service *domain.ProfileService
+}
+
+func openFixture(t *testing.T, dir string) *fixture {
+	t.Helper()
+	store, err := bolt.Open(filepath.Join(dir, "events.db"), bolt.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys, err := bolt.OpenKeyring(filepath.Join(dir, "keys.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sealer := domain.NewSealer(keys)
+	f := &fixture{dir: dir, store: store, keys: keys, sealer: sealer, service: domain.NewProfileService(store, sealer, domain.DefaultLimits)}
+	t.Cleanup(func() { keys.Close(); store.Close() })
+	return f
+}
+
+func (f *fixture) runner(t *testing.T, views *projections.Profiles) *projections.Runner {
+	log := logrus.New()
+	log.SetOutput(io.Discard)
+	return projections.NewRunner(projections.Options{Store: f.store, Sealer: f.sealer, Views: []projections.View{views},
+		SnapshotPath: filepath.Join(f.dir, "snap", "projections.snap"), Logger: log})
+}
+
+func (f *fixture) setName(t *testing.T, user domain.UserID, name string) domain.WriteResult {
+	t.Helper()
+	v, _ := json.Marshal(name)
+	res, err := f.service.SetField(context.Background(), domain.SetField{User: user, Key: "displayname", Value: v, Meta: domain.Metadata{OccurredAt: time.Now()}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res
+}
+
+func user(i int) domain.UserID { return domain.UserID(fmt.Sprintf("@u%d:example.com", i)) }
+
+func TestRunnerAppliesLiveWritesAndWaits(t *testing.T) {
+	f := openFixture(t, t.TempDir())
+	views := projections.NewProfiles()
+	r := f.runner(t, views)
+	ctx := context.Background()
+	if err := r.Start(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	for i := 0; i < 100; i++ {
+		res := f.setName(t, user(i%7), fmt.Sprintf("name %d", i))
+		wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		if err := r.WaitFor(wctx, res.Position); err != nil {
+			t.Fatalf("write %d at %s not applied: %v", i, res.Position, err)
+		}
+		cancel()
+		if got := views.Get(user(i % 7)).Profile.DisplayName(); got != fmt.Sprintf("name %d", i) {
+			t.Fatalf("after WaitFor the view shows %q", got)
+		}
+	}
+	// A position never written is not reached: WaitFor fails at its deadline.
+	wctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer cancel()
+	if err := r.WaitFor(wctx, eventstore.Position{Commit: 1 << 40, Prepare: 1 << 40}); err == nil {
+		t.Fatal("WaitFor returned for a position beyond the log")
+	}
+}
+
+func TestRunnerSnapshotRestartAndRebuild(t *testing.T) {
+	dir := t.TempDir()
+	ctx := context.Background()
+	f := openFixture(t, dir)
+	views := projections.NewProfiles()
+	r := f.runner(t, views)
+	if err := r.Start(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 50; i++ {
+		f.setName(t, user(i), "before snapshot")
+	}
+	last := f.setName(t, user(0), "zero")
+	if err := r.WaitFor(ctx, last.Position); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Close(); err != nil { // saves the snapshot
+		t.Fatal(err)
+	}
+	// Written while no runner runs: the next start must catch up on it.
+	after := f.setName(t, user(1), "after snapshot")
+
+	views2 := projections.NewProfiles()
+	r2 := f.runner(t, views2)
+	var progressCalls int
+	if err := r2.Start(ctx, func(applied, total uint64) { progressCalls++ }); err != nil {
+		t.Fatal(err)
+	}
+	if r2.Checkpoint() != after.Position {
+		t.Errorf("restart checkpoint %s, want %s", r2.Checkpoint(), after.Position)
+	}
+	if progressCalls != 1 {
+		t.Errorf("catching up one event after the snapshot reported progress %d times, want 1 (the snapshot was not used?)", progressCalls)
+	}
+	if views2.Len() != 50 || views2.Get(user(0)).Profile.DisplayName() != "zero" || views2.Get(user(1)).Profile.DisplayName() != "after snapshot" {
+		t.Fatalf("restored view: %d users, u0=%q u1=%q", views2.Len(), views2.Get(user(0)).Profile.DisplayName(), views2.Get(user(1)).Profile.DisplayName())
+	}
+	r2.Close()
+
+	// A damaged snapshot is ignored and the views are rebuilt from the log.
+	snap := filepath.Join(dir, "snap", "projections.snap")
+	data, _ := os.ReadFile(snap)
+	os.WriteFile(snap, data[:len(data)/2], 0o600)
+	views3 := projections.NewProfiles()
+	r3 := f.runner(t, views3)
+	if err := r3.Start(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	defer r3.Close()
+	if views3.Len() != 50 || views3.Get(user(1)).Profile.DisplayName() != "after snapshot" || r3.Checkpoint() != after.Position {
+		t.Fatalf("rebuild after a damaged snapshot: %d users at %s", views3.Len(), r3.Checkpoint())
+	}
+	st := views3.Get(user(0))
+	if !st.Exists || st.Revision != 1 {
+		t.Errorf("revision of u0 = %d (exists %v), want 1", st.Revision, st.Exists)
+	}
+}
+
+func TestProfilesSearch(t *testing.T) {
+	f := openFixture(t, t.TempDir())
+	views := projections.NewProfiles()
+	r := f.runner(t, views)
+	ctx := context.Background()
+	if err := r.Start(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	f.setName(t, "@zed:example.com", "Alice")
+	f.setName(t, "@alice:example.com", "Someone")
+	last := f.setName(t, "@bob:example.com", "Malice in Wonderland")
+	r.WaitFor(ctx, last.Position)
+	found, limited := views.Search("ALICE", 10)
+	if limited || len(found) != 3 {
+		t.Fatalf("found %v", found)
+	}
+	// exact name or id first, then prefix, then substring
+	if found[0].UserID != "@alice:example.com" && found[0].UserID != "@zed:example.com" || found[2].UserID != "@bob:example.com" {
+		t.Errorf("ranking: %v", found)
+	}
+	if found, limited := views.Search("alice", 1); len(found) != 1 || !limited {
+		t.Errorf("limit: %v %v", found, limited)
+	}
+}
