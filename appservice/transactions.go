@@ -70,10 +70,10 @@ type Ingester struct {
 	metrics *ingestMetrics
 	hsToken [sha256.Size]byte
 
-	mu      sync.Mutex // serialises transactions
-	loaded  bool
-	done    map[string]string // txnId -> body sha256
-	order   []string          // txnIds, oldest first, for the window
+	mu     sync.Mutex // serialises transactions
+	loaded bool
+	done   map[string]string // txnId -> body sha256
+	order  []string          // txnIds, oldest first, for the window
 }
 
 // NewIngester returns an Ingester; its routes join a router with Routes.
