@@ -22,7 +22,7 @@ import (
 // testService is a real profilestore on a temporary bolt file behind a real
 // loopback HTTP server.
 type testService struct {
-	t      *testing.T
+	t      testing.TB
 	dir    string
 	URL    string
 	store  eventstore.Store
@@ -34,7 +34,7 @@ type testService struct {
 
 type serviceOption func(*pshttp.Config)
 
-func newTestService(t *testing.T, opts ...serviceOption) *testService {
+func newTestService(t testing.TB, opts ...serviceOption) *testService {
 	t.Helper()
 	dir := t.TempDir()
 	store, err := bolt.Open(filepath.Join(dir, "events.db"), bolt.Options{})

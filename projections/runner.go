@@ -198,7 +198,12 @@ func (r *Runner) applyBatch(ctx context.Context, recs []eventstore.RecordedEvent
 				for _, v := range r.opts.Views {
 					v.Apply(&e)
 				}
-				erased = erased || e.Type == domain.TypeErased
+				if e.Type == domain.TypeErased {
+					// Another instance may have destroyed the keys: drop
+					// the ciphers this process still holds for them.
+					r.opts.Sealer.Forget(e.User)
+					erased = true
+				}
 				if r.opts.OnApply != nil {
 					r.opts.OnApply(&e)
 				}
