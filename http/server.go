@@ -8,6 +8,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"net"
 	"net/http"
@@ -19,6 +20,7 @@ import (
 	"github.com/profilestore/profilestore/domain"
 	"github.com/profilestore/profilestore/eventstore"
 	"github.com/profilestore/profilestore/projections"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sirupsen/logrus"
 )
 
@@ -53,6 +55,21 @@ type Config struct {
 	ApplyWait time.Duration
 	// MaxBodyBytes caps request bodies (default 256 KiB).
 	MaxBodyBytes int64
+
+	// Supplier, if set, adds appservice supplements (MSC4337) to every
+	// client profile read.
+	Supplier ProfileSupplier
+	// Collectors are further Prometheus metrics served at /metrics (the
+	// appservice side's), registered once on the server's registry.
+	Collectors []prometheus.Collector
+}
+
+// ProfileSupplier supplements profile reads (MSC4337). It returns the keys
+// to lay over the stored profile of user (only key when key is not ""),
+// asked on behalf of requester ("" when unknown), or nil. It answers within
+// its own deadline and never fails a read.
+type ProfileSupplier interface {
+	Supplement(ctx context.Context, user domain.UserID, key string, requester domain.UserID) map[string]json.RawMessage
 }
 
 // ProfileFieldsPolicy says which profile keys users may change.
@@ -115,6 +132,7 @@ func NewServer(cfg Config) *Server {
 	s := &Server{cfg: cfg, log: cfg.Logger, router: mux.NewRouter().UseEncodedPath()}
 	s.limiter = newWriteLimiter(cfg.WriteRate, cfg.WriteBurst)
 	s.metrics = NewMetrics(cfg.Store, cfg.Runner)
+	s.metrics.Registry.MustRegister(cfg.Collectors...)
 	s.routes()
 	s.handler = s.middleware(s.router)
 	return s

@@ -82,8 +82,8 @@ func (a *app) authenticator() (pshttp.Authenticator, error) {
 }
 
 // server builds the HTTP server over the app.
-func (a *app) server(auth pshttp.Authenticator) *pshttp.Server {
-	return pshttp.NewServer(pshttp.Config{
+func (a *app) server(auth pshttp.Authenticator) (*pshttp.Server, error) {
+	cfg := pshttp.Config{
 		Addr:                  a.cfg.Listen,
 		Store:                 a.store,
 		Profiles:              a.profiles,
@@ -100,7 +100,14 @@ func (a *app) server(auth pshttp.Authenticator) *pshttp.Server {
 		WriteRate:             a.cfg.RateLimit.WritesPerSecond,
 		WriteBurst:            a.cfg.RateLimit.Burst,
 		ApplyWait:             a.cfg.ApplyWait,
-	})
+	}
+	addRoutes, err := a.withAppservice(&cfg)
+	if err != nil {
+		return nil, err
+	}
+	srv := pshttp.NewServer(cfg)
+	addRoutes(srv)
+	return srv, nil
 }
 
 func (a *app) close() {

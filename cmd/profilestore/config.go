@@ -28,6 +28,8 @@ type Config struct {
 	Auth      AuthConfig      `yaml:"auth"`
 	Profile   ProfileConfig   `yaml:"profile"`
 	RateLimit RateLimitConfig `yaml:"rate_limit"`
+	// Appservice runs profilestore beside a homeserver (docs/APPSERVICE.md).
+	Appservice AppserviceConfig `yaml:"appservice"`
 
 	// ApplyWait bounds read-your-writes waits.
 	ApplyWait time.Duration `yaml:"apply_wait"`
