@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/profilestore/profilestore/appservice"
-	"github.com/profilestore/profilestore/domain"
 	pshttp "github.com/profilestore/profilestore/http"
 	"github.com/spf13/cobra"
 )
@@ -73,8 +72,7 @@ func (a *app) withAppservice(cfg *pshttp.Config) (func(*pshttp.Server), error) {
 	if hsURL != "" {
 		hs = appservice.NewHomeserverProfiles(hsURL, reg.ASToken, nil, ac.ProfileCacheTTL)
 	}
-	rooms := domain.NewRoomService(a.store, a.sealer, a.profiles.Limits(), a.profiles)
-	mirror := appservice.NewMirror(appservice.MirrorOptions{Registration: reg, Profiles: a.profiles, Rooms: rooms, Homeserver: hs, Logger: a.log})
+	mirror := appservice.NewMirror(appservice.MirrorOptions{Registration: reg, Profiles: a.profiles, Rooms: a.rooms, Homeserver: hs, Logger: a.log})
 	ing := appservice.NewIngester(appservice.IngesterOptions{Registration: reg, Store: a.store, Mirror: mirror,
 		MaxTransactionBytes: ac.MaxTransactionBytes, Logger: a.log})
 	cfg.Collectors = append(cfg.Collectors, ing.Collectors()...)
