@@ -48,8 +48,8 @@ func newTestService(t testing.TB, opts ...serviceOption) *testService {
 	log := logrus.New()
 	log.SetOutput(io.Discard)
 	sealer := domain.NewSealer(keys)
-	views := projections.NewProfiles()
-	runner := projections.NewRunner(projections.Options{Store: store, Sealer: sealer, Views: []projections.View{views},
+	views, roomViews := projections.NewProfiles(), projections.NewRooms()
+	runner := projections.NewRunner(projections.Options{Store: store, Sealer: sealer, Views: []projections.View{views, roomViews},
 		SnapshotPath: filepath.Join(dir, "snapshots", "projections.snap"), Logger: log})
 	if err := runner.Start(context.Background(), nil); err != nil {
 		t.Fatal(err)
@@ -74,6 +74,7 @@ func newTestService(t testing.TB, opts ...serviceOption) *testService {
 	cfg := pshttp.Config{
 		Store: store, Profiles: profiles, Eraser: domain.NewEraser(store, keys, sealer, profiles), Runner: runner,
 		Views: views, Auth: auth, Logger: log, WriteRate: 1000, WriteBurst: 1000,
+		RoomService: domain.NewRoomService(store, sealer, domain.DefaultLimits, profiles), RoomViews: roomViews,
 	}
 	for _, o := range opts {
 		o(&cfg)

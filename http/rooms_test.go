@@ -1,19 +1,11 @@
 package http_test
 
 import (
-	"context"
-	"io"
 	"net/http"
-	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/profilestore/profilestore/domain"
-	"github.com/profilestore/profilestore/eventstore/bolt"
-	pshttp "github.com/profilestore/profilestore/http"
-	"github.com/profilestore/profilestore/projections"
-	"github.com/sirupsen/logrus"
 )
 
 const (
@@ -21,54 +13,8 @@ const (
 	room = "!room:example.com"
 )
 
-// newRoomsService is newTestService with the room service and view wired in.
-func newRoomsService(t *testing.T) *testService {
-	t.Helper()
-	dir := t.TempDir()
-	store, err := bolt.Open(filepath.Join(dir, "events.db"), bolt.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	keys, err := bolt.OpenKeyring(filepath.Join(dir, "keys.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	log := logrus.New()
-	log.SetOutput(io.Discard)
-	sealer := domain.NewSealer(keys)
-	views, roomViews := projections.NewProfiles(), projections.NewRooms()
-	runner := projections.NewRunner(projections.Options{Store: store, Sealer: sealer, Views: []projections.View{views, roomViews}, Logger: log})
-	if err := runner.Start(context.Background(), nil); err != nil {
-		t.Fatal(err)
-	}
-	tokensPath := filepath.Join(dir, "tokens.yaml")
-	ts := &testService{t: t, store: store, views: views, runner: runner, tokens: map[domain.UserID]string{}}
-	for _, u := range []domain.UserID{alice, bob, root} {
-		tok, err := pshttp.IssueToken(tokensPath, u, u == root, "test")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ts.tokens[u] = tok
-	}
-	auth, err := pshttp.LoadTokenFile(tokensPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	profiles := domain.NewProfileService(store, sealer, domain.DefaultLimits)
-	ts.server = httptest.NewServer(pshttp.NewServer(pshttp.Config{
-		Store: store, Profiles: profiles, Runner: runner, Views: views, Auth: auth, Logger: log,
-		RoomService: domain.NewRoomService(store, sealer, domain.DefaultLimits, profiles), RoomViews: roomViews,
-		WriteRate: 1000, WriteBurst: 1000,
-	}).Handler())
-	ts.URL = ts.server.URL
-	t.Cleanup(func() {
-		ts.server.Close()
-		runner.Close()
-		keys.Close()
-		store.Close()
-	})
-	return ts
-}
+// newRoomsService is the test service; every test service has rooms.
+func newRoomsService(t *testing.T) *testService { return newTestService(t) }
 
 func (ts *testService) ok(method, path string, as domain.UserID, body any) response {
 	ts.t.Helper()
