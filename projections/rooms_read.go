@@ -398,3 +398,20 @@ func (v *Rooms) Stats() Stats {
 	}
 	return s
 }
+
+// UserEntry reports whether pos is an entry of the user's own history (a
+// global or per-room change or a membership event of theirs), and whether
+// it is already hidden.
+func (v *Rooms) UserEntry(user domain.UserID, pos eventstore.Position) (found, hidden bool) {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	u := v.users[user]
+	if u == nil {
+		return false, false
+	}
+	i := sort.Search(len(u.history), func(i int) bool { return !v.changes[u.history[i]].pos.Before(pos) })
+	if i == len(u.history) || v.changes[u.history[i]].pos != pos {
+		return false, false
+	}
+	return true, v.hidden[pos]
+}
