@@ -24,7 +24,7 @@ var statusOf = map[string]int{
 	domain.ErrCodeUnknownToken:    http.StatusUnauthorized,
 	domain.ErrCodeLimitExceeded:   http.StatusTooManyRequests,
 	domain.ErrCodeUnrecognized:    http.StatusNotFound,
-	domain.ErrCodeExclusive:       http.StatusBadRequest,
+	domain.ErrCodeExclusive:       http.StatusForbidden, // an appservice acting outside its namespaces
 	domain.ErrCodeConflict:        http.StatusPreconditionFailed,
 	domain.ErrCodeNotReady:        http.StatusServiceUnavailable,
 	domain.ErrCodeUnavailable:     http.StatusBadGateway,

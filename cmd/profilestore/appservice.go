@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/profilestore/profilestore/appservice"
+	"github.com/profilestore/profilestore/domain"
 	pshttp "github.com/profilestore/profilestore/http"
 	"github.com/spf13/cobra"
 )
@@ -26,6 +27,15 @@ type AppserviceConfig struct {
 	MaxTransactionBytes int64         `yaml:"max_transaction_bytes"`
 	// Supplements are MSC4337 profile supplements from other appservices.
 	Supplements SupplementsConfig `yaml:"supplements"`
+	// Registrations are other appservices' registration files (bridges)
+	// whose as_tokens may write on the client API, as their sender or, with
+	// ?user_id=, as a user in one of their exclusive users namespaces.
+	// Supplements' registrations are not granted this implicitly: reading
+	// for profilestore and writing to it are separate grants.
+	Registrations []string `yaml:"registrations"`
+	// ServerName is the homeserver's server name, which Registrations need
+	// (the sender's user id; namespaces cover local users only).
+	ServerName string `yaml:"server_name"`
 }
 
 // SupplementsConfig configures MSC4337 on profile reads.
@@ -48,6 +58,13 @@ func (c *AppserviceConfig) registrationPath(dataDir string) string {
 // returns a function that adds its routes to the built server.
 func (a *app) withAppservice(cfg *pshttp.Config) (func(*pshttp.Server), error) {
 	ac := a.cfg.Appservice
+	if len(ac.Registrations) > 0 {
+		auth, err := appserviceAuth(ac, cfg.Auth)
+		if err != nil {
+			return nil, err
+		}
+		cfg.Auth = auth
+	}
 	if ac.Supplements.Enabled {
 		regs, err := appservice.LoadRegistrations(ac.Supplements.Registrations)
 		if err != nil {
@@ -77,6 +94,23 @@ func (a *app) withAppservice(cfg *pshttp.Config) (func(*pshttp.Server), error) {
 		MaxTransactionBytes: ac.MaxTransactionBytes, Logger: a.log})
 	cfg.Collectors = append(cfg.Collectors, ing.Collectors()...)
 	return func(s *pshttp.Server) { ing.Routes(s.Router()) }, nil
+}
+
+// appserviceAuth puts the configured appservices' as_tokens in front of next.
+func appserviceAuth(ac AppserviceConfig, next pshttp.Authenticator) (*pshttp.AppserviceAuth, error) {
+	if ac.ServerName == "" {
+		return nil, errors.New("config: appservice.registrations needs appservice.server_name")
+	}
+	regs, err := appservice.LoadRegistrations(ac.Registrations)
+	if err != nil {
+		return nil, err
+	}
+	services := make([]pshttp.AppserviceToken, len(regs))
+	for i, r := range regs {
+		services[i] = pshttp.AppserviceToken{ID: r.ID, Token: r.ASToken,
+			Sender: domain.UserID("@" + r.SenderLocalpart + ":" + ac.ServerName), Exclusive: r.ExclusiveUser}
+	}
+	return pshttp.NewAppserviceAuth(ac.ServerName, services, next)
 }
 
 func appserviceCommand(load loader) *cobra.Command {
