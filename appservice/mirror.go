@@ -90,6 +90,13 @@ func (m *Mirror) Apply(ctx context.Context, raw json.RawMessage) error {
 		m.log.WithField("reason", "not an event").Warn("appservice: skipping a malformed event")
 		return nil
 	}
+	// A remote server's clock, or a forged event, can put origin_server_ts
+	// anywhere. Far ahead, it would make every later event of the same
+	// state (a ban, say) look stale, and past year 9999 it cannot be stored:
+	// such an event counts as happening when it arrived.
+	if now := time.Now(); ev.OriginServerTS > now.Add(maxClockSkew).UnixMilli() {
+		ev.OriginServerTS = now.UnixMilli()
+	}
 	typ := ev.Type
 	switch typ {
 	case "m.room.member", "m.room.history_visibility", "m.room.power_levels":
@@ -149,6 +156,10 @@ func (m *Mirror) count(typ, result string) {
 }
 
 const seenCap = defaultSeenEventsCap
+
+// maxClockSkew is how far ahead of profilestore's clock an event's
+// origin_server_ts is believed.
+const maxClockSkew = time.Hour
 
 func (m *Mirror) isSeen(id string) bool {
 	m.mu.Lock()

@@ -23,7 +23,9 @@ import (
 	"github.com/profilestore/profilestore/projections"
 )
 
-const fixturePath = "../../shared/reference/fixtures/dendrite-as-transaction.json"
+// fixturePath is a transaction Dendrite sent after one display-name change
+// (a copy of shared/reference/fixtures/dendrite-as-transaction.json).
+const fixturePath = "testdata/dendrite-as-transaction.json"
 
 // fakeHomeserver answers GET /_matrix/client/v3/profile/{userId} as the
 // homeserver would, from a map the test changes.
@@ -36,7 +38,7 @@ type fakeHomeserver struct {
 	down     bool
 }
 
-func newFakeHomeserver(t *testing.T, asToken string) *fakeHomeserver {
+func newFakeHomeserver(t testing.TB, asToken string) *fakeHomeserver {
 	hs := &fakeHomeserver{profiles: map[string]map[string]string{}, asToken: asToken}
 	hs.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		hs.mu.Lock()
@@ -75,7 +77,7 @@ func (hs *fakeHomeserver) set(user, field, value string) {
 // mirrorService is profilestore with its appservice side on a bolt file;
 // restart() builds a fresh process state over the same files.
 type mirrorService struct {
-	t      *testing.T
+	t      testing.TB
 	dir    string
 	reg    *appservice.Registration
 	hs     *fakeHomeserver
@@ -86,7 +88,7 @@ type mirrorService struct {
 	ing    *appservice.Ingester
 }
 
-func newMirrorService(t *testing.T) *mirrorService {
+func newMirrorService(t testing.TB) *mirrorService {
 	t.Helper()
 	reg, err := appservice.NewRegistration("profilestore", "http://127.0.0.1:1", "_profilestore", "localhost")
 	if err != nil {
@@ -410,6 +412,32 @@ func TestTwiceAndLateEvents(t *testing.T) {
 	ms.send("4", member(roomA, alice, alice, "join", "Alice", 15))
 	if n := len(ofType(ms.events(), domain.TypeMemberJoined)); n != 1 {
 		t.Fatalf("a late join was applied over a newer leave")
+	}
+}
+
+// TestFutureTimestamps: an event stamped past year 9999 (found by
+// FuzzTransaction: it failed the whole transaction with 503, forever) or
+// merely far ahead is applied as of its arrival, and does not make the next
+// real event of the same state look stale.
+func TestFutureTimestamps(t *testing.T) {
+	ms := newMirrorService(t)
+	const remote = "@eve:remote.example"
+	now := time.Now().UnixMilli()
+	for i, ts := range []int64{253402300800000, now + 365*24*3600*1000} {
+		room := []string{roomA, roomB}[i]
+		ms.send(fmt.Sprintf("join-%d", i), member(room, remote, remote, "join", "Eve", ts))
+		// A moderator's kick, stamped honestly a moment later, must apply.
+		ms.send(fmt.Sprintf("kick-%d", i), member(room, remote, "@mod:localhost", "leave", "", time.Now().UnixMilli()+1))
+	}
+	es := ms.events()
+	joins, left := ofType(es, domain.TypeMemberJoined), ofType(es, domain.TypeMemberLeft)
+	if len(joins) != 2 || len(left) != 2 {
+		t.Fatalf("%d joins and %d leaves recorded, want 2 and 2", len(joins), len(left))
+	}
+	for _, j := range joins {
+		if d := time.Since(j.Meta.OccurredAt); d < 0 || d > time.Minute {
+			t.Errorf("join recorded at %v, not at its arrival", j.Meta.OccurredAt)
+		}
 	}
 }
 

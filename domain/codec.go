@@ -85,6 +85,11 @@ func (e *Event) Stream() string {
 // Encode seals the event's personal values and serialises it for the store.
 // A zero ID gets a random one.
 func Encode(ctx context.Context, s *Sealer, e *Event) (eventstore.EventData, error) {
+	// Metadata comes from outside (an appservice event's timestamp, an
+	// import): a time JSON cannot hold is bad input, not a server fault.
+	if y := e.Meta.OccurredAt.Year(); y < 0 || y > 9999 {
+		return eventstore.EventData{}, Errorf(ErrCodeInvalidParam, "The event's time is outside years 0 to 9999")
+	}
 	var payload any
 	switch e.Type {
 	case TypeFieldSet:
