@@ -1,6 +1,7 @@
 package domain
 
 import (
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -149,6 +150,56 @@ func FuzzParseRoomID(f *testing.F) {
 		}
 		if len(r) > MaxIdentifierBytes || r[0] != '!' {
 			t.Fatalf("accepted %q", s)
+		}
+	})
+}
+
+// keyNamePattern is the spec's key grammar with '-' allowed inside
+// segments (see ValidateKeyName), written independently of it.
+var keyNamePattern = regexp.MustCompile(`^(avatar_url|displayname|m\.tz|[a-z][a-z0-9_-]*(\.[a-z][a-z0-9_-]*)+)$`)
+
+func FuzzValidateKeyName(f *testing.F) {
+	for _, s := range []string{"displayname", "avatar_url", "m.tz", "com.example.x", "com.example-x.y_z", "com", "Com.example",
+		"com..example", "com.example.", ".com", "com.1x", "m.tz.extra", "com.ex\u00e9", "a.b\x00", strings.Repeat("a.", 128)} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, key string) {
+		err := ValidateKeyName(key)
+		switch {
+		case len(key) > MaxKeyBytes:
+			if ErrorCode(err) != ErrCodeKeyTooLarge {
+				t.Fatalf("%d-byte key: %v, want %s", len(key), err, ErrCodeKeyTooLarge)
+			}
+		case keyNamePattern.MatchString(key):
+			if err != nil {
+				t.Fatalf("valid key %q refused: %v", key, err)
+			}
+		default:
+			if ErrorCode(err) != ErrCodeInvalidParam {
+				t.Fatalf("invalid key %q: %v, want %s", key, err, ErrCodeInvalidParam)
+			}
+		}
+	})
+}
+
+// mxcPattern is an mxc URI with a media id of [A-Za-z0-9_-]+; the server
+// name is checked by ValidServerName, fuzzed through the user id parser.
+var mxcPattern = regexp.MustCompile(`^mxc://([^/]*)/[A-Za-z0-9_-]+$`)
+
+func FuzzValidateMXC(f *testing.F) {
+	for _, s := range []string{"mxc://example.com/abc_DEF-123", "mxc://example.com:8448/x", "mxc://[::1]/x", "mxc://1.2.3.4:99999/x",
+		"mxc://example.com/", "mxc://example.com", "mxc://example.com/a/b", "mxc:///abc", "MXC://example.com/a", "mxc://ex ample.com/a"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		err := ValidateMXC(s)
+		m := mxcPattern.FindStringSubmatch(s)
+		want := m != nil && ValidServerName(m[1])
+		if want != (err == nil) {
+			t.Fatalf("ValidateMXC(%q) = %v, want ok=%v", s, err, want)
+		}
+		if err != nil && ErrorCode(err) != ErrCodeInvalidParam {
+			t.Fatalf("ValidateMXC(%q): untyped error %v", s, err)
 		}
 	})
 }
