@@ -49,7 +49,7 @@ func newTestService(t testing.TB, opts ...serviceOption) *testService {
 	log.SetOutput(io.Discard)
 	sealer := domain.NewSealer(keys)
 	views, roomViews := projections.NewProfiles(), projections.NewRooms()
-	runner := projections.NewRunner(projections.Options{Store: store, Sealer: sealer, Views: []projections.View{views, roomViews},
+	runner := projections.NewRunner(projections.Options{Store: store, Sealer: sealer, Views: []projections.View{views}, Deferred: []projections.View{roomViews},
 		SnapshotPath: filepath.Join(dir, "snapshots", "projections.snap"), Logger: log})
 	if err := runner.Start(context.Background(), nil); err != nil {
 		t.Fatal(err)

@@ -41,7 +41,7 @@ func (s *Server) handleErase(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	requestLogger(r, s.log).WithField("user_id", user).WithField("actor", id.User).Info("user erased")
-	s.afterWrite(w, r, res)
+	s.afterWriteSettled(w, r, res)
 	writeJSON(w, http.StatusOK, map[string]bool{"erased": true})
 }
 

@@ -72,7 +72,7 @@ func (s *Server) profileTarget(r *http.Request) (domain.UserID, domain.UserID, e
 			requester = id.User
 		}
 	}
-	return user, requester, s.waitForPosition(r)
+	return user, requester, s.waitForMinPosition(r) // the profile view is never deferred
 }
 
 // supplement lays appservice supplements (MSC4337) over stored fields; the

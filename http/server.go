@@ -355,8 +355,26 @@ func pathVar(r *http.Request, name string) (string, error) {
 	return v, nil
 }
 
-// waitForPosition applies X-Profilestore-Min-Position to a read.
+// waitForPosition prepares a read of any view: it waits (bounded) for
+// X-Profilestore-Min-Position if given, and for the deferred views (rooms,
+// history, names) to catch up with every write acknowledged so far.
 func (s *Server) waitForPosition(r *http.Request) error {
+	if err := s.waitForMinPosition(r); err != nil {
+		return err
+	}
+	if s.cfg.Runner == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.ApplyWait)
+	defer cancel()
+	if err := s.cfg.Runner.Settle(ctx); err != nil {
+		return domain.Errorf(domain.ErrCodeNotReady, "This instance's views did not catch up within %s", s.cfg.ApplyWait)
+	}
+	return nil
+}
+
+// waitForMinPosition applies X-Profilestore-Min-Position to a read.
+func (s *Server) waitForMinPosition(r *http.Request) error {
 	tok := r.Header.Get("X-Profilestore-Min-Position")
 	if tok == "" {
 		return nil
@@ -376,6 +394,17 @@ func (s *Server) waitForPosition(r *http.Request) error {
 // afterWrite waits (bounded) until the local views show the write, so the
 // writer reads it back, and reports the position.
 func (s *Server) afterWrite(w http.ResponseWriter, r *http.Request, res domain.WriteResult) {
+	s.answerWrite(w, r, res, s.cfg.Runner.WaitForAcknowledged)
+}
+
+// afterWriteSettled is afterWrite waiting for every view, deferred ones
+// included, and the snapshot they write: for erasure, which is not done
+// until no view and no snapshot holds the erased values.
+func (s *Server) afterWriteSettled(w http.ResponseWriter, r *http.Request, res domain.WriteResult) {
+	s.answerWrite(w, r, res, s.cfg.Runner.WaitFor)
+}
+
+func (s *Server) answerWrite(w http.ResponseWriter, r *http.Request, res domain.WriteResult, wait func(context.Context, eventstore.Position) error) {
 	w.Header().Set("X-Profilestore-Position", res.Position.String())
 	w.Header().Set("ETag", etag(res.Revision, res.Exists))
 	if res.Position.IsStart() || s.cfg.Runner == nil {
@@ -383,7 +412,7 @@ func (s *Server) afterWrite(w http.ResponseWriter, r *http.Request, res domain.W
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.ApplyWait)
 	defer cancel()
-	if err := s.cfg.Runner.WaitFor(ctx, res.Position); err != nil {
+	if err := wait(ctx, res.Position); err != nil {
 		// The write is durable; only its visibility here is late.
 		requestLogger(r, s.log).WithField("position", res.Position.String()).Warn("write not yet applied to local views")
 	}

@@ -66,7 +66,8 @@ func openApp(ctx context.Context, cfg Config, log *logrus.Logger) (*app, error) 
 	a.runner = projections.NewRunner(projections.Options{
 		Store:        a.store,
 		Sealer:       a.sealer,
-		Views:        []projections.View{a.views, a.roomView},
+		Views:        []projections.View{a.views},
+		Deferred:     []projections.View{a.roomView},
 		SnapshotPath: filepath.Join(cfg.DataDir, "snapshots", "projections.snap"),
 		Logger:       log,
 	})
