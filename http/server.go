@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/gorilla/mux"
@@ -32,8 +33,13 @@ type Config struct {
 	Eraser   *domain.Eraser
 	Runner   *projections.Runner
 	Views    *projections.Profiles
-	Auth     Authenticator
-	Logger   logrus.FieldLogger
+	// Names and Stats back names search, look-alike alerts and the stats
+	// endpoint; Sealer opens values for the change feed.
+	Names  *projections.Names
+	Stats  *projections.Stats
+	Sealer *domain.Sealer
+	Auth   Authenticator
+	Logger logrus.FieldLogger
 
 	// DefaultPropagation applies when a request names none (default unchanged).
 	DefaultPropagation domain.Propagation
@@ -49,6 +55,12 @@ type Config struct {
 	ApplyWait time.Duration
 	// MaxBodyBytes caps request bodies (default 256 KiB).
 	MaxBodyBytes int64
+	// AnalyticsTokenHashes are hex SHA-256 hashes of tokens that may read
+	// the change feed and the stats without being an admin.
+	AnalyticsTokenHashes []string
+	// FeedHeartbeat is how often an idle change feed sends a comment line
+	// (default 15 s).
+	FeedHeartbeat time.Duration
 }
 
 // ProfileFieldsPolicy says which profile keys users may change.
@@ -89,6 +101,10 @@ type Server struct {
 	ln      net.Listener
 	limiter *writeLimiter
 	metrics *Metrics
+	// closing is closed by Close so that change feeds, which never end on
+	// their own, let the server shut down.
+	closing   chan struct{}
+	closeOnce sync.Once
 }
 
 type loggerKey struct{}
@@ -108,7 +124,10 @@ func NewServer(cfg Config) *Server {
 	if cfg.MaxBodyBytes <= 0 {
 		cfg.MaxBodyBytes = 256 << 10
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, router: mux.NewRouter().UseEncodedPath()}
+	if cfg.FeedHeartbeat <= 0 {
+		cfg.FeedHeartbeat = 15 * time.Second
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger, router: mux.NewRouter().UseEncodedPath(), closing: make(chan struct{})}
 	s.limiter = newWriteLimiter(cfg.WriteRate, cfg.WriteBurst)
 	s.metrics = NewMetrics(cfg.Store, cfg.Runner)
 	s.routes()
@@ -140,6 +159,7 @@ func (s *Server) Open() error {
 
 // Close stops accepting requests and waits up to 10 s for running ones.
 func (s *Server) Close() error {
+	s.closeOnce.Do(func() { close(s.closing) })
 	if s.server == nil {
 		return nil
 	}
@@ -187,6 +207,7 @@ func (s *Server) routes() {
 
 	ps := prefixed{r, "/_profilestore/v1"}
 	ps.HandleFunc("/users/{userId}/erase", s.authed(s.handleErase)).Methods(http.MethodPost)
+	ps.HandleFunc("/events", s.handleFeed).Methods(http.MethodGet)
 
 	r.HandleFunc("/health", s.handleHealth).Methods(http.MethodGet)
 	r.HandleFunc("/ready", s.handleReady).Methods(http.MethodGet)
