@@ -207,12 +207,15 @@ func (r *Runner) applyBatch(ctx context.Context, recs []eventstore.RecordedEvent
 		r.sinceSnapshot++
 	}
 	last := recs[len(recs)-1].Position
-	r.setCheckpoint(last)
+	// After an erasure the snapshot is rewritten before the checkpoint moves:
+	// whoever waits for the erasure (the erase request) must find no old
+	// snapshot holding the user's values.
 	if r.opts.SnapshotPath != "" && (erased || r.sinceSnapshot >= r.opts.SnapshotEvery || time.Since(r.lastSnapshot) > r.opts.SnapshotInterval) {
-		if err := r.saveSnapshotLocked(); err != nil {
+		if err := r.saveSnapshotLocked(last); err != nil {
 			r.log.WithError(err).Warn("projections: snapshot failed")
 		}
 	}
+	r.setCheckpoint(last)
 	r.applyMu.Unlock()
 }
 
@@ -279,7 +282,7 @@ func (r *Runner) SaveSnapshot() error {
 	}
 	r.applyMu.Lock()
 	defer r.applyMu.Unlock()
-	return r.saveSnapshotLocked()
+	return r.saveSnapshotLocked(r.Checkpoint())
 }
 
 type snapshotHeader struct {
@@ -299,7 +302,7 @@ func (r *Runner) viewNames() []string {
 	return names
 }
 
-func (r *Runner) saveSnapshotLocked() error {
+func (r *Runner) saveSnapshotLocked(checkpoint eventstore.Position) error {
 	path := r.opts.SnapshotPath
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return err
@@ -310,7 +313,7 @@ func (r *Runner) saveSnapshotLocked() error {
 	}
 	defer os.Remove(tmp.Name()) // no-op after the rename
 	w := bufio.NewWriterSize(tmp, 1<<20)
-	hdr, _ := json.Marshal(snapshotHeader{Format: snapshotFormat, Version: SnapshotVersion, Checkpoint: r.Checkpoint().String(), Views: r.viewNames()})
+	hdr, _ := json.Marshal(snapshotHeader{Format: snapshotFormat, Version: SnapshotVersion, Checkpoint: checkpoint.String(), Views: r.viewNames()})
 	w.Write(hdr)
 	w.WriteByte('\n')
 	enc := gob.NewEncoder(w)
