@@ -208,6 +208,12 @@ func (s *Server) routes() {
 	ps := prefixed{r, "/_profilestore/v1"}
 	ps.HandleFunc("/users/{userId}/erase", s.authed(s.handleErase)).Methods(http.MethodPost)
 	ps.HandleFunc("/events", s.handleFeed).Methods(http.MethodGet)
+	if s.cfg.Names != nil {
+		ps.HandleFunc("/names/search", s.authed(s.handleNamesSearch)).Methods(http.MethodGet)
+	}
+	if s.cfg.Stats != nil {
+		ps.HandleFunc("/stats", s.handleStats).Methods(http.MethodGet)
+	}
 
 	r.HandleFunc("/health", s.handleHealth).Methods(http.MethodGet)
 	r.HandleFunc("/ready", s.handleReady).Methods(http.MethodGet)

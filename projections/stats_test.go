@@ -18,7 +18,7 @@ func TestStatsCountsRenamesPerDayUserAndRoom(t *testing.T) {
 	v.Apply(ev.join(roomB, dana, "Dana"))
 	v.Apply(ev.join(roomA, eve, "Eve"))
 	v.Apply(ev.roomName(roomB, dana, "Dana in B")) // a per-room rename: dana, room B
-	v.Apply(ev.global(dana, "Dana 2"))              // unchanged: reaches A, not B (override)
+	v.Apply(ev.global(dana, "Dana 2"))             // unchanged: reaches A, not B (override)
 	e := ev.global(eve, "Eve 2")
 	e.PropagateTo = domain.PropagateNone // reaches no room
 	v.Apply(e)

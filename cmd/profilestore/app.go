@@ -24,6 +24,8 @@ type app struct {
 	profiles *domain.ProfileService
 	eraser   *domain.Eraser
 	views    *projections.Profiles
+	names    *projections.Names
+	stats    *projections.Stats
 	runner   *projections.Runner
 }
 
@@ -59,10 +61,12 @@ func openApp(ctx context.Context, cfg Config, log *logrus.Logger) (*app, error) 
 	})
 	a.eraser = domain.NewEraser(a.store, a.keyring, a.sealer, a.profiles)
 	a.views = projections.NewProfiles()
+	a.names = projections.NewNames()
+	a.stats = projections.NewStats()
 	a.runner = projections.NewRunner(projections.Options{
 		Store:        a.store,
 		Sealer:       a.sealer,
-		Views:        []projections.View{a.views},
+		Views:        []projections.View{a.views, a.names, a.stats},
 		SnapshotPath: filepath.Join(cfg.DataDir, "snapshots", "projections.snap"),
 		Logger:       log,
 	})
@@ -86,6 +90,11 @@ func (a *app) server(auth pshttp.Authenticator) *pshttp.Server {
 		Eraser:                a.eraser,
 		Runner:                a.runner,
 		Views:                 a.views,
+		Names:                 a.names,
+		Stats:                 a.stats,
+		Sealer:                a.sealer,
+		AnalyticsTokenHashes:  a.cfg.Feed.AnalyticsTokenSHA256,
+		FeedHeartbeat:         a.cfg.Feed.Heartbeat,
 		Auth:                  auth,
 		Logger:                a.log,
 		DefaultPropagation:    a.cfg.Profile.DefaultPropagation,
