@@ -247,7 +247,7 @@ func (a *HomeserverAuth) Authenticate(ctx context.Context, token string) (Identi
 	}
 	a.mu.Unlock()
 
-	id, err, cacheFor := a.ask(ctx, token)
+	id, cacheFor, err := a.ask(ctx, token)
 	if cacheFor > 0 {
 		a.mu.Lock()
 		if len(a.cache) > 100_000 { // bound memory under a token-guessing flood
@@ -259,15 +259,15 @@ func (a *HomeserverAuth) Authenticate(ctx context.Context, token string) (Identi
 	return id, err
 }
 
-func (a *HomeserverAuth) ask(ctx context.Context, token string) (Identity, error, time.Duration) {
+func (a *HomeserverAuth) ask(ctx context.Context, token string) (Identity, time.Duration, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, a.base+"/_matrix/client/v3/account/whoami", nil)
 	if err != nil {
-		return Identity{}, err, 0
+		return Identity{}, 0, err
 	}
 	req.Header.Set("Authorization", "Bearer "+token)
 	resp, err := a.client.Do(req)
 	if err != nil {
-		return Identity{}, domain.Errorf(domain.ErrCodeUnavailable, "The homeserver that checks access tokens is unreachable"), 0
+		return Identity{}, 0, domain.Errorf(domain.ErrCodeUnavailable, "The homeserver that checks access tokens is unreachable")
 	}
 	defer resp.Body.Close()
 	var body struct {
@@ -279,12 +279,12 @@ func (a *HomeserverAuth) ask(ctx context.Context, token string) (Identity, error
 	case resp.StatusCode == http.StatusOK:
 		u, err := domain.ParseHistoricalUserID(body.UserID)
 		if err != nil {
-			return Identity{}, domain.Errorf(domain.ErrCodeUnavailable, "The homeserver answered whoami with an invalid user id"), 0
+			return Identity{}, 0, domain.Errorf(domain.ErrCodeUnavailable, "The homeserver answered whoami with an invalid user id")
 		}
-		return Identity{User: u, Admin: a.admins[u]}, nil, a.ttl
+		return Identity{User: u, Admin: a.admins[u]}, a.ttl, nil
 	case resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden:
-		return Identity{}, domain.Errorf(domain.ErrCodeUnknownToken, "The homeserver does not know this access token"), a.negTTL
+		return Identity{}, a.negTTL, domain.Errorf(domain.ErrCodeUnknownToken, "The homeserver does not know this access token")
 	default:
-		return Identity{}, domain.Errorf(domain.ErrCodeUnavailable, "The homeserver answered whoami with HTTP %d", resp.StatusCode), 0
+		return Identity{}, 0, domain.Errorf(domain.ErrCodeUnavailable, "The homeserver answered whoami with HTTP %d", resp.StatusCode)
 	}
 }

@@ -23,7 +23,7 @@ import (
 // testService is a real profilestore on a temporary bolt file behind a real
 // loopback HTTP server.
 type testService struct {
-	t      *testing.T
+	t      testing.TB
 	dir    string
 	URL    string
 	store  eventstore.Store
@@ -43,7 +43,7 @@ func (ts *testService) Stop() { ts.once.Do(ts.stop) }
 
 type serviceOption func(*pshttp.Config)
 
-func newTestService(t *testing.T, opts ...serviceOption) *testService {
+func newTestService(t testing.TB, opts ...serviceOption) *testService {
 	t.Helper()
 	return newTestServiceIn(t, t.TempDir(), opts...)
 }

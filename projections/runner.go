@@ -198,7 +198,12 @@ func (r *Runner) applyBatch(ctx context.Context, recs []eventstore.RecordedEvent
 				for _, v := range r.opts.Views {
 					v.Apply(&e)
 				}
-				erased = erased || e.Type == domain.TypeErased
+				if e.Type == domain.TypeErased {
+					// Another instance may have destroyed the keys: drop
+					// the ciphers this process still holds for them.
+					r.opts.Sealer.Forget(e.User)
+					erased = true
+				}
 				if r.opts.OnApply != nil {
 					r.opts.OnApply(&e)
 				}
@@ -207,9 +212,8 @@ func (r *Runner) applyBatch(ctx context.Context, recs []eventstore.RecordedEvent
 		r.sinceSnapshot++
 	}
 	last := recs[len(recs)-1].Position
-	// After an erasure the snapshot is rewritten before the checkpoint moves:
-	// whoever waits for the erasure (the erase request) must find no old
-	// snapshot holding the user's values.
+	// The snapshot is written before the checkpoint moves, so whoever waits
+	// for an erasure sees it only once no snapshot holds the erased values.
 	if r.opts.SnapshotPath != "" && (erased || r.sinceSnapshot >= r.opts.SnapshotEvery || time.Since(r.lastSnapshot) > r.opts.SnapshotInterval) {
 		if err := r.saveSnapshotLocked(last); err != nil {
 			r.log.WithError(err).Warn("projections: snapshot failed")

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"github.com/profilestore/profilestore/eventstore/esdb/esdbtest"
 	"io"
 	"net"
 	"net/http"
@@ -115,5 +116,73 @@ func TestConfigLayers(t *testing.T) {
 	os.WriteFile(path, []byte("listen: [\n"), 0o600)
 	if _, err := loadConfig(path); err == nil {
 		t.Error("malformed YAML accepted")
+	}
+}
+
+// TestServeOnEventStoreDB runs the service with store: esdb against the
+// in-process EventStoreDB test server: a write, an erasure, and a second
+// instance on the same database that catches up and reads the write.
+func TestServeOnEventStoreDB(t *testing.T) {
+	srv := esdbtest.Start(t)
+	t.Setenv("PROFILESTORE_LOG_LEVEL", "error")
+	dirs := []string{t.TempDir(), t.TempDir()}
+	token, err := run(t, context.Background(), "token", "issue", "--data-dir", dirs[0], "@alice:example.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	token = strings.TrimSpace(token)
+	addrs := []string{freeAddr(t), freeAddr(t)}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	errs := make(chan error, 2)
+	for i := range dirs {
+		go func(i int) {
+			_, err := run(t, ctx, "serve", "--store", "esdb", "--esdb-url", srv.URL(), "--data-dir", dirs[i], "--listen", addrs[i])
+			errs <- err
+		}(i)
+	}
+	for _, a := range addrs {
+		waitReady(t, "http://"+a)
+	}
+	req, _ := http.NewRequest("PUT", "http://"+addrs[0]+"/_matrix/client/v3/profile/@alice:example.com/displayname", strings.NewReader(`{"displayname":"Alice on ESDB"}`))
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("PUT: %v %v", resp, err)
+	}
+	pos := resp.Header.Get("X-Profilestore-Position")
+	// Read your write on the other instance with the position header.
+	req, _ = http.NewRequest("GET", "http://"+addrs[1]+"/_matrix/client/v3/profile/@alice:example.com/displayname", nil)
+	req.Header.Set("X-Profilestore-Min-Position", pos)
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(body), "Alice on ESDB") {
+		t.Fatalf("second instance: %d %s", resp.StatusCode, body)
+	}
+	cancel()
+	for range dirs {
+		if err := <-errs; err != nil {
+			t.Errorf("serve: %v", err)
+		}
+	}
+}
+
+func waitReady(t *testing.T, base string) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		resp, err := http.Get(base + "/ready")
+		if err == nil && resp.StatusCode == 200 {
+			resp.Body.Close()
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s not ready: %v", base, err)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

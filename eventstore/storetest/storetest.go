@@ -729,7 +729,7 @@ func checkLog(t testing.TB, events []eventstore.RecordedEvent, w *written, keep 
 		if we.final && e.Position != we.last {
 			t.Fatalf("last event of an append at %s, AppendResult says %s", e.Position, we.last)
 		}
-		if we.final == false && !e.Position.Before(we.last) {
+		if !we.final && !e.Position.Before(we.last) {
 			t.Fatalf("event at %s after its append's last event %s", e.Position, we.last)
 		}
 		if e.Revision != next[e.Stream] {
