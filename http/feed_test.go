@@ -35,7 +35,7 @@ type sseEvent struct {
 
 // feed is an open change feed.
 type feed struct {
-	t      *testing.T
+	t      testing.TB
 	cancel context.CancelFunc
 	events chan sseEvent
 }

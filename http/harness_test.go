@@ -49,7 +49,7 @@ func newTestService(t testing.TB, opts ...serviceOption) *testService {
 }
 
 // newTestServiceIn serves the data directory dir (to test restarts).
-func newTestServiceIn(t *testing.T, dir string, opts ...serviceOption) *testService {
+func newTestServiceIn(t testing.TB, dir string, opts ...serviceOption) *testService {
 	t.Helper()
 	store, err := bolt.Open(filepath.Join(dir, "events.db"), bolt.Options{})
 	if err != nil {

@@ -218,6 +218,7 @@ func (s *Server) routes() {
 	r.HandleFunc("/health", s.handleHealth).Methods(http.MethodGet)
 	r.HandleFunc("/ready", s.handleReady).Methods(http.MethodGet)
 	r.Handle("/metrics", s.metrics.Handler()).Methods(http.MethodGet)
+	s.consoleRoutes()
 }
 
 // prefixed registers routes under a path prefix on the root router.
