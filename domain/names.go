@@ -27,8 +27,8 @@ func NameSkeleton(name string) string {
 	return FoldName(confusable.Skeleton(FoldName(name)))
 }
 
-// RoomMember is a member of a room as look-alike detection sees it.
-type RoomMember struct {
+// NamedMember is a room member as look-alike detection sees them.
+type NamedMember struct {
 	User        UserID
 	DisplayName string
 	// Moderator is true for room moderators and server admins: impersonating
@@ -40,7 +40,7 @@ type RoomMember struct {
 // confusable with each other.
 type LookalikeAlert struct {
 	// Members share one skeleton; moderators first, then by user id.
-	Members []RoomMember
+	Members []NamedMember
 	// Identical is true when the names are the same once case-folded, rather
 	// than merely confusable.
 	Identical bool
@@ -51,8 +51,8 @@ type LookalikeAlert struct {
 // Lookalikes groups the members whose display names are confusable with
 // another member's. Alerts that involve a moderator come first; members
 // without a display name are never confusable.
-func Lookalikes(members []RoomMember) []LookalikeAlert {
-	groups := make(map[string][]RoomMember)
+func Lookalikes(members []NamedMember) []LookalikeAlert {
+	groups := make(map[string][]NamedMember)
 	for _, m := range members {
 		if strings.TrimSpace(m.DisplayName) == "" {
 			continue

@@ -32,7 +32,7 @@ func TestNameSkeleton(t *testing.T) {
 }
 
 func TestLookalikes(t *testing.T) {
-	alerts := domain.Lookalikes([]domain.RoomMember{
+	alerts := domain.Lookalikes([]domain.NamedMember{
 		{User: "@eve:evil.org", DisplayName: "\u0410dmin"},
 		{User: "@carol:example.com", DisplayName: "Carol"},
 		{User: "@admin:example.com", DisplayName: "Admin", Moderator: true},
@@ -51,7 +51,7 @@ func TestLookalikes(t *testing.T) {
 	if second := alerts[1]; second.Moderator || !second.Identical || len(second.Members) != 2 {
 		t.Errorf("dave/Dave: %+v", second)
 	}
-	if got := domain.Lookalikes([]domain.RoomMember{{User: "@a:x", DisplayName: "A"}, {User: "@a:x", DisplayName: "a"}}); len(got) != 0 {
+	if got := domain.Lookalikes([]domain.NamedMember{{User: "@a:x", DisplayName: "A"}, {User: "@a:x", DisplayName: "a"}}); len(got) != 0 {
 		t.Errorf("one user is no impersonation: %+v", got)
 	}
 }

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/profilestore/profilestore/eventstore"
 )
 
 // MaxProfileBytes bounds the canonical JSON of a whole profile (spec: 64 KiB).
@@ -25,6 +27,9 @@ var DefaultLimits = Limits{MaxDisplayNameChars: 256, MaxAvatarURLBytes: 1000}
 // The zero Profile is empty and usable.
 type Profile struct {
 	Fields map[string]json.RawMessage
+	// AllAt is, per displayname / avatar_url, the position of the last change
+	// with propagate_to all: it cleared every per-room override older than it.
+	AllAt map[string]eventstore.Position
 }
 
 // Get returns the value of key and whether it is set.
@@ -49,6 +54,12 @@ func (p Profile) stringField(key string) string {
 
 // Apply folds one profile event into the profile.
 func (p *Profile) Apply(e *Event) {
+	if (e.Type == TypeFieldSet || e.Type == TypeFieldDeleted) && e.PropagateTo == PropagateAll {
+		if p.AllAt == nil {
+			p.AllAt = make(map[string]eventstore.Position)
+		}
+		p.AllAt[e.Key] = e.Position
+	}
 	switch e.Type {
 	case TypeFieldSet:
 		if e.Erased {
@@ -71,6 +82,12 @@ func (p Profile) Clone() Profile {
 	c := Profile{Fields: make(map[string]json.RawMessage, len(p.Fields))}
 	for k, v := range p.Fields {
 		c.Fields[k] = v
+	}
+	if p.AllAt != nil {
+		c.AllAt = make(map[string]eventstore.Position, len(p.AllAt))
+		for k, v := range p.AllAt {
+			c.AllAt[k] = v
+		}
 	}
 	return c
 }

@@ -178,6 +178,10 @@ func (s *ProfileService) run(ctx context.Context, user UserID, idemKey string, p
 			return WriteResult{Changed: false, Position: res.Position, Revision: agg.revision, Exists: agg.exists}, nil
 		}
 		for i := range events {
+			// Folds may remember where an event landed (Profile.AllAt); the
+			// append reports only its last position, which no other stream's
+			// event lies between.
+			events[i].Position = res.Position
 			agg.profile.Apply(&events[i])
 		}
 		agg.erased = false

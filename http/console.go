@@ -145,7 +145,7 @@ func clearConsoleCookie(w http.ResponseWriter, r *http.Request) {
 func (s *Server) handleConsoleOverview(w http.ResponseWriter, r *http.Request, id Identity) {
 	const days = 30
 	now := time.Now()
-	var rep projections.StatsReport
+	var rep projections.ActivityReport
 	if s.cfg.Stats != nil {
 		rep = s.cfg.Stats.Report(now.AddDate(0, 0, -(days-1)), now, 10)
 	}

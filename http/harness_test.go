@@ -28,8 +28,8 @@ type testService struct {
 	URL    string
 	store  eventstore.Store
 	views  *projections.Profiles
-	names  *projections.Names
-	stats  *projections.Stats
+	names  *projections.NameIndex
+	stats  *projections.Activity
 	sealer *domain.Sealer
 	runner *projections.Runner
 	tokens map[domain.UserID]string // user -> access token
@@ -62,8 +62,9 @@ func newTestServiceIn(t testing.TB, dir string, opts ...serviceOption) *testServ
 	log := logrus.New()
 	log.SetOutput(io.Discard)
 	sealer := domain.NewSealer(keys)
-	views, names, stats := projections.NewProfiles(), projections.NewNames(), projections.NewStats()
-	runner := projections.NewRunner(projections.Options{Store: store, Sealer: sealer, Views: []projections.View{views, names, stats},
+	views, roomViews := projections.NewProfiles(), projections.NewRooms()
+	names, stats := projections.NewNameIndex(), projections.NewActivity()
+	runner := projections.NewRunner(projections.Options{Store: store, Sealer: sealer, Views: []projections.View{views, roomViews, names, stats},
 		SnapshotPath: filepath.Join(dir, "snapshots", "projections.snap"), Logger: log})
 	if err := runner.Start(context.Background(), nil); err != nil {
 		t.Fatal(err)
@@ -88,6 +89,7 @@ func newTestServiceIn(t testing.TB, dir string, opts ...serviceOption) *testServ
 	cfg := pshttp.Config{
 		Store: store, Profiles: profiles, Eraser: domain.NewEraser(store, keys, sealer, profiles), Runner: runner,
 		Views: views, Names: names, Stats: stats, Sealer: sealer, Auth: auth, Logger: log, WriteRate: 1000, WriteBurst: 1000,
+		RoomService: domain.NewRoomService(store, sealer, domain.DefaultLimits, profiles), RoomViews: roomViews,
 	}
 	for _, o := range opts {
 		o(&cfg)

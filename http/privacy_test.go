@@ -5,7 +5,12 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
+
+	"github.com/profilestore/profilestore/domain"
+	pshttp "github.com/profilestore/profilestore/http"
 )
 
 // scanDir returns the files under dir whose bytes contain marker.
@@ -84,5 +89,56 @@ func TestEraseLeavesNothingReadable(t *testing.T) {
 		t.Fatalf("profile after new write: %d", r.Status)
 	} else {
 		assertJSONEqual(t, r.Body, `{"displayname":"Fresh Start"}`)
+	}
+}
+
+func TestHideAnEntry(t *testing.T) {
+	ts := newTestService(t)
+	carol := domain.UserID("@carol:example.com")
+	tok, err := pshttp.IssueToken(filepath.Join(ts.dir, "tokens.yaml"), carol, false, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts.tokens[carol] = tok
+	time.Sleep(1100 * time.Millisecond) // let the token file's reload throttle pass
+	ts.ok("PUT", v1+"/power_levels", admin, map[string]any{"users": map[string]int{string(carol): 50}, "kick": 50})
+	ts.ok("PUT", v1+"/members/"+string(alice), admin, map[string]string{"membership": "join", "displayname": "Deadname Dora"})
+	ts.ok("PUT", v1+"/members/"+string(bob), admin, map[string]string{"membership": "join"})
+	ts.ok("PUT", v1+"/members/"+string(carol), admin, map[string]string{"membership": "join"})
+	hist := ts.ok("GET", "/_profilestore/v1/users/"+string(alice)+"/history", alice, nil).json(t)["chunk"].([]any)
+	if len(hist) != 1 {
+		t.Fatalf("alice's history: %v", hist)
+	}
+	pos := hist[0].(map[string]any)["position"].(string)
+	hidePath := "/_profilestore/v1/users/" + string(alice) + "/history/" + pos + "/hide"
+
+	if r := ts.do("POST", hidePath, ts.tokens[bob], nil); r.Status != 403 {
+		t.Errorf("bob hid alice's entry: %d", r.Status)
+	}
+	if r := ts.do("POST", "/_profilestore/v1/users/"+string(alice)+"/history/999999/hide", ts.tokens[alice], nil); r.Status != 404 || r.errcode(t) != "M_NOT_FOUND" {
+		t.Errorf("hiding a position that is not alice's: %d %s", r.Status, r.Body)
+	}
+	if r := ts.do("POST", "/_profilestore/v1/users/"+string(alice)+"/history/nope/hide", ts.tokens[alice], nil); r.Status != 400 || r.errcode(t) != "M_INVALID_PARAM" {
+		t.Errorf("a malformed position: %d %s", r.Status, r.Body)
+	}
+	ts.ok("POST", hidePath, alice, nil)
+	head := ts.head()
+	ts.ok("POST", hidePath, alice, nil)
+	if ts.head() != head {
+		t.Error("hiding twice appended twice")
+	}
+
+	for _, c := range []struct {
+		who   domain.UserID
+		sees  bool
+		label string
+	}{{bob, false, "a member"}, {carol, true, "a moderator"}, {admin, true, "an admin"}} {
+		page := ts.ok("GET", v1+"/history?dir=f", c.who, nil)
+		if got := strings.Contains(string(page.Body), "Deadname"); got != c.sees {
+			t.Errorf("%s sees the hidden name: %v, want %v (%s)", c.label, got, c.sees, page.Body)
+		}
+		if !strings.Contains(string(page.Body), `"hidden":true`) {
+			t.Errorf("%s is not told the entry is hidden", c.label)
+		}
 	}
 }

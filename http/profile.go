@@ -48,42 +48,73 @@ func (s *Server) handleWhoami(w http.ResponseWriter, r *http.Request) {
 }
 
 // profileTarget reads and validates {userId} and, when reads need a token,
-// authenticates.
-func (s *Server) profileTarget(r *http.Request) (domain.UserID, error) {
+// authenticates. It also returns who is asking, when known, for MSC4337.
+func (s *Server) profileTarget(r *http.Request) (domain.UserID, domain.UserID, error) {
 	raw, err := pathVar(r, "userId")
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
 	// Reads accept historical ids: they may name users created before v1.8.
 	user, err := domain.ParseHistoricalUserID(raw)
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
+	var requester domain.UserID
 	if s.cfg.RequireAuthForProfile {
-		if _, err := s.authenticate(r); err != nil {
-			return "", err
+		id, err := s.authenticate(r)
+		if err != nil {
+			return "", "", err
+		}
+		requester = id.User
+	} else if _, ok := bearerToken(r); ok && s.cfg.Supplier != nil && s.cfg.Auth != nil {
+		// The token is optional here: a bad one only means "requester unknown".
+		if id, err := s.authenticate(r); err == nil {
+			requester = id.User
 		}
 	}
-	return user, s.waitForPosition(r)
+	return user, requester, s.waitForPosition(r)
+}
+
+// supplement lays appservice supplements (MSC4337) over stored fields; the
+// stored map is not modified.
+func (s *Server) supplement(w http.ResponseWriter, r *http.Request, user domain.UserID, key string, requester domain.UserID, fields map[string]json.RawMessage) map[string]json.RawMessage {
+	if s.cfg.Supplier == nil {
+		return fields
+	}
+	// The answer may depend on who asks: no shared cache may keep it.
+	w.Header().Set("Cache-Control", "no-store")
+	sup := s.cfg.Supplier.Supplement(r.Context(), user, key, requester)
+	if len(sup) == 0 {
+		return fields
+	}
+	merged := make(map[string]json.RawMessage, len(fields)+len(sup))
+	for k, v := range fields {
+		merged[k] = v
+	}
+	for k, v := range sup {
+		merged[k] = v
+	}
+	return merged
 }
 
 func (s *Server) handleGetProfile(w http.ResponseWriter, r *http.Request) {
-	user, err := s.profileTarget(r)
+	user, requester, err := s.profileTarget(r)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
 	st := s.cfg.Views.Get(user)
-	if len(st.Profile.Fields) == 0 {
+	fields := s.supplement(w, r, user, "", requester, st.Profile.Fields)
+	if len(fields) == 0 {
 		s.writeError(w, r, domain.Errorf(domain.ErrCodeNotFound, "Profile not found"))
 		return
 	}
 	w.Header().Set("ETag", etag(st.Revision, st.Exists))
-	writeJSON(w, http.StatusOK, st.Profile.Fields)
+	writeJSON(w, http.StatusOK, fields)
 }
 
 func (s *Server) handleGetProfileField(w http.ResponseWriter, r *http.Request) {
-	user, err := s.profileTarget(r)
+	user, requester, err := s.profileTarget(r)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -96,7 +127,12 @@ func (s *Server) handleGetProfileField(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
+	stored := map[string]json.RawMessage{}
 	value, ok, rev, exists := s.cfg.Views.Field(user, key)
+	if ok {
+		stored[key] = value
+	}
+	value, ok = s.supplement(w, r, user, key, requester, stored)[key]
 	if !ok {
 		s.writeError(w, r, domain.Errorf(domain.ErrCodeNotFound, "The requested profile key does not exist"))
 		return

@@ -8,6 +8,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"net"
 	"net/http"
@@ -20,6 +21,7 @@ import (
 	"github.com/profilestore/profilestore/domain"
 	"github.com/profilestore/profilestore/eventstore"
 	"github.com/profilestore/profilestore/projections"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sirupsen/logrus"
 )
 
@@ -35,11 +37,15 @@ type Config struct {
 	Views    *projections.Profiles
 	// Names and Stats back names search, look-alike alerts and the stats
 	// endpoint; Sealer opens values for the change feed.
-	Names  *projections.Names
-	Stats  *projections.Stats
+	Names  *projections.NameIndex
+	Stats  *projections.Activity
 	Sealer *domain.Sealer
-	Auth   Authenticator
-	Logger logrus.FieldLogger
+	// RoomService and RoomViews serve the per-room routes (http/rooms.go);
+	// without them those routes are not registered.
+	RoomService *domain.RoomService
+	RoomViews   *projections.Rooms
+	Auth        Authenticator
+	Logger      logrus.FieldLogger
 
 	// DefaultPropagation applies when a request names none (default unchanged).
 	DefaultPropagation domain.Propagation
@@ -61,6 +67,21 @@ type Config struct {
 	// FeedHeartbeat is how often an idle change feed sends a comment line
 	// (default 15 s).
 	FeedHeartbeat time.Duration
+
+	// Supplier, if set, adds appservice supplements (MSC4337) to every
+	// client profile read.
+	Supplier ProfileSupplier
+	// Collectors are further Prometheus metrics served at /metrics (the
+	// appservice side's), registered once on the server's registry.
+	Collectors []prometheus.Collector
+}
+
+// ProfileSupplier supplements profile reads (MSC4337). It returns the keys
+// to lay over the stored profile of user (only key when key is not ""),
+// asked on behalf of requester ("" when unknown), or nil. It answers within
+// its own deadline and never fails a read.
+type ProfileSupplier interface {
+	Supplement(ctx context.Context, user domain.UserID, key string, requester domain.UserID) map[string]json.RawMessage
 }
 
 // ProfileFieldsPolicy says which profile keys users may change.
@@ -130,6 +151,7 @@ func NewServer(cfg Config) *Server {
 	s := &Server{cfg: cfg, log: cfg.Logger, router: mux.NewRouter().UseEncodedPath(), closing: make(chan struct{})}
 	s.limiter = newWriteLimiter(cfg.WriteRate, cfg.WriteBurst)
 	s.metrics = NewMetrics(cfg.Store, cfg.Runner)
+	s.metrics.Registry.MustRegister(cfg.Collectors...)
 	s.routes()
 	s.handler = s.middleware(s.router)
 	return s
@@ -214,6 +236,8 @@ func (s *Server) routes() {
 	if s.cfg.Stats != nil {
 		ps.HandleFunc("/stats", s.handleStats).Methods(http.MethodGet)
 	}
+	ps.HandleFunc("/users/{userId}/history/{position}/hide", s.authed(s.limited(s.handleHide))).Methods(http.MethodPost)
+	s.roomRoutes()
 
 	r.HandleFunc("/health", s.handleHealth).Methods(http.MethodGet)
 	r.HandleFunc("/ready", s.handleReady).Methods(http.MethodGet)

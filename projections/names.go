@@ -11,12 +11,12 @@ import (
 	"github.com/profilestore/profilestore/eventstore"
 )
 
-// Names is every display name ever used, normalised (domain.FoldName) and
+// NameIndex is every display name ever used, normalised (domain.FoldName) and
 // indexed by its TR39 skeleton (domain.NameSkeleton), with who used it, where
 // (globally or in a room) and when. An erased user's names leave the view
 // at once; a hidden entry stays (admins and moderators see it) but is marked
 // so that readers without those rights never see it.
-type Names struct {
+type NameIndex struct {
 	mu    sync.RWMutex
 	users map[domain.UserID]*userNames
 	// bySkel maps a skeleton to the users with uses of it (and how many).
@@ -44,18 +44,18 @@ type NameUse struct {
 	Hidden bool
 }
 
-// NewNames returns an empty view.
-func NewNames() *Names {
-	v := &Names{}
+// NewNameIndex returns an empty view.
+func NewNameIndex() *NameIndex {
+	v := &NameIndex{}
 	v.Reset()
 	return v
 }
 
 // Name identifies the view in snapshots.
-func (v *Names) Name() string { return "names" }
+func (v *NameIndex) Name() string { return "names" }
 
 // Reset empties the view before a rebuild.
-func (v *Names) Reset() {
+func (v *NameIndex) Reset() {
 	v.mu.Lock()
 	v.users = make(map[domain.UserID]*userNames)
 	v.bySkel = make(map[string]map[domain.UserID]int)
@@ -64,7 +64,7 @@ func (v *Names) Reset() {
 
 // Apply records the display names an event carries, hides entries and
 // forgets erased users.
-func (v *Names) Apply(e *domain.Event) {
+func (v *NameIndex) Apply(e *domain.Event) {
 	if e.User == "" {
 		return
 	}
@@ -120,7 +120,7 @@ func displayNameOf(e *domain.Event) (string, bool) {
 	return "", false
 }
 
-func (v *Names) userLocked(u domain.UserID) *userNames {
+func (v *NameIndex) userLocked(u domain.UserID) *userNames {
 	n := v.users[u]
 	if n == nil {
 		n = &userNames{Hidden: make(map[string]bool)}
@@ -129,7 +129,7 @@ func (v *Names) userLocked(u domain.UserID) *userNames {
 	return n
 }
 
-func (v *Names) indexLocked(use NameUse, delta int) {
+func (v *NameIndex) indexLocked(use NameUse, delta int) {
 	key := domain.NameSkeleton(use.Name)
 	m := v.bySkel[key]
 	if m == nil {
@@ -147,7 +147,7 @@ func (v *Names) indexLocked(use NameUse, delta int) {
 
 // forgetLocked drops every name of an erased user, and the hidden marks,
 // which would only say that something once existed.
-func (v *Names) forgetLocked(u domain.UserID) {
+func (v *NameIndex) forgetLocked(u domain.UserID) {
 	n := v.users[u]
 	if n == nil {
 		return
@@ -204,7 +204,7 @@ type NameMatch struct {
 // see: exact matches first, then case-insensitive, then look-alikes; within
 // a kind, the most recently used first. It returns at most limit matches and
 // whether more were found.
-func (v *Names) Search(q string, limit int, visible NameVisibility) ([]NameMatch, bool) {
+func (v *NameIndex) Search(q string, limit int, visible NameVisibility) ([]NameMatch, bool) {
 	fold, skel := domain.FoldName(q), domain.NameSkeleton(q)
 	if skel == "" {
 		return nil, false
@@ -278,7 +278,7 @@ func containsRoom(rooms []domain.RoomID, r domain.RoomID) bool {
 }
 
 // UserNames returns the names a user used, in log order, that the reader may see.
-func (v *Names) UserNames(u domain.UserID, visible NameVisibility) []NameUse {
+func (v *NameIndex) UserNames(u domain.UserID, visible NameVisibility) []NameUse {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
 	n := v.users[u]
@@ -295,7 +295,7 @@ func (v *Names) UserNames(u domain.UserID, visible NameVisibility) []NameUse {
 }
 
 // IsHidden reports whether the user hid the entry at pos.
-func (v *Names) IsHidden(u domain.UserID, pos eventstore.Position) bool {
+func (v *NameIndex) IsHidden(u domain.UserID, pos eventstore.Position) bool {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
 	n := v.users[u]
@@ -303,7 +303,7 @@ func (v *Names) IsHidden(u domain.UserID, pos eventstore.Position) bool {
 }
 
 // Len returns how many name uses the view holds.
-func (v *Names) Len() int {
+func (v *NameIndex) Len() int {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
 	total := 0
@@ -318,14 +318,14 @@ type namesSnapshot struct {
 }
 
 // Save writes the view to a snapshot; erased users are not in it.
-func (v *Names) Save(enc *gob.Encoder) error {
+func (v *NameIndex) Save(enc *gob.Encoder) error {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
 	return enc.Encode(namesSnapshot{Users: v.users})
 }
 
 // Load replaces the view with a snapshot's contents and rebuilds the indexes.
-func (v *Names) Load(dec *gob.Decoder) error {
+func (v *NameIndex) Load(dec *gob.Decoder) error {
 	var s namesSnapshot
 	if err := dec.Decode(&s); err != nil {
 		return err

@@ -49,7 +49,7 @@ const (
 )
 
 func TestNamesSearchRanksExactFoldedLookalike(t *testing.T) {
-	v := projections.NewNames()
+	v := projections.NewNameIndex()
 	ev := &nameEvents{t0: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
 	v.Apply(ev.global(mod, "Admin"))
 	v.Apply(ev.join(roomA, mod, "Admin"))
@@ -91,7 +91,7 @@ func TestNamesSearchRanksExactFoldedLookalike(t *testing.T) {
 }
 
 func TestNamesHiddenAndErased(t *testing.T) {
-	v := projections.NewNames()
+	v := projections.NewNameIndex()
 	ev := &nameEvents{t0: time.Now()}
 	old := ev.global(dana, "Deadname Marker")
 	v.Apply(old)
@@ -128,7 +128,7 @@ func TestNamesHiddenAndErased(t *testing.T) {
 			t.Errorf("snapshot holds %q after erasure", marker)
 		}
 	}
-	loaded := projections.NewNames()
+	loaded := projections.NewNameIndex()
 	if err := loaded.Load(gob.NewDecoder(&buf)); err != nil {
 		t.Fatal(err)
 	}

@@ -9,7 +9,7 @@ import (
 	"github.com/profilestore/profilestore/domain"
 )
 
-// Stats counts changes per day (UTC, by occurred_at) for the stats endpoint
+// Activity counts changes per day (UTC, by occurred_at) for the stats endpoint
 // and the console's activity chart: events by category, and display-name
 // changes ("renames") by user and by room. It holds counts and identifiers,
 // never names.
@@ -18,7 +18,7 @@ import (
 // or clear, and for a room on every per-room rename there and every global
 // rename that reached it: propagate_to all reaches every room the user is
 // in, unchanged the ones without a per-room name, none no room.
-type Stats struct {
+type Activity struct {
 	mu   sync.RWMutex
 	days map[string]*dayStats
 	// membership and overrides are the little of the room model the counts
@@ -32,18 +32,18 @@ type dayStats struct {
 	RoomRenames   map[domain.RoomID]int
 }
 
-// NewStats returns an empty view.
-func NewStats() *Stats {
-	v := &Stats{}
+// NewActivity returns an empty view.
+func NewActivity() *Activity {
+	v := &Activity{}
 	v.Reset()
 	return v
 }
 
 // Name identifies the view in snapshots.
-func (v *Stats) Name() string { return "stats" }
+func (v *Activity) Name() string { return "stats" }
 
 // Reset empties the view before a rebuild.
-func (v *Stats) Reset() {
+func (v *Activity) Reset() {
 	v.mu.Lock()
 	v.days = make(map[string]*dayStats)
 	v.membership = make(map[domain.UserID]map[domain.RoomID]bool)
@@ -53,7 +53,7 @@ func (v *Stats) Reset() {
 const dayLayout = "2006-01-02"
 
 // Apply counts one event.
-func (v *Stats) Apply(e *domain.Event) {
+func (v *Activity) Apply(e *domain.Event) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	d := v.day(e.Meta.OccurredAt)
@@ -104,7 +104,7 @@ func (v *Stats) Apply(e *domain.Event) {
 	}
 }
 
-func (v *Stats) day(t time.Time) *dayStats {
+func (v *Activity) day(t time.Time) *dayStats {
 	k := t.UTC().Format(dayLayout)
 	d := v.days[k]
 	if d == nil {
@@ -134,8 +134,8 @@ type RoomCount struct {
 	N    int
 }
 
-// StatsReport is the activity of a window of days.
-type StatsReport struct {
+// ActivityReport is the activity of a window of days.
+type ActivityReport struct {
 	// Days has one entry per day of the window, zeros included, oldest first.
 	Days     []DayCount
 	TopUsers []UserCount
@@ -144,10 +144,10 @@ type StatsReport struct {
 
 // Report sums the days from from to to (inclusive, UTC dates) and returns
 // the top most-renamed users and rooms (ties by id).
-func (v *Stats) Report(from, to time.Time, top int) StatsReport {
+func (v *Activity) Report(from, to time.Time, top int) ActivityReport {
 	from = truncateDay(from)
 	to = truncateDay(to)
-	var r StatsReport
+	var r ActivityReport
 	users := make(map[domain.UserID]int)
 	rooms := make(map[domain.RoomID]int)
 	v.mu.RLock()
@@ -190,21 +190,21 @@ func truncateDay(t time.Time) time.Time {
 	return time.Date(y, m, d, 0, 0, 0, 0, time.UTC)
 }
 
-type statsSnapshot struct {
+type activitySnapshot struct {
 	Days       map[string]*dayStats
 	Membership map[domain.UserID]map[domain.RoomID]bool
 }
 
 // Save writes the view to a snapshot.
-func (v *Stats) Save(enc *gob.Encoder) error {
+func (v *Activity) Save(enc *gob.Encoder) error {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
-	return enc.Encode(statsSnapshot{Days: v.days, Membership: v.membership})
+	return enc.Encode(activitySnapshot{Days: v.days, Membership: v.membership})
 }
 
 // Load replaces the view with a snapshot's contents.
-func (v *Stats) Load(dec *gob.Decoder) error {
-	var s statsSnapshot
+func (v *Activity) Load(dec *gob.Decoder) error {
+	var s activitySnapshot
 	if err := dec.Decode(&s); err != nil {
 		return err
 	}

@@ -11,7 +11,7 @@ import (
 )
 
 func TestStatsCountsRenamesPerDayUserAndRoom(t *testing.T) {
-	v := projections.NewStats()
+	v := projections.NewActivity()
 	day1 := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
 	ev := &nameEvents{t0: day1} // one event per hour
 	v.Apply(ev.join(roomA, dana, "Dana"))
@@ -51,7 +51,7 @@ func TestStatsCountsRenamesPerDayUserAndRoom(t *testing.T) {
 	if err := v.Save(gob.NewEncoder(&buf)); err != nil {
 		t.Fatal(err)
 	}
-	loaded := projections.NewStats()
+	loaded := projections.NewActivity()
 	if err := loaded.Load(gob.NewDecoder(&buf)); err != nil {
 		t.Fatal(err)
 	}

@@ -24,8 +24,10 @@ type app struct {
 	profiles *domain.ProfileService
 	eraser   *domain.Eraser
 	views    *projections.Profiles
-	names    *projections.Names
-	stats    *projections.Stats
+	names    *projections.NameIndex
+	stats    *projections.Activity
+	rooms    *domain.RoomService
+	roomView *projections.Rooms
 	runner   *projections.Runner
 }
 
@@ -60,13 +62,15 @@ func openApp(ctx context.Context, cfg Config, log *logrus.Logger) (*app, error) 
 		MaxAvatarURLBytes:   cfg.Profile.MaxAvatarURLBytes,
 	})
 	a.eraser = domain.NewEraser(a.store, a.keyring, a.sealer, a.profiles)
+	a.rooms = domain.NewRoomService(a.store, a.sealer, a.profiles.Limits(), a.profiles)
 	a.views = projections.NewProfiles()
-	a.names = projections.NewNames()
-	a.stats = projections.NewStats()
+	a.names = projections.NewNameIndex()
+	a.stats = projections.NewActivity()
+	a.roomView = projections.NewRooms()
 	a.runner = projections.NewRunner(projections.Options{
 		Store:        a.store,
 		Sealer:       a.sealer,
-		Views:        []projections.View{a.views, a.names, a.stats},
+		Views:        []projections.View{a.views, a.roomView, a.names, a.stats},
 		SnapshotPath: filepath.Join(cfg.DataDir, "snapshots", "projections.snap"),
 		Logger:       log,
 	})
@@ -82,8 +86,8 @@ func (a *app) authenticator() (pshttp.Authenticator, error) {
 }
 
 // server builds the HTTP server over the app.
-func (a *app) server(auth pshttp.Authenticator) *pshttp.Server {
-	return pshttp.NewServer(pshttp.Config{
+func (a *app) server(auth pshttp.Authenticator) (*pshttp.Server, error) {
+	cfg := pshttp.Config{
 		Addr:                  a.cfg.Listen,
 		Store:                 a.store,
 		Profiles:              a.profiles,
@@ -95,6 +99,8 @@ func (a *app) server(auth pshttp.Authenticator) *pshttp.Server {
 		Sealer:                a.sealer,
 		AnalyticsTokenHashes:  a.cfg.Feed.AnalyticsTokenSHA256,
 		FeedHeartbeat:         a.cfg.Feed.Heartbeat,
+		RoomService:           a.rooms,
+		RoomViews:             a.roomView,
 		Auth:                  auth,
 		Logger:                a.log,
 		DefaultPropagation:    a.cfg.Profile.DefaultPropagation,
@@ -103,7 +109,14 @@ func (a *app) server(auth pshttp.Authenticator) *pshttp.Server {
 		WriteRate:             a.cfg.RateLimit.WritesPerSecond,
 		WriteBurst:            a.cfg.RateLimit.Burst,
 		ApplyWait:             a.cfg.ApplyWait,
-	})
+	}
+	addRoutes, err := a.withAppservice(&cfg)
+	if err != nil {
+		return nil, err
+	}
+	srv := pshttp.NewServer(cfg)
+	addRoutes(srv)
+	return srv, nil
 }
 
 func (a *app) close() {

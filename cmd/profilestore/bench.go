@@ -275,7 +275,10 @@ func (b *bench) startService(ctx context.Context, n int) (*app, *pshttp.Server, 
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	srv := a.server(auth)
+	srv, err := a.server(auth)
+	if err != nil {
+		return nil, nil, nil, err
+	}
 	if err := srv.Open(); err != nil {
 		return nil, nil, nil, err
 	}

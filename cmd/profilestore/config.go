@@ -31,6 +31,8 @@ type Config struct {
 	Profile   ProfileConfig   `yaml:"profile"`
 	RateLimit RateLimitConfig `yaml:"rate_limit"`
 	Feed      FeedConfig      `yaml:"feed"`
+	// Appservice runs profilestore beside a homeserver (docs/APPSERVICE.md).
+	Appservice AppserviceConfig `yaml:"appservice"`
 
 	// ApplyWait bounds read-your-writes waits.
 	ApplyWait time.Duration `yaml:"apply_wait"`

@@ -35,7 +35,11 @@ func serveCommand(load loader) *cobra.Command {
 				a.runner.Close()
 				return err
 			}
-			srv := a.server(auth)
+			srv, err := a.server(auth)
+			if err != nil {
+				a.runner.Close()
+				return err
+			}
 			if err := srv.Open(); err != nil {
 				a.runner.Close()
 				return err

@@ -1,0 +1,292 @@
+package appservice
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/gorilla/mux"
+	"github.com/profilestore/profilestore/domain"
+	"github.com/profilestore/profilestore/eventstore"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/sirupsen/logrus"
+)
+
+// The ledger of processed transactions lives in the store, in a stream of
+// its own category, so a transaction retried after a restart (or sent to
+// another instance on the same EventStoreDB) is recognised. Projections
+// subscribe to profile- and room- streams only and never see it.
+const (
+	ledgerCategory       = "astxn-"
+	typeTransactionDone  = "appservice.transaction_processed"
+	defaultLedgerWindow  = 4096
+	defaultMaxTxnBytes   = 32 << 20
+	defaultSeenEventsCap = 100_000
+)
+
+// ledgerNamespace derives ledger event ids from (appservice, txnId).
+var ledgerNamespace = uuid.MustParse("6a1d4c8e-2f0b-4d6e-9b7a-3c5e8f1a2b4d")
+
+type ledgerPayload struct {
+	V          int    `json:"v"`
+	TxnID      string `json:"txn_id"`
+	BodySHA256 string `json:"body_sha256"`
+	Events     int    `json:"events"`
+}
+
+// IngesterOptions configure an Ingester.
+type IngesterOptions struct {
+	// Registration is profilestore's own: its hs_token guards the incoming
+	// routes and its as_token asks the homeserver for profiles.
+	Registration *Registration
+	Store        eventstore.Store
+	// Mirror applies the events; nil accepts and records transactions only.
+	Mirror *Mirror
+	// MaxTransactionBytes caps a transaction body (default 32 MiB: 100 PDUs
+	// and 100 EDUs of 64 KiB each fit with room to spare).
+	MaxTransactionBytes int64
+	// LedgerWindow is how many recent transaction ids are remembered
+	// (default 4096); homeservers only ever retry their latest.
+	LedgerWindow int
+	Logger       logrus.FieldLogger
+}
+
+// Ingester serves the appservice API a homeserver calls
+// (/_matrix/app/v1/transactions, /ping, /users) and feeds the events to the
+// mirror. Transactions are processed one at a time, in arrival order.
+type Ingester struct {
+	opts    IngesterOptions
+	log     logrus.FieldLogger
+	metrics *ingestMetrics
+	hsToken [sha256.Size]byte
+
+	mu     sync.Mutex // serialises transactions
+	loaded bool
+	done   map[string]string // txnId -> body sha256
+	order  []string          // txnIds, oldest first, for the window
+}
+
+// NewIngester returns an Ingester; its routes join a router with Routes.
+func NewIngester(opts IngesterOptions) *Ingester {
+	if opts.MaxTransactionBytes <= 0 {
+		opts.MaxTransactionBytes = defaultMaxTxnBytes
+	}
+	if opts.LedgerWindow <= 0 {
+		opts.LedgerWindow = defaultLedgerWindow
+	}
+	if opts.Logger == nil {
+		opts.Logger = logrus.StandardLogger()
+	}
+	in := &Ingester{opts: opts, log: opts.Logger.WithField("appservice", opts.Registration.ID), metrics: newIngestMetrics(), done: map[string]string{}}
+	in.hsToken = sha256.Sum256([]byte(opts.Registration.HSToken))
+	if opts.Mirror != nil {
+		opts.Mirror.metrics = in.metrics
+	}
+	return in
+}
+
+// Collectors returns the ingestion metrics for registration.
+func (in *Ingester) Collectors() []prometheus.Collector { return in.metrics.collectors() }
+
+// Routes adds the appservice API to r. Other /_matrix/app/v1 paths fall to
+// the router's not-found handler (404 M_UNRECOGNIZED).
+func (in *Ingester) Routes(r *mux.Router) {
+	r.HandleFunc("/_matrix/app/v1/transactions/{txnId}", in.authed(in.handleTransaction)).Methods(http.MethodPut)
+	r.HandleFunc("/_matrix/app/v1/ping", in.authed(in.handlePing)).Methods(http.MethodPost)
+	r.HandleFunc("/_matrix/app/v1/users/{userId}", in.authed(in.handleQueryUser)).Methods(http.MethodGet)
+	r.HandleFunc("/_matrix/app/v1/rooms/{roomAlias}", in.authed(in.handleQueryUser)).Methods(http.MethodGet)
+}
+
+// authed checks the hs_token: 401 M_MISSING_TOKEN without one, 403
+// M_FORBIDDEN for a wrong one. The legacy access_token query parameter is
+// read too (homeservers before spec v1.4 and Dendrite's legacy_auth send
+// it); when both are given they must agree.
+func (in *Ingester) authed(next http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		var tokens []string
+		if h := r.Header.Get("Authorization"); h != "" {
+			scheme, tok, ok := strings.Cut(h, " ")
+			if !ok || !strings.EqualFold(scheme, "Bearer") {
+				writeError(w, http.StatusForbidden, domain.ErrCodeForbidden, "Malformed Authorization header")
+				return
+			}
+			tokens = append(tokens, strings.TrimSpace(tok))
+		}
+		if q := r.URL.Query().Get("access_token"); q != "" {
+			tokens = append(tokens, q)
+		}
+		if len(tokens) == 0 {
+			writeError(w, http.StatusUnauthorized, domain.ErrCodeMissingToken, "Missing hs_token")
+			return
+		}
+		for _, t := range tokens {
+			sum := sha256.Sum256([]byte(t))
+			if subtle.ConstantTimeCompare(sum[:], in.hsToken[:]) != 1 {
+				writeError(w, http.StatusForbidden, domain.ErrCodeForbidden, "Bad hs_token")
+				return
+			}
+		}
+		next(w, r)
+	}
+}
+
+func (in *Ingester) handlePing(w http.ResponseWriter, r *http.Request) {
+	// The body carries an optional transaction_id; nothing to do with it.
+	_, _ = io.Copy(io.Discard, io.LimitReader(r.Body, 64<<10))
+	writeJSON(w, http.StatusOK, struct{}{})
+}
+
+// handleQueryUser answers "no such user" (and "no such alias"): profilestore
+// creates no users or rooms on the homeserver.
+func (in *Ingester) handleQueryUser(w http.ResponseWriter, r *http.Request) {
+	writeError(w, http.StatusNotFound, domain.ErrCodeNotFound, "profilestore provides no users or rooms")
+}
+
+// transaction is the body of PUT /transactions/{txnId}. Events are decoded
+// one by one, so a malformed one never takes the others with it.
+type transaction struct {
+	Events []json.RawMessage `json:"events"`
+}
+
+func (in *Ingester) handleTransaction(w http.ResponseWriter, r *http.Request) {
+	txnID := mux.Vars(r)["txnId"]
+	if txnID == "" || len(txnID) > 255 {
+		writeError(w, http.StatusBadRequest, domain.ErrCodeInvalidParam, "Bad transaction id")
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, in.opts.MaxTransactionBytes))
+	var tooBig *http.MaxBytesError
+	if errors.As(err, &tooBig) {
+		in.log.WithField("txn_id", txnID).Error("appservice transaction larger than the configured limit; raise appservice.max_transaction_bytes")
+		in.metrics.transactions.WithLabelValues("too_large").Inc()
+		writeError(w, http.StatusRequestEntityTooLarge, domain.ErrCodeTooLarge, fmt.Sprintf("Transactions are limited to %d bytes", in.opts.MaxTransactionBytes))
+		return
+	}
+	if err != nil {
+		writeError(w, http.StatusBadRequest, domain.ErrCodeNotJSON, "Could not read the body")
+		return
+	}
+	var txn transaction
+	if err := json.Unmarshal(body, &txn); err != nil {
+		in.metrics.transactions.WithLabelValues("malformed").Inc()
+		writeError(w, http.StatusBadRequest, domain.ErrCodeBadJSON, "The body is not a transaction object")
+		return
+	}
+	sum := sha256.Sum256(body)
+	status, err := in.process(r.Context(), txnID, hex.EncodeToString(sum[:]), txn)
+	if err != nil {
+		// The store or the homeserver failed, not the input: answer so the
+		// homeserver retries the same transaction later. Nothing is lost and,
+		// with deterministic event ids, nothing is applied twice.
+		in.log.WithError(err).WithField("txn_id", txnID).Warn("appservice transaction not processed; the homeserver will retry")
+		in.metrics.transactions.WithLabelValues("failed").Inc()
+		writeError(w, http.StatusServiceUnavailable, domain.ErrCodeUnavailable, "Could not process the transaction now; retry")
+		return
+	}
+	in.metrics.transactions.WithLabelValues(status).Inc()
+	writeJSON(w, http.StatusOK, struct{}{})
+}
+
+// process applies a transaction unless the ledger already holds it.
+func (in *Ingester) process(ctx context.Context, txnID, bodySum string, txn transaction) (string, error) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if err := in.loadLedger(ctx); err != nil {
+		return "", err
+	}
+	if prev, ok := in.done[txnID]; ok {
+		if prev == bodySum {
+			return "duplicate", nil
+		}
+		// Same id, other content: the homeserver's counter was reset (a new
+		// database). Apply it; event ids still keep the events once-only.
+		in.log.WithField("txn_id", txnID).Warn("appservice transaction id reused with a different body; processing it")
+	}
+	for _, raw := range txn.Events {
+		if in.opts.Mirror == nil {
+			continue
+		}
+		if err := in.opts.Mirror.Apply(ctx, raw); err != nil {
+			return "", err
+		}
+	}
+	if err := in.record(ctx, txnID, bodySum, len(txn.Events)); err != nil {
+		return "", err
+	}
+	return "processed", nil
+}
+
+func (in *Ingester) ledgerStream() string { return ledgerCategory + in.opts.Registration.ID }
+
+// loadLedger reads the most recent ledger entries once.
+func (in *Ingester) loadLedger(ctx context.Context) error {
+	if in.loaded || in.opts.Store == nil {
+		return nil
+	}
+	recs, err := in.opts.Store.ReadStream(ctx, in.ledgerStream(), ^uint64(0), eventstore.Backwards, in.opts.LedgerWindow)
+	if err != nil {
+		return fmt.Errorf("read the transaction ledger: %w", err)
+	}
+	for i := len(recs) - 1; i >= 0; i-- {
+		var p ledgerPayload
+		if json.Unmarshal(recs[i].Data, &p) != nil {
+			continue
+		}
+		in.remember(p.TxnID, p.BodySHA256)
+	}
+	in.loaded = true
+	return nil
+}
+
+func (in *Ingester) remember(txnID, sum string) {
+	if _, ok := in.done[txnID]; !ok {
+		in.order = append(in.order, txnID)
+	}
+	in.done[txnID] = sum
+	for len(in.order) > in.opts.LedgerWindow {
+		delete(in.done, in.order[0])
+		in.order = in.order[1:]
+	}
+}
+
+// record appends the transaction to the ledger (idempotently: the event id
+// is derived from the appservice, the txnId and the body).
+func (in *Ingester) record(ctx context.Context, txnID, sum string, events int) error {
+	if in.opts.Store != nil {
+		data, _ := json.Marshal(ledgerPayload{V: 1, TxnID: txnID, BodySHA256: sum, Events: events})
+		meta, _ := json.Marshal(domain.Metadata{OccurredAt: time.Now().UTC(), Source: "appservice:" + in.opts.Registration.ID, IdempotencyKey: txnID})
+		id := uuid.NewSHA1(ledgerNamespace, []byte(in.opts.Registration.ID+"\x00"+txnID+"\x00"+sum))
+		_, err := in.opts.Store.Append(ctx, in.ledgerStream(), eventstore.Any, []eventstore.EventData{{ID: id, Type: typeTransactionDone, Data: data, Metadata: meta}})
+		if err != nil {
+			return fmt.Errorf("record transaction %s: %w", txnID, err)
+		}
+	}
+	in.remember(txnID, sum)
+	return nil
+}
+
+// matrixError is the Matrix error body.
+type matrixError struct {
+	ErrCode string `json:"errcode"`
+	Error   string `json:"error"`
+}
+
+func writeError(w http.ResponseWriter, status int, code, msg string) {
+	writeJSON(w, status, matrixError{ErrCode: code, Error: msg})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}

@@ -1,0 +1,131 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/profilestore/profilestore/appservice"
+	pshttp "github.com/profilestore/profilestore/http"
+	"github.com/spf13/cobra"
+)
+
+// AppserviceConfig configures profilestore beside a homeserver.
+type AppserviceConfig struct {
+	// Enabled serves /_matrix/app/v1 and mirrors the homeserver's events.
+	Enabled bool `yaml:"enabled"`
+	// Registration is profilestore's own registration file (written by
+	// "profilestore appservice register"; default <data_dir>/appservice-registration.yaml).
+	Registration string `yaml:"registration"`
+	// HomeserverURL is where mirror mode asks for global profiles (default auth.homeserver_url).
+	HomeserverURL string `yaml:"homeserver_url"`
+	// ProfileCacheTTL bounds how long a homeserver profile answer is reused.
+	ProfileCacheTTL     time.Duration `yaml:"profile_cache_ttl"`
+	MaxTransactionBytes int64         `yaml:"max_transaction_bytes"`
+	// Supplements are MSC4337 profile supplements from other appservices.
+	Supplements SupplementsConfig `yaml:"supplements"`
+}
+
+// SupplementsConfig configures MSC4337 on profile reads.
+type SupplementsConfig struct {
+	Enabled bool `yaml:"enabled"`
+	// Registrations are the appservices' registration files, asked in this order.
+	Registrations []string `yaml:"registrations"`
+	// Deadline bounds each appservice's answer (default 500 ms).
+	Deadline time.Duration `yaml:"deadline"`
+}
+
+func (c *AppserviceConfig) registrationPath(dataDir string) string {
+	if c.Registration != "" {
+		return c.Registration
+	}
+	return filepath.Join(dataDir, "appservice-registration.yaml")
+}
+
+// withAppservice adds the appservice side to the server configuration and
+// returns a function that adds its routes to the built server.
+func (a *app) withAppservice(cfg *pshttp.Config) (func(*pshttp.Server), error) {
+	ac := a.cfg.Appservice
+	if ac.Supplements.Enabled {
+		regs, err := appservice.LoadRegistrations(ac.Supplements.Registrations)
+		if err != nil {
+			return nil, err
+		}
+		sup := appservice.NewSupplier(appservice.SupplierOptions{Registrations: regs, Deadline: ac.Supplements.Deadline, Logger: a.log})
+		cfg.Supplier = sup
+		cfg.Collectors = append(cfg.Collectors, sup.Collectors()...)
+	}
+	if !ac.Enabled {
+		return func(*pshttp.Server) {}, nil
+	}
+	reg, err := appservice.LoadRegistration(ac.registrationPath(a.cfg.DataDir))
+	if err != nil {
+		return nil, fmt.Errorf("appservice: %w (create it with: profilestore appservice register)", err)
+	}
+	hsURL := ac.HomeserverURL
+	if hsURL == "" {
+		hsURL = a.cfg.Auth.HomeserverURL
+	}
+	var hs *appservice.HomeserverProfiles
+	if hsURL != "" {
+		hs = appservice.NewHomeserverProfiles(hsURL, reg.ASToken, nil, ac.ProfileCacheTTL)
+	}
+	mirror := appservice.NewMirror(appservice.MirrorOptions{Registration: reg, Profiles: a.profiles, Rooms: a.rooms, Homeserver: hs, Logger: a.log})
+	ing := appservice.NewIngester(appservice.IngesterOptions{Registration: reg, Store: a.store, Mirror: mirror,
+		MaxTransactionBytes: ac.MaxTransactionBytes, Logger: a.log})
+	cfg.Collectors = append(cfg.Collectors, ing.Collectors()...)
+	return func(s *pshttp.Server) { ing.Routes(s.Router()) }, nil
+}
+
+func appserviceCommand(load loader) *cobra.Command {
+	cmd := &cobra.Command{Use: "appservice", Short: "Run beside a homeserver as an application service"}
+	var id, url, sender, serverName string
+	var force bool
+	register := &cobra.Command{
+		Use:   "register",
+		Short: "Write profilestore's registration (random as_token and hs_token) and print it for the homeserver",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cfg, _, err := load()
+			if err != nil {
+				return err
+			}
+			if err := cfg.validate(); err != nil {
+				return err
+			}
+			if url == "" {
+				url = "http://" + cfg.Listen
+			}
+			path := cfg.Appservice.registrationPath(cfg.DataDir)
+			if _, err := os.Stat(path); err == nil && !force {
+				return fmt.Errorf("%s exists; --force replaces it (and its tokens)", path)
+			} else if err != nil && !errors.Is(err, os.ErrNotExist) {
+				return err
+			}
+			reg, err := appservice.NewRegistration(id, url, sender, serverName)
+			if err != nil {
+				return err
+			}
+			if err := reg.WriteFile(path); err != nil {
+				return err
+			}
+			out, err := reg.Marshal()
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.ErrOrStderr(), "stored in %s; give the homeserver this registration:\n", path)
+			_, err = cmd.OutOrStdout().Write(out)
+			return err
+		},
+	}
+	register.Flags().StringVar(&id, "id", "profilestore", "appservice id, unique on the homeserver")
+	register.Flags().StringVar(&url, "url", "", "URL the homeserver reaches profilestore at (default http://<listen>)")
+	register.Flags().StringVar(&sender, "sender-localpart", "_profilestore", "localpart of the appservice's own user")
+	register.Flags().StringVar(&serverName, "server-name", "", "the homeserver's server name (required)")
+	register.Flags().BoolVar(&force, "force", false, "replace an existing registration")
+	_ = register.MarkFlagRequired("server-name")
+	cmd.AddCommand(register)
+	return cmd
+}

@@ -1,0 +1,374 @@
+package domain
+
+import (
+	"bytes"
+	"encoding/json"
+	"maps"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/profilestore/profilestore/eventstore"
+)
+
+// Membership values. Join, invite, leave and ban are states a member is in;
+// kick is only ever an event (room.member_left with membership kick), after
+// which the member's state is leave.
+const (
+	MembershipJoin   = "join"
+	MembershipInvite = "invite"
+	MembershipLeave  = "leave"
+	MembershipKick   = "kick"
+	MembershipBan    = "ban"
+)
+
+// History visibility values of m.room.history_visibility.
+const (
+	VisibilityShared        = "shared"
+	VisibilityInvited       = "invited"
+	VisibilityJoined        = "joined"
+	VisibilityWorldReadable = "world_readable"
+)
+
+// DefaultHistoryVisibility applies to rooms that never set one, as in Matrix.
+const DefaultHistoryVisibility = VisibilityShared
+
+// ParseHistoryVisibility validates a history_visibility value.
+func ParseHistoryVisibility(s string) (string, error) {
+	switch s {
+	case VisibilityShared, VisibilityInvited, VisibilityJoined, VisibilityWorldReadable:
+		return s, nil
+	}
+	return "", Errorf(ErrCodeInvalidParam, "history_visibility must be one of shared, invited, joined, world_readable")
+}
+
+// RoomMember is one user's state in a room.
+type RoomMember struct {
+	// Membership is join, invite, leave or ban.
+	Membership string
+	// Overrides are the member's per-room values (displayname, avatar_url),
+	// canonical JSON strings. They belong to one membership: leaving drops them.
+	Overrides map[string]json.RawMessage
+	// OverrideAt is where each override was set: a later global change with
+	// propagate_to all cleared it without the room stream knowing.
+	OverrideAt map[string]eventstore.Position
+}
+
+// override returns the member's override of field unless a global change
+// with propagate_to all at clearedAt came after it.
+func (m *RoomMember) override(field string, clearedAt eventstore.Position) (json.RawMessage, bool) {
+	if m == nil {
+		return nil, false
+	}
+	v, ok := m.Overrides[field]
+	if !ok || m.OverrideAt[field].Before(clearedAt) {
+		return nil, false
+	}
+	return v, true
+}
+
+// Room is the fold of a room-<roomId> stream: what decisions need to know.
+// The zero Room is empty and usable.
+type Room struct {
+	Members map[UserID]*RoomMember
+	// HistoryVisibility is "" until the room sets one (DefaultHistoryVisibility).
+	HistoryVisibility string
+	// PowerLevels is nil until the room sets them; nobody moderates until then.
+	PowerLevels *PowerLevels
+}
+
+// Membership returns u's membership: join, invite, ban, or leave (also for
+// users the room never saw).
+func (r *Room) Membership(u UserID) string {
+	if m := r.Members[u]; m != nil {
+		return m.Membership
+	}
+	return MembershipLeave
+}
+
+// Visibility returns the history visibility in force.
+func (r *Room) Visibility() string {
+	if r.HistoryVisibility == "" {
+		return DefaultHistoryVisibility
+	}
+	return r.HistoryVisibility
+}
+
+// Apply folds one room event into the room.
+func (r *Room) Apply(e *Event) {
+	member := func() *RoomMember {
+		if r.Members == nil {
+			r.Members = make(map[UserID]*RoomMember)
+		}
+		m := r.Members[e.User]
+		if m == nil {
+			m = &RoomMember{Membership: MembershipLeave}
+			r.Members[e.User] = m
+		}
+		return m
+	}
+	switch e.Type {
+	case TypeMemberJoined:
+		m := member()
+		if m.Membership != MembershipJoin {
+			m.Overrides = nil
+		}
+		m.Membership = MembershipJoin
+	case TypeMemberInvited:
+		m := member()
+		m.Membership, m.Overrides = MembershipInvite, nil
+	case TypeMemberLeft:
+		m := member()
+		m.Membership, m.Overrides = MembershipLeave, nil
+		if e.Membership == MembershipBan {
+			m.Membership = MembershipBan
+		}
+	case TypeMemberProfileSet:
+		m := member()
+		if e.Erased {
+			delete(m.Overrides, e.Key)
+			return
+		}
+		if m.Overrides == nil {
+			m.Overrides = make(map[string]json.RawMessage)
+			m.OverrideAt = make(map[string]eventstore.Position)
+		}
+		m.Overrides[e.Key] = e.Value
+		m.OverrideAt[e.Key] = e.Position
+	case TypeMemberProfileGone:
+		delete(member().Overrides, e.Key)
+	case TypeHistoryVisibility:
+		r.HistoryVisibility = e.Visibility
+	case TypePowerLevels:
+		r.PowerLevels = e.PowerLevels
+	}
+}
+
+// ChangeMembership is the command to join, invite, leave, kick or ban a user.
+type ChangeMembership struct {
+	Room RoomID
+	User UserID
+	// Membership is join, invite, leave, kick or ban.
+	Membership string
+	// DisplayName and AvatarURL are the member's names at a join or invite;
+	// nil means "the user's global profile" (the service fills it in), a
+	// pointer to "" means none.
+	DisplayName *string
+	AvatarURL   *string
+	Meta        Metadata
+}
+
+// DecideMembership returns the events of a membership change: none when the
+// user is already in the requested state. Banned users must be unbanned
+// (membership leave) before they can be invited or join, and a joined user
+// cannot be invited, as in Matrix.
+func DecideMembership(r *Room, cmd ChangeMembership, lim Limits) ([]Event, error) {
+	cur := r.Membership(cmd.User)
+	base := Event{Room: cmd.Room, User: cmd.User, Meta: cmd.Meta}
+	switch cmd.Membership {
+	case MembershipJoin, MembershipInvite:
+		dn, err := memberValue(KeyDisplayName, cmd.DisplayName, lim)
+		if err != nil {
+			return nil, err
+		}
+		av, err := memberValue(KeyAvatarURL, cmd.AvatarURL, lim)
+		if err != nil {
+			return nil, err
+		}
+		if cur == MembershipBan {
+			return nil, Errorf(ErrCodeForbidden, "%s is banned from this room", cmd.User)
+		}
+		if cur == cmd.Membership {
+			return nil, nil
+		}
+		if cmd.Membership == MembershipInvite && cur == MembershipJoin {
+			return nil, Errorf(ErrCodeForbidden, "%s is already in the room", cmd.User)
+		}
+		base.Type, base.DisplayName, base.AvatarURL = TypeMemberJoined, dn, av
+		if cmd.Membership == MembershipInvite {
+			base.Type, base.By = TypeMemberInvited, cmd.Meta.Actor
+		}
+		return []Event{base}, nil
+	case MembershipLeave:
+		if cur == MembershipLeave {
+			return nil, nil
+		}
+	case MembershipKick:
+		// Kicking someone who is not there changes nothing.
+		if cur != MembershipJoin && cur != MembershipInvite {
+			return nil, nil
+		}
+	case MembershipBan:
+		if cur == MembershipBan {
+			return nil, nil
+		}
+	default:
+		return nil, Errorf(ErrCodeInvalidParam, "membership must be one of join, invite, leave, kick, ban")
+	}
+	base.Type, base.Membership = TypeMemberLeft, cmd.Membership
+	if cmd.Meta.Actor != cmd.User {
+		base.By = cmd.Meta.Actor
+	}
+	return []Event{base}, nil
+}
+
+// memberValue validates a displayname or avatar_url given at a join or
+// invite; "" and nil both mean none.
+func memberValue(key string, v *string, lim Limits) (*string, error) {
+	if v == nil {
+		return nil, nil
+	}
+	s, err := validateRoomString(key, *v, lim)
+	if err != nil || s == "" {
+		return nil, err
+	}
+	return &s, nil
+}
+
+// validateRoomString applies the global profile's limits to a value shown in
+// a room, so a room never holds a name the global profile would refuse.
+func validateRoomString(key, s string, lim Limits) (string, error) {
+	switch key {
+	case KeyDisplayName:
+		s = strings.TrimSpace(s)
+		if n := utf8.RuneCountInString(s); lim.MaxDisplayNameChars > 0 && n > lim.MaxDisplayNameChars {
+			return "", Errorf(ErrCodeTooLarge, "displayname is longer than %d characters", lim.MaxDisplayNameChars)
+		}
+		if strings.ContainsRune(s, 0) {
+			return "", Errorf(ErrCodeInvalidParam, "displayname may not contain NUL")
+		}
+		if !utf8.ValidString(s) {
+			return "", Errorf(ErrCodeInvalidParam, "displayname is not valid UTF-8")
+		}
+	case KeyAvatarURL:
+		if s == "" {
+			return "", nil
+		}
+		if lim.MaxAvatarURLBytes > 0 && len(s) > lim.MaxAvatarURLBytes {
+			return "", Errorf(ErrCodeTooLarge, "avatar_url is longer than %d bytes", lim.MaxAvatarURLBytes)
+		}
+		if err := ValidateMXC(s); err != nil {
+			return "", err
+		}
+	default:
+		return "", Errorf(ErrCodeInvalidParam, "Only displayname and avatar_url can differ per room")
+	}
+	return s, nil
+}
+
+// SetMemberProfile is the command to set a per-room override of a user's
+// displayname or avatar_url.
+type SetMemberProfile struct {
+	Room  RoomID
+	User  UserID
+	Field string
+	Value string
+	// ClearedAt is the position of the user's last global change of Field
+	// with propagate_to all (Profile.AllAt): overrides older than it are gone.
+	ClearedAt eventstore.Position
+	Meta      Metadata
+}
+
+// ClearMemberProfile is the command to remove a per-room override, so the
+// room shows the user's propagated value again.
+type ClearMemberProfile struct {
+	Room  RoomID
+	User  UserID
+	Field string
+	// ClearedAt is as in SetMemberProfile.
+	ClearedAt eventstore.Position
+	Meta      Metadata
+}
+
+// DecideSetMemberProfile returns the events of a per-room override: none
+// when the override already holds the value. Only joined members have
+// per-room values; an empty value clears the override.
+func DecideSetMemberProfile(r *Room, cmd SetMemberProfile, lim Limits) ([]Event, error) {
+	s, err := validateRoomString(cmd.Field, cmd.Value, lim)
+	if err != nil {
+		return nil, err
+	}
+	if s == "" {
+		return DecideClearMemberProfile(r, ClearMemberProfile{Room: cmd.Room, User: cmd.User, Field: cmd.Field, ClearedAt: cmd.ClearedAt, Meta: cmd.Meta})
+	}
+	if r.Membership(cmd.User) != MembershipJoin {
+		return nil, Errorf(ErrCodeForbidden, "%s is not joined to this room", cmd.User)
+	}
+	value, _ := json.Marshal(s)
+	if old, ok := r.Members[cmd.User].override(cmd.Field, cmd.ClearedAt); ok && bytes.Equal(old, value) {
+		return nil, nil
+	}
+	return []Event{{Type: TypeMemberProfileSet, Room: cmd.Room, User: cmd.User, Key: cmd.Field, Value: value, Meta: cmd.Meta}}, nil
+}
+
+// DecideClearMemberProfile returns the events of clearing an override: none
+// when there is none.
+func DecideClearMemberProfile(r *Room, cmd ClearMemberProfile) ([]Event, error) {
+	if cmd.Field != KeyDisplayName && cmd.Field != KeyAvatarURL {
+		return nil, Errorf(ErrCodeInvalidParam, "Only displayname and avatar_url can differ per room")
+	}
+	if _, ok := r.Members[cmd.User].override(cmd.Field, cmd.ClearedAt); !ok {
+		return nil, nil
+	}
+	return []Event{{Type: TypeMemberProfileGone, Room: cmd.Room, User: cmd.User, Key: cmd.Field, Meta: cmd.Meta}}, nil
+}
+
+// SetHistoryVisibility is the command to change a room's history visibility.
+type SetHistoryVisibility struct {
+	Room       RoomID
+	Visibility string
+	Meta       Metadata
+}
+
+// DecideHistoryVisibility returns the events of a visibility change: none
+// when it is already in force.
+func DecideHistoryVisibility(r *Room, cmd SetHistoryVisibility) ([]Event, error) {
+	v, err := ParseHistoryVisibility(cmd.Visibility)
+	if err != nil {
+		return nil, err
+	}
+	if v == r.Visibility() {
+		return nil, nil
+	}
+	return []Event{{Type: TypeHistoryVisibility, Room: cmd.Room, Visibility: v, Meta: cmd.Meta}}, nil
+}
+
+// SetPowerLevels is the command to record who moderates a room.
+type SetPowerLevels struct {
+	Room        RoomID
+	PowerLevels PowerLevels
+	Meta        Metadata
+}
+
+// maxPowerLevel bounds levels to Matrix's canonical-JSON integer range.
+const maxPowerLevel = 1<<53 - 1
+
+// maxPowerLevelUsers bounds the users map so one event stays small.
+const maxPowerLevelUsers = 10_000
+
+// DecidePowerLevels returns the events of a power-level change: none when
+// the same levels are in force.
+func DecidePowerLevels(r *Room, cmd SetPowerLevels) ([]Event, error) {
+	pl := cmd.PowerLevels
+	inRange := func(n int) bool { return n >= -maxPowerLevel && n <= maxPowerLevel }
+	if !inRange(pl.Kick) || !inRange(pl.UsersDefault) {
+		return nil, Errorf(ErrCodeInvalidParam, "Power levels must be integers within ±(2^53-1)")
+	}
+	if len(pl.Users) > maxPowerLevelUsers {
+		return nil, Errorf(ErrCodeTooLarge, "Power levels name more than %d users", maxPowerLevelUsers)
+	}
+	users := make(map[UserID]int, len(pl.Users))
+	for u, l := range pl.Users {
+		if _, err := ParseHistoricalUserID(string(u)); err != nil {
+			return nil, err
+		}
+		if !inRange(l) {
+			return nil, Errorf(ErrCodeInvalidParam, "Power levels must be integers within ±(2^53-1)")
+		}
+		users[u] = l
+	}
+	pl.Users = users
+	if cur := r.PowerLevels; cur != nil && cur.Kick == pl.Kick && cur.UsersDefault == pl.UsersDefault && maps.Equal(cur.Users, pl.Users) {
+		return nil, nil
+	}
+	return []Event{{Type: TypePowerLevels, Room: cmd.Room, PowerLevels: &pl, Meta: cmd.Meta}}, nil
+}

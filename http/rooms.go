@@ -1,0 +1,428 @@
+package http
+
+import (
+	"encoding/json"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/profilestore/profilestore/domain"
+	"github.com/profilestore/profilestore/eventstore"
+	"github.com/profilestore/profilestore/projections"
+)
+
+// roomRoutes adds the per-room routes; they answer 404 M_UNRECOGNIZED when
+// the server was built without a room service and view.
+func (s *Server) roomRoutes() {
+	if s.cfg.RoomService == nil || s.cfg.RoomViews == nil {
+		return
+	}
+	p := prefixed{s.router, "/_profilestore/v1"}
+	p.HandleFunc("/rooms/{roomId}/members", s.authed(s.handleRoomMembers)).Methods(http.MethodGet)
+	p.HandleFunc("/rooms/{roomId}/history", s.authed(s.handleRoomHistory)).Methods(http.MethodGet)
+	p.HandleFunc("/users/{userId}/history", s.authed(s.handleUserHistory)).Methods(http.MethodGet)
+	p.HandleFunc("/rooms/{roomId}/members/{userId}", s.authed(s.limited(s.handlePutMembership))).Methods(http.MethodPut)
+	p.HandleFunc("/rooms/{roomId}/members/{userId}/profile/{field}", s.authed(s.limited(s.handlePutMemberProfile))).Methods(http.MethodPut)
+	p.HandleFunc("/rooms/{roomId}/members/{userId}/profile/{field}", s.authed(s.limited(s.handleDeleteMemberProfile))).Methods(http.MethodDelete)
+	p.HandleFunc("/rooms/{roomId}/history_visibility", s.authed(s.limited(s.handlePutHistoryVisibility))).Methods(http.MethodPut)
+	p.HandleFunc("/rooms/{roomId}/power_levels", s.authed(s.limited(s.handlePutPowerLevels))).Methods(http.MethodPut)
+	c := prefixed{s.router, "/_matrix/client/v3"}
+	c.HandleFunc("/rooms/{roomId}/joined_members", s.authed(s.handleJoinedMembers)).Methods(http.MethodGet)
+}
+
+func viewer(r *http.Request) projections.Viewer {
+	id, _ := identity(r)
+	return projections.Viewer{User: id.User, Admin: id.Admin}
+}
+
+func roomVar(r *http.Request) (domain.RoomID, error) {
+	raw, err := pathVar(r, "roomId")
+	if err != nil {
+		return "", err
+	}
+	return domain.ParseRoomID(raw)
+}
+
+func userVar(r *http.Request) (domain.UserID, error) {
+	raw, err := pathVar(r, "userId")
+	if err != nil {
+		return "", err
+	}
+	return domain.ParseHistoricalUserID(raw)
+}
+
+// requireAdmin guards the membership and room-settings writes, which mirror
+// what a homeserver decided; appservices get them with their own issue.
+func requireAdmin(r *http.Request) error {
+	if id, _ := identity(r); !id.Admin {
+		return domain.Errorf(domain.ErrCodeForbidden, "Only server administrators may change memberships and room settings here")
+	}
+	return nil
+}
+
+// memberJSON is a member in the profilestore shape.
+type memberJSON struct {
+	UserID      domain.UserID `json:"user_id"`
+	Membership  string        `json:"membership"`
+	DisplayName *string       `json:"displayname,omitempty"`
+	AvatarURL   *string       `json:"avatar_url,omitempty"`
+}
+
+// asOf reads ?at=<position> or ?at_ts=<ms>; nil means now.
+func (s *Server) asOf(r *http.Request) (*eventstore.Position, error) {
+	q := r.URL.Query()
+	if v := q.Get("at"); v != "" {
+		if q.Get("at_ts") != "" {
+			return nil, domain.Errorf(domain.ErrCodeInvalidParam, "Give at or at_ts, not both")
+		}
+		p, err := eventstore.ParsePosition(v)
+		if err != nil {
+			return nil, domain.Errorf(domain.ErrCodeInvalidParam, "at is not a position token")
+		}
+		return &p, nil
+	}
+	if v := q.Get("at_ts"); v != "" {
+		ms, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || ms < 0 || ms > 1<<53 {
+			return nil, domain.Errorf(domain.ErrCodeInvalidParam, "at_ts must be a timestamp in milliseconds")
+		}
+		p := s.cfg.RoomViews.PositionAt(time.UnixMilli(ms))
+		return &p, nil
+	}
+	return nil, nil
+}
+
+func (s *Server) handleRoomMembers(w http.ResponseWriter, r *http.Request) {
+	room, err := roomVar(r)
+	if err == nil {
+		err = s.waitForPosition(r)
+	}
+	var at *eventstore.Position
+	if err == nil {
+		at, err = s.asOf(r)
+	}
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	members, pos, err := s.cfg.RoomViews.Members(room, at, viewer(r))
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	out := make([]memberJSON, len(members))
+	for i, m := range members {
+		out[i] = memberJSON{UserID: m.User, Membership: m.Membership, DisplayName: m.DisplayName, AvatarURL: m.AvatarURL}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"room_id": room, "position": pos.String(), "members": out})
+}
+
+// handleJoinedMembers is GET /_matrix/client/v3/rooms/{roomId}/joined_members.
+func (s *Server) handleJoinedMembers(w http.ResponseWriter, r *http.Request) {
+	room, err := roomVar(r)
+	if err == nil {
+		err = s.waitForPosition(r)
+	}
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	members, _, err := s.cfg.RoomViews.Members(room, nil, viewer(r))
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	type joined struct {
+		DisplayName *string `json:"display_name,omitempty"`
+		AvatarURL   *string `json:"avatar_url,omitempty"`
+	}
+	out := make(map[domain.UserID]joined, len(members))
+	for _, m := range members {
+		if m.Membership == domain.MembershipJoin {
+			out[m.User] = joined{DisplayName: m.DisplayName, AvatarURL: m.AvatarURL}
+		}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"joined": out})
+}
+
+// historyQuery reads dir, from, limit and user.
+func historyQuery(r *http.Request) (projections.HistoryQuery, error) {
+	q := r.URL.Query()
+	hq := projections.HistoryQuery{Viewer: viewer(r), From: q.Get("from"), Limit: 100}
+	switch q.Get("dir") {
+	case "", "b":
+		hq.Backwards = true
+	case "f":
+	default:
+		return hq, domain.Errorf(domain.ErrCodeInvalidParam, "dir must be b or f")
+	}
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > projections.MaxHistoryLimit {
+			return hq, domain.Errorf(domain.ErrCodeInvalidParam, "limit must be an integer from 1 to %d", projections.MaxHistoryLimit)
+		}
+		hq.Limit = n
+	}
+	if v := q.Get("user"); v != "" {
+		u, err := domain.ParseHistoricalUserID(v)
+		if err != nil {
+			return hq, err
+		}
+		hq.User = u
+	}
+	if len(hq.From) > 64 {
+		return hq, domain.Errorf(domain.ErrCodeInvalidParam, "Invalid pagination token")
+	}
+	return hq, nil
+}
+
+type causeJSON struct {
+	Type        string             `json:"type"`
+	Actor       domain.UserID      `json:"actor,omitempty"`
+	Source      string             `json:"source,omitempty"`
+	By          domain.UserID      `json:"by,omitempty"`
+	PropagateTo domain.Propagation `json:"propagate_to,omitempty"`
+}
+
+type entryJSON struct {
+	Position string            `json:"position"`
+	TS       int64             `json:"origin_server_ts"`
+	RoomID   domain.RoomID     `json:"room_id,omitempty"`
+	UserID   domain.UserID     `json:"user_id"`
+	Kind     string            `json:"kind"`
+	Field    string            `json:"field,omitempty"`
+	Old      projections.Names `json:"old"`
+	New      projections.Names `json:"new"`
+	Cause    causeJSON         `json:"cause"`
+	Hidden   bool              `json:"hidden,omitempty"`
+}
+
+func writeHistory(w http.ResponseWriter, page projections.HistoryPage) {
+	chunk := make([]entryJSON, len(page.Entries))
+	for i, e := range page.Entries {
+		chunk[i] = entryJSON{Position: e.Position.String(), TS: e.Time.UnixMilli(), RoomID: e.Room, UserID: e.User, Kind: e.Kind,
+			Field: e.Field, Old: e.Old, New: e.New, Hidden: e.Hidden,
+			Cause: causeJSON{Type: e.Cause.Type, Actor: e.Cause.Actor, Source: e.Cause.Source, By: e.Cause.By, PropagateTo: e.Cause.PropagateTo}}
+	}
+	body := map[string]any{"chunk": chunk, "start": page.Start}
+	if page.End != "" {
+		body["end"] = page.End
+	}
+	writeJSON(w, http.StatusOK, body)
+}
+
+func (s *Server) handleRoomHistory(w http.ResponseWriter, r *http.Request) {
+	room, err := roomVar(r)
+	var q projections.HistoryQuery
+	if err == nil {
+		q, err = historyQuery(r)
+	}
+	if err == nil {
+		err = s.waitForPosition(r)
+	}
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	page, err := s.cfg.RoomViews.RoomHistory(room, q)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeHistory(w, page)
+}
+
+func (s *Server) handleUserHistory(w http.ResponseWriter, r *http.Request) {
+	user, err := userVar(r)
+	var q projections.HistoryQuery
+	if err == nil {
+		q, err = historyQuery(r)
+	}
+	if err == nil && q.User != "" {
+		err = domain.Errorf(domain.ErrCodeInvalidParam, "user is not a filter of a user's history")
+	}
+	if err == nil {
+		err = s.waitForPosition(r)
+	}
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	page, err := s.cfg.RoomViews.UserHistory(user, q)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeHistory(w, page)
+}
+
+// optionalString reads an optional string property: absent is nil, null is
+// a pointer to "" (explicitly none).
+func optionalString(obj map[string]json.RawMessage, key string) (*string, error) {
+	raw, ok := obj[key]
+	if !ok {
+		return nil, nil
+	}
+	if string(raw) == "null" {
+		empty := ""
+		return &empty, nil
+	}
+	var s string
+	if err := json.Unmarshal(raw, &s); err != nil {
+		return nil, domain.Errorf(domain.ErrCodeInvalidParam, "%s must be a string or null", key)
+	}
+	return &s, nil
+}
+
+func (s *Server) handlePutMembership(w http.ResponseWriter, r *http.Request) {
+	room, err := roomVar(r)
+	var user domain.UserID
+	if err == nil {
+		user, err = userVar(r)
+	}
+	if err == nil {
+		err = requireAdmin(r)
+	}
+	var obj map[string]json.RawMessage
+	if err == nil {
+		obj, err = s.readJSONObject(w, r)
+	}
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	cmd := domain.ChangeMembership{Room: room, User: user, Meta: s.meta(r)}
+	if err := json.Unmarshal(obj["membership"], &cmd.Membership); err != nil || cmd.Membership == "" {
+		s.writeError(w, r, domain.Errorf(domain.ErrCodeMissingParam, "membership (join, invite, leave, kick, ban) is required"))
+		return
+	}
+	if cmd.DisplayName, err = optionalString(obj, domain.KeyDisplayName); err == nil {
+		cmd.AvatarURL, err = optionalString(obj, domain.KeyAvatarURL)
+	}
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	res, err := s.cfg.RoomService.ChangeMembership(r.Context(), cmd)
+	s.finishRoomWrite(w, r, res, err)
+}
+
+// finishRoomWrite answers a room write once the local views show it.
+func (s *Server) finishRoomWrite(w http.ResponseWriter, r *http.Request, res domain.WriteResult, err error) {
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	s.afterWrite(w, r, res)
+	writeJSON(w, http.StatusOK, struct{}{})
+}
+
+// memberProfileTarget validates a per-room profile write: the user
+// themself (or an admin), a room field.
+func (s *Server) memberProfileTarget(r *http.Request) (domain.RoomID, domain.UserID, string, error) {
+	room, err := roomVar(r)
+	if err != nil {
+		return "", "", "", err
+	}
+	user, err := userVar(r)
+	if err != nil {
+		return "", "", "", err
+	}
+	field, err := pathVar(r, "field")
+	if err != nil {
+		return "", "", "", err
+	}
+	if field != domain.KeyDisplayName && field != domain.KeyAvatarURL {
+		return "", "", "", domain.Errorf(domain.ErrCodeInvalidParam, "Only displayname and avatar_url can differ per room")
+	}
+	if id, _ := identity(r); id.User != user && !id.Admin {
+		return "", "", "", domain.Errorf(domain.ErrCodeForbidden, "You may only change your own profile")
+	}
+	if !s.cfg.ProfileFields.Permits(field) {
+		return "", "", "", domain.Errorf(domain.ErrCodeForbidden, "Changing %s is not permitted on this server", field)
+	}
+	return room, user, field, nil
+}
+
+func (s *Server) handlePutMemberProfile(w http.ResponseWriter, r *http.Request) {
+	room, user, field, err := s.memberProfileTarget(r)
+	var obj map[string]json.RawMessage
+	if err == nil {
+		obj, err = s.readJSONObject(w, r)
+	}
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	raw, ok := obj[field]
+	if !ok {
+		s.writeError(w, r, domain.Errorf(domain.ErrCodeMissingParam, "The body has no %q property", field))
+		return
+	}
+	var value string
+	if err := json.Unmarshal(raw, &value); err != nil {
+		s.writeError(w, r, domain.Errorf(domain.ErrCodeInvalidParam, "%s must be a string", field))
+		return
+	}
+	res, err := s.cfg.RoomService.SetMemberProfile(r.Context(), domain.SetMemberProfile{Room: room, User: user, Field: field, Value: value, Meta: s.meta(r)})
+	s.finishRoomWrite(w, r, res, err)
+}
+
+func (s *Server) handleDeleteMemberProfile(w http.ResponseWriter, r *http.Request) {
+	room, user, field, err := s.memberProfileTarget(r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	res, err := s.cfg.RoomService.ClearMemberProfile(r.Context(), domain.ClearMemberProfile{Room: room, User: user, Field: field, Meta: s.meta(r)})
+	s.finishRoomWrite(w, r, res, err)
+}
+
+func (s *Server) handlePutHistoryVisibility(w http.ResponseWriter, r *http.Request) {
+	room, err := roomVar(r)
+	if err == nil {
+		err = requireAdmin(r)
+	}
+	var obj map[string]json.RawMessage
+	if err == nil {
+		obj, err = s.readJSONObject(w, r)
+	}
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	var vis string
+	if err := json.Unmarshal(obj["history_visibility"], &vis); err != nil || vis == "" {
+		s.writeError(w, r, domain.Errorf(domain.ErrCodeMissingParam, "history_visibility is required"))
+		return
+	}
+	res, err := s.cfg.RoomService.SetHistoryVisibility(r.Context(), domain.SetHistoryVisibility{Room: room, Visibility: vis, Meta: s.meta(r)})
+	s.finishRoomWrite(w, r, res, err)
+}
+
+func (s *Server) handlePutPowerLevels(w http.ResponseWriter, r *http.Request) {
+	room, err := roomVar(r)
+	if err == nil {
+		err = requireAdmin(r)
+	}
+	var obj map[string]json.RawMessage
+	if err == nil {
+		obj, err = s.readJSONObject(w, r)
+	}
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	// Matrix defaults: kick 50, users_default 0.
+	pl := domain.PowerLevels{Kick: 50}
+	for key, dst := range map[string]any{"users": &pl.Users, "users_default": &pl.UsersDefault, "kick": &pl.Kick} {
+		if raw, ok := obj[key]; ok {
+			if err := json.Unmarshal(raw, dst); err != nil {
+				s.writeError(w, r, domain.Errorf(domain.ErrCodeInvalidParam, "%s has the wrong type", key))
+				return
+			}
+		}
+	}
+	res, err := s.cfg.RoomService.SetPowerLevels(r.Context(), domain.SetPowerLevels{Room: room, PowerLevels: pl, Meta: s.meta(r)})
+	s.finishRoomWrite(w, r, res, err)
+}
