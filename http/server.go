@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/gorilla/mux"
@@ -34,6 +35,11 @@ type Config struct {
 	Eraser   *domain.Eraser
 	Runner   *projections.Runner
 	Views    *projections.Profiles
+	// Names and Stats back names search, look-alike alerts and the stats
+	// endpoint; Sealer opens values for the change feed.
+	Names  *projections.NameIndex
+	Stats  *projections.Activity
+	Sealer *domain.Sealer
 	// RoomService and RoomViews serve the per-room routes (http/rooms.go);
 	// without them those routes are not registered.
 	RoomService *domain.RoomService
@@ -55,6 +61,12 @@ type Config struct {
 	ApplyWait time.Duration
 	// MaxBodyBytes caps request bodies (default 256 KiB).
 	MaxBodyBytes int64
+	// AnalyticsTokenHashes are hex SHA-256 hashes of tokens that may read
+	// the change feed and the stats without being an admin.
+	AnalyticsTokenHashes []string
+	// FeedHeartbeat is how often an idle change feed sends a comment line
+	// (default 15 s).
+	FeedHeartbeat time.Duration
 
 	// Supplier, if set, adds appservice supplements (MSC4337) to every
 	// client profile read.
@@ -110,6 +122,10 @@ type Server struct {
 	ln      net.Listener
 	limiter *writeLimiter
 	metrics *Metrics
+	// closing is closed by Close so that change feeds, which never end on
+	// their own, let the server shut down.
+	closing   chan struct{}
+	closeOnce sync.Once
 }
 
 type loggerKey struct{}
@@ -129,7 +145,10 @@ func NewServer(cfg Config) *Server {
 	if cfg.MaxBodyBytes <= 0 {
 		cfg.MaxBodyBytes = 256 << 10
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, router: mux.NewRouter().UseEncodedPath()}
+	if cfg.FeedHeartbeat <= 0 {
+		cfg.FeedHeartbeat = 15 * time.Second
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger, router: mux.NewRouter().UseEncodedPath(), closing: make(chan struct{})}
 	s.limiter = newWriteLimiter(cfg.WriteRate, cfg.WriteBurst)
 	s.metrics = NewMetrics(cfg.Store, cfg.Runner)
 	s.metrics.Registry.MustRegister(cfg.Collectors...)
@@ -162,6 +181,7 @@ func (s *Server) Open() error {
 
 // Close stops accepting requests and waits up to 10 s for running ones.
 func (s *Server) Close() error {
+	s.closeOnce.Do(func() { close(s.closing) })
 	if s.server == nil {
 		return nil
 	}
@@ -209,12 +229,23 @@ func (s *Server) routes() {
 
 	ps := prefixed{r, "/_profilestore/v1"}
 	ps.HandleFunc("/users/{userId}/erase", s.authed(s.handleErase)).Methods(http.MethodPost)
+	ps.HandleFunc("/events", s.handleFeed).Methods(http.MethodGet)
+	if s.cfg.Names != nil {
+		ps.HandleFunc("/names/search", s.authed(s.handleNamesSearch)).Methods(http.MethodGet)
+	}
+	if s.cfg.Stats != nil {
+		ps.HandleFunc("/stats", s.handleStats).Methods(http.MethodGet)
+	}
+	if s.cfg.RoomViews != nil {
+		ps.HandleFunc("/rooms/{roomId}/lookalikes", s.authed(s.handleRoomLookalikes)).Methods(http.MethodGet)
+	}
 	ps.HandleFunc("/users/{userId}/history/{position}/hide", s.authed(s.limited(s.handleHide))).Methods(http.MethodPost)
 	s.roomRoutes()
 
 	r.HandleFunc("/health", s.handleHealth).Methods(http.MethodGet)
 	r.HandleFunc("/ready", s.handleReady).Methods(http.MethodGet)
 	r.Handle("/metrics", s.metrics.Handler()).Methods(http.MethodGet)
+	s.consoleRoutes()
 }
 
 // prefixed registers routes under a path prefix on the root router.

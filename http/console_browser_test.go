@@ -1,0 +1,134 @@
+package http_test
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+)
+
+// artifactsDir is where the browser test leaves its screenshots:
+// PROFILESTORE_ARTIFACTS, or a temporary directory.
+func artifactsDir(t *testing.T) string {
+	dir := os.Getenv("PROFILESTORE_ARTIFACTS")
+	if dir == "" {
+		dir = filepath.Join(os.TempDir(), "profilestore-artifacts")
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// TestConsoleInBrowser drives Debian's chromium through the console: sign
+// in, search a name, find the look-alike, open the user. A missing chromium
+// fails the test: CI installs it (.ci/run).
+func TestConsoleInBrowser(t *testing.T) {
+	chromium, err := exec.LookPath("chromium")
+	if err != nil {
+		t.Fatal("chromium is not installed (apt-get install -y chromium); the console's browser test needs it")
+	}
+	ts := newTestService(t)
+	ts.setName(admin, "Admin")
+	ts.setName(bob, "\u0410dmin") // Cyrillic А
+	ts.setName(alice, "Alice")
+	out := artifactsDir(t)
+
+	profileDir, err := os.MkdirTemp("", "profilestore-chromium")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		// Chromium's helpers may write for a moment after it exits.
+		for i := 0; i < 50 && os.RemoveAll(profileDir) != nil; i++ {
+			time.Sleep(50 * time.Millisecond)
+		}
+	}()
+	opts := []chromedp.ExecAllocatorOption{
+		chromedp.ExecPath(chromium),
+		chromedp.Headless, chromedp.NoSandbox, chromedp.DisableGPU, chromedp.NoFirstRun,
+		chromedp.Flag("disable-quic", true),
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.UserDataDir(profileDir),
+		chromedp.WindowSize(1100, 800),
+	}
+	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	defer cancelAlloc()
+	browser, cancel := chromedp.NewContext(allocCtx)
+	defer cancel()
+	// The first run starts the browser and must not carry a timeout (it
+	// would stop the browser); later steps are bounded.
+	if err := chromedp.Do(browser, chromedp.Navigate(ts.URL+"/console/")); err != nil {
+		t.Fatalf("browser: %v", err)
+	}
+	ctx, cancelT := context.WithTimeout(browser, 20*time.Second)
+	defer cancelT()
+
+	shot := func(name string) chromedp.Action[chromedp.Void] {
+		return func(ctx context.Context, tg *chromedp.Target) (chromedp.Void, error) {
+			png, err := chromedp.FullScreenshot(100)(ctx, tg) // quality 100 gives PNG
+			if err != nil {
+				return chromedp.Void{}, err
+			}
+			return chromedp.Void{}, os.WriteFile(filepath.Join(out, name), png, 0o644)
+		}
+	}
+	text := func(sel string) string {
+		t.Helper()
+		s, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(sel)))
+		if err != nil {
+			t.Fatalf("text of %s: %v", sel, err)
+		}
+		return s
+	}
+	step := func(what string, steps ...chromedp.Action[chromedp.Void]) {
+		t.Helper()
+		if err := chromedp.Do(ctx, steps...); err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+	}
+	step("sign in",
+		chromedp.WaitVisible(chromedp.ID("token")),
+		chromedp.SendKeys(chromedp.ID("token"), ts.tokens[admin]),
+		chromedp.Submit(chromedp.ID("token")),
+		chromedp.WaitVisible(chromedp.CSS("svg[role=img]")),
+		shot("console-overview.png"))
+	heading := text("h1")
+	cookieJS, err := chromedp.Run(ctx, chromedp.Evaluate[string](`document.cookie`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	step("search a look-alike",
+		chromedp.Navigate(ts.URL+"/console/names"),
+		chromedp.WaitVisible(chromedp.ID("q")),
+		chromedp.SendKeys(chromedp.ID("q"), "admin"),
+		chromedp.Submit(chromedp.ID("q")),
+		chromedp.WaitVisible(chromedp.CSS("tr.match-lookalike")),
+		shot("console-names-lookalike.png"))
+	results := text("table")
+	step("open the look-alike's user page",
+		chromedp.Click(chromedp.CSS("tr.match-lookalike a")),
+		chromedp.WaitVisible(chromedp.ID("names")),
+		shot("console-user.png"))
+	userPage := text("main")
+	if heading != "Overview" {
+		t.Errorf("after sign-in the heading is %q", heading)
+	}
+	if cookieJS != "" {
+		t.Errorf("scripts can read the session cookie: %q", cookieJS)
+	}
+	if !strings.Contains(results, "look-alike") || !strings.Contains(results, "@bob:example.com") || !strings.Contains(results, "@admin:example.com") {
+		t.Errorf("search results: %q", results)
+	}
+	if !strings.Contains(userPage, "@bob:example.com") || !strings.Contains(userPage, "\u0410dmin") {
+		t.Errorf("user page: %q", userPage)
+	}
+	t.Logf("screenshots in %s", out)
+}
