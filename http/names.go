@@ -147,6 +147,9 @@ func (s *Server) handleStats(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	from, to, top, err := statsWindow(r, time.Now())
+	if err == nil {
+		err = s.waitForPosition(r)
+	}
 	if err != nil {
 		s.writeError(w, r, err)
 		return
