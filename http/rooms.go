@@ -3,7 +3,9 @@ package http
 import (
 	"encoding/json"
 	"net/http"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/profilestore/profilestore/domain"
@@ -145,10 +147,10 @@ func (s *Server) handleJoinedMembers(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"joined": out})
 }
 
-// historyQuery reads dir, from, limit and user.
-func historyQuery(r *http.Request) (projections.HistoryQuery, error) {
+// historyQuery reads dir, from, limit, user and kind, for the viewer v.
+func historyQuery(r *http.Request, v projections.Viewer) (projections.HistoryQuery, error) {
 	q := r.URL.Query()
-	hq := projections.HistoryQuery{Viewer: viewer(r), From: q.Get("from"), Limit: 100}
+	hq := projections.HistoryQuery{Viewer: v, From: q.Get("from"), Limit: 100}
 	switch q.Get("dir") {
 	case "", "b":
 		hq.Backwards = true
@@ -169,6 +171,12 @@ func historyQuery(r *http.Request) (projections.HistoryQuery, error) {
 			return hq, err
 		}
 		hq.User = u
+	}
+	if v := q.Get("kind"); v != "" {
+		if !slices.Contains(projections.HistoryKinds(), v) {
+			return hq, domain.Errorf(domain.ErrCodeInvalidParam, "kind must be one of %s", strings.Join(projections.HistoryKinds(), ", "))
+		}
+		hq.Kind = v
 	}
 	if len(hq.From) > 64 {
 		return hq, domain.Errorf(domain.ErrCodeInvalidParam, "Invalid pagination token")
@@ -215,7 +223,7 @@ func (s *Server) handleRoomHistory(w http.ResponseWriter, r *http.Request) {
 	room, err := roomVar(r)
 	var q projections.HistoryQuery
 	if err == nil {
-		q, err = historyQuery(r)
+		q, err = historyQuery(r, viewer(r))
 	}
 	if err == nil {
 		err = s.waitForPosition(r)
@@ -236,7 +244,7 @@ func (s *Server) handleUserHistory(w http.ResponseWriter, r *http.Request) {
 	user, err := userVar(r)
 	var q projections.HistoryQuery
 	if err == nil {
-		q, err = historyQuery(r)
+		q, err = historyQuery(r, viewer(r))
 	}
 	if err == nil && q.User != "" {
 		err = domain.Errorf(domain.ErrCodeInvalidParam, "user is not a filter of a user's history")
