@@ -7,6 +7,7 @@ import (
 	"html/template"
 	"io/fs"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -35,7 +36,7 @@ var consolePages = parseConsolePages()
 func parseConsolePages() map[string]*template.Template {
 	layout := template.Must(template.ParseFS(consoleFiles, "console/layout.tmpl"))
 	pages := make(map[string]*template.Template)
-	for _, name := range []string{"signin", "refused", "overview", "names", "user"} {
+	for _, name := range []string{"signin", "refused", "overview", "names", "user", "rooms", "room"} {
 		t := template.Must(layout.Clone())
 		pages[name] = template.Must(t.ParseFS(consoleFiles, "console/"+name+".tmpl"))
 	}
@@ -46,7 +47,34 @@ func parseConsolePages() map[string]*template.Template {
 type consolePage struct {
 	Title string
 	Who   domain.UserID
+	// Admin decides whether the navigation offers the server-wide overview.
+	Admin bool
 	Error string
+}
+
+// page is a signed-in reader's page.
+func (s *Server) page(id Identity, title string) consolePage {
+	return consolePage{Title: title, Who: id.User, Admin: id.Admin}
+}
+
+// renderError shows err as a page with its Matrix status (403, 404, 400);
+// errors without an errcode are the server's, logged and not shown.
+func (s *Server) renderError(w http.ResponseWriter, r *http.Request, id Identity, err error) {
+	page := s.page(id, "Not available")
+	status, ok := statusOf[domain.ErrorCode(err)]
+	switch {
+	case domain.ErrorCode(err) == "":
+		requestLogger(r, s.log).WithError(err).Error("console")
+		status, page.Error = http.StatusInternalServerError, "Something went wrong on the server."
+	case !ok:
+		status, page.Error = http.StatusBadRequest, domain.ErrorMessage(err)
+	default:
+		page.Error = domain.ErrorMessage(err)
+	}
+	if status == http.StatusBadRequest {
+		page.Title = "Cannot show that"
+	}
+	s.render(w, r, status, "refused", page, nil)
 }
 
 func (s *Server) consoleRoutes() {
@@ -59,6 +87,7 @@ func (s *Server) consoleRoutes() {
 	r.HandleFunc("/console/signout", s.handleConsoleSignOut).Methods(http.MethodPost)
 	r.HandleFunc("/console/names", s.consoleAuthed(s.handleConsoleNames)).Methods(http.MethodGet)
 	r.HandleFunc("/console/users/{userId}", s.consoleAuthed(s.handleConsoleUser)).Methods(http.MethodGet)
+	s.consoleRoomRoutes()
 }
 
 // render writes a page; a template error is the server's bug, logged.
@@ -83,8 +112,8 @@ func (s *Server) render(w http.ResponseWriter, r *http.Request, status int, name
 }
 
 // consoleAuthed signs the request in from the console cookie and admits
-// those the view rules let read something: admins, and room moderators
-// once rooms are served. Anyone else gets a clear refusal.
+// those the view rules let review something: admins, and moderators of at
+// least one room. Anyone else gets a clear refusal.
 func (s *Server) consoleAuthed(next func(http.ResponseWriter, *http.Request, Identity)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		c, err := r.Cookie(consoleCookie)
@@ -107,9 +136,9 @@ func (s *Server) consoleAuthed(next func(http.ResponseWriter, *http.Request, Ide
 	}
 }
 
-// consoleAllowed admits admins; room moderators join when rooms are served.
+// consoleAllowed admits admins and room moderators.
 func (s *Server) consoleAllowed(id Identity) bool {
-	return id.Admin
+	return id.Admin || len(s.moderatedRooms(id.User)) > 0
 }
 
 func (s *Server) handleConsoleSignIn(w http.ResponseWriter, r *http.Request) {
@@ -142,21 +171,27 @@ func clearConsoleCookie(w http.ResponseWriter, r *http.Request) {
 		SameSite: http.SameSiteStrictMode, Secure: r.TLS != nil, MaxAge: -1})
 }
 
+// handleConsoleOverview shows admins the server's activity; moderators,
+// whom the stats API does not serve, go to their rooms.
 func (s *Server) handleConsoleOverview(w http.ResponseWriter, r *http.Request, id Identity) {
+	if !id.Admin {
+		http.Redirect(w, r, "/console/rooms", http.StatusSeeOther)
+		return
+	}
 	const days = 30
 	now := time.Now()
 	var rep projections.ActivityReport
 	if s.cfg.Stats != nil {
 		rep = s.cfg.Stats.Report(now.AddDate(0, 0, -(days-1)), now, 10)
 	}
-	s.render(w, r, http.StatusOK, "overview", consolePage{Title: "Overview", Who: id.User}, map[string]any{
+	s.render(w, r, http.StatusOK, "overview", s.page(id, "Overview"), map[string]any{
 		"Days": days, "Report": rep, "Chart": activityChart(rep.Days),
 	})
 }
 
 func (s *Server) handleConsoleNames(w http.ResponseWriter, r *http.Request, id Identity) {
 	q := r.URL.Query().Get("q")
-	page := consolePage{Title: "Names", Who: id.User}
+	page := s.page(id, "Names")
 	data := map[string]any{"Query": q}
 	switch {
 	case q == "" || s.cfg.Names == nil:
@@ -171,19 +206,46 @@ func (s *Server) handleConsoleNames(w http.ResponseWriter, r *http.Request, id I
 	s.render(w, r, http.StatusOK, "names", page, data)
 }
 
+// handleConsoleUser shows a user's names over time and their history, as
+// the view rules let the reader see them: admins everything; moderators
+// the user's names and entries in the rooms they moderate, and a refusal
+// when they share none with the user (as the user history API answers).
 func (s *Server) handleConsoleUser(w http.ResponseWriter, r *http.Request, id Identity) {
-	raw, err := pathVar(r, "userId")
-	var user domain.UserID
-	if err == nil {
-		user, err = domain.ParseHistoricalUserID(raw)
-	}
+	user, err := userVar(r)
 	if err != nil {
-		s.render(w, r, http.StatusBadRequest, "refused", consolePage{Title: "Not a user id", Who: id.User, Error: "That is not a Matrix user id."}, nil)
+		s.render(w, r, http.StatusBadRequest, "refused", consolePage{Title: "Not a user id", Who: id.User, Admin: id.Admin, Error: "That is not a Matrix user id."}, nil)
 		return
+	}
+	var hist consoleHistory
+	if s.cfg.RoomViews != nil {
+		hq, err := historyQuery(r, projections.Viewer{User: id.User, Admin: id.Admin})
+		if err == nil {
+			err = s.waitForPosition(r)
+		}
+		var page projections.HistoryPage
+		if err == nil {
+			page, err = s.cfg.RoomViews.UserHistory(user, hq)
+		}
+		if err != nil {
+			s.renderError(w, r, id, err)
+			return
+		}
+		hist = consoleHistoryOf(page, hq, "/console/users/"+url.PathEscape(string(user)), r.URL.Query(), "")
 	}
 	var uses []projections.NameUse
 	if s.cfg.Names != nil {
-		uses = s.cfg.Names.UserNames(user, s.nameVisibility(id))
+		uses = s.cfg.Names.UserNames(user, s.consoleNameVisibility(id))
 	}
-	s.render(w, r, http.StatusOK, "user", consolePage{Title: string(user), Who: id.User}, map[string]any{"Uses": uses})
+	s.render(w, r, http.StatusOK, "user", s.page(id, string(user)), map[string]any{"Uses": uses, "History": hist})
+}
+
+// consoleNameVisibility narrows names search's visibility for user pages:
+// a moderator reviews a user in the rooms they moderate, so the page lists
+// only the names used there (the global ones show in names search).
+func (s *Server) consoleNameVisibility(id Identity) projections.NameVisibility {
+	vis := s.nameVisibility(id)
+	if vis == nil {
+		return nil
+	}
+	return func(use projections.NameUse) bool { return use.Room != "" && vis(use) }
 }

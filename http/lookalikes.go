@@ -5,6 +5,7 @@ import (
 
 	"github.com/profilestore/profilestore/domain"
 	"github.com/profilestore/profilestore/eventstore"
+	"github.com/profilestore/profilestore/projections"
 )
 
 type lookalikeJSON struct {
@@ -43,14 +44,7 @@ func (s *Server) handleRoomLookalikes(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	named := make([]domain.NamedMember, 0, len(members))
-	for _, m := range members {
-		if m.DisplayName == nil {
-			continue
-		}
-		named = append(named, domain.NamedMember{User: m.User, DisplayName: *m.DisplayName, Moderator: s.cfg.RoomViews.IsModerator(room, m.User)})
-	}
-	alerts := domain.Lookalikes(named)
+	alerts := s.roomLookalikes(room, members)
 	out := make([]lookalikeJSON, len(alerts))
 	for i, a := range alerts {
 		out[i] = lookalikeJSON{Identical: a.Identical, Moderator: a.Moderator}
@@ -59,4 +53,18 @@ func (s *Server) handleRoomLookalikes(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"room_id": room, "position": pos.String(), "alerts": out})
+}
+
+// roomLookalikes groups the members (as the room view showed them to the
+// reader) whose names are confusable; moderator status is the room's now.
+// The API and the console's room page both answer from it.
+func (s *Server) roomLookalikes(room domain.RoomID, members []projections.Member) []domain.LookalikeAlert {
+	named := make([]domain.NamedMember, 0, len(members))
+	for _, m := range members {
+		if m.DisplayName == nil {
+			continue
+		}
+		named = append(named, domain.NamedMember{User: m.User, DisplayName: *m.DisplayName, Moderator: s.cfg.RoomViews.IsModerator(room, m.User)})
+	}
+	return domain.Lookalikes(named)
 }
