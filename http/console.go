@@ -230,7 +230,7 @@ func (s *Server) handleConsoleUser(w http.ResponseWriter, r *http.Request, id Id
 			s.renderError(w, r, id, err)
 			return
 		}
-		hist = consoleHistoryOf(page, hq, "/console/users/"+url.PathEscape(string(user)), r.URL.Query(), "")
+		hist = consoleHistoryOf(page, hq, "/console/users/"+url.PathEscape(string(user)), r.URL.Query(), true)
 	}
 	var uses []projections.NameUse
 	if s.cfg.Names != nil {

@@ -26,8 +26,11 @@ func artifactsDir(t *testing.T) string {
 }
 
 // TestConsoleInBrowser drives Debian's chromium through the console: sign
-// in, search a name, find the look-alike, open the user. A missing chromium
-// fails the test: CI installs it (.ci/run).
+// in as an admin, search a name, find the look-alike, open the user; then
+// sign in as a room moderator, open the room, read its history, move the
+// moment (with the keyboard) and see a member who has since left, and find
+// the room's look-alike alert. A missing chromium fails the test: CI
+// installs it (.ci/run).
 func TestConsoleInBrowser(t *testing.T) {
 	chromium, err := exec.LookPath("chromium")
 	if err != nil {
@@ -37,6 +40,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	ts.setName(admin, "Admin")
 	ts.setName(bob, "\u0410dmin") // Cyrillic А
 	ts.setName(alice, "Alice")
+	then := ts.moderatedRoom()
 	out := artifactsDir(t)
 
 	profileDir, err := os.MkdirTemp("", "profilestore-chromium")
@@ -118,6 +122,28 @@ func TestConsoleInBrowser(t *testing.T) {
 		chromedp.WaitVisible(chromedp.ID("names")),
 		shot("console-user.png"))
 	userPage := text("main")
+	step("sign out and in as the room's moderator",
+		chromedp.Click(chromedp.CSS(`form[action="/console/signout"] button`)),
+		chromedp.WaitVisible(chromedp.ID("token")),
+		chromedp.SendKeys(chromedp.ID("token"), ts.tokens[bob]),
+		chromedp.Submit(chromedp.ID("token")),
+		chromedp.WaitVisible(chromedp.ID("yours")),
+		shot("console-moderator-rooms.png"))
+	roomsList := text("main")
+	step("open the room",
+		chromedp.Click(chromedp.CSS(`a[href="/console/rooms/!room:example.com"]`)),
+		chromedp.WaitVisible(chromedp.CSS(`section[aria-labelledby=history] table`)),
+		shot("console-room.png"))
+	historyNow := text(`section[aria-labelledby=history] table`)
+	membersNow := text(`section[aria-labelledby=members]`)
+	alerts := text(`section[aria-labelledby=lookalikes]`)
+	// Typing the position and Enter submits the moment form; the new page
+	// carries the position as the field's value attribute.
+	step("move the moment back to when carol was a member",
+		chromedp.SendKeys(chromedp.ID("at"), then+"\r"),
+		chromedp.WaitVisible(chromedp.CSS(`input#at[value="`+then+`"]`)),
+		shot("console-room-as-of.png"))
+	membersThen := text(`section[aria-labelledby=members]`)
 	if heading != "Overview" {
 		t.Errorf("after sign-in the heading is %q", heading)
 	}
@@ -129,6 +155,21 @@ func TestConsoleInBrowser(t *testing.T) {
 	}
 	if !strings.Contains(userPage, "@bob:example.com") || !strings.Contains(userPage, "\u0410dmin") {
 		t.Errorf("user page: %q", userPage)
+	}
+	if !strings.Contains(roomsList, "!room:example.com") || strings.Contains(roomsList, "!other:example.com") {
+		t.Errorf("the moderator's rooms: %q", roomsList)
+	}
+	if !strings.Contains(historyNow, "Alice → Ally") || !strings.Contains(historyNow, "hidden") || !strings.Contains(historyNow, "was Carol Old") {
+		t.Errorf("room history: %q", historyNow)
+	}
+	if strings.Contains(membersNow, "Carol Old") || !strings.Contains(membersNow, "@mallory:example.com") {
+		t.Errorf("members now: %q", membersNow)
+	}
+	if !strings.Contains(membersThen, "as of position "+then) || !strings.Contains(membersThen, "Carol Old") || strings.Contains(membersThen, "@mallory:example.com") {
+		t.Errorf("members as of %s: %q", then, membersThen)
+	}
+	if !strings.Contains(alerts, "Confusable names, involving a moderator") || !strings.Contains(alerts, "B\u043eb") || !strings.Contains(alerts, "@mallory:example.com") {
+		t.Errorf("look-alike alerts: %q", alerts)
 	}
 	t.Logf("screenshots in %s", out)
 }

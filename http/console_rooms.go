@@ -135,7 +135,7 @@ func (s *Server) handleConsoleRoom(w http.ResponseWriter, r *http.Request, id Id
 	s.render(w, r, http.StatusOK, "room", s.page(id, string(room)), map[string]any{
 		"Room": room, "Path": path, "Query": q, "AsOf": at != nil, "Position": pos,
 		"Members": shown, "Alerts": s.roomLookalikes(room, members),
-		"History": consoleHistoryOf(hist, hq, path, q, room),
+		"History": consoleHistoryOf(hist, hq, path, q, false),
 		"Kinds":   projections.HistoryKinds(),
 	})
 }
@@ -155,19 +155,18 @@ type consoleEntry struct {
 type consoleHistory struct {
 	Entries   []consoleEntry
 	Backwards bool
+	// ShowRoom is set for a user's history, which spans rooms.
+	ShowRoom bool
 	// Further continues in the page's direction; Back turns round at its start.
 	Further, Back string
 }
 
-func consoleHistoryOf(page projections.HistoryPage, q projections.HistoryQuery, path string, params url.Values, room domain.RoomID) consoleHistory {
-	h := consoleHistory{Backwards: q.Backwards}
+func consoleHistoryOf(page projections.HistoryPage, q projections.HistoryQuery, path string, params url.Values, showRoom bool) consoleHistory {
+	h := consoleHistory{Backwards: q.Backwards, ShowRoom: showRoom}
 	for _, e := range page.Entries {
 		ce := consoleEntry{HistoryEntry: e, Change: describeChange(e)}
-		if r := e.Room; r != "" || room != "" {
-			if r == "" {
-				r = room
-			}
-			ce.MembersThen = consoleURL(consoleRoomPath(r), url.Values{"at": {e.Position.String()}})
+		if e.Room != "" {
+			ce.MembersThen = consoleURL(consoleRoomPath(e.Room), url.Values{"at": {e.Position.String()}})
 		}
 		h.Entries = append(h.Entries, ce)
 	}
