@@ -218,10 +218,7 @@ func (s *Server) handleConsoleUser(w http.ResponseWriter, r *http.Request, id Id
 	}
 	var hist consoleHistory
 	if s.cfg.RoomViews != nil {
-		hq, err := historyQuery(r, projections.Viewer{User: id.User, Admin: id.Admin})
-		if err == nil {
-			err = s.waitForPosition(r)
-		}
+		hq, err := s.consoleHistoryQuery(r, id)
 		var page projections.HistoryPage
 		if err == nil {
 			page, err = s.cfg.RoomViews.UserHistory(user, hq)

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+	"github.com/profilestore/profilestore/domain"
 )
 
 // artifactsDir is where the browser test leaves its screenshots:
@@ -98,12 +99,17 @@ func TestConsoleInBrowser(t *testing.T) {
 			t.Fatalf("%s: %v", what, err)
 		}
 	}
-	step("sign in",
-		chromedp.WaitVisible(chromedp.ID("token")),
-		chromedp.SendKeys(chromedp.ID("token"), ts.tokens[admin]),
-		chromedp.Submit(chromedp.ID("token")),
+	// signIn fills in the sign-in form with the user's token and sends it.
+	signIn := func(user domain.UserID, then ...chromedp.Action[chromedp.Void]) []chromedp.Action[chromedp.Void] {
+		return append([]chromedp.Action[chromedp.Void]{
+			chromedp.WaitVisible(chromedp.ID("token")),
+			chromedp.SendKeys(chromedp.ID("token"), ts.tokens[user]),
+			chromedp.Submit(chromedp.ID("token")),
+		}, then...)
+	}
+	step("sign in", signIn(admin,
 		chromedp.WaitVisible(chromedp.CSS("svg[role=img]")),
-		shot("console-overview.png"))
+		shot("console-overview.png"))...)
 	heading := text("h1")
 	cookieJS, err := chromedp.Run(ctx, chromedp.Evaluate[string](`document.cookie`))
 	if err != nil {
@@ -122,13 +128,10 @@ func TestConsoleInBrowser(t *testing.T) {
 		chromedp.WaitVisible(chromedp.ID("names")),
 		shot("console-user.png"))
 	userPage := text("main")
-	step("sign out and in as the room's moderator",
-		chromedp.Click(chromedp.CSS(`form[action="/console/signout"] button`)),
-		chromedp.WaitVisible(chromedp.ID("token")),
-		chromedp.SendKeys(chromedp.ID("token"), ts.tokens[bob]),
-		chromedp.Submit(chromedp.ID("token")),
+	step("sign out", chromedp.Click(chromedp.CSS(`form[action="/console/signout"] button`)))
+	step("sign in as the room's moderator", signIn(bob,
 		chromedp.WaitVisible(chromedp.ID("yours")),
-		shot("console-moderator-rooms.png"))
+		shot("console-moderator-rooms.png"))...)
 	roomsList := text("main")
 	step("open the room",
 		chromedp.Click(chromedp.CSS(`a[href="/console/rooms/!room:example.com"]`)),

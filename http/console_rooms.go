@@ -82,6 +82,16 @@ func (s *Server) consoleMoment(r *http.Request) (*eventstore.Position, error) {
 	return nil, domain.Errorf(domain.ErrCodeInvalidParam, "The date and time must look like 2026-01-31T14:05 (UTC)")
 }
 
+// consoleHistoryQuery reads a history page's parameters (the API's) for
+// the reader, once the views have caught up with acknowledged writes.
+func (s *Server) consoleHistoryQuery(r *http.Request, id Identity) (projections.HistoryQuery, error) {
+	hq, err := historyQuery(r, projections.Viewer{User: id.User, Admin: id.Admin})
+	if err == nil {
+		err = s.waitForPosition(r)
+	}
+	return hq, err
+}
+
 // consoleMember is a room member with the room's moderator status now.
 type consoleMember struct {
 	projections.Member
@@ -104,19 +114,15 @@ func (s *Server) handleConsoleRoom(w http.ResponseWriter, r *http.Request, id Id
 		s.renderError(w, r, id, domain.Errorf(domain.ErrCodeForbidden, "You do not moderate this room, so the console does not show it to you."))
 		return
 	}
-	v := projections.Viewer{User: id.User, Admin: id.Admin}
 	at, err := s.consoleMoment(r)
 	var hq projections.HistoryQuery
 	if err == nil {
-		hq, err = historyQuery(r, v)
-	}
-	if err == nil {
-		err = s.waitForPosition(r)
+		hq, err = s.consoleHistoryQuery(r, id)
 	}
 	var members []projections.Member
 	var pos eventstore.Position
 	if err == nil {
-		members, pos, err = s.cfg.RoomViews.Members(room, at, v)
+		members, pos, err = s.cfg.RoomViews.Members(room, at, hq.Viewer)
 	}
 	var hist projections.HistoryPage
 	if err == nil {

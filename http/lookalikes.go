@@ -4,7 +4,6 @@ import (
 	"net/http"
 
 	"github.com/profilestore/profilestore/domain"
-	"github.com/profilestore/profilestore/eventstore"
 	"github.com/profilestore/profilestore/projections"
 )
 
@@ -27,14 +26,7 @@ type lookalikeMemberJS struct {
 // exactly the names the reader may see there; moderator status is the
 // room's now.
 func (s *Server) handleRoomLookalikes(w http.ResponseWriter, r *http.Request) {
-	room, err := roomVar(r)
-	if err == nil {
-		err = s.waitForPosition(r)
-	}
-	var at *eventstore.Position
-	if err == nil {
-		at, err = s.asOf(r)
-	}
+	room, at, err := s.roomAsOf(r)
 	if err != nil {
 		s.writeError(w, r, err)
 		return

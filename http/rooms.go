@@ -94,7 +94,9 @@ func (s *Server) asOf(r *http.Request) (*eventstore.Position, error) {
 	return nil, nil
 }
 
-func (s *Server) handleRoomMembers(w http.ResponseWriter, r *http.Request) {
+// roomAsOf reads the room and the as-of parameters of a members read, once
+// the views have caught up.
+func (s *Server) roomAsOf(r *http.Request) (domain.RoomID, *eventstore.Position, error) {
 	room, err := roomVar(r)
 	if err == nil {
 		err = s.waitForPosition(r)
@@ -103,6 +105,11 @@ func (s *Server) handleRoomMembers(w http.ResponseWriter, r *http.Request) {
 	if err == nil {
 		at, err = s.asOf(r)
 	}
+	return room, at, err
+}
+
+func (s *Server) handleRoomMembers(w http.ResponseWriter, r *http.Request) {
+	room, at, err := s.roomAsOf(r)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
