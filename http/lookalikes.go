@@ -4,7 +4,6 @@ import (
 	"net/http"
 
 	"github.com/profilestore/profilestore/domain"
-	"github.com/profilestore/profilestore/eventstore"
 )
 
 type lookalikeJSON struct {
@@ -26,19 +25,7 @@ type lookalikeMemberJS struct {
 // exactly the names the reader may see there; moderator status is the
 // room's now.
 func (s *Server) handleRoomLookalikes(w http.ResponseWriter, r *http.Request) {
-	room, err := roomVar(r)
-	if err == nil {
-		err = s.waitForPosition(r)
-	}
-	var at *eventstore.Position
-	if err == nil {
-		at, err = s.asOf(r)
-	}
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	members, pos, err := s.cfg.RoomViews.Members(room, at, viewer(r))
+	room, members, pos, err := s.roomMembersAsOf(r)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
