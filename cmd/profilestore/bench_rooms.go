@@ -25,6 +25,7 @@ type roomsBench struct {
 	renames        int // renames measured per user
 	historyMembers int
 	historyEntries int
+	restartUsers   int // users of the rebuild and restart measurement
 }
 
 type renameFigures struct {
