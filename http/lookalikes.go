@@ -26,12 +26,7 @@ type lookalikeMemberJS struct {
 // exactly the names the reader may see there; moderator status is the
 // room's now.
 func (s *Server) handleRoomLookalikes(w http.ResponseWriter, r *http.Request) {
-	room, at, err := s.roomAsOf(r)
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	members, pos, err := s.cfg.RoomViews.Members(room, at, viewer(r))
+	room, members, pos, err := s.roomMembersAsOf(r)
 	if err != nil {
 		s.writeError(w, r, err)
 		return

@@ -94,9 +94,9 @@ func (s *Server) asOf(r *http.Request) (*eventstore.Position, error) {
 	return nil, nil
 }
 
-// roomAsOf reads the room and the as-of parameters of a members read, once
-// the views have caught up.
-func (s *Server) roomAsOf(r *http.Request) (domain.RoomID, *eventstore.Position, error) {
+// roomMembersAsOf reads {roomId} and ?at= / ?at_ts= and returns the members
+// the reader may see then (now without them).
+func (s *Server) roomMembersAsOf(r *http.Request) (domain.RoomID, []projections.Member, eventstore.Position, error) {
 	room, err := roomVar(r)
 	if err == nil {
 		err = s.waitForPosition(r)
@@ -105,16 +105,15 @@ func (s *Server) roomAsOf(r *http.Request) (domain.RoomID, *eventstore.Position,
 	if err == nil {
 		at, err = s.asOf(r)
 	}
-	return room, at, err
+	if err != nil {
+		return "", nil, eventstore.Position{}, err
+	}
+	members, pos, err := s.cfg.RoomViews.Members(room, at, viewer(r))
+	return room, members, pos, err
 }
 
 func (s *Server) handleRoomMembers(w http.ResponseWriter, r *http.Request) {
-	room, at, err := s.roomAsOf(r)
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	members, pos, err := s.cfg.RoomViews.Members(room, at, viewer(r))
+	room, members, pos, err := s.roomMembersAsOf(r)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -393,7 +392,8 @@ func (s *Server) handleDeleteMemberProfile(w http.ResponseWriter, r *http.Reques
 	s.finishRoomWrite(w, r, res, err)
 }
 
-func (s *Server) handlePutHistoryVisibility(w http.ResponseWriter, r *http.Request) {
+// adminRoomBody reads {roomId} and the JSON object body of an admin-only room write.
+func (s *Server) adminRoomBody(w http.ResponseWriter, r *http.Request) (domain.RoomID, map[string]json.RawMessage, error) {
 	room, err := roomVar(r)
 	if err == nil {
 		err = requireAdmin(r)
@@ -402,6 +402,11 @@ func (s *Server) handlePutHistoryVisibility(w http.ResponseWriter, r *http.Reque
 	if err == nil {
 		obj, err = s.readJSONObject(w, r)
 	}
+	return room, obj, err
+}
+
+func (s *Server) handlePutHistoryVisibility(w http.ResponseWriter, r *http.Request) {
+	room, obj, err := s.adminRoomBody(w, r)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -416,14 +421,7 @@ func (s *Server) handlePutHistoryVisibility(w http.ResponseWriter, r *http.Reque
 }
 
 func (s *Server) handlePutPowerLevels(w http.ResponseWriter, r *http.Request) {
-	room, err := roomVar(r)
-	if err == nil {
-		err = requireAdmin(r)
-	}
-	var obj map[string]json.RawMessage
-	if err == nil {
-		obj, err = s.readJSONObject(w, r)
-	}
+	room, obj, err := s.adminRoomBody(w, r)
 	if err != nil {
 		s.writeError(w, r, err)
 		return

@@ -61,7 +61,7 @@ func openApp(ctx context.Context, cfg Config, log *logrus.Logger) (*app, error) 
 		MaxDisplayNameChars: cfg.Profile.MaxDisplayNameChars,
 		MaxAvatarURLBytes:   cfg.Profile.MaxAvatarURLBytes,
 	})
-	a.eraser = domain.NewEraser(a.store, a.keyring, a.sealer, a.profiles)
+	a.eraser = domain.NewEraser(a.keyring, a.sealer, a.profiles)
 	a.rooms = domain.NewRoomService(a.store, a.sealer, a.profiles.Limits(), a.profiles)
 	a.views = projections.NewProfiles()
 	a.names = projections.NewNameIndex()

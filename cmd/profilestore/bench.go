@@ -86,6 +86,7 @@ func benchCommand(load loader) *cobra.Command {
 	cmd.Flags().IntVar(&rb.renames, "renames", 100, "renames measured per user")
 	cmd.Flags().IntVar(&rb.historyMembers, "history-members", 100_000, "members of the big room of the history measurement")
 	cmd.Flags().IntVar(&rb.historyEntries, "history-entries", 1_000_000, "history entries of the big room")
+	cmd.Flags().IntVar(&rb.restartUsers, "restart-users", 1_000_000, "users of the rebuild and snapshot-restart measurement (0 skips it)")
 	cmd.Flags().StringVar(&dir, "dir", "", "directory on the disk to measure (default: a temporary directory)")
 	return cmd
 }
@@ -155,6 +156,13 @@ func (b *bench) run(ctx context.Context) (string, error) {
 			return "", err
 		}
 		report += roomsReport
+	}
+	if b.rooms.restartUsers > 0 {
+		rebuildReport, err := b.rebuildBench(ctx, b.rooms.restartUsers)
+		if err != nil {
+			return "", err
+		}
+		report += rebuildReport
 	}
 	return report, nil
 }
@@ -301,8 +309,8 @@ func (b *bench) startService(ctx context.Context, n int) (*app, *pshttp.Server, 
 
 func (b *bench) report(fsyncs float64, rows []benchResult) string {
 	var s strings.Builder
-	fmt.Fprintf(&s, "Measured %s on %s; command: `go run ./cmd/profilestore bench --duration %s --concurrency %s --rooms %d --renames %d --history-members %d --history-entries %d`.\n\n",
-		time.Now().UTC().Format("2006-01-02 15:04 MST"), machineDescription(), b.duration, joinInts(b.conc), b.rooms.rooms, b.rooms.renames, b.rooms.historyMembers, b.rooms.historyEntries)
+	fmt.Fprintf(&s, "Measured %s on %s; command: `go run ./cmd/profilestore bench --duration %s --concurrency %s --rooms %d --renames %d --history-members %d --history-entries %d --restart-users %d`.\n\n",
+		time.Now().UTC().Format("2006-01-02 15:04 MST"), machineDescription(), b.duration, joinInts(b.conc), b.rooms.rooms, b.rooms.renames, b.rooms.historyMembers, b.rooms.historyEntries, b.rooms.restartUsers)
 	fmt.Fprintf(&s, "Raw fsync baseline of the data disk (4 KiB write + fdatasync, one at a time): **%.0f/s**.\n\n", fsyncs)
 	s.WriteString("| what | clients | ops/s | p50 | p99 | errors |\n|---|---:|---:|---:|---:|---:|\n")
 	sort.SliceStable(rows, func(i, j int) bool { return rows[i].Name < rows[j].Name })

@@ -25,14 +25,14 @@ type roomsBench struct {
 	renames        int // renames measured per user
 	historyMembers int
 	historyEntries int
+	restartUsers   int // users of the rebuild and restart measurement
 }
 
 type renameFigures struct {
-	rooms              int
-	p50, p99           time.Duration
-	visibleMax         time.Duration // ack until every room's view shows it (worst rename)
-	visibleChecks      int
-	viewsShowingBefore int
+	rooms         int
+	p50, p99      time.Duration
+	visibleMax    time.Duration // ack until every room's view shows it (worst rename)
+	visibleChecks int
 }
 
 func (b *bench) runRooms(ctx context.Context, a *app, srv *pshttp.Server, rb roomsBench) (string, error) {
