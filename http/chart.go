@@ -40,8 +40,13 @@ func activityChart(days []projections.DayCount) template.HTML {
 		fmt.Fprintf(&b, `<g><title>%s</title>`, label)
 		fmt.Fprintf(&b, `<rect class="profile" x="%.1f" y="%.1f" width="%.1f" height="%.1f" fill="#0d3b66"/>`, x, base-hp, bar, hp)
 		fmt.Fprintf(&b, `<rect class="room" x="%.1f" y="%.1f" width="%.1f" height="%.1f" fill="#f4a261"/></g>`, x, base-hp-hr, bar, hr)
-		if i == 0 || i == len(days)-1 || i%7 == 0 {
-			fmt.Fprintf(&b, `<text x="%.1f" y="%d" text-anchor="middle">%s</text>`, x+bar/2, height-10, d.Day.Format("Jan 2"))
+		// A weekly tick, and the last day unless a tick is too close to it.
+		if i%7 == 0 && len(days)-1-i >= 3 || i == len(days)-1 {
+			anchor, lx := "middle", x+bar/2
+			if i == len(days)-1 {
+				anchor, lx = "end", x+bar // keep the last label inside the picture
+			}
+			fmt.Fprintf(&b, `<text x="%.1f" y="%d" text-anchor="%s">%s</text>`, lx, height-10, anchor, d.Day.Format("Jan 2"))
 		}
 	}
 	fmt.Fprintf(&b, `<rect x="%d" y="%d" width="10" height="10" fill="#0d3b66"/><text x="%d" y="%d">profile</text>`, width-150, top, width-136, top+9)
