@@ -73,7 +73,7 @@ type Runner struct {
 	// acknowledged is the last event applied to Views (not yet Deferred).
 	acknowledged eventstore.Position
 	acked        chan struct{} // closed and replaced whenever acknowledged moves
-	failed     error
+	failed       error
 
 	sinceSnapshot int
 	lastSnapshot  time.Time
