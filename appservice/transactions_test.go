@@ -23,8 +23,8 @@ import (
 	"github.com/profilestore/profilestore/projections"
 )
 
-// fixturePath is a transaction Dendrite sent after one display-name change
-// (a copy of shared/reference/fixtures/dendrite-as-transaction.json).
+// fixturePath is a copy of shared/reference/fixtures/dendrite-as-transaction.json:
+// real Dendrite output, kept in the repository so a clean clone tests it.
 const fixturePath = "testdata/dendrite-as-transaction.json"
 
 // fakeHomeserver answers GET /_matrix/client/v3/profile/{userId} as the

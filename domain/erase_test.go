@@ -33,7 +33,7 @@ func TestEraseUnderConcurrentWrites(t *testing.T) {
 	defer keys.Close()
 	sealer := domain.NewSealer(keys)
 	profiles := domain.NewProfileService(store, sealer, domain.DefaultLimits)
-	eraser := domain.NewEraser(store, keys, sealer, profiles)
+	eraser := domain.NewEraser(keys, sealer, profiles)
 	ctx := context.Background()
 	const user = domain.UserID("@target:example.com")
 

@@ -2,9 +2,6 @@ package domain
 
 import (
 	"context"
-	"errors"
-	"fmt"
-	"sync"
 
 	"github.com/profilestore/profilestore/eventstore"
 )
@@ -22,24 +19,13 @@ type RoomService struct {
 	sealer   *Sealer
 	limits   Limits
 	profiles GlobalProfiles
-
-	mu    sync.Mutex
-	rooms map[RoomID]*roomAggregate
-}
-
-type roomAggregate struct {
-	mu       sync.Mutex
-	loaded   bool
-	room     Room
-	revision uint64
-	exists   bool
-	position eventstore.Position
+	streams  *streams[Room, *Room]
 }
 
 // NewRoomService returns a service writing to store; profiles supplies the
 // names of members who join or are invited without names of their own.
 func NewRoomService(store eventstore.Store, sealer *Sealer, limits Limits, profiles GlobalProfiles) *RoomService {
-	return &RoomService{store: store, sealer: sealer, limits: limits, profiles: profiles, rooms: make(map[RoomID]*roomAggregate)}
+	return &RoomService{store: store, sealer: sealer, limits: limits, profiles: profiles, streams: newStreams[Room](store, sealer)}
 }
 
 // ChangeMembership joins, invites, removes or bans a user. A join or invite
@@ -113,98 +99,13 @@ func (s *RoomService) clearedAt(ctx context.Context, user UserID, field string) 
 	return p.AllAt[field], nil
 }
 
-func (s *RoomService) aggregate(room RoomID) *roomAggregate {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	agg := s.rooms[room]
-	if agg == nil {
-		agg = &roomAggregate{}
-		s.rooms[room] = agg
-	}
-	return agg
-}
-
 func (s *RoomService) run(ctx context.Context, room RoomID, idemKey string, decide func(*Room) ([]Event, error)) (WriteResult, error) {
-	agg := s.aggregate(room)
+	stream := RoomStream(room)
+	agg := s.streams.get(stream)
 	agg.mu.Lock()
 	defer agg.mu.Unlock()
-	// A cached aggregate is not re-read: if another writer moved the stream
-	// on, the append's expected revision fails and the tail is read then.
-	if !agg.loaded {
-		if err := s.catchUp(ctx, room, agg); err != nil {
-			return WriteResult{}, err
-		}
+	if err := s.streams.load(ctx, stream, agg); err != nil {
+		return WriteResult{}, err
 	}
-	for attempt := 0; ; attempt++ {
-		events, err := decide(&agg.room)
-		if err != nil {
-			return WriteResult{}, err
-		}
-		if len(events) == 0 {
-			return WriteResult{Position: agg.position, Revision: agg.revision, Exists: agg.exists}, nil
-		}
-		data := make([]eventstore.EventData, len(events))
-		for i := range events {
-			if idemKey != "" {
-				events[i].ID = EventID(idemKey, i)
-			}
-			if data[i], err = Encode(ctx, s.sealer, &events[i]); err != nil {
-				return WriteResult{}, err
-			}
-		}
-		res, err := s.store.Append(ctx, RoomStream(room), eventstore.ExpectRevision(agg.revision, agg.exists), data)
-		if errors.Is(err, eventstore.ErrWrongExpectedRevision) && attempt < maxConflictRetries {
-			if err := s.catchUp(ctx, room, agg); err != nil {
-				return WriteResult{}, err
-			}
-			continue
-		}
-		if err != nil {
-			return WriteResult{}, fmt.Errorf("append to %s: %w", RoomStream(room), err)
-		}
-		want := uint64(len(events) - 1)
-		if agg.exists {
-			want = agg.revision + uint64(len(events))
-		}
-		if res.Revision != want {
-			// An idempotent re-append answered with an older result.
-			if err := s.catchUp(ctx, room, agg); err != nil {
-				return WriteResult{}, err
-			}
-			return WriteResult{Position: res.Position, Revision: agg.revision, Exists: agg.exists}, nil
-		}
-		for i := range events {
-			events[i].Position = res.Position // Room.OverrideAt needs it
-			agg.room.Apply(&events[i])
-		}
-		agg.revision, agg.exists, agg.position = res.Revision, true, res.Position
-		return WriteResult{Changed: true, Position: res.Position, Revision: res.Revision, Exists: true}, nil
-	}
-}
-
-// catchUp reads the events of the room's stream the aggregate has not seen.
-func (s *RoomService) catchUp(ctx context.Context, room RoomID, agg *roomAggregate) error {
-	from := uint64(0)
-	if agg.exists {
-		from = agg.revision + 1
-	}
-	for {
-		recs, err := s.store.ReadStream(ctx, RoomStream(room), from, eventstore.Forwards, 512)
-		if err != nil {
-			return fmt.Errorf("read %s: %w", RoomStream(room), err)
-		}
-		for _, rec := range recs {
-			e, err := Decode(ctx, s.sealer, rec)
-			if err != nil {
-				return err
-			}
-			agg.room.Apply(&e)
-			agg.revision, agg.exists, agg.position = rec.Revision, true, rec.Position
-		}
-		agg.loaded = true
-		if len(recs) < 512 {
-			return nil
-		}
-		from = agg.revision + 1
-	}
+	return s.streams.run(ctx, stream, idemKey, agg, nil, decide)
 }

@@ -25,6 +25,9 @@ type Sealed string
 // ErrErased is returned when a sealed value's key has been destroyed.
 var ErrErased = errors.New("domain: value erased")
 
+// maxCachedCiphers bounds the Sealer's cache of per-user ciphers.
+const maxCachedCiphers = 100_000
+
 // Sealer seals and opens personal values with per-user keys from a keyring.
 type Sealer struct {
 	keys eventstore.Keyring
@@ -138,6 +141,11 @@ func (s *Sealer) aead(user UserID, key eventstore.DataKey) (cipher.AEAD, error) 
 		return nil, err
 	}
 	s.mu.Lock()
+	if len(s.aeads) >= maxCachedCiphers {
+		// Bound memory with a million users: start over rather than track
+		// recency; keys come back from the keyring's own cache or file.
+		s.aeads = make(map[aeadKey]cipher.AEAD)
+	}
 	s.aeads[k] = aead
 	s.mu.Unlock()
 	return aead, nil

@@ -63,10 +63,10 @@ type TokenFile struct {
 	mu      sync.RWMutex
 	entries []tokenEntry
 	byHash  map[[sha256.Size]byte]int
-	// modTime and checked let a token issued while the server runs work
+	// loaded and checked let a token issued while the server runs work
 	// without a restart: an unknown token re-reads a changed file, at most
 	// once a second.
-	modTime time.Time
+	loaded  os.FileInfo
 	checked time.Time
 }
 
@@ -91,10 +91,7 @@ func LoadTokenFile(path string) (*TokenFile, error) {
 
 // Reload re-reads the file.
 func (tf *TokenFile) Reload() error {
-	var modTime time.Time
-	if fi, err := os.Stat(tf.path); err == nil {
-		modTime = fi.ModTime()
-	}
+	loaded, _ := os.Stat(tf.path)
 	data, err := os.ReadFile(tf.path)
 	if errors.Is(err, os.ErrNotExist) {
 		data = nil
@@ -121,7 +118,7 @@ func (tf *TokenFile) Reload() error {
 		byHash[doc.Tokens[i].sum] = i
 	}
 	tf.mu.Lock()
-	tf.entries, tf.byHash, tf.modTime = doc.Tokens, byHash, modTime
+	tf.entries, tf.byHash, tf.loaded = doc.Tokens, byHash, loaded
 	tf.mu.Unlock()
 	return nil
 }
@@ -134,10 +131,12 @@ func (tf *TokenFile) reloadIfChanged() bool {
 		return false
 	}
 	tf.checked = time.Now()
-	loaded := tf.modTime
+	loaded := tf.loaded
 	tf.mu.Unlock()
 	fi, err := os.Stat(tf.path)
-	if err != nil || fi.ModTime().Equal(loaded) {
+	// IssueToken renames a new file into place, so a new inode tells a
+	// change even within the file system's coarse timestamp tick.
+	if err != nil || loaded != nil && os.SameFile(fi, loaded) && fi.ModTime().Equal(loaded.ModTime()) && fi.Size() == loaded.Size() {
 		return false
 	}
 	return tf.Reload() == nil

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -27,16 +28,29 @@ type testService struct {
 	URL    string
 	store  eventstore.Store
 	views  *projections.Profiles
+	names  *projections.NameIndex
+	stats  *projections.Activity
+	sealer *domain.Sealer
 	runner *projections.Runner
 	tokens map[domain.UserID]string // user -> access token
 	server *httptest.Server
+	stop   func()
+	once   sync.Once
 }
+
+// Stop shuts the service down, as a restart would; it is safe to call twice.
+func (ts *testService) Stop() { ts.once.Do(ts.stop) }
 
 type serviceOption func(*pshttp.Config)
 
 func newTestService(t testing.TB, opts ...serviceOption) *testService {
 	t.Helper()
-	dir := t.TempDir()
+	return newTestServiceIn(t, t.TempDir(), opts...)
+}
+
+// newTestServiceIn serves the data directory dir (to test restarts).
+func newTestServiceIn(t testing.TB, dir string, opts ...serviceOption) *testService {
+	t.Helper()
 	store, err := bolt.Open(filepath.Join(dir, "events.db"), bolt.Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -49,13 +63,14 @@ func newTestService(t testing.TB, opts ...serviceOption) *testService {
 	log.SetOutput(io.Discard)
 	sealer := domain.NewSealer(keys)
 	views, roomViews := projections.NewProfiles(), projections.NewRooms()
-	runner := projections.NewRunner(projections.Options{Store: store, Sealer: sealer, Views: []projections.View{views, roomViews},
+	names, stats := projections.NewNameIndex(), projections.NewActivity()
+	runner := projections.NewRunner(projections.Options{Store: store, Sealer: sealer, Views: []projections.View{views}, Deferred: []projections.View{roomViews, names, stats},
 		SnapshotPath: filepath.Join(dir, "snapshots", "projections.snap"), Logger: log})
 	if err := runner.Start(context.Background(), nil); err != nil {
 		t.Fatal(err)
 	}
 	tokensPath := filepath.Join(dir, "tokens.yaml")
-	ts := &testService{t: t, dir: dir, store: store, views: views, runner: runner, tokens: map[domain.UserID]string{}}
+	ts := &testService{t: t, dir: dir, store: store, views: views, names: names, stats: stats, sealer: sealer, runner: runner, tokens: map[domain.UserID]string{}}
 	for _, u := range []struct {
 		id    domain.UserID
 		admin bool
@@ -72,21 +87,24 @@ func newTestService(t testing.TB, opts ...serviceOption) *testService {
 	}
 	profiles := domain.NewProfileService(store, sealer, domain.DefaultLimits)
 	cfg := pshttp.Config{
-		Store: store, Profiles: profiles, Eraser: domain.NewEraser(store, keys, sealer, profiles), Runner: runner,
-		Views: views, Auth: auth, Logger: log, WriteRate: 1000, WriteBurst: 1000,
+		Store: store, Profiles: profiles, Eraser: domain.NewEraser(keys, sealer, profiles), Runner: runner,
+		Views: views, Names: names, Stats: stats, Sealer: sealer, Auth: auth, Logger: log, WriteRate: 1000, WriteBurst: 1000,
 		RoomService: domain.NewRoomService(store, sealer, domain.DefaultLimits, profiles), RoomViews: roomViews,
 	}
 	for _, o := range opts {
 		o(&cfg)
 	}
-	ts.server = httptest.NewServer(pshttp.NewServer(cfg).Handler())
+	srv := pshttp.NewServer(cfg)
+	ts.server = httptest.NewServer(srv.Handler())
 	ts.URL = ts.server.URL
-	t.Cleanup(func() {
+	ts.stop = func() {
+		srv.Close() // ends change feeds
 		ts.server.Close()
 		runner.Close()
 		keys.Close()
 		store.Close()
-	})
+	}
+	t.Cleanup(ts.Stop)
 	return ts
 }
 

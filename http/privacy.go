@@ -12,12 +12,7 @@ import (
 // themselves (when deactivating). The answer is the same whether or not
 // there was anything to erase.
 func (s *Server) handleErase(w http.ResponseWriter, r *http.Request) {
-	raw, err := pathVar(r, "userId")
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	user, err := domain.ParseHistoricalUserID(raw)
+	user, err := userVar(r)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -41,7 +36,7 @@ func (s *Server) handleErase(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	requestLogger(r, s.log).WithField("user_id", user).WithField("actor", id.User).Info("user erased")
-	s.afterWrite(w, r, res)
+	s.afterWriteSettled(w, r, res)
 	writeJSON(w, http.StatusOK, map[string]bool{"erased": true})
 }
 
@@ -49,12 +44,7 @@ func (s *Server) handleErase(w http.ResponseWriter, r *http.Request) {
 // everyone but admins and the rooms' moderators: the user themself or an
 // admin may. Hiding is itself an event; hiding twice appends nothing.
 func (s *Server) handleHide(w http.ResponseWriter, r *http.Request) {
-	raw, err := pathVar(r, "userId")
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	user, err := domain.ParseHistoricalUserID(raw)
+	user, err := userVar(r)
 	if err != nil {
 		s.writeError(w, r, err)
 		return

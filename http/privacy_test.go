@@ -49,6 +49,10 @@ func TestEraseLeavesNothingReadable(t *testing.T) {
 			t.Fatalf("%s: %d %s", path, r.Status, r.Body)
 		}
 	}
+	// In a room too: the name at join, and a per-room nickname.
+	ts.ok("PUT", v1+"/members/"+string(alice), admin, map[string]string{"membership": "join"})
+	ts.ok("PUT", v1+"/members/"+string(bob), admin, map[string]string{"membership": "join"})
+	ts.ok("PUT", v1+"/members/"+string(alice)+"/profile/displayname", alice, map[string]string{"displayname": "Room Quux 7731"})
 	if err := ts.runner.SaveSnapshot(); err != nil {
 		t.Fatal(err)
 	}
@@ -71,7 +75,16 @@ func TestEraseLeavesNothingReadable(t *testing.T) {
 	if r := ts.do("POST", "/_matrix/client/v3/user_directory/search", A, `{"search_term":"Zebediah"}`); len(r.json(t)["results"].([]any)) != 0 {
 		t.Errorf("directory after erasure: %s", r.Body)
 	}
-	for _, marker := range []string{name, field, avatar, "QuuxAvatar7731"} {
+	// No API shows any of them: room members, room history, names search.
+	for _, path := range []string{v1 + "/members", v1 + "/history?dir=f", "/_profilestore/v1/names/search?q=Quux", "/_profilestore/v1/users/" + string(alice) + "/history"} {
+		for _, as := range []domain.UserID{bob, admin} {
+			r := ts.do("GET", path, ts.tokens[as], nil)
+			if strings.Contains(string(r.Body), "Quux") {
+				t.Errorf("%s read by %s after erasure still shows the names: %s", path, as, r.Body)
+			}
+		}
+	}
+	for _, marker := range []string{name, field, avatar, "QuuxAvatar7731", "Room Quux 7731"} {
 		if found := scanDir(t, ts.dir, marker); len(found) != 0 {
 			t.Errorf("%q still on disk in %v", marker, found)
 		}

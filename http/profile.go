@@ -50,12 +50,8 @@ func (s *Server) handleWhoami(w http.ResponseWriter, r *http.Request) {
 // profileTarget reads and validates {userId} and, when reads need a token,
 // authenticates. It also returns who is asking, when known, for MSC4337.
 func (s *Server) profileTarget(r *http.Request) (domain.UserID, domain.UserID, error) {
-	raw, err := pathVar(r, "userId")
-	if err != nil {
-		return "", "", err
-	}
 	// Reads accept historical ids: they may name users created before v1.8.
-	user, err := domain.ParseHistoricalUserID(raw)
+	user, err := userVar(r)
 	if err != nil {
 		return "", "", err
 	}
@@ -72,7 +68,7 @@ func (s *Server) profileTarget(r *http.Request) (domain.UserID, domain.UserID, e
 			requester = id.User
 		}
 	}
-	return user, requester, s.waitForPosition(r)
+	return user, requester, s.waitForMinPosition(r) // the profile view is never deferred
 }
 
 // supplement lays appservice supplements (MSC4337) over stored fields; the
@@ -141,31 +137,53 @@ func (s *Server) handleGetProfileField(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]json.RawMessage{key: value})
 }
 
-// writeTarget validates a profile write's path, caller and policy.
-func (s *Server) writeTarget(r *http.Request) (domain.UserID, string, error) {
-	raw, err := pathVar(r, "userId")
-	if err != nil {
-		return "", "", err
+// profileWrite is what a profile PUT or DELETE asks for.
+type profileWrite struct {
+	user domain.UserID
+	key  string
+	prop domain.Propagation
+	pre  domain.Precondition
+}
+
+// writeTarget validates a profile write's path, caller, policy and
+// propagation and If-Match parameters.
+func (s *Server) writeTarget(r *http.Request) (profileWrite, error) {
+	var pw profileWrite
+	var err error
+	if pw.user, err = userVar(r); err != nil {
+		return pw, err
 	}
-	user, err := domain.ParseHistoricalUserID(raw)
-	if err != nil {
-		return "", "", err
+	if pw.key, err = pathVar(r, "keyName"); err != nil {
+		return pw, err
 	}
-	key, err := pathVar(r, "keyName")
-	if err != nil {
-		return "", "", err
-	}
-	if err := domain.ValidateKeyName(key); err != nil {
-		return "", "", err
+	if err := domain.ValidateKeyName(pw.key); err != nil {
+		return pw, err
 	}
 	id, _ := identity(r)
-	if id.User != user && !id.Admin {
-		return "", "", domain.Errorf(domain.ErrCodeForbidden, "You may only change your own profile")
+	if id.User != pw.user && !id.Admin {
+		return pw, domain.Errorf(domain.ErrCodeForbidden, "You may only change your own profile")
 	}
-	if !s.cfg.ProfileFields.Permits(key) {
-		return "", "", domain.Errorf(domain.ErrCodeForbidden, "Changing %s is not permitted on this server", key)
+	if !s.cfg.ProfileFields.Permits(pw.key) {
+		return pw, domain.Errorf(domain.ErrCodeForbidden, "Changing %s is not permitted on this server", pw.key)
 	}
-	return user, key, nil
+	if pw.prop, err = s.propagation(r); err != nil {
+		return pw, err
+	}
+	pw.pre, err = ifMatch(r)
+	return pw, err
+}
+
+// finishProfileWrite answers a profile write and records its append latency.
+func (s *Server) finishProfileWrite(w http.ResponseWriter, r *http.Request, start time.Time, res domain.WriteResult, err error) {
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if res.Changed {
+		s.metrics.Append.Observe(time.Since(start).Seconds())
+	}
+	s.afterWrite(w, r, res)
+	writeJSON(w, http.StatusOK, struct{}{})
 }
 
 // propagation reads propagate_to (MSC4466) or propagate (MSC4069), stable or
@@ -230,29 +248,18 @@ func (s *Server) readJSONObject(w http.ResponseWriter, r *http.Request) (map[str
 }
 
 func (s *Server) handlePutProfileField(w http.ResponseWriter, r *http.Request) {
-	user, key, err := s.writeTarget(r)
+	pw, err := s.writeTarget(r)
+	var obj map[string]json.RawMessage
+	if err == nil {
+		obj, err = s.readJSONObject(w, r)
+	}
 	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
-	prop, err := s.propagation(r)
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	pre, err := ifMatch(r)
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	obj, err := s.readJSONObject(w, r)
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	raw, ok := obj[key]
+	raw, ok := obj[pw.key]
 	if !ok {
-		s.writeError(w, r, domain.Errorf(domain.ErrCodeMissingParam, "The body has no %q property", key))
+		s.writeError(w, r, domain.Errorf(domain.ErrCodeMissingParam, "The body has no %q property", pw.key))
 		return
 	}
 	value, err := domain.CanonicalJSON(raw)
@@ -261,41 +268,19 @@ func (s *Server) handlePutProfileField(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	start := time.Now()
-	res, err := s.cfg.Profiles.SetField(r.Context(), domain.SetField{User: user, Key: key, Value: value, PropagateTo: prop, Meta: s.meta(r)}, pre)
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	if res.Changed {
-		s.metrics.Append.Observe(time.Since(start).Seconds())
-	}
-	s.afterWrite(w, r, res)
-	writeJSON(w, http.StatusOK, struct{}{})
+	res, err := s.cfg.Profiles.SetField(r.Context(), domain.SetField{User: pw.user, Key: pw.key, Value: value, PropagateTo: pw.prop, Meta: s.meta(r)}, pw.pre)
+	s.finishProfileWrite(w, r, start, res, err)
 }
 
 func (s *Server) handleDeleteProfileField(w http.ResponseWriter, r *http.Request) {
-	user, key, err := s.writeTarget(r)
+	pw, err := s.writeTarget(r)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
-	prop, err := s.propagation(r)
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	pre, err := ifMatch(r)
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	res, err := s.cfg.Profiles.DeleteField(r.Context(), domain.DeleteField{User: user, Key: key, PropagateTo: prop, Meta: s.meta(r)}, pre)
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	s.afterWrite(w, r, res)
-	writeJSON(w, http.StatusOK, struct{}{})
+	start := time.Now()
+	res, err := s.cfg.Profiles.DeleteField(r.Context(), domain.DeleteField{User: pw.user, Key: pw.key, PropagateTo: pw.prop, Meta: s.meta(r)}, pw.pre)
+	s.finishProfileWrite(w, r, start, res, err)
 }
 
 type directoryResult struct {

@@ -3,7 +3,9 @@ package http
 import (
 	"encoding/json"
 	"net/http"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/profilestore/profilestore/domain"
@@ -92,7 +94,9 @@ func (s *Server) asOf(r *http.Request) (*eventstore.Position, error) {
 	return nil, nil
 }
 
-func (s *Server) handleRoomMembers(w http.ResponseWriter, r *http.Request) {
+// roomMembersAsOf reads {roomId} and ?at= / ?at_ts= and returns the members
+// the reader may see then (now without them).
+func (s *Server) roomMembersAsOf(r *http.Request) (domain.RoomID, []projections.Member, eventstore.Position, error) {
 	room, err := roomVar(r)
 	if err == nil {
 		err = s.waitForPosition(r)
@@ -102,10 +106,14 @@ func (s *Server) handleRoomMembers(w http.ResponseWriter, r *http.Request) {
 		at, err = s.asOf(r)
 	}
 	if err != nil {
-		s.writeError(w, r, err)
-		return
+		return "", nil, eventstore.Position{}, err
 	}
 	members, pos, err := s.cfg.RoomViews.Members(room, at, viewer(r))
+	return room, members, pos, err
+}
+
+func (s *Server) handleRoomMembers(w http.ResponseWriter, r *http.Request) {
+	room, members, pos, err := s.roomMembersAsOf(r)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -145,10 +153,10 @@ func (s *Server) handleJoinedMembers(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"joined": out})
 }
 
-// historyQuery reads dir, from, limit and user.
-func historyQuery(r *http.Request) (projections.HistoryQuery, error) {
+// historyQuery reads dir, from, limit, user and kind, for the viewer v.
+func historyQuery(r *http.Request, v projections.Viewer) (projections.HistoryQuery, error) {
 	q := r.URL.Query()
-	hq := projections.HistoryQuery{Viewer: viewer(r), From: q.Get("from"), Limit: 100}
+	hq := projections.HistoryQuery{Viewer: v, From: q.Get("from"), Limit: 100}
 	switch q.Get("dir") {
 	case "", "b":
 		hq.Backwards = true
@@ -169,6 +177,12 @@ func historyQuery(r *http.Request) (projections.HistoryQuery, error) {
 			return hq, err
 		}
 		hq.User = u
+	}
+	if v := q.Get("kind"); v != "" {
+		if !slices.Contains(projections.HistoryKinds(), v) {
+			return hq, domain.Errorf(domain.ErrCodeInvalidParam, "kind must be one of %s", strings.Join(projections.HistoryKinds(), ", "))
+		}
+		hq.Kind = v
 	}
 	if len(hq.From) > 64 {
 		return hq, domain.Errorf(domain.ErrCodeInvalidParam, "Invalid pagination token")
@@ -215,7 +229,7 @@ func (s *Server) handleRoomHistory(w http.ResponseWriter, r *http.Request) {
 	room, err := roomVar(r)
 	var q projections.HistoryQuery
 	if err == nil {
-		q, err = historyQuery(r)
+		q, err = historyQuery(r, viewer(r))
 	}
 	if err == nil {
 		err = s.waitForPosition(r)
@@ -236,7 +250,7 @@ func (s *Server) handleUserHistory(w http.ResponseWriter, r *http.Request) {
 	user, err := userVar(r)
 	var q projections.HistoryQuery
 	if err == nil {
-		q, err = historyQuery(r)
+		q, err = historyQuery(r, viewer(r))
 	}
 	if err == nil && q.User != "" {
 		err = domain.Errorf(domain.ErrCodeInvalidParam, "user is not a filter of a user's history")
@@ -378,7 +392,8 @@ func (s *Server) handleDeleteMemberProfile(w http.ResponseWriter, r *http.Reques
 	s.finishRoomWrite(w, r, res, err)
 }
 
-func (s *Server) handlePutHistoryVisibility(w http.ResponseWriter, r *http.Request) {
+// adminRoomBody reads {roomId} and the JSON object body of an admin-only room write.
+func (s *Server) adminRoomBody(w http.ResponseWriter, r *http.Request) (domain.RoomID, map[string]json.RawMessage, error) {
 	room, err := roomVar(r)
 	if err == nil {
 		err = requireAdmin(r)
@@ -387,6 +402,11 @@ func (s *Server) handlePutHistoryVisibility(w http.ResponseWriter, r *http.Reque
 	if err == nil {
 		obj, err = s.readJSONObject(w, r)
 	}
+	return room, obj, err
+}
+
+func (s *Server) handlePutHistoryVisibility(w http.ResponseWriter, r *http.Request) {
+	room, obj, err := s.adminRoomBody(w, r)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -401,14 +421,7 @@ func (s *Server) handlePutHistoryVisibility(w http.ResponseWriter, r *http.Reque
 }
 
 func (s *Server) handlePutPowerLevels(w http.ResponseWriter, r *http.Request) {
-	room, err := roomVar(r)
-	if err == nil {
-		err = requireAdmin(r)
-	}
-	var obj map[string]json.RawMessage
-	if err == nil {
-		obj, err = s.readJSONObject(w, r)
-	}
+	room, obj, err := s.adminRoomBody(w, r)
 	if err != nil {
 		s.writeError(w, r, err)
 		return

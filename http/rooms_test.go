@@ -173,3 +173,15 @@ func TestRoomHistoryVisibilityOverHTTP(t *testing.T) {
 		t.Fatalf("moderator reading alice's history: %v", u)
 	}
 }
+
+func TestRoomHistoryKindFilter(t *testing.T) {
+	ts := newTestService(t)
+	ts.moderatedRoom()
+	chunk := ts.ok("GET", v1+"/history?kind=leave", bob, nil).json(t)["chunk"].([]any)
+	if len(chunk) != 1 || chunk[0].(map[string]any)["user_id"] != string(carol) {
+		t.Errorf("leaves: %v", chunk)
+	}
+	if r := ts.do("GET", v1+"/history?kind=rename", ts.tokens[bob], nil); r.Status != 400 || r.errcode(t) != "M_INVALID_PARAM" {
+		t.Errorf("unknown kind: %d %s", r.Status, r.Body)
+	}
+}

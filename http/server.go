@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/gorilla/mux"
@@ -34,6 +35,11 @@ type Config struct {
 	Eraser   *domain.Eraser
 	Runner   *projections.Runner
 	Views    *projections.Profiles
+	// Names and Stats back names search, look-alike alerts and the stats
+	// endpoint; Sealer opens values for the change feed.
+	Names  *projections.NameIndex
+	Stats  *projections.Activity
+	Sealer *domain.Sealer
 	// RoomService and RoomViews serve the per-room routes (http/rooms.go);
 	// without them those routes are not registered.
 	RoomService *domain.RoomService
@@ -55,6 +61,12 @@ type Config struct {
 	ApplyWait time.Duration
 	// MaxBodyBytes caps request bodies (default 256 KiB).
 	MaxBodyBytes int64
+	// AnalyticsTokenHashes are hex SHA-256 hashes of tokens that may read
+	// the change feed and the stats without being an admin.
+	AnalyticsTokenHashes []string
+	// FeedHeartbeat is how often an idle change feed sends a comment line
+	// (default 15 s).
+	FeedHeartbeat time.Duration
 
 	// Supplier, if set, adds appservice supplements (MSC4337) to every
 	// client profile read.
@@ -110,6 +122,10 @@ type Server struct {
 	ln      net.Listener
 	limiter *writeLimiter
 	metrics *Metrics
+	// closing is closed by Close so that change feeds, which never end on
+	// their own, let the server shut down.
+	closing   chan struct{}
+	closeOnce sync.Once
 }
 
 type loggerKey struct{}
@@ -129,7 +145,10 @@ func NewServer(cfg Config) *Server {
 	if cfg.MaxBodyBytes <= 0 {
 		cfg.MaxBodyBytes = 256 << 10
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, router: mux.NewRouter().UseEncodedPath()}
+	if cfg.FeedHeartbeat <= 0 {
+		cfg.FeedHeartbeat = 15 * time.Second
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger, router: mux.NewRouter().UseEncodedPath(), closing: make(chan struct{})}
 	s.limiter = newWriteLimiter(cfg.WriteRate, cfg.WriteBurst)
 	s.metrics = NewMetrics(cfg.Store, cfg.Runner)
 	s.metrics.Registry.MustRegister(cfg.Collectors...)
@@ -162,6 +181,7 @@ func (s *Server) Open() error {
 
 // Close stops accepting requests and waits up to 10 s for running ones.
 func (s *Server) Close() error {
+	s.closeOnce.Do(func() { close(s.closing) })
 	if s.server == nil {
 		return nil
 	}
@@ -209,12 +229,23 @@ func (s *Server) routes() {
 
 	ps := prefixed{r, "/_profilestore/v1"}
 	ps.HandleFunc("/users/{userId}/erase", s.authed(s.handleErase)).Methods(http.MethodPost)
+	ps.HandleFunc("/events", s.handleFeed).Methods(http.MethodGet)
+	if s.cfg.Names != nil {
+		ps.HandleFunc("/names/search", s.authed(s.handleNamesSearch)).Methods(http.MethodGet)
+	}
+	if s.cfg.Stats != nil {
+		ps.HandleFunc("/stats", s.handleStats).Methods(http.MethodGet)
+	}
+	if s.cfg.RoomViews != nil {
+		ps.HandleFunc("/rooms/{roomId}/lookalikes", s.authed(s.handleRoomLookalikes)).Methods(http.MethodGet)
+	}
 	ps.HandleFunc("/users/{userId}/history/{position}/hide", s.authed(s.limited(s.handleHide))).Methods(http.MethodPost)
 	s.roomRoutes()
 
 	r.HandleFunc("/health", s.handleHealth).Methods(http.MethodGet)
 	r.HandleFunc("/ready", s.handleReady).Methods(http.MethodGet)
 	r.Handle("/metrics", s.metrics.Handler()).Methods(http.MethodGet)
+	s.consoleRoutes()
 }
 
 // prefixed registers routes under a path prefix on the root router.
@@ -364,8 +395,26 @@ func pathVar(r *http.Request, name string) (string, error) {
 	return v, nil
 }
 
-// waitForPosition applies X-Profilestore-Min-Position to a read.
+// waitForPosition prepares a read of any view: it waits (bounded) for
+// X-Profilestore-Min-Position if given, and for the deferred views (rooms,
+// history, names) to catch up with every write acknowledged so far.
 func (s *Server) waitForPosition(r *http.Request) error {
+	if err := s.waitForMinPosition(r); err != nil {
+		return err
+	}
+	if s.cfg.Runner == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.ApplyWait)
+	defer cancel()
+	if err := s.cfg.Runner.Settle(ctx); err != nil {
+		return domain.Errorf(domain.ErrCodeNotReady, "This instance's views did not catch up within %s", s.cfg.ApplyWait)
+	}
+	return nil
+}
+
+// waitForMinPosition applies X-Profilestore-Min-Position to a read.
+func (s *Server) waitForMinPosition(r *http.Request) error {
 	tok := r.Header.Get("X-Profilestore-Min-Position")
 	if tok == "" {
 		return nil
@@ -385,6 +434,17 @@ func (s *Server) waitForPosition(r *http.Request) error {
 // afterWrite waits (bounded) until the local views show the write, so the
 // writer reads it back, and reports the position.
 func (s *Server) afterWrite(w http.ResponseWriter, r *http.Request, res domain.WriteResult) {
+	s.answerWrite(w, r, res, s.cfg.Runner.WaitForAcknowledged)
+}
+
+// afterWriteSettled is afterWrite waiting for every view, deferred ones
+// included, and the snapshot they write: for erasure, which is not done
+// until no view and no snapshot holds the erased values.
+func (s *Server) afterWriteSettled(w http.ResponseWriter, r *http.Request, res domain.WriteResult) {
+	s.answerWrite(w, r, res, s.cfg.Runner.WaitFor)
+}
+
+func (s *Server) answerWrite(w http.ResponseWriter, r *http.Request, res domain.WriteResult, wait func(context.Context, eventstore.Position) error) {
 	w.Header().Set("X-Profilestore-Position", res.Position.String())
 	w.Header().Set("ETag", etag(res.Revision, res.Exists))
 	if res.Position.IsStart() || s.cfg.Runner == nil {
@@ -392,7 +452,7 @@ func (s *Server) afterWrite(w http.ResponseWriter, r *http.Request, res domain.W
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.ApplyWait)
 	defer cancel()
-	if err := s.cfg.Runner.WaitFor(ctx, res.Position); err != nil {
+	if err := wait(ctx, res.Position); err != nil {
 		// The write is durable; only its visibility here is late.
 		requestLogger(r, s.log).WithField("position", res.Position.String()).Warn("write not yet applied to local views")
 	}

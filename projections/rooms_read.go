@@ -2,6 +2,7 @@ package projections
 
 import (
 	"encoding/json"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -77,6 +78,17 @@ type HistoryQuery struct {
 	Limit int
 	// User, if set, keeps only entries about that user.
 	User domain.UserID
+	// Kind, if set, keeps only entries of that kind (one of HistoryKinds).
+	Kind string
+}
+
+// HistoryKinds returns the kinds of history entries, in the order a filter
+// offers them (a copy: callers may not change the view's table).
+func HistoryKinds() []string { return slices.Clone(kindNames[:]) }
+
+// keeps reports whether the query's kind filter lets the change through.
+func (q *HistoryQuery) keeps(c *change) bool {
+	return q.Kind == "" || kindNames[c.kind] == q.Kind
 }
 
 // HistoryPage is one page of history.
@@ -302,7 +314,7 @@ func (v *Rooms) RoomHistory(room domain.RoomID, q HistoryQuery) (HistoryPage, er
 	page.Start, page.End, err = paginate(n, posAt, q, v.last, func(i int) bool {
 		re := r.entries[at(i)]
 		c := v.changes[re.c]
-		if !all && !v.visibleTo(r, q.Viewer, c.pos) {
+		if !q.keeps(c) || (!all && !v.visibleTo(r, q.Viewer, c.pos)) {
 			return false
 		}
 		page.Entries = append(page.Entries, v.entry(c, room, re.old, all))
@@ -329,6 +341,9 @@ func (v *Rooms) UserHistory(user domain.UserID, q HistoryQuery) (HistoryPage, er
 		posAt := func(i int) eventstore.Position { return v.changes[hist[i]].pos }
 		page.Start, page.End, err = paginate(len(hist), posAt, q, v.last, func(i int) bool {
 			c := v.changes[hist[i]]
+			if !q.keeps(c) {
+				return false
+			}
 			page.Entries = append(page.Entries, v.entry(c, c.room, nil, true))
 			return true
 		})
@@ -368,7 +383,11 @@ func (v *Rooms) UserHistory(user domain.UserID, q HistoryQuery) (HistoryPage, er
 	}
 	posAt := func(i int) eventstore.Position { return v.changes[uniq[i].e.c].pos }
 	page.Start, page.End, err = paginate(len(uniq), posAt, q, v.last, func(i int) bool {
-		page.Entries = append(page.Entries, v.entry(v.changes[uniq[i].e.c], uniq[i].room, uniq[i].e.old, true))
+		c := v.changes[uniq[i].e.c]
+		if !q.keeps(c) {
+			return false
+		}
+		page.Entries = append(page.Entries, v.entry(c, uniq[i].room, uniq[i].e.old, true))
 		return true
 	})
 	return page, err
@@ -380,6 +399,28 @@ func (v *Rooms) IsModerator(room domain.RoomID, user domain.UserID) bool {
 	defer v.mu.RUnlock()
 	r := v.rooms[room]
 	return r != nil && r.pl.IsModerator(user)
+}
+
+// ModeratedRooms returns the rooms user moderates now (power level at least
+// the room's kick level), sorted. It looks only at the rooms the user has
+// history in (joined, invited or left), so it costs O(those rooms), not
+// O(all rooms); someone named in a room's power levels who never was a
+// member there is not found, which suits a console listing rooms to review.
+func (v *Rooms) ModeratedRooms(user domain.UserID) []domain.RoomID {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	u := v.users[user]
+	if u == nil {
+		return nil
+	}
+	var out []domain.RoomID
+	for roomID := range u.touched {
+		if v.rooms[roomID].pl.IsModerator(user) {
+			out = append(out, roomID)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
+	return out
 }
 
 // Stats reports the view's size, for memory figures.

@@ -24,7 +24,7 @@ import (
 
 // SnapshotVersion changes whenever any view's snapshot layout or fold
 // changes; a snapshot of another version is ignored and the views rebuilt.
-const SnapshotVersion = 1
+const SnapshotVersion = 2
 
 // View is one projection.
 type View interface {
@@ -43,6 +43,11 @@ type Options struct {
 	Store  eventstore.Store
 	Sealer *domain.Sealer
 	Views  []View
+	// Deferred views are applied after Views for each event, once the event
+	// is acknowledged: a write waits for Views only (WaitForAcknowledged),
+	// so work that grows with the user's rooms (history fan-out) does not
+	// lengthen writes. Readers of deferred views call Settle.
+	Deferred []View
 	// SnapshotPath is the snapshot file; empty disables snapshots.
 	SnapshotPath string
 	// SnapshotEvery saves a snapshot after this many applied events (default 100,000).
@@ -65,7 +70,10 @@ type Runner struct {
 	mu         sync.Mutex
 	checkpoint eventstore.Position
 	advanced   chan struct{} // closed and replaced whenever checkpoint moves
-	failed     error
+	// acknowledged is the last event applied to Views (not yet Deferred).
+	acknowledged eventstore.Position
+	acked        chan struct{} // closed and replaced whenever acknowledged moves
+	failed       error
 
 	sinceSnapshot int
 	lastSnapshot  time.Time
@@ -86,7 +94,7 @@ func NewRunner(opts Options) *Runner {
 	if log == nil {
 		log = logrus.StandardLogger()
 	}
-	return &Runner{opts: opts, log: log, advanced: make(chan struct{}), lastSnapshot: time.Now()}
+	return &Runner{opts: opts, log: log, advanced: make(chan struct{}), acked: make(chan struct{}), lastSnapshot: time.Now()}
 }
 
 // Checkpoint returns the position of the last event applied to every view.
@@ -105,7 +113,7 @@ func (r *Runner) Start(ctx context.Context, progress func(applied, total uint64)
 		r.log.Info("projections: no snapshot yet; building the views from the log")
 	} else if err != nil {
 		r.log.WithError(err).Warn("projections: no usable snapshot; rebuilding from the log")
-		for _, v := range r.opts.Views {
+		for _, v := range r.allViews() {
 			v.Reset()
 		}
 		r.setCheckpoint(eventstore.Start)
@@ -198,6 +206,10 @@ func (r *Runner) applyBatch(ctx context.Context, recs []eventstore.RecordedEvent
 				for _, v := range r.opts.Views {
 					v.Apply(&e)
 				}
+				r.setAcknowledged(rec.Position)
+				for _, v := range r.opts.Deferred {
+					v.Apply(&e)
+				}
 				if e.Type == domain.TypeErased {
 					// Another instance may have destroyed the keys: drop
 					// the ciphers this process still holds for them.
@@ -223,8 +235,28 @@ func (r *Runner) applyBatch(ctx context.Context, recs []eventstore.RecordedEvent
 	r.applyMu.Unlock()
 }
 
+// allViews returns Views then Deferred: the order of snapshots.
+func (r *Runner) allViews() []View {
+	return append(append([]View(nil), r.opts.Views...), r.opts.Deferred...)
+}
+
+func (r *Runner) setAcknowledged(p eventstore.Position) {
+	r.mu.Lock()
+	if r.acknowledged.Before(p) {
+		r.acknowledged = p
+		close(r.acked)
+		r.acked = make(chan struct{})
+	}
+	r.mu.Unlock()
+}
+
 func (r *Runner) setCheckpoint(p eventstore.Position) {
 	r.mu.Lock()
+	if r.acknowledged.Before(p) || p.IsStart() {
+		r.acknowledged = p
+		close(r.acked)
+		r.acked = make(chan struct{})
+	}
 	if p.Compare(r.checkpoint) != 0 {
 		r.checkpoint = p
 		close(r.advanced)
@@ -246,10 +278,31 @@ var ErrNotReached = errors.New("projections: position not reached in time")
 
 // WaitFor blocks until every view has applied the event at pos.
 func (r *Runner) WaitFor(ctx context.Context, pos eventstore.Position) error {
+	return r.wait(ctx, pos, false)
+}
+
+// WaitForAcknowledged blocks until Views (not Deferred) have applied the
+// event at pos: what a write waits for before it answers.
+func (r *Runner) WaitForAcknowledged(ctx context.Context, pos eventstore.Position) error {
+	return r.wait(ctx, pos, true)
+}
+
+// Settle blocks until the deferred views have caught up with every event
+// acknowledged so far, so a reader of them sees every write that has answered.
+func (r *Runner) Settle(ctx context.Context) error {
+	r.mu.Lock()
+	pos := r.acknowledged
+	r.mu.Unlock()
+	return r.wait(ctx, pos, false)
+}
+
+func (r *Runner) wait(ctx context.Context, pos eventstore.Position, acknowledged bool) error {
 	for {
 		r.mu.Lock()
-		reached := !r.checkpoint.Before(pos)
-		ch := r.advanced
+		reached, ch := !r.checkpoint.Before(pos), r.advanced
+		if acknowledged {
+			reached, ch = !r.acknowledged.Before(pos), r.acked
+		}
 		r.mu.Unlock()
 		if reached {
 			return nil
@@ -299,9 +352,9 @@ type snapshotHeader struct {
 const snapshotFormat = "profilestore-projections"
 
 func (r *Runner) viewNames() []string {
-	names := make([]string, len(r.opts.Views))
-	for i, v := range r.opts.Views {
-		names[i] = v.Name()
+	var names []string
+	for _, v := range r.allViews() {
+		names = append(names, v.Name())
 	}
 	return names
 }
@@ -321,7 +374,7 @@ func (r *Runner) saveSnapshotLocked(checkpoint eventstore.Position) error {
 	w.Write(hdr)
 	w.WriteByte('\n')
 	enc := gob.NewEncoder(w)
-	for _, v := range r.opts.Views {
+	for _, v := range r.allViews() {
 		if err := v.Save(enc); err != nil {
 			tmp.Close()
 			return fmt.Errorf("snapshot %s: %w", v.Name(), err)
@@ -377,7 +430,7 @@ func (r *Runner) loadSnapshot() error {
 		return err
 	}
 	dec := gob.NewDecoder(br)
-	for _, v := range r.opts.Views {
+	for _, v := range r.allViews() {
 		if err := v.Load(dec); err != nil {
 			return fmt.Errorf("snapshot %s: %w", v.Name(), err)
 		}
@@ -390,7 +443,7 @@ func (r *Runner) loadSnapshot() error {
 // Rebuild drops the snapshot and every view's state and applies the whole
 // log again, reporting progress; the runner must not be started.
 func (r *Runner) Rebuild(ctx context.Context, progress func(applied, total uint64)) error {
-	for _, v := range r.opts.Views {
+	for _, v := range r.allViews() {
 		v.Reset()
 	}
 	r.setCheckpoint(eventstore.Start)

@@ -2,11 +2,13 @@ package projections_test
 
 import (
 	"context"
+	"encoding/gob"
 	"encoding/json"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -169,5 +171,55 @@ func TestProfilesSearch(t *testing.T) {
 	}
 	if found, limited := views.Search("alice", 1); len(found) != 1 || !limited {
 		t.Errorf("limit: %v %v", found, limited)
+	}
+}
+
+// gateView is a deferred view whose Apply waits for the test to open a gate,
+// to show what writers and readers wait for.
+type gateView struct {
+	gate    chan struct{}
+	applied atomic.Int64
+}
+
+func (g *gateView) Name() string                { return "gate" }
+func (g *gateView) Apply(*domain.Event)         { <-g.gate; g.applied.Add(1) }
+func (g *gateView) Save(enc *gob.Encoder) error { return enc.Encode(g.applied.Load()) }
+func (g *gateView) Load(dec *gob.Decoder) error {
+	var n int64
+	err := dec.Decode(&n)
+	g.applied.Store(n)
+	return err
+}
+func (g *gateView) Reset() { g.applied.Store(0) }
+
+func TestDeferredViewsDoNotDelayAcknowledgement(t *testing.T) {
+	f := openFixture(t, t.TempDir())
+	views, gate := projections.NewProfiles(), &gateView{gate: make(chan struct{})}
+	log := logrus.New()
+	log.SetOutput(io.Discard)
+	r := projections.NewRunner(projections.Options{Store: f.store, Sealer: f.sealer, Views: []projections.View{views},
+		Deferred: []projections.View{gate}, Logger: log})
+	ctx := context.Background()
+	if err := r.Start(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { close(gate.gate); r.Close() }()
+	res := f.setName(t, user(1), "Acked")
+	wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := r.WaitForAcknowledged(wctx, res.Position); err != nil {
+		t.Fatalf("acknowledgement waited for a deferred view: %v", err)
+	}
+	if views.Get(user(1)).Profile.DisplayName() != "Acked" {
+		t.Fatal("acknowledged before the primary view applied the write")
+	}
+	short, cancel2 := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer cancel2()
+	if err := r.Settle(short); err == nil || gate.applied.Load() != 0 {
+		t.Fatal("Settle returned while a deferred view had not applied an acknowledged write")
+	}
+	gate.gate <- struct{}{}
+	if err := r.Settle(wctx); err != nil || gate.applied.Load() != 1 {
+		t.Fatalf("Settle after the deferred view applied: %v (applied %d)", err, gate.applied.Load())
 	}
 }

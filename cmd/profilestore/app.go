@@ -24,6 +24,8 @@ type app struct {
 	profiles *domain.ProfileService
 	eraser   *domain.Eraser
 	views    *projections.Profiles
+	names    *projections.NameIndex
+	stats    *projections.Activity
 	rooms    *domain.RoomService
 	roomView *projections.Rooms
 	runner   *projections.Runner
@@ -59,14 +61,17 @@ func openApp(ctx context.Context, cfg Config, log *logrus.Logger) (*app, error) 
 		MaxDisplayNameChars: cfg.Profile.MaxDisplayNameChars,
 		MaxAvatarURLBytes:   cfg.Profile.MaxAvatarURLBytes,
 	})
-	a.eraser = domain.NewEraser(a.store, a.keyring, a.sealer, a.profiles)
+	a.eraser = domain.NewEraser(a.keyring, a.sealer, a.profiles)
 	a.rooms = domain.NewRoomService(a.store, a.sealer, a.profiles.Limits(), a.profiles)
 	a.views = projections.NewProfiles()
+	a.names = projections.NewNameIndex()
+	a.stats = projections.NewActivity()
 	a.roomView = projections.NewRooms()
 	a.runner = projections.NewRunner(projections.Options{
 		Store:        a.store,
 		Sealer:       a.sealer,
-		Views:        []projections.View{a.views, a.roomView},
+		Views:        []projections.View{a.views},
+		Deferred:     []projections.View{a.roomView, a.names, a.stats},
 		SnapshotPath: filepath.Join(cfg.DataDir, "snapshots", "projections.snap"),
 		Logger:       log,
 	})
@@ -90,6 +95,11 @@ func (a *app) server(auth pshttp.Authenticator) (*pshttp.Server, error) {
 		Eraser:                a.eraser,
 		Runner:                a.runner,
 		Views:                 a.views,
+		Names:                 a.names,
+		Stats:                 a.stats,
+		Sealer:                a.sealer,
+		AnalyticsTokenHashes:  a.cfg.Feed.AnalyticsTokenSHA256,
+		FeedHeartbeat:         a.cfg.Feed.Heartbeat,
 		RoomService:           a.rooms,
 		RoomViews:             a.roomView,
 		Auth:                  auth,

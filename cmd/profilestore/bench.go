@@ -43,6 +43,7 @@ func benchCommand(load loader) *cobra.Command {
 	var duration time.Duration
 	var levels string
 	var out, dir string
+	var rb roomsBench
 	cmd := &cobra.Command{
 		Use:   "bench",
 		Short: "Measure fsync, store appends, HTTP writes and reads against a no-op handler, and write docs/PERFORMANCE.md's table",
@@ -66,7 +67,7 @@ func benchCommand(load loader) *cobra.Command {
 				}
 				defer os.RemoveAll(dir)
 			}
-			b := &bench{log: log, dir: dir, duration: duration, conc: conc, w: cmd.ErrOrStderr()}
+			b := &bench{log: log, dir: dir, duration: duration, conc: conc, w: cmd.ErrOrStderr(), rooms: rb}
 			report, err := b.run(cmd.Context())
 			if err != nil {
 				return err
@@ -81,6 +82,11 @@ func benchCommand(load loader) *cobra.Command {
 	cmd.Flags().DurationVar(&duration, "duration", 3*time.Second, "how long each measurement runs")
 	cmd.Flags().StringVar(&levels, "concurrency", "1,16,64,256", "comma-separated client counts")
 	cmd.Flags().StringVar(&out, "out", "", "write the report into this markdown file (between bench markers)")
+	cmd.Flags().IntVar(&rb.rooms, "rooms", 10_000, "rooms the busy user of the rename measurement is in (0 skips the room measurements)")
+	cmd.Flags().IntVar(&rb.renames, "renames", 100, "renames measured per user")
+	cmd.Flags().IntVar(&rb.historyMembers, "history-members", 100_000, "members of the big room of the history measurement")
+	cmd.Flags().IntVar(&rb.historyEntries, "history-entries", 1_000_000, "history entries of the big room")
+	cmd.Flags().IntVar(&rb.restartUsers, "restart-users", 1_000_000, "users of the rebuild and snapshot-restart measurement (0 skips it)")
 	cmd.Flags().StringVar(&dir, "dir", "", "directory on the disk to measure (default: a temporary directory)")
 	return cmd
 }
@@ -91,6 +97,7 @@ type bench struct {
 	duration time.Duration
 	conc     []int
 	w        io.Writer
+	rooms    roomsBench
 }
 
 func (b *bench) progress(format string, args ...any) { fmt.Fprintf(b.w, format+"\n", args...) }
@@ -142,7 +149,22 @@ func (b *bench) run(ctx context.Context) (string, error) {
 			return req
 		}))
 	}
-	return b.report(fsyncs, rows), nil
+	report := b.report(fsyncs, rows)
+	if b.rooms.rooms > 0 {
+		roomsReport, err := b.runRooms(ctx, a, srv, b.rooms)
+		if err != nil {
+			return "", err
+		}
+		report += roomsReport
+	}
+	if b.rooms.restartUsers > 0 {
+		rebuildReport, err := b.rebuildBench(ctx, b.rooms.restartUsers)
+		if err != nil {
+			return "", err
+		}
+		report += rebuildReport
+	}
+	return report, nil
 }
 
 func maxOf(xs []int) int {
@@ -287,8 +309,8 @@ func (b *bench) startService(ctx context.Context, n int) (*app, *pshttp.Server, 
 
 func (b *bench) report(fsyncs float64, rows []benchResult) string {
 	var s strings.Builder
-	fmt.Fprintf(&s, "Measured %s on %s; command: `go run ./cmd/profilestore bench --duration %s --concurrency %s`.\n\n",
-		time.Now().UTC().Format("2006-01-02 15:04 MST"), machineDescription(), b.duration, joinInts(b.conc))
+	fmt.Fprintf(&s, "Measured %s on %s; command: `go run ./cmd/profilestore bench --duration %s --concurrency %s --rooms %d --renames %d --history-members %d --history-entries %d --restart-users %d`.\n\n",
+		time.Now().UTC().Format("2006-01-02 15:04 MST"), machineDescription(), b.duration, joinInts(b.conc), b.rooms.rooms, b.rooms.renames, b.rooms.historyMembers, b.rooms.historyEntries, b.rooms.restartUsers)
 	fmt.Fprintf(&s, "Raw fsync baseline of the data disk (4 KiB write + fdatasync, one at a time): **%.0f/s**.\n\n", fsyncs)
 	s.WriteString("| what | clients | ops/s | p50 | p99 | errors |\n|---|---:|---:|---:|---:|---:|\n")
 	sort.SliceStable(rows, func(i, j int) bool { return rows[i].Name < rows[j].Name })

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -28,6 +30,7 @@ type Config struct {
 	Auth      AuthConfig      `yaml:"auth"`
 	Profile   ProfileConfig   `yaml:"profile"`
 	RateLimit RateLimitConfig `yaml:"rate_limit"`
+	Feed      FeedConfig      `yaml:"feed"`
 	// Appservice runs profilestore beside a homeserver (docs/APPSERVICE.md).
 	Appservice AppserviceConfig `yaml:"appservice"`
 
@@ -56,6 +59,15 @@ type ProfileConfig struct {
 	Fields              pshttp.ProfileFieldsPolicy `yaml:"fields"`
 }
 
+// FeedConfig configures the change feed and the stats endpoint.
+type FeedConfig struct {
+	// AnalyticsTokenSHA256 are hex SHA-256 hashes of tokens that may read
+	// the feed and the stats without being admins (sha256sum of the token).
+	AnalyticsTokenSHA256 []string `yaml:"analytics_token_sha256"`
+	// Heartbeat is how often an idle feed sends a comment line.
+	Heartbeat time.Duration `yaml:"heartbeat"`
+}
+
 // RateLimitConfig limits writes per user.
 type RateLimitConfig struct {
 	WritesPerSecond float64 `yaml:"writes_per_second"`
@@ -77,6 +89,7 @@ func defaultConfig() Config {
 		},
 		RateLimit: RateLimitConfig{WritesPerSecond: 10, Burst: 30},
 		ApplyWait: 5 * time.Second,
+		Feed:      FeedConfig{Heartbeat: 15 * time.Second},
 	}
 }
 
@@ -147,6 +160,11 @@ func (c *Config) validate() error {
 	}
 	if _, err := domain.ParsePropagation(string(c.Profile.DefaultPropagation)); err != nil {
 		return fmt.Errorf("config: profile.default_propagation: %v", err)
+	}
+	for i, h := range c.Feed.AnalyticsTokenSHA256 {
+		if b, err := hex.DecodeString(h); err != nil || len(b) != sha256.Size {
+			return fmt.Errorf("config: feed.analytics_token_sha256[%d] is not 64 hex digits", i)
+		}
 	}
 	return nil
 }

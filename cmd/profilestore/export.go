@@ -4,6 +4,9 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"fmt"
+	"io"
+	"os"
 	"time"
 
 	"github.com/profilestore/profilestore/eventstore"
@@ -24,60 +27,134 @@ type exportLine struct {
 	Metadata json.RawMessage `json:"metadata,omitempty"`
 }
 
+// exportBounds select the events of an export: after From (exclusive) up to
+// To (inclusive) in log order, recorded in [Since, Until).
+type exportBounds struct {
+	From, To     eventstore.Position // To zero: the head when the export starts
+	Since, Until time.Time           // zero: unbounded
+}
+
+func (b exportBounds) admits(r eventstore.RecordedEvent) bool {
+	return (b.Since.IsZero() || !r.Recorded.Before(b.Since)) && (b.Until.IsZero() || r.Recorded.Before(b.Until))
+}
+
+// exportLog writes the bounded log as NDJSON and returns how many events it wrote.
+func exportLog(ctx context.Context, store eventstore.Store, b exportBounds, w io.Writer, progress func(done, total uint64)) (uint64, error) {
+	head, err := store.Head(ctx)
+	if err != nil {
+		return 0, err
+	}
+	if b.To.IsStart() || head.Before(b.To) {
+		b.To = head
+	}
+	out := bufio.NewWriterSize(w, 1<<20)
+	enc := json.NewEncoder(out)
+	var read, written uint64
+	after := b.From
+	for after.Before(b.To) {
+		recs, err := store.ReadAll(ctx, after, 4096)
+		if err != nil {
+			return written, err
+		}
+		if len(recs) == 0 {
+			break
+		}
+		for _, r := range recs {
+			if b.To.Before(r.Position) {
+				after = b.To
+				break
+			}
+			after = r.Position
+			if !b.admits(r) {
+				continue
+			}
+			if err := enc.Encode(exportLine{Position: r.Position.String(), Stream: r.Stream, Revision: r.Revision,
+				ID: r.ID.String(), Type: r.Type, Recorded: r.Recorded, Data: r.Data, Metadata: nullIfEmpty(r.Metadata)}); err != nil {
+				return written, err
+			}
+			written++
+		}
+		read += uint64(len(recs))
+		if progress != nil {
+			progress(min(read, b.To.Commit-b.From.Commit), b.To.Commit-b.From.Commit)
+		}
+	}
+	return written, out.Flush()
+}
+
 func exportCommand(load loader) *cobra.Command {
-	var from string
+	var from, to, since, until, output string
 	cmd := &cobra.Command{
 		Use:   "export",
-		Short: "Write the event log as NDJSON to standard output",
+		Short: "Write the event log (or a part of it) as NDJSON; values stay sealed",
+		Long: `Write the event log as NDJSON, one event per line (docs/EVENTS.md), to
+standard output or --output. --from / --to bound it by position (after
+--from, up to and including --to); --since / --until by the time the store
+recorded each event (RFC 3339, --until exclusive). A progress bar is drawn
+on a terminal.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			var b exportBounds
+			var err error
+			if from != "" {
+				if b.From, err = eventstore.ParsePosition(from); err != nil {
+					return fmt.Errorf("--from: %w", err)
+				}
+			}
+			if to != "" {
+				if b.To, err = eventstore.ParsePosition(to); err != nil {
+					return fmt.Errorf("--to: %w", err)
+				}
+			}
+			if since != "" {
+				if b.Since, err = time.Parse(time.RFC3339, since); err != nil {
+					return fmt.Errorf("--since: %w", err)
+				}
+			}
+			if until != "" {
+				if b.Until, err = time.Parse(time.RFC3339, until); err != nil {
+					return fmt.Errorf("--until: %w", err)
+				}
+			}
 			cfg, log, err := load()
 			if err != nil {
 				return err
 			}
-			ctx := context.Background()
+			ctx := cmd.Context()
+			if ctx == nil {
+				ctx = context.Background()
+			}
 			a, err := openApp(ctx, cfg, log)
 			if err != nil {
 				return err
 			}
 			defer a.close()
-			after := eventstore.Start
-			if from != "" {
-				if after, err = eventstore.ParsePosition(from); err != nil {
-					return err
-				}
-			}
-			head, err := a.store.Head(ctx)
-			if err != nil {
-				return err
-			}
-			progress := progressReporter("exporting")
-			out := bufio.NewWriterSize(cmd.OutOrStdout(), 1<<20)
-			enc := json.NewEncoder(out)
-			var n uint64
-			for after.Before(head) {
-				recs, err := a.store.ReadAll(ctx, after, 4096)
+			w := cmd.OutOrStdout()
+			if output != "" && output != "-" {
+				f, err := os.OpenFile(output, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 				if err != nil {
 					return err
 				}
-				if len(recs) == 0 {
-					break
-				}
-				for _, r := range recs {
-					if err := enc.Encode(exportLine{Position: r.Position.String(), Stream: r.Stream, Revision: r.Revision,
-						ID: r.ID.String(), Type: r.Type, Recorded: r.Recorded, Data: r.Data, Metadata: nullIfEmpty(r.Metadata)}); err != nil {
-						return err
-					}
-					after = r.Position
-				}
-				n += uint64(len(recs))
-				if progress != nil {
-					progress(n, head.Commit)
+				defer f.Close()
+				w = f
+			}
+			n, err := exportLog(ctx, a.store, b, w, progressReporter("exporting"))
+			if err != nil {
+				return err
+			}
+			if f, ok := w.(*os.File); ok && f != os.Stdout {
+				if err := f.Sync(); err != nil {
+					return err
 				}
 			}
-			return out.Flush()
+			log.WithField("events", n).Info("export finished")
+			return nil
 		},
 	}
 	cmd.Flags().StringVar(&from, "from", "", "export events after this position token")
+	cmd.Flags().StringVar(&to, "to", "", "export events up to and including this position token")
+	cmd.Flags().StringVar(&since, "since", "", "export events recorded at or after this time (RFC 3339)")
+	cmd.Flags().StringVar(&until, "until", "", "export events recorded before this time (RFC 3339)")
+	cmd.Flags().StringVarP(&output, "output", "o", "", "write to this file instead of standard output")
 	return cmd
 }
 

@@ -57,7 +57,7 @@ func rootCommand() *cobra.Command {
 		log.SetLevel(level)
 		return cfg, log, nil
 	}
-	root.AddCommand(serveCommand(load), tokenCommand(load), rebuildCommand(load), exportCommand(load), benchCommand(load), appserviceCommand(load))
+	root.AddCommand(serveCommand(load), tokenCommand(load), rebuildCommand(load), exportCommand(load), importCommand(load), benchCommand(load), appserviceCommand(load))
 	return root
 }
 

@@ -1,0 +1,123 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/profilestore/profilestore/domain"
+	"github.com/profilestore/profilestore/eventstore"
+)
+
+// rebuildBench measures what DESIGN's budget promises of projections:
+// rebuilding reads the log at close to the store's raw scan rate, and a
+// restart with a snapshot is ready in about a second for a million users.
+func (b *bench) rebuildBench(ctx context.Context, users int) (string, error) {
+	cfg := defaultConfig()
+	cfg.DataDir = filepath.Join(b.dir, "rebuild")
+	defer os.RemoveAll(cfg.DataDir)
+	a, err := openApp(ctx, cfg, b.log)
+	if err != nil {
+		return "", err
+	}
+	b.progress("writing the profiles of %d users…", users)
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	var firstErr atomic.Value
+	for w := 0; w < 256; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := next.Add(1) - 1
+				if i >= int64(users) {
+					return
+				}
+				v, _ := json.Marshal(fmt.Sprintf("Bench user %d", i))
+				if _, err := a.profiles.SetField(ctx, domain.SetField{User: domain.UserID(fmt.Sprintf("@r%d:bench.example", i)),
+					Key: domain.KeyDisplayName, Value: v, Meta: domain.Metadata{OccurredAt: time.Now()}}, nil); err != nil {
+					firstErr.CompareAndSwap(nil, err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if err, _ := firstErr.Load().(error); err != nil {
+		a.close()
+		return "", err
+	}
+	head, err := a.store.Head(ctx)
+	if err != nil {
+		a.close()
+		return "", err
+	}
+	b.progress("scanning the log…")
+	t0 := time.Now()
+	var scanned int
+	for after := eventstore.Start; after.Before(head); {
+		recs, err := a.store.ReadAll(ctx, after, 4096)
+		if err != nil {
+			a.close()
+			return "", err
+		}
+		if len(recs) == 0 {
+			break
+		}
+		scanned += len(recs)
+		after = recs[len(recs)-1].Position
+	}
+	scan := time.Since(t0)
+	b.progress("rebuilding the views…")
+	t0 = time.Now()
+	if err := a.runner.Rebuild(ctx, nil); err != nil { // also writes the snapshot
+		a.close()
+		return "", err
+	}
+	rebuild := time.Since(t0)
+	t0 = time.Now()
+	if err := a.runner.SaveSnapshot(); err != nil {
+		a.close()
+		return "", err
+	}
+	save := time.Since(t0)
+	apply := rebuild - save
+	snap, _ := os.Stat(filepath.Join(cfg.DataDir, "snapshots", "projections.snap"))
+
+	b.progress("restarting from the snapshot…")
+	a.close() // bbolt files are locked while open
+	a2, err := openApp(ctx, cfg, b.log)
+	if err != nil {
+		return "", err
+	}
+	defer a2.close()
+	t0 = time.Now()
+	if err := a2.runner.Start(ctx, nil); err != nil {
+		return "", err
+	}
+	restart := time.Since(t0)
+	a2.runner.Close()
+	if got := a2.views.Len(); got != users {
+		return "", fmt.Errorf("restart from the snapshot has %d profiles, want %d", got, users)
+	}
+
+	var s strings.Builder
+	fmt.Fprintf(&s, "\n### Rebuild and restart, %d users (one display name each, %d events)\n\n", users, scanned)
+	s.WriteString("| what | time | events/s |\n|---|---:|---:|\n")
+	fmt.Fprintf(&s, "| raw scan of the log (`ReadAll`, pages of 4096) | %s | %.0f |\n", scan.Round(time.Millisecond), float64(scanned)/scan.Seconds())
+	fmt.Fprintf(&s, "| rebuild of every view from the log (read, decrypt, apply) | %s | %.0f |\n", apply.Round(time.Millisecond), float64(scanned)/apply.Seconds())
+	fmt.Fprintf(&s, "| writing the snapshot | %s | — |\n", save.Round(time.Millisecond))
+	snapSize := int64(0)
+	if snap != nil {
+		snapSize = snap.Size()
+	}
+	fmt.Fprintf(&s, "| restart: load the snapshot (%.1f MB) and catch up | %s | — |\n", float64(snapSize)/1e6, restart.Round(time.Millisecond))
+	fmt.Fprintf(&s, "\nRebuild rate / raw scan rate: %.0f%%.\n", 100*scan.Seconds()/apply.Seconds())
+	return s.String(), nil
+}

@@ -1,0 +1,226 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"runtime"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/profilestore/profilestore/domain"
+	"github.com/profilestore/profilestore/eventstore"
+	pshttp "github.com/profilestore/profilestore/http"
+	"github.com/profilestore/profilestore/projections"
+)
+
+// roomsBench measures what issue "Rooms" promises: a global rename costs
+// the same in 1 room as in many, is visible in all of them at once, and a
+// big room's first history page is fast.
+type roomsBench struct {
+	rooms          int // rooms of the busy user
+	renames        int // renames measured per user
+	historyMembers int
+	historyEntries int
+	restartUsers   int // users of the rebuild and restart measurement
+}
+
+type renameFigures struct {
+	rooms         int
+	p50, p99      time.Duration
+	visibleMax    time.Duration // ack until every room's view shows it (worst rename)
+	visibleChecks int
+}
+
+func (b *bench) runRooms(ctx context.Context, a *app, srv *pshttp.Server, rb roomsBench) (string, error) {
+	var s strings.Builder
+	one, many := domain.UserID("@onerooms:bench.example"), domain.UserID("@manyrooms:bench.example")
+	tokens := map[domain.UserID]string{}
+	for _, u := range []domain.UserID{one, many} {
+		tok, err := pshttp.IssueToken(a.cfg.Auth.TokensFile, u, false, "bench")
+		if err != nil {
+			return "", err
+		}
+		tokens[u] = tok
+	}
+	b.progress("joining a user to %d rooms…", rb.rooms)
+	if err := joinRooms(ctx, a, one, 1, "one"); err != nil {
+		return "", err
+	}
+	if err := joinRooms(ctx, a, many, rb.rooms, "many"); err != nil {
+		return "", err
+	}
+	head, _ := a.store.Head(ctx)
+	if err := a.runner.WaitFor(ctx, head); err != nil {
+		return "", err
+	}
+	time.Sleep(1100 * time.Millisecond) // the tokens file is re-read at most once a second
+	client := &http.Client{Timeout: 30 * time.Second}
+	var figs []renameFigures
+	for _, u := range []struct {
+		id     domain.UserID
+		prefix string
+		rooms  int
+	}{{one, "one", 1}, {many, "many", rb.rooms}} {
+		b.progress("renaming the user in %d rooms %d times…", u.rooms, rb.renames)
+		f, err := b.measureRenames(ctx, a, client, srv.URL(), tokens[u.id], u.id, u.prefix, u.rooms, rb.renames)
+		if err != nil {
+			return "", err
+		}
+		figs = append(figs, f)
+	}
+	fmt.Fprintf(&s, "\n### A global display-name change, 1 room vs %d rooms (HTTP, durable, acknowledged after the local views applied it)\n\n", rb.rooms)
+	s.WriteString("| rooms | renames | ack p50 | ack p99 | ack → all rooms' views show it (worst) |\n|---:|---:|---:|---:|---:|\n")
+	for _, f := range figs {
+		fmt.Fprintf(&s, "| %d | %d | %s | %s | %s (%d room views checked per rename) |\n", f.rooms, rb.renames, fmtDur(f.p50), fmtDur(f.p99), fmtDur(f.visibleMax), f.visibleChecks)
+	}
+	if figs[0].p50 > 0 {
+		fmt.Fprintf(&s, "\nRatio of acknowledgement latency, %d rooms / 1 room: p50 %.2fx, p99 %.2fx.\n", rb.rooms,
+			float64(figs[1].p50)/float64(figs[0].p50), float64(figs[1].p99)/float64(figs[0].p99))
+	}
+	b.progress("building a room of %d members and %d history entries…", rb.historyMembers, rb.historyEntries)
+	s.WriteString(historyBench(rb.historyMembers, rb.historyEntries))
+	return s.String(), nil
+}
+
+func benchRoom(prefix string, i int) domain.RoomID {
+	return domain.RoomID(fmt.Sprintf("!%s%d:bench.example", prefix, i))
+}
+
+// joinRooms joins user to n rooms through the room service, 64 at a time.
+func joinRooms(ctx context.Context, a *app, user domain.UserID, n int, prefix string) error {
+	name := "Start"
+	var wg sync.WaitGroup
+	errs := make(chan error, 64)
+	sem := make(chan struct{}, 64)
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func(i int) {
+			defer func() { <-sem; wg.Done() }()
+			_, err := a.rooms.ChangeMembership(ctx, domain.ChangeMembership{Room: benchRoom(prefix, i), User: user,
+				Membership: domain.MembershipJoin, DisplayName: &name, Meta: domain.Metadata{OccurredAt: time.Now(), Source: "bench"}})
+			if err != nil {
+				select {
+				case errs <- err:
+				default:
+				}
+			}
+		}(i)
+	}
+	wg.Wait()
+	select {
+	case err := <-errs:
+		return err
+	default:
+		return nil
+	}
+}
+
+func (b *bench) measureRenames(ctx context.Context, a *app, client *http.Client, base, token string, user domain.UserID, prefix string, rooms, renames int) (renameFigures, error) {
+	f := renameFigures{rooms: rooms, visibleChecks: rooms}
+	var lat []time.Duration
+	for i := 0; i < renames; i++ {
+		name := fmt.Sprintf("%s rename %d", prefix, i)
+		body, _ := json.Marshal(map[string]string{"displayname": name})
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPut, base+"/_matrix/client/v3/profile/"+string(user)+"/displayname", strings.NewReader(string(body)))
+		req.Header.Set("Authorization", "Bearer "+token)
+		t0 := time.Now()
+		resp, err := client.Do(req)
+		if err != nil {
+			return f, err
+		}
+		resp.Body.Close()
+		acked := time.Now()
+		if resp.StatusCode != http.StatusOK {
+			return f, fmt.Errorf("rename: HTTP %d", resp.StatusCode)
+		}
+		lat = append(lat, acked.Sub(t0))
+		// Every room's view must show the new name; time until all do.
+		for r := 0; r < rooms; r++ {
+			for {
+				ms, _, err := a.roomView.Members(benchRoom(prefix, r), nil, projections.Viewer{Admin: true})
+				if err != nil {
+					return f, err
+				}
+				if len(ms) == 1 && ms[0].DisplayName != nil && *ms[0].DisplayName == name {
+					break
+				}
+				if time.Since(acked) > 10*time.Second {
+					return f, fmt.Errorf("room %d never showed %q", r, name)
+				}
+				runtime.Gosched()
+			}
+		}
+		f.visibleMax = max(f.visibleMax, time.Since(acked))
+	}
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	f.p50, f.p99 = lat[len(lat)/2], lat[min(len(lat)-1, len(lat)*99/100)]
+	return f, nil
+}
+
+// historyBench builds one room in a view directly (no store: the question is
+// the read path) and reads its first page of 100 entries repeatedly.
+func historyBench(members, entries int) string {
+	v := projections.NewRooms()
+	room := domain.RoomID("!big:bench.example")
+	var pos uint64
+	apply := func(e domain.Event) {
+		pos++
+		e.Position = eventstore.Position{Commit: pos, Prepare: pos}
+		e.Meta.OccurredAt = time.Unix(1_700_000_000, 0).Add(time.Duration(pos) * time.Millisecond)
+		v.Apply(&e)
+	}
+	users := make([]domain.UserID, members)
+	heap0 := heapInUse()
+	for i := range users {
+		users[i] = domain.UserID(fmt.Sprintf("@m%d:bench.example", i))
+		name := fmt.Sprintf("Member %d", i)
+		apply(domain.Event{Type: domain.TypeMemberJoined, Room: room, User: users[i], DisplayName: &name})
+	}
+	heap1 := heapInUse()
+	for i := members; i < entries; i++ {
+		val, _ := json.Marshal(fmt.Sprintf("Name %d", i))
+		if i%3 == 0 {
+			apply(domain.Event{Type: domain.TypeMemberProfileSet, Room: room, User: users[i%members], Key: domain.KeyDisplayName, Value: val})
+		} else {
+			apply(domain.Event{Type: domain.TypeFieldSet, User: users[i%members], Key: domain.KeyDisplayName, Value: val, PropagateTo: domain.PropagateAll})
+		}
+	}
+	heap2 := heapInUse()
+	var s strings.Builder
+	fmt.Fprintf(&s, "\n### First history page (100 entries) of a room with %d members and %d entries\n\n", members, entries)
+	fmt.Fprintf(&s, "Data set: %d joins, then %d renames over the members (a third per-room nicknames, two thirds global renames with propagate_to=all). ", members, entries-members)
+	fmt.Fprintf(&s, "Memory: %.0f bytes per member, %.0f bytes per further history entry (Go heap in use, after GC).\n\n",
+		float64(heap1-heap0)/float64(members), float64(heap2-heap1)/float64(entries-members))
+	s.WriteString("| reader | reads | p50 | p99 |\n|---|---:|---:|---:|\n")
+	for _, r := range []struct {
+		label  string
+		viewer projections.Viewer
+	}{{"member (visibility checked per entry)", projections.Viewer{User: users[5]}}, {"admin", projections.Viewer{Admin: true}}} {
+		const reads = 2000
+		lat := make([]time.Duration, reads)
+		for i := range lat {
+			t0 := time.Now()
+			page, err := v.RoomHistory(room, projections.HistoryQuery{Viewer: r.viewer, Backwards: true, Limit: 100})
+			lat[i] = time.Since(t0)
+			if err != nil || len(page.Entries) != 100 {
+				return fmt.Sprintf("history read failed: %v (%d entries)\n", err, len(page.Entries))
+			}
+		}
+		sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+		fmt.Fprintf(&s, "| %s | %d | %s | %s |\n", r.label, reads, fmtDur(lat[reads/2]), fmtDur(lat[reads*99/100]))
+	}
+	return s.String()
+}
+
+func heapInUse() uint64 {
+	runtime.GC()
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m.HeapAlloc
+}

@@ -1,0 +1,202 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+
+	"github.com/google/uuid"
+	"github.com/profilestore/profilestore/domain"
+	"github.com/profilestore/profilestore/eventstore"
+	"github.com/spf13/cobra"
+)
+
+// maxImportLine bounds one NDJSON line (an event's payload is capped far
+// below this by the profile limits).
+const maxImportLine = 4 << 20
+
+// importBatch is how many consecutive events of one stream are appended together.
+const importBatch = 512
+
+// importLog appends the events of an NDJSON export to an empty store, in
+// order, with their ids, types, payloads and metadata. Positions are those
+// of the new store; the positions that profile.entry_hidden payloads refer
+// to are translated. It returns how many events it appended.
+func importLog(ctx context.Context, store eventstore.Store, r io.Reader) (uint64, error) {
+	head, err := store.Head(ctx)
+	if err != nil {
+		return 0, err
+	}
+	if !head.IsStart() {
+		return 0, errors.New("import: the store is not empty; import into a new data directory")
+	}
+	newPos := make(map[string]string) // exported position -> imported position
+	var batch []exportLine
+	var n uint64
+	flush := func() error {
+		if len(batch) == 0 {
+			return nil
+		}
+		events := make([]eventstore.EventData, len(batch))
+		for i, l := range batch {
+			id, err := uuid.Parse(l.ID)
+			if err != nil {
+				return fmt.Errorf("import: event %s: bad event_id", l.Position)
+			}
+			data := []byte(l.Data)
+			if l.Type == domain.TypeEntryHidden {
+				if data, err = translateHidden(data, newPos); err != nil {
+					return fmt.Errorf("import: event %s: %w", l.Position, err)
+				}
+			}
+			events[i] = eventstore.EventData{ID: id, Type: l.Type, Data: data, Metadata: l.Metadata}
+		}
+		res, err := store.Append(ctx, batch[0].Stream, eventstore.Any, events)
+		if err != nil {
+			return fmt.Errorf("import: append to %s: %w", batch[0].Stream, err)
+		}
+		// Read the batch back to learn each event's new position.
+		first := res.Revision + 1 - uint64(len(batch))
+		recs, err := store.ReadStream(ctx, batch[0].Stream, first, eventstore.Forwards, len(batch))
+		if err != nil || len(recs) != len(batch) {
+			return fmt.Errorf("import: read back %s: %v", batch[0].Stream, err)
+		}
+		for i, rec := range recs {
+			newPos[batch[i].Position] = rec.Position.String()
+		}
+		n += uint64(len(batch))
+		batch = batch[:0]
+		return nil
+	}
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), maxImportLine)
+	lineNo := 0
+	for sc.Scan() {
+		lineNo++
+		if len(sc.Bytes()) == 0 {
+			continue
+		}
+		var l exportLine
+		if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
+			return n, fmt.Errorf("import: line %d: %w", lineNo, err)
+		}
+		if l.Stream == "" || l.Type == "" || l.ID == "" || len(l.Data) == 0 {
+			return n, fmt.Errorf("import: line %d: stream, type, event_id and data are required", lineNo)
+		}
+		if len(batch) > 0 && (batch[0].Stream != l.Stream || len(batch) == importBatch) {
+			if err := flush(); err != nil {
+				return n, err
+			}
+		}
+		batch = append(batch, l)
+	}
+	if err := sc.Err(); err != nil {
+		return n, fmt.Errorf("import: line %d: %w", lineNo+1, err)
+	}
+	return n, flush()
+}
+
+// translateHidden rewrites the position an entry_hidden payload refers to.
+func translateHidden(data []byte, newPos map[string]string) ([]byte, error) {
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(data, &fields); err != nil {
+		return nil, err
+	}
+	var old string
+	if err := json.Unmarshal(fields["position"], &old); err != nil {
+		return nil, errors.New("entry_hidden without a position")
+	}
+	p, ok := newPos[old]
+	if !ok {
+		// The hidden entry is not in the file (a bounded export): nothing to hide.
+		p = eventstore.Position{Commit: math.MaxUint64, Prepare: math.MaxUint64}.String()
+	}
+	fields["position"], _ = json.Marshal(p)
+	return json.Marshal(fields)
+}
+
+func importCommand(load loader) *cobra.Command {
+	var keyring string
+	cmd := &cobra.Command{
+		Use:   "import [file]",
+		Short: "Append an NDJSON export to an empty store (stop the server first)",
+		Long: `Read an export (a file, or standard input when the file is "-" or
+absent) into the store of an empty data directory, then build the views.
+The values in an export are sealed with the source's per-user keys: give
+--keyring the source's keys.db (a copy, taken while the source was stopped)
+and it is copied into the new data directory first. Users erased before the
+export stay erased.`,
+		Args: cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cfg, log, err := load()
+			if err != nil {
+				return err
+			}
+			if keyring != "" && cfg.Store == "bolt" {
+				if err := copyKeyring(keyring, filepath.Join(cfg.DataDir, "keys.db")); err != nil {
+					return err
+				}
+			}
+			var in io.Reader = cmd.InOrStdin()
+			if len(args) == 1 && args[0] != "-" {
+				f, err := os.Open(args[0])
+				if err != nil {
+					return err
+				}
+				defer f.Close()
+				in = f
+			}
+			ctx := context.Background()
+			a, err := openApp(ctx, cfg, log)
+			if err != nil {
+				return err
+			}
+			defer a.close()
+			n, err := importLog(ctx, a.store, in)
+			if err != nil {
+				return err
+			}
+			if err := a.runner.Rebuild(ctx, progressReporter("building projections")); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "imported %d events; views at position %s\n", n, a.runner.Checkpoint())
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&keyring, "keyring", "", "the source's keys.db, copied into the new data directory")
+	return cmd
+}
+
+// copyKeyring copies the source keyring into an empty data directory.
+func copyKeyring(src, dst string) error {
+	if _, err := os.Stat(dst); err == nil {
+		return fmt.Errorf("import: %s exists; --keyring only fills a new data directory", dst)
+	}
+	if err := os.MkdirAll(filepath.Dir(dst), 0o700); err != nil {
+		return err
+	}
+	in, err := os.Open(src)
+	if err != nil {
+		return fmt.Errorf("import: keyring: %w", err)
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	if err := out.Sync(); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
+}

@@ -1,0 +1,248 @@
+package http
+
+import (
+	"bytes"
+	"embed"
+	"fmt"
+	"html/template"
+	"io/fs"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/profilestore/profilestore/domain"
+	"github.com/profilestore/profilestore/projections"
+)
+
+// The console's templates and assets ship inside the binary; pages work
+// without JavaScript and load nothing from elsewhere.
+//
+//go:embed console/*.tmpl console/assets
+var consoleFiles embed.FS
+
+// consoleCookie holds the access token the console signed in with. It is
+// HttpOnly (scripts cannot read it), SameSite=Strict (other sites cannot
+// make the browser send it, which also guards the console's POST forms),
+// scoped to /console/, and Secure when the request came over TLS.
+const consoleCookie = "profilestore_console"
+
+// maxConsoleToken bounds the token a sign-in form may post.
+const maxConsoleToken = 512
+
+var consolePages = parseConsolePages()
+
+func parseConsolePages() map[string]*template.Template {
+	layout := template.Must(template.ParseFS(consoleFiles, "console/layout.tmpl"))
+	pages := make(map[string]*template.Template)
+	for _, name := range []string{"signin", "refused", "overview", "names", "user", "rooms", "room"} {
+		t := template.Must(layout.Clone())
+		pages[name] = template.Must(t.ParseFS(consoleFiles, "console/"+name+".tmpl"))
+	}
+	return pages
+}
+
+// consolePage is what every page template gets.
+type consolePage struct {
+	Title string
+	Who   domain.UserID
+	// Admin decides whether the navigation offers the server-wide overview.
+	Admin bool
+	Error string
+}
+
+// page is a signed-in reader's page.
+func (s *Server) page(id Identity, title string) consolePage {
+	return consolePage{Title: title, Who: id.User, Admin: id.Admin}
+}
+
+// renderError shows err as a page with its Matrix status (403, 404, 400);
+// errors without an errcode are the server's, logged and not shown.
+func (s *Server) renderError(w http.ResponseWriter, r *http.Request, id Identity, err error) {
+	page := s.page(id, "Not available")
+	status, ok := statusOf[domain.ErrorCode(err)]
+	switch {
+	case domain.ErrorCode(err) == "":
+		requestLogger(r, s.log).WithError(err).Error("console")
+		status, page.Error = http.StatusInternalServerError, "Something went wrong on the server."
+	case !ok:
+		status, page.Error = http.StatusBadRequest, domain.ErrorMessage(err)
+	default:
+		page.Error = domain.ErrorMessage(err)
+	}
+	if status == http.StatusBadRequest {
+		page.Title = "Cannot show that"
+	}
+	s.render(w, r, status, "refused", page, nil)
+}
+
+func (s *Server) consoleRoutes() {
+	r := s.router
+	assets, _ := fs.Sub(consoleFiles, "console/assets")
+	r.PathPrefix("/console/assets/").Handler(http.StripPrefix("/console/assets/", http.FileServer(http.FS(assets)))).Methods(http.MethodGet)
+	r.Handle("/console", http.RedirectHandler("/console/", http.StatusMovedPermanently)).Methods(http.MethodGet)
+	r.HandleFunc("/console/", s.consoleAuthed(s.handleConsoleOverview)).Methods(http.MethodGet)
+	r.HandleFunc("/console/signin", s.handleConsoleSignIn).Methods(http.MethodPost)
+	r.HandleFunc("/console/signout", s.handleConsoleSignOut).Methods(http.MethodPost)
+	r.HandleFunc("/console/names", s.consoleAuthed(s.handleConsoleNames)).Methods(http.MethodGet)
+	r.HandleFunc("/console/users/{userId}", s.consoleAuthed(s.handleConsoleUser)).Methods(http.MethodGet)
+	s.consoleRoomRoutes()
+}
+
+// render writes a page; a template error is the server's bug, logged.
+func (s *Server) render(w http.ResponseWriter, r *http.Request, status int, name string, page consolePage, data any) {
+	var buf bytes.Buffer
+	if err := consolePages[name].ExecuteTemplate(&buf, name+".tmpl", struct {
+		consolePage
+		Data any
+	}{page, data}); err != nil {
+		requestLogger(r, s.log).WithError(err).Error("console: template")
+		http.Error(w, "Internal server error", http.StatusInternalServerError)
+		return
+	}
+	h := w.Header()
+	h.Set("Content-Type", "text/html; charset=utf-8")
+	h.Set("Cache-Control", "no-store")
+	h.Set("Content-Security-Policy", "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Referrer-Policy", "no-referrer")
+	w.WriteHeader(status)
+	_, _ = buf.WriteTo(w)
+}
+
+// consoleAuthed signs the request in from the console cookie and admits
+// those the view rules let review something: admins, and moderators of at
+// least one room. Anyone else gets a clear refusal.
+func (s *Server) consoleAuthed(next func(http.ResponseWriter, *http.Request, Identity)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		c, err := r.Cookie(consoleCookie)
+		if err != nil || c.Value == "" || s.cfg.Auth == nil {
+			s.render(w, r, http.StatusUnauthorized, "signin", consolePage{Title: "Sign in"}, nil)
+			return
+		}
+		id, err := s.cfg.Auth.Authenticate(r.Context(), c.Value)
+		if err != nil {
+			clearConsoleCookie(w, r)
+			s.render(w, r, http.StatusUnauthorized, "signin", consolePage{Title: "Sign in", Error: "Your session is no longer valid; sign in again."}, nil)
+			return
+		}
+		if !s.consoleAllowed(id) {
+			s.render(w, r, http.StatusForbidden, "refused", consolePage{Title: "Not available", Who: id.User,
+				Error: "The console is for server admins and room moderators. Your account is neither, so there is nothing here for you to review."}, nil)
+			return
+		}
+		next(w, r, id)
+	}
+}
+
+// consoleAllowed admits admins and room moderators.
+func (s *Server) consoleAllowed(id Identity) bool {
+	return id.Admin || len(s.moderatedRooms(id.User)) > 0
+}
+
+func (s *Server) handleConsoleSignIn(w http.ResponseWriter, r *http.Request) {
+	r.Body = http.MaxBytesReader(w, r.Body, 4<<10)
+	if err := r.ParseForm(); err != nil {
+		s.render(w, r, http.StatusBadRequest, "signin", consolePage{Title: "Sign in", Error: "The form could not be read."}, nil)
+		return
+	}
+	token := strings.TrimSpace(r.PostForm.Get("token"))
+	if token == "" || len(token) > maxConsoleToken || s.cfg.Auth == nil {
+		s.render(w, r, http.StatusBadRequest, "signin", consolePage{Title: "Sign in", Error: "Enter an access token."}, nil)
+		return
+	}
+	if _, err := s.cfg.Auth.Authenticate(r.Context(), token); err != nil {
+		s.render(w, r, http.StatusUnauthorized, "signin", consolePage{Title: "Sign in", Error: "That access token is not valid."}, nil)
+		return
+	}
+	http.SetCookie(w, &http.Cookie{Name: consoleCookie, Value: token, Path: "/console/", HttpOnly: true,
+		SameSite: http.SameSiteStrictMode, Secure: r.TLS != nil, MaxAge: int((12 * time.Hour).Seconds())})
+	http.Redirect(w, r, "/console/", http.StatusSeeOther)
+}
+
+func (s *Server) handleConsoleSignOut(w http.ResponseWriter, r *http.Request) {
+	clearConsoleCookie(w, r)
+	http.Redirect(w, r, "/console/", http.StatusSeeOther)
+}
+
+func clearConsoleCookie(w http.ResponseWriter, r *http.Request) {
+	http.SetCookie(w, &http.Cookie{Name: consoleCookie, Value: "", Path: "/console/", HttpOnly: true,
+		SameSite: http.SameSiteStrictMode, Secure: r.TLS != nil, MaxAge: -1})
+}
+
+// handleConsoleOverview shows admins the server's activity; moderators,
+// whom the stats API does not serve, go to their rooms.
+func (s *Server) handleConsoleOverview(w http.ResponseWriter, r *http.Request, id Identity) {
+	if !id.Admin {
+		http.Redirect(w, r, "/console/rooms", http.StatusSeeOther)
+		return
+	}
+	const days = 30
+	now := time.Now()
+	var rep projections.ActivityReport
+	if s.cfg.Stats != nil {
+		rep = s.cfg.Stats.Report(now.AddDate(0, 0, -(days-1)), now, 10)
+	}
+	s.render(w, r, http.StatusOK, "overview", s.page(id, "Overview"), map[string]any{
+		"Days": days, "Report": rep, "Chart": activityChart(rep.Days),
+	})
+}
+
+func (s *Server) handleConsoleNames(w http.ResponseWriter, r *http.Request, id Identity) {
+	q := r.URL.Query().Get("q")
+	page := s.page(id, "Names")
+	data := map[string]any{"Query": q}
+	switch {
+	case q == "" || s.cfg.Names == nil:
+	case !utf8.ValidString(q) || utf8.RuneCountInString(q) > maxNameQueryChars:
+		page.Error = fmt.Sprintf("A name has at most %d characters.", maxNameQueryChars)
+		s.render(w, r, http.StatusBadRequest, "names", page, data)
+		return
+	default:
+		results, more := s.cfg.Names.Search(q, maxNameResults, s.nameVisibility(id))
+		data["Results"], data["More"] = results, more
+	}
+	s.render(w, r, http.StatusOK, "names", page, data)
+}
+
+// handleConsoleUser shows a user's names over time and their history, as
+// the view rules let the reader see them: admins everything; moderators
+// the user's names and entries in the rooms they moderate, and a refusal
+// when they share none with the user (as the user history API answers).
+func (s *Server) handleConsoleUser(w http.ResponseWriter, r *http.Request, id Identity) {
+	user, err := userVar(r)
+	if err != nil {
+		s.render(w, r, http.StatusBadRequest, "refused", consolePage{Title: "Not a user id", Who: id.User, Admin: id.Admin, Error: "That is not a Matrix user id."}, nil)
+		return
+	}
+	var hist consoleHistory
+	if s.cfg.RoomViews != nil {
+		hq, err := s.consoleHistoryQuery(r, id)
+		var page projections.HistoryPage
+		if err == nil {
+			page, err = s.cfg.RoomViews.UserHistory(user, hq)
+		}
+		if err != nil {
+			s.renderError(w, r, id, err)
+			return
+		}
+		hist = consoleHistoryOf(page, hq, "/console/users/"+url.PathEscape(string(user)), r.URL.Query(), true)
+	}
+	var uses []projections.NameUse
+	if s.cfg.Names != nil {
+		uses = s.cfg.Names.UserNames(user, s.consoleNameVisibility(id))
+	}
+	s.render(w, r, http.StatusOK, "user", s.page(id, string(user)), map[string]any{"Uses": uses, "History": hist})
+}
+
+// consoleNameVisibility narrows names search's visibility for user pages:
+// a moderator reviews a user in the rooms they moderate, so the page lists
+// only the names used there (the global ones show in names search).
+func (s *Server) consoleNameVisibility(id Identity) projections.NameVisibility {
+	vis := s.nameVisibility(id)
+	if vis == nil {
+		return nil
+	}
+	return func(use projections.NameUse) bool { return use.Room != "" && vis(use) }
+}

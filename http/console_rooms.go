@@ -1,0 +1,220 @@
+package http
+
+import (
+	"net/http"
+	"net/url"
+	"slices"
+	"time"
+
+	"github.com/profilestore/profilestore/domain"
+	"github.com/profilestore/profilestore/eventstore"
+	"github.com/profilestore/profilestore/projections"
+)
+
+// consoleRoomRoutes adds the room pages; like the room API they exist only
+// when the server has a room view.
+func (s *Server) consoleRoomRoutes() {
+	if s.cfg.RoomViews == nil {
+		return
+	}
+	s.router.HandleFunc("/console/rooms", s.consoleAuthed(s.handleConsoleRooms)).Methods(http.MethodGet)
+	s.router.HandleFunc("/console/rooms/{roomId}", s.consoleAuthed(s.handleConsoleRoom)).Methods(http.MethodGet)
+}
+
+// moderatedRooms lists the rooms the user moderates now; none without a room view.
+func (s *Server) moderatedRooms(user domain.UserID) []domain.RoomID {
+	if s.cfg.RoomViews == nil {
+		return nil
+	}
+	return s.cfg.RoomViews.ModeratedRooms(user)
+}
+
+func consoleRoomPath(room domain.RoomID) string {
+	return "/console/rooms/" + url.PathEscape(string(room))
+}
+
+// consoleURL is path with the non-empty values of q.
+func consoleURL(path string, q url.Values) string {
+	clean := url.Values{}
+	for k, vs := range q {
+		if len(vs) > 0 && vs[0] != "" {
+			clean.Set(k, vs[0])
+		}
+	}
+	if len(clean) == 0 {
+		return path
+	}
+	return path + "?" + clean.Encode()
+}
+
+// handleConsoleRooms lists the rooms the reader moderates and opens a room
+// by id (the form posts ?room= here, so it works without script).
+func (s *Server) handleConsoleRooms(w http.ResponseWriter, r *http.Request, id Identity) {
+	if raw := r.URL.Query().Get("room"); raw != "" {
+		room, err := domain.ParseRoomID(raw)
+		if err != nil {
+			s.renderError(w, r, id, err)
+			return
+		}
+		http.Redirect(w, r, consoleRoomPath(room), http.StatusSeeOther)
+		return
+	}
+	s.render(w, r, http.StatusOK, "rooms", s.page(id, "Rooms"), map[string]any{"Rooms": s.moderatedRooms(id.User)})
+}
+
+// consoleMoment reads the moment the room page shows members as of: the
+// API's ?at= (position) or ?at_ts= (ms), or the form's ?at_time= (a
+// datetime-local value, read as UTC). nil is now.
+func (s *Server) consoleMoment(r *http.Request) (*eventstore.Position, error) {
+	raw := r.URL.Query().Get("at_time")
+	if raw == "" {
+		return s.asOf(r)
+	}
+	if r.URL.Query().Get("at") != "" || r.URL.Query().Get("at_ts") != "" {
+		return nil, domain.Errorf(domain.ErrCodeInvalidParam, "Choose a position or a date and time, not both")
+	}
+	for _, layout := range []string{"2006-01-02T15:04:05", "2006-01-02T15:04"} {
+		if t, err := time.ParseInLocation(layout, raw, time.UTC); err == nil {
+			p := s.cfg.RoomViews.PositionAt(t)
+			return &p, nil
+		}
+	}
+	return nil, domain.Errorf(domain.ErrCodeInvalidParam, "The date and time must look like 2026-01-31T14:05 (UTC)")
+}
+
+// consoleHistoryQuery reads a history page's parameters (the API's) for
+// the reader, once the views have caught up with acknowledged writes.
+func (s *Server) consoleHistoryQuery(r *http.Request, id Identity) (projections.HistoryQuery, error) {
+	hq, err := historyQuery(r, projections.Viewer{User: id.User, Admin: id.Admin})
+	if err == nil {
+		err = s.waitForPosition(r)
+	}
+	return hq, err
+}
+
+// consoleMember is a room member with the room's moderator status now.
+type consoleMember struct {
+	projections.Member
+	Moderator bool
+}
+
+// handleConsoleRoom shows a room to an admin or one of its moderators:
+// members and look-alike alerts (now or as of a moment) and a page of the
+// history. It reads the room view with the reader as viewer, so it shows
+// what the API would show them.
+func (s *Server) handleConsoleRoom(w http.ResponseWriter, r *http.Request, id Identity) {
+	room, err := roomVar(r)
+	if err != nil {
+		s.renderError(w, r, id, err)
+		return
+	}
+	// The console reviews rooms; a moderator's other rooms (where they
+	// are a plain member) stay in their Matrix client.
+	if !id.Admin && !s.cfg.RoomViews.IsModerator(room, id.User) {
+		s.renderError(w, r, id, domain.Errorf(domain.ErrCodeForbidden, "You do not moderate this room, so the console does not show it to you."))
+		return
+	}
+	at, err := s.consoleMoment(r)
+	var hq projections.HistoryQuery
+	if err == nil {
+		hq, err = s.consoleHistoryQuery(r, id)
+	}
+	var members []projections.Member
+	var pos eventstore.Position
+	if err == nil {
+		members, pos, err = s.cfg.RoomViews.Members(room, at, hq.Viewer)
+	}
+	var hist projections.HistoryPage
+	if err == nil {
+		hist, err = s.cfg.RoomViews.RoomHistory(room, hq)
+	}
+	if err != nil {
+		s.renderError(w, r, id, err)
+		return
+	}
+	shown := make([]consoleMember, len(members))
+	for i, m := range members {
+		shown[i] = consoleMember{m, s.cfg.RoomViews.IsModerator(room, m.User)}
+	}
+	q := r.URL.Query()
+	path := consoleRoomPath(room)
+	s.render(w, r, http.StatusOK, "room", s.page(id, string(room)), map[string]any{
+		"Room": room, "Path": path, "Query": q, "AsOf": at != nil, "Position": pos,
+		"Members": shown, "Alerts": s.roomLookalikes(room, members),
+		"History": consoleHistoryOf(hist, hq, path, q, false),
+		"Kinds":   projections.HistoryKinds(),
+	})
+}
+
+// consoleEntry is a history entry as the console's tables show it.
+type consoleEntry struct {
+	projections.HistoryEntry
+	// Change says what changed in words; "none" stands for an unset (or
+	// erased) value.
+	Change string
+	// MembersThen links to the entry's room as of just after it.
+	MembersThen string
+}
+
+// consoleHistory is a page of history with links that page on with the
+// view's stable tokens, keeping the other parameters.
+type consoleHistory struct {
+	Entries   []consoleEntry
+	Backwards bool
+	// ShowRoom is set for a user's history, which spans rooms.
+	ShowRoom bool
+	// Further continues in the page's direction; Back turns round at its start.
+	Further, Back string
+}
+
+func consoleHistoryOf(page projections.HistoryPage, q projections.HistoryQuery, path string, params url.Values, showRoom bool) consoleHistory {
+	h := consoleHistory{Backwards: q.Backwards, ShowRoom: showRoom}
+	for _, e := range page.Entries {
+		ce := consoleEntry{HistoryEntry: e, Change: describeChange(e)}
+		if e.Room != "" {
+			ce.MembersThen = consoleURL(consoleRoomPath(e.Room), url.Values{"at": {e.Position.String()}})
+		}
+		h.Entries = append(h.Entries, ce)
+	}
+	link := func(dir, from string) string {
+		p := url.Values{}
+		for k, v := range params {
+			p[k] = slices.Clone(v)
+		}
+		p.Set("dir", dir)
+		p.Set("from", from)
+		return consoleURL(path, p)
+	}
+	here, there := "f", "b"
+	if q.Backwards {
+		here, there = "b", "f"
+	}
+	if page.End != "" {
+		h.Further = link(here, page.End)
+	}
+	if q.From != "" {
+		h.Back = link(there, page.Start)
+	}
+	return h
+}
+
+// describeChange puts an entry's values in words.
+func describeChange(e projections.HistoryEntry) string {
+	switch {
+	case e.Field == domain.KeyDisplayName:
+		return orNone(e.Old.DisplayName) + " → " + orNone(e.New.DisplayName)
+	case e.Field == domain.KeyAvatarURL:
+		return orNone(e.Old.AvatarURL) + " → " + orNone(e.New.AvatarURL)
+	case e.Kind == projections.KindJoin || e.Kind == projections.KindInvite:
+		return "as " + orNone(e.New.DisplayName)
+	default:
+		return "was " + orNone(e.Old.DisplayName)
+	}
+}
+
+func orNone(s *string) string {
+	if s == nil || *s == "" {
+		return "none"
+	}
+	return *s
+}
