@@ -87,6 +87,9 @@ type userState struct {
 // memberRec is one user in one room: every membership period in order.
 type memberRec struct {
 	periods []period
+	// room is the room this record belongs to, so a global change reaches
+	// the room's state without a map lookup per room.
+	room *roomState
 }
 
 // period starts at a membership event and lasts until the next.
@@ -411,9 +414,15 @@ func (v *Rooms) newChange(e *domain.Event, k kind) (*change, uint32) {
 }
 
 func (v *Rooms) addEntry(room domain.RoomID, r *roomState, user domain.UserID, u *userState, ci uint32, old *string) {
+	appendEntry(r, user, ci, old)
+	u.touched[room] = struct{}{}
+}
+
+// appendEntry adds a line to a room's history; rooms a user is joined to
+// are already in its touched set, so the global fan-out skips that write.
+func appendEntry(r *roomState, user domain.UserID, ci uint32, old *string) {
 	r.entries = append(r.entries, roomEntry{c: ci, old: old})
 	r.byUser[user] = append(r.byUser[user], uint32(len(r.entries)-1))
-	u.touched[room] = struct{}{}
 }
 
 func (v *Rooms) applyGlobal(e *domain.Event) {
@@ -441,14 +450,14 @@ func (v *Rooms) applyGlobal(e *domain.Event) {
 		return
 	}
 	// Only the history fans out; the room values follow from u.prop below.
-	for roomID, m := range u.joined {
+	for _, m := range u.joined {
 		p := m.current()
 		if prop == domain.PropagateUnchanged && u.hasOverride(p, f) {
 			continue
 		}
 		before := u.value(p, f, v.last)
 		if !sameValue(before, val) {
-			v.addEntry(roomID, v.room(roomID), e.User, u, ci, before)
+			appendEntry(m.room, e.User, ci, before)
 		}
 	}
 	u.prop[f] = append(u.prop[f], propChange{pos: e.Position, val: val})
@@ -462,7 +471,7 @@ func (v *Rooms) applyMembership(e *domain.Event) {
 	u := v.user(e.User)
 	m := r.members[e.User]
 	if m == nil {
-		m = &memberRec{}
+		m = &memberRec{room: r}
 		r.members[e.User] = m
 	}
 	cur := m.current()

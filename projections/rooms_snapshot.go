@@ -218,7 +218,7 @@ func (v *Rooms) Load(dec *gob.Decoder) error {
 			n.user(user).touched[rr.ID] = struct{}{}
 		}
 		for _, rm := range rr.Members {
-			m := &memberRec{periods: make([]period, len(rm.Periods))}
+			m := &memberRec{periods: make([]period, len(rm.Periods)), room: r}
 			for i, rp := range rm.Periods {
 				p := period{pos: rp.Pos, state: rp.State}
 				for f := range numFields {
