@@ -56,9 +56,15 @@ python3 -c 'import yaml' 2>/dev/null || die "python3 needs PyYAML (pip install p
 if [ ! -x "$BIN/dendrite" ] || [ ! -x "$BIN/generate-config" ] || [ ! -x "$BIN/generate-keys" ]; then
   log "building Dendrite $DENDRITE_VERSION (GOFLAGS=$GOFLAGS)"
   start=$(date +%s)
-  GOBIN="$BIN" go install "github.com/element-hq/dendrite/cmd/dendrite@$DENDRITE_VERSION" \
-    "github.com/element-hq/dendrite/cmd/generate-keys@$DENDRITE_VERSION" \
-    "github.com/element-hq/dendrite/cmd/generate-config@$DENDRITE_VERSION"
+  # Not "go install ...@version": that also reads the module's version list
+  # (for deprecations), which a restricted proxy may refuse. A throw-away
+  # module pinned to the release needs only that release and its go.mod.
+  mod="$WORK/dendrite-build"
+  mkdir -p "$mod"
+  (cd "$mod" && rm -f go.mod go.sum && go mod init e2e/dendrite-build >/dev/null 2>&1 &&
+    go get "github.com/element-hq/dendrite@$DENDRITE_VERSION" &&
+    go build -mod=mod -o "$BIN/" github.com/element-hq/dendrite/cmd/dendrite \
+      github.com/element-hq/dendrite/cmd/generate-keys github.com/element-hq/dendrite/cmd/generate-config)
   echo "built in $(( $(date +%s) - start )) s"
 fi
 log "building profilestore"
@@ -174,49 +180,83 @@ api "$A" PUT "/rooms/$(enc "$R1")/state/m.room.member/$(enc "$ALICE")" \
 wait_ps "$R1" "$ALICE" "Captain Alice" || true
 sleep 1 # let any late event arrive before comparing
 
-# 5. Compare.
+# 5. Compare what a client of each sees now.
 fail=0
 mismatch() { echo "MISMATCH: $*"; fail=1; }
 [ "$rename_ok" = 1 ] || mismatch "the global rename did not reach profilestore in both rooms"
+label() { if [ "$1" = "$R1" ]; then echo R1; else echo R2; fi; }
 
-log "global profiles"
-for u in "$ALICE" "$BOB"; do
-  h=$(api "$A" GET "/profile/$(enc "$u")/displayname" | jq -r '.displayname // ""')
-  p=$(curl -sf "$PS/_matrix/client/v3/profile/$(enc "$u")/displayname" | jq -r '.displayname // ""' || echo "<error>")
-  printf '%-22s homeserver=%-16s profilestore=%s\n' "$u" "$h" "$p"
-  [ "$h" = "$p" ] || mismatch "global displayname of $u"
-done
-
-log "members per room: homeserver joined_members vs profilestore members (admin)"
-printf '%-8s %-22s %-18s %-18s %s\n' room user homeserver profilestore ""
-for r in "$R1" "$R2"; do
-  label=R1; [ "$r" = "$R2" ] && label=R2
-  hs_json=$(api "$A" GET "/rooms/$(enc "$r")/joined_members")
-  ps_json=$(psc "$ADM" "/_profilestore/v1/rooms/$(enc "$r")/members") || { mismatch "profilestore members of $r"; continue; }
-  hs_rows=$(jq -r '.joined | to_entries[] | [.key, (.value.display_name // ""), (.value.avatar_url // "")] | @tsv' <<<"$hs_json" | sort)
-  ps_rows=$(jq -r '.members[] | select(.membership=="join") | [.user_id, (.displayname // ""), (.avatar_url // "")] | @tsv' <<<"$ps_json" | sort)
-  for u in $(printf '%s\n%s\n' "$hs_rows" "$ps_rows" | cut -f1 | sort -u); do
-    h=$(awk -F'\t' -v u="$u" '$1==u {print $2; f=1} END {if (!f) print "<absent>"}' <<<"$hs_rows")
-    p=$(awk -F'\t' -v u="$u" '$1==u {print $2; f=1} END {if (!f) print "<absent>"}' <<<"$ps_rows")
-    mark=ok; [ "$h" = "$p" ] || mark=MISMATCH
-    printf '%-8s %-22s %-18s %-18s %s\n' "$label" "$u" "$h" "$p" "$mark"
+compare() { # phase title
+  log "$1: global profiles"
+  for u in "$ALICE" "$BOB"; do
+    h=$(api "$A" GET "/profile/$(enc "$u")" | jq -r '[.displayname // "", .avatar_url // ""] | join(" ")')
+    p=$(curl -sf "$PS/_matrix/client/v3/profile/$(enc "$u")" | jq -r '[.displayname // "", .avatar_url // ""] | join(" ")' || echo "<error>")
+    printf '%-18s homeserver=%-34s profilestore=%s\n' "$u" "$h" "$p"
+    [ "$h" = "$p" ] || mismatch "$1: global profile of $u"
   done
-  [ "$hs_rows" = "$ps_rows" ] || mismatch "members of $label ($r) differ (names or avatars)"
+  log "$1: members per room: homeserver joined_members vs profilestore members (admin)"
+  printf '%-4s %-18s %-42s %-42s %s\n' room user "homeserver (name avatar)" "profilestore (name avatar)" ""
+  for r in "$R1" "$R2"; do
+    hs_json=$(api "$A" GET "/rooms/$(enc "$r")/joined_members")
+    ps_json=$(psc "$ADM" "/_profilestore/v1/rooms/$(enc "$r")/members") || { mismatch "$1: profilestore members of $r"; continue; }
+    hs_rows=$(jq -r '.joined | to_entries[] | [.key, (.value.display_name // ""), (.value.avatar_url // "")] | @tsv' <<<"$hs_json" | sort)
+    ps_rows=$(jq -r '.members[] | select(.membership=="join") | [.user_id, (.displayname // ""), (.avatar_url // "")] | @tsv' <<<"$ps_json" | sort)
+    for u in $(printf '%s\n%s\n' "$hs_rows" "$ps_rows" | cut -f1 | sort -u); do
+      h=$(awk -F'\t' -v u="$u" '$1==u {print $2 " " $3; f=1} END {if (!f) print "<absent>"}' <<<"$hs_rows")
+      p=$(awk -F'\t' -v u="$u" '$1==u {print $2 " " $3; f=1} END {if (!f) print "<absent>"}' <<<"$ps_rows")
+      mark=ok; [ "$h" = "$p" ] || mark=MISMATCH
+      printf '%-4s %-18s %-42s %-42s %s\n' "$(label "$r")" "$u" "$h" "$p" "$mark"
+    done
+    [ "$hs_rows" = "$ps_rows" ] || mismatch "$1: members of $(label "$r") ($r) differ"
+  done
+}
+compare "after the rename and the nickname"
+
+# 6. More of what homeservers do: a second global rename (Dendrite rewrites
+# every room's member event, the nickname room included), a global avatar,
+# and bob leaving R2.
+log "alice renames again, sets an avatar; bob leaves R2"
+api "$A" PUT "/profile/$(enc "$ALICE")/displayname" '{"displayname":"Alice Two"}' >/dev/null
+api "$A" PUT "/profile/$(enc "$ALICE")/avatar_url" '{"avatar_url":"mxc://localhost/alice-avatar"}' >/dev/null
+api "$B" POST "/rooms/$(enc "$R2")/leave" '{}' >/dev/null
+for _ in $(seq 300); do
+  [ "$(psc "$ADM" "/_profilestore/v1/rooms/$(enc "$R2")/members" | jq -r --arg u "$BOB" '[.members[] | select(.user_id==$u)] | length')" = 0 ] &&
+    [ "$(psc "$ADM" "/_profilestore/v1/rooms/$(enc "$R1")/members" | jq -r --arg u "$ALICE" '.members[] | select(.user_id==$u) | .avatar_url // ""')" = mxc://localhost/alice-avatar ] && break
+  sleep 0.1
 done
+sleep 1
+compare "after the second rename, the avatar and the leave"
 
 log "room histories (profilestore, admin, oldest first)"
-# history room -> "user kind old->new" lines
+# history room -> "user<TAB>kind|field|old -> new" lines (avatar_url values for avatar entries)
 history() { psc "$ADM" "/_profilestore/v1/rooms/$(enc "$1")/history?dir=f&limit=1000" |
-  jq -r '.chunk[] | [.user_id, .kind, (.field // "-"), ((.old.displayname // "") + " -> " + (.new.displayname // ""))] | @tsv'; }
+  jq -r '.chunk[] | (if .field == "avatar_url" then "avatar_url" else "displayname" end) as $f |
+    [.user_id, ([.kind, (.field // "-"), ((.old[$f] // "") + " -> " + (.new[$f] // ""))] | join("|"))] | @tsv'; }
+want_alice_R1="join|-| -> Alice
+global_rename|displayname|Alice -> Alice Renamed
+room_rename|displayname|Alice Renamed -> Captain Alice
+override_cleared|displayname|Captain Alice -> Alice Two
+global_avatar|avatar_url| -> mxc://localhost/alice-avatar"
+want_alice_R2="join|-| -> Alice
+global_rename|displayname|Alice -> Alice Renamed
+global_rename|displayname|Alice Renamed -> Alice Two
+global_avatar|avatar_url| -> mxc://localhost/alice-avatar"
+want_bob_R1="join|-| -> bob"
+want_bob_R2="join|-| -> bob
+leave|-|bob -> "
 for r in "$R1" "$R2"; do
-  label=R1; [ "$r" = "$R2" ] && label=R2
-  h=$(history "$r") || { mismatch "profilestore history of $label"; continue; }
-  echo "-- $label $r"; sed 's/^/   /' <<<"$h"
-  alice=$(awk -F'\t' -v u="$ALICE" '$1==u {print $2 "|" $4}' <<<"$h" | paste -sd' ' -)
-  want="join| -> Alice global_rename|Alice -> Alice Renamed"
-  [ "$r" = "$R1" ] && want="$want room_rename|Alice Renamed -> Captain Alice"
-  [ "$alice" = "$want" ] || mismatch "$label history of alice: got [$alice] want [$want]"
-  [ "$(awk -F'\t' -v u="$BOB" '$1==u {print $2}' <<<"$h" | paste -sd' ' -)" = join ] || mismatch "$label history of bob: want one join"
+  l=$(label "$r")
+  h=$(history "$r") || { mismatch "profilestore history of $l"; continue; }
+  echo "-- $l $r"; sed 's/^/   /' <<<"$h"
+  for who in alice bob; do
+    u=$ALICE; [ "$who" = bob ] && u=$BOB
+    got=$(awk -F'\t' -v u="$u" '$1==u {print $2}' <<<"$h")
+    want_var="want_${who}_$l"
+    [ "$got" = "${!want_var}" ] || mismatch "$l history of $u: got
+$got
+want
+${!want_var}"
+  done
 done
 
 log "alice's global changes (profilestore user history, admin)"
@@ -224,8 +264,10 @@ uh=$(psc "$ADM" "/_profilestore/v1/users/$(enc "$ALICE")/history?dir=f&limit=100
   jq -r '.chunk[] | select(.room_id == null) | [.kind, (.field // "-"), ((.old.displayname // "") + " -> " + (.new.displayname // ""))] | @tsv') ||
   mismatch "profilestore user history of alice"
 sed 's/^/   /' <<<"$uh"
-n=$(grep -c 'Alice Renamed$' <<<"$uh" || true)
-[ "$n" = 1 ] || mismatch "the rename is recorded $n times as a global change, want 1"
+for name in "Alice Renamed" "Alice Two"; do
+  n=$(grep -c -- "-> $name\$" <<<"$uh" || true)
+  [ "$n" = 1 ] || mismatch "the rename to $name is recorded $n times as a global change, want 1"
+done
 
 # Transactions as received (trace log), kept for fixtures.
 jq -c 'select(.msg=="appservice transaction received") | {txn_id, events, body: (.body | fromjson)}' \
@@ -235,13 +277,13 @@ echo "transactions received: $(wc -l < "$WORK/transactions.ndjson"), events: $(j
   "(saved in $WORK/transactions.ndjson)"
 grep -E '"level":"(warning|error)"' "$WORK/profilestore.log" | sed 's/^/profilestore: /' | head -20 || true
 
-# The store's own record: alice's profile stream holds exactly two
-# displayname writes (the first name, seen at her first join, and the rename).
+# The store's own record: alice's profile stream holds exactly four
+# field writes: the first name (seen at her first join), two renames, the avatar.
 kill "$PS_PID"; wait "$PS_PID" 2>/dev/null || true # export needs the store file's lock
 sets=$("$BIN/profilestore" -c "$WORK/profilestore.yaml" export 2>/dev/null |
   jq -r --arg s "profile-$ALICE" 'select(.stream==$s and .type=="profile.field_set") | .type' | wc -l)
-echo "profile.field_set events in profile-$ALICE: $sets (want 2: the first name and the rename)"
-[ "$sets" -eq 2 ] || mismatch "alice's profile stream has $sets field_set events"
+echo "profile.field_set events in profile-$ALICE: $sets (want 4: the first name, two renames, the avatar)"
+[ "$sets" -eq 4 ] || mismatch "alice's profile stream has $sets field_set events"
 
 echo
 if [ "$fail" = 0 ]; then echo "PASS: profilestore agrees with Dendrite $DENDRITE_VERSION"; else echo "FAIL: see MISMATCH lines above"; fi
