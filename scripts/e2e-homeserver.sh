@@ -189,8 +189,8 @@ label() { if [ "$1" = "$R1" ]; then echo R1; else echo R2; fi; }
 compare() { # phase title
   log "$1: global profiles"
   for u in "$ALICE" "$BOB"; do
-    h=$(api "$A" GET "/profile/$(enc "$u")" | jq -r '[.displayname // "", .avatar_url // ""] | join(" ")')
-    p=$(curl -sf "$PS/_matrix/client/v3/profile/$(enc "$u")" | jq -r '[.displayname // "", .avatar_url // ""] | join(" ")' || echo "<error>")
+    h=$(api "$A" GET "/profile/$(enc "$u")" | jq -r '[.displayname // "", .avatar_url // empty] | join(" ")')
+    p=$(curl -sf "$PS/_matrix/client/v3/profile/$(enc "$u")" | jq -r '[.displayname // "", .avatar_url // empty] | join(" ")' || echo "<error>")
     printf '%-18s homeserver=%-34s profilestore=%s\n' "$u" "$h" "$p"
     [ "$h" = "$p" ] || mismatch "$1: global profile of $u"
   done
@@ -202,8 +202,8 @@ compare() { # phase title
     hs_rows=$(jq -r '.joined | to_entries[] | [.key, (.value.display_name // ""), (.value.avatar_url // "")] | @tsv' <<<"$hs_json" | sort)
     ps_rows=$(jq -r '.members[] | select(.membership=="join") | [.user_id, (.displayname // ""), (.avatar_url // "")] | @tsv' <<<"$ps_json" | sort)
     for u in $(printf '%s\n%s\n' "$hs_rows" "$ps_rows" | cut -f1 | sort -u); do
-      h=$(awk -F'\t' -v u="$u" '$1==u {print $2 " " $3; f=1} END {if (!f) print "<absent>"}' <<<"$hs_rows")
-      p=$(awk -F'\t' -v u="$u" '$1==u {print $2 " " $3; f=1} END {if (!f) print "<absent>"}' <<<"$ps_rows")
+      h=$(awk -F'\t' -v u="$u" '$1==u {print ($3 == "" ? $2 : $2 " " $3); f=1} END {if (!f) print "<absent>"}' <<<"$hs_rows")
+      p=$(awk -F'\t' -v u="$u" '$1==u {print ($3 == "" ? $2 : $2 " " $3); f=1} END {if (!f) print "<absent>"}' <<<"$ps_rows")
       mark=ok; [ "$h" = "$p" ] || mark=MISMATCH
       printf '%-4s %-18s %-42s %-42s %s\n' "$(label "$r")" "$u" "$h" "$p" "$mark"
     done
@@ -261,7 +261,7 @@ done
 
 log "alice's global changes (profilestore user history, admin)"
 uh=$(psc "$ADM" "/_profilestore/v1/users/$(enc "$ALICE")/history?dir=f&limit=1000" |
-  jq -r '.chunk[] | select(.room_id == null) | [.kind, (.field // "-"), ((.old.displayname // "") + " -> " + (.new.displayname // ""))] | @tsv') ||
+  jq -r '.chunk[] | select(.room_id == null) | (.field // "displayname") as $f | [.kind, $f, ((.old[$f] // "") + " -> " + (.new[$f] // ""))] | @tsv') ||
   mismatch "profilestore user history of alice"
 sed 's/^/   /' <<<"$uh"
 for name in "Alice Renamed" "Alice Two"; do
