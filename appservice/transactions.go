@@ -183,6 +183,7 @@ func (in *Ingester) handleTransaction(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	sum := sha256.Sum256(body)
+	in.logReceived(txnID, body, len(txn.Events))
 	status, err := in.process(r.Context(), txnID, hex.EncodeToString(sum[:]), txn)
 	if err != nil {
 		// The store or the homeserver failed, not the input: answer so the
@@ -195,6 +196,28 @@ func (in *Ingester) handleTransaction(w http.ResponseWriter, r *http.Request) {
 	}
 	in.metrics.transactions.WithLabelValues(status).Inc()
 	writeJSON(w, http.StatusOK, struct{}{})
+}
+
+// traceBodyLimit caps the transaction body logged at trace level.
+const traceBodyLimit = 64 << 10
+
+// logReceived logs a transaction's size at debug level and, at trace level,
+// its body (up to traceBodyLimit bytes): what a homeserver really sends, for
+// debugging and for test fixtures (scripts/e2e-homeserver.sh captures them).
+func (in *Ingester) logReceived(txnID string, body []byte, events int) {
+	e := in.log.WithFields(logrus.Fields{"txn_id": txnID, "bytes": len(body), "events": events})
+	if e.Logger == nil || !e.Logger.IsLevelEnabled(logrus.DebugLevel) {
+		return
+	}
+	if !e.Logger.IsLevelEnabled(logrus.TraceLevel) {
+		e.Debug("appservice transaction received")
+		return
+	}
+	if len(body) > traceBodyLimit {
+		body = body[:traceBodyLimit]
+		e = e.WithField("body_truncated", true)
+	}
+	e.WithField("body", string(body)).Trace("appservice transaction received")
 }
 
 // process applies a transaction unless the ledger already holds it.
