@@ -80,6 +80,20 @@ type Runner struct {
 
 	cancel context.CancelFunc
 	done   chan struct{}
+
+	// While following the log live, deferred views run in their own
+	// goroutine behind the primary ones: the primary stage hands each event
+	// over on deferred and never waits for a deferred view's work.
+	deferred     chan deferredItem
+	deferredDone chan struct{}
+	snapshots    chan chan error // snapshot requests served by the deferred stage
+}
+
+// deferredItem is an event the primary views have applied.
+type deferredItem struct {
+	pos     eventstore.Position
+	e       domain.Event
+	decoded bool
 }
 
 // NewRunner returns a runner; Start loads the snapshot and begins applying.
@@ -128,6 +142,12 @@ func (r *Runner) Start(ctx context.Context, progress func(applied, total uint64)
 	subCtx, cancel := context.WithCancel(context.Background())
 	r.cancel = cancel
 	r.done = make(chan struct{})
+	if len(r.opts.Deferred) > 0 {
+		r.deferred = make(chan deferredItem, 4096)
+		r.deferredDone = make(chan struct{})
+		r.snapshots = make(chan chan error)
+		go r.runDeferred()
+	}
 	go r.follow(subCtx)
 	return nil
 }
@@ -156,7 +176,7 @@ func (r *Runner) catchUp(ctx context.Context, head eventstore.Position, progress
 func (r *Runner) follow(ctx context.Context) {
 	defer close(r.done)
 	for ctx.Err() == nil {
-		sub, err := r.opts.Store.Subscribe(ctx, r.Checkpoint(), eventstore.Filter{StreamPrefixes: []string{domain.ProfileCategory, domain.RoomCategory}})
+		sub, err := r.opts.Store.Subscribe(ctx, r.acknowledgedPosition(), eventstore.Filter{StreamPrefixes: []string{domain.ProfileCategory, domain.RoomCategory}})
 		if err != nil {
 			r.fail(err)
 			if !sleepCtx(ctx, time.Second) {
@@ -175,9 +195,110 @@ func (r *Runner) follow(ctx context.Context) {
 				}
 				break
 			}
-			r.applyBatch(ctx, []eventstore.RecordedEvent{rec})
+			if r.deferred == nil {
+				r.applyBatch(ctx, []eventstore.RecordedEvent{rec})
+			} else {
+				r.applyLive(ctx, rec)
+			}
 		}
 	}
+}
+
+func (r *Runner) acknowledgedPosition() eventstore.Position {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.acknowledged
+}
+
+// applyLive is the primary stage of the live pipeline: decode, apply the
+// primary views, acknowledge, and hand the event to the deferred stage.
+func (r *Runner) applyLive(ctx context.Context, rec eventstore.RecordedEvent) {
+	r.applyMu.Lock()
+	if !r.acknowledgedPosition().Before(rec.Position) {
+		r.applyMu.Unlock()
+		return // seen already (a resubscription overlaps)
+	}
+	item := deferredItem{pos: rec.Position}
+	e, err := domain.Decode(ctx, r.opts.Sealer, rec)
+	if err != nil {
+		r.log.WithError(err).WithField("stream", rec.Stream).Warn("projections: skipping an event that cannot be decoded")
+	} else {
+		for _, v := range r.opts.Views {
+			v.Apply(&e)
+		}
+		item.e, item.decoded = e, true
+	}
+	r.setAcknowledged(rec.Position)
+	r.applyMu.Unlock()
+	// Outside the lock: a snapshot pauses this stage by taking the lock and
+	// drains what was handed over, which needs this send to go through.
+	r.deferred <- item
+}
+
+// runDeferred is the deferred stage: it applies deferred views in log
+// order, moves the checkpoint, and writes snapshots.
+func (r *Runner) runDeferred() {
+	defer close(r.deferredDone)
+	for {
+		select {
+		case item, ok := <-r.deferred:
+			if !ok {
+				return
+			}
+			erased := r.applyDeferred(&item)
+			pos := item.pos
+			if r.opts.SnapshotPath != "" && (erased || r.snapshotDue()) {
+				var err error
+				if pos, err = r.pausedSnapshot(pos); err != nil {
+					r.log.WithError(err).Warn("projections: snapshot failed")
+				}
+			}
+			r.setCheckpoint(pos)
+		case reply := <-r.snapshots:
+			pos, err := r.pausedSnapshot(r.Checkpoint())
+			r.setCheckpoint(pos)
+			reply <- err
+		}
+	}
+}
+
+// applyDeferred applies one event to the deferred views; it reports an erasure.
+func (r *Runner) applyDeferred(item *deferredItem) bool {
+	r.sinceSnapshot++
+	if !item.decoded {
+		return false
+	}
+	for _, v := range r.opts.Deferred {
+		v.Apply(&item.e)
+	}
+	if r.opts.OnApply != nil {
+		r.opts.OnApply(&item.e)
+	}
+	if item.e.Type == domain.TypeErased {
+		// Another instance may have destroyed the keys: drop the ciphers
+		// this process still holds for them.
+		r.opts.Sealer.Forget(item.e.User)
+		return true
+	}
+	return false
+}
+
+func (r *Runner) snapshotDue() bool {
+	return r.sinceSnapshot >= r.opts.SnapshotEvery || time.Since(r.lastSnapshot) > r.opts.SnapshotInterval
+}
+
+// pausedSnapshot stops the primary stage, lets the deferred views catch up
+// with it so every view stands at one position, saves them, and returns that
+// position. It runs on the deferred stage's goroutine.
+func (r *Runner) pausedSnapshot(pos eventstore.Position) (eventstore.Position, error) {
+	r.applyMu.Lock()
+	defer r.applyMu.Unlock()
+	for pos.Before(r.acknowledgedPosition()) {
+		item := <-r.deferred
+		r.applyDeferred(&item)
+		pos = item.pos
+	}
+	return pos, r.saveSnapshotLocked(pos)
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) bool {
@@ -207,18 +328,9 @@ func (r *Runner) applyBatch(ctx context.Context, recs []eventstore.RecordedEvent
 					v.Apply(&e)
 				}
 				r.setAcknowledged(rec.Position)
-				for _, v := range r.opts.Deferred {
-					v.Apply(&e)
-				}
-				if e.Type == domain.TypeErased {
-					// Another instance may have destroyed the keys: drop
-					// the ciphers this process still holds for them.
-					r.opts.Sealer.Forget(e.User)
-					erased = true
-				}
-				if r.opts.OnApply != nil {
-					r.opts.OnApply(&e)
-				}
+				item := deferredItem{pos: rec.Position, e: e, decoded: true}
+				erased = r.applyDeferred(&item) || erased
+				continue
 			}
 		}
 		r.sinceSnapshot++
@@ -226,7 +338,7 @@ func (r *Runner) applyBatch(ctx context.Context, recs []eventstore.RecordedEvent
 	last := recs[len(recs)-1].Position
 	// The snapshot is written before the checkpoint moves, so whoever waits
 	// for an erasure sees it only once no snapshot holds the erased values.
-	if r.opts.SnapshotPath != "" && (erased || r.sinceSnapshot >= r.opts.SnapshotEvery || time.Since(r.lastSnapshot) > r.opts.SnapshotInterval) {
+	if r.opts.SnapshotPath != "" && (erased || r.snapshotDue()) {
 		if err := r.saveSnapshotLocked(last); err != nil {
 			r.log.WithError(err).Warn("projections: snapshot failed")
 		}
@@ -327,6 +439,12 @@ func (r *Runner) Close() error {
 	if r.cancel != nil {
 		r.cancel()
 		<-r.done
+		r.cancel = nil
+		if r.deferred != nil {
+			close(r.deferred) // the deferred stage applies what it was handed, then ends
+			<-r.deferredDone
+			r.deferred = nil
+		}
 	}
 	return r.SaveSnapshot()
 }
@@ -336,6 +454,14 @@ func (r *Runner) Close() error {
 func (r *Runner) SaveSnapshot() error {
 	if r.opts.SnapshotPath == "" {
 		return nil
+	}
+	if r.deferred != nil {
+		reply := make(chan error, 1)
+		select {
+		case r.snapshots <- reply:
+			return <-reply
+		case <-r.deferredDone:
+		}
 	}
 	r.applyMu.Lock()
 	defer r.applyMu.Unlock()

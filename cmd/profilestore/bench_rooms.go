@@ -32,6 +32,7 @@ type renameFigures struct {
 	rooms         int
 	p50, p99      time.Duration
 	visibleMax    time.Duration // ack until every room's view shows it (worst rename)
+	settledMax    time.Duration // ack until every deferred view (history, names, stats) applied it
 	visibleChecks int
 }
 
@@ -73,9 +74,9 @@ func (b *bench) runRooms(ctx context.Context, a *app, srv *pshttp.Server, rb roo
 		figs = append(figs, f)
 	}
 	fmt.Fprintf(&s, "\n### A global display-name change, 1 room vs %d rooms (HTTP, durable, acknowledged after the local views applied it)\n\n", rb.rooms)
-	s.WriteString("| rooms | renames | ack p50 | ack p99 | ack → all rooms' views show it (worst) |\n|---:|---:|---:|---:|---:|\n")
+	s.WriteString("| rooms | renames | ack p50 | ack p99 | ack → all rooms' views show it (worst) | ack → every deferred view applied it (worst) |\n|---:|---:|---:|---:|---:|---:|\n")
 	for _, f := range figs {
-		fmt.Fprintf(&s, "| %d | %d | %s | %s | %s (%d room views checked per rename) |\n", f.rooms, rb.renames, fmtDur(f.p50), fmtDur(f.p99), fmtDur(f.visibleMax), f.visibleChecks)
+		fmt.Fprintf(&s, "| %d | %d | %s | %s | %s (%d room views read per rename) | %s |\n", f.rooms, rb.renames, fmtDur(f.p50), fmtDur(f.p99), fmtDur(f.visibleMax), f.visibleChecks, fmtDur(f.settledMax))
 	}
 	if figs[0].p50 > 0 {
 		fmt.Fprintf(&s, "\nRatio of acknowledgement latency, %d rooms / 1 room: p50 %.2fx, p99 %.2fx.\n", rb.rooms,
@@ -138,6 +139,10 @@ func (b *bench) measureRenames(ctx context.Context, a *app, client *http.Client,
 		if resp.StatusCode != http.StatusOK {
 			return f, fmt.Errorf("rename: HTTP %d", resp.StatusCode)
 		}
+		pos, err := eventstore.ParsePosition(resp.Header.Get("X-Profilestore-Position"))
+		if err != nil {
+			return f, err
+		}
 		lat = append(lat, acked.Sub(t0))
 		// Every room's view must show the new name; time until all do.
 		for r := 0; r < rooms; r++ {
@@ -156,6 +161,16 @@ func (b *bench) measureRenames(ctx context.Context, a *app, client *http.Client,
 			}
 		}
 		f.visibleMax = max(f.visibleMax, time.Since(acked))
+		// Let the deferred views finish before the next rename, so each
+		// acknowledgement is measured alone, not racing the last fan-out
+		// for the machine's two cores.
+		if err := a.runner.WaitFor(ctx, pos); err != nil {
+			return f, err
+		}
+		f.settledMax = max(f.settledMax, time.Since(acked))
+		// The check above made garbage of its own (10,000 member lists);
+		// collect it here so the next acknowledgement does not pay for it.
+		runtime.GC()
 	}
 	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
 	f.p50, f.p99 = lat[len(lat)/2], lat[min(len(lat)-1, len(lat)*99/100)]
