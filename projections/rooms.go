@@ -68,6 +68,7 @@ var stateNames = [...]string{domain.MembershipLeave, domain.MembershipJoin, doma
 type propChange struct {
 	pos eventstore.Position
 	val *string
+	ci  uint32 // the change that made it
 }
 
 type userState struct {
@@ -96,6 +97,7 @@ type memberRec struct {
 type period struct {
 	pos   eventstore.Position
 	state uint8
+	ci    uint32 // the membership change that began it
 	// names are the values given at the join or invite.
 	names [numFields]*string
 	// ovr are the per-room overrides set and cleared (val nil) in the period.
@@ -112,10 +114,57 @@ type roomState struct {
 }
 
 // roomEntry is one line of a room's history: a change and, for global
-// changes (which are shared by rooms), the value the room showed before.
+// changes (which are shared by rooms), where the value the room showed
+// before came from. It holds no pointer, so the garbage collector never
+// scans the millions of entries a busy server keeps.
 type roomEntry struct {
 	c   uint32
-	old *string
+	old valueRef
+}
+
+// valueRef names a value by the change that set it: 0 is unset; otherwise
+// the change index plus one, with refNames set when the value is one of the
+// names given at a join or invite (change.names) rather than change.new.
+type valueRef uint32
+
+const refNames valueRef = 1 << 31
+
+// source is value's counterpart that names where the value came from.
+func (u *userState) source(p *period, f int, at eventstore.Position) valueRef {
+	names := func() valueRef {
+		if p.names[f] == nil {
+			return 0
+		}
+		return valueRef(p.ci+1) | refNames
+	}
+	if p.state != stJoin {
+		return names()
+	}
+	if i := lastLE(p.ovr[f], propPos, at); i >= 0 && p.ovr[f][i].val != nil {
+		o := p.ovr[f][i]
+		if a := lastLE(u.allAt[f], posPos, at); a < 0 || u.allAt[f][a].Before(o.pos) {
+			return valueRef(o.ci + 1)
+		}
+	}
+	if i := lastLE(u.prop[f], propPos, at); i >= 0 && p.pos.Before(u.prop[f][i].pos) {
+		if u.prop[f][i].val == nil {
+			return 0
+		}
+		return valueRef(u.prop[f][i].ci + 1)
+	}
+	return names()
+}
+
+// resolve returns the value a reference names (nil once erased).
+func (v *Rooms) resolve(ref valueRef, f int) *string {
+	if ref == 0 {
+		return nil
+	}
+	c := v.changes[uint32(ref&^refNames)-1]
+	if ref&refNames != 0 {
+		return c.names[f]
+	}
+	return c.new
 }
 
 type visMark struct {
@@ -375,7 +424,7 @@ func (v *Rooms) erase(user domain.UserID) {
 	for roomID := range u.touched {
 		r := v.rooms[roomID]
 		for _, i := range r.byUser[user] {
-			r.entries[i].old = nil
+			r.entries[i].old = 0
 		}
 		if m := r.members[user]; m != nil {
 			for i := range m.periods {
@@ -413,14 +462,14 @@ func (v *Rooms) newChange(e *domain.Event, k kind) (*change, uint32) {
 	return c, idx
 }
 
-func (v *Rooms) addEntry(room domain.RoomID, r *roomState, user domain.UserID, u *userState, ci uint32, old *string) {
+func (v *Rooms) addEntry(room domain.RoomID, r *roomState, user domain.UserID, u *userState, ci uint32, old valueRef) {
 	appendEntry(r, user, ci, old)
 	u.touched[room] = struct{}{}
 }
 
 // appendEntry adds a line to a room's history; rooms a user is joined to
 // are already in its touched set, so the global fan-out skips that write.
-func appendEntry(r *roomState, user domain.UserID, ci uint32, old *string) {
+func appendEntry(r *roomState, user domain.UserID, ci uint32, old valueRef) {
 	r.entries = append(r.entries, roomEntry{c: ci, old: old})
 	r.byUser[user] = append(r.byUser[user], uint32(len(r.entries)-1))
 }
@@ -455,12 +504,11 @@ func (v *Rooms) applyGlobal(e *domain.Event) {
 		if prop == domain.PropagateUnchanged && u.hasOverride(p, f) {
 			continue
 		}
-		before := u.value(p, f, v.last)
-		if !sameValue(before, val) {
-			appendEntry(m.room, e.User, ci, before)
+		if before := u.value(p, f, v.last); !sameValue(before, val) {
+			appendEntry(m.room, e.User, ci, u.source(p, f, v.last))
 		}
 	}
-	u.prop[f] = append(u.prop[f], propChange{pos: e.Position, val: val})
+	u.prop[f] = append(u.prop[f], propChange{pos: e.Position, val: val, ci: ci})
 	if prop == domain.PropagateAll {
 		u.allAt[f] = append(u.allAt[f], e.Position)
 	}
@@ -507,13 +555,14 @@ func (v *Rooms) applyMembership(e *domain.Event) {
 	}
 	c, ci := v.newChange(e, k)
 	c.names = names
+	next.ci = ci
 	m.periods = append(m.periods, next)
 	if next.state == stJoin {
 		u.joined[e.Room] = m
 	} else {
 		delete(u.joined, e.Room)
 	}
-	v.addEntry(e.Room, r, e.User, u, ci, nil)
+	v.addEntry(e.Room, r, e.User, u, ci, 0)
 }
 
 func (v *Rooms) applyOverride(e *domain.Event) {
@@ -546,10 +595,10 @@ func (v *Rooms) applyOverride(e *domain.Event) {
 		}
 	}
 	before := u.value(p, f, v.last)
-	p.ovr[f] = append(p.ovr[f], propChange{pos: e.Position, val: val})
 	c, ci := v.newChange(e, k)
+	p.ovr[f] = append(p.ovr[f], propChange{pos: e.Position, val: val, ci: ci})
 	c.field, c.old, c.new = uint8(f), before, u.value(p, f, v.last)
-	v.addEntry(e.Room, r, e.User, u, ci, nil)
+	v.addEntry(e.Room, r, e.User, u, ci, 0)
 }
 
 // Position returns the position of the last event applied.

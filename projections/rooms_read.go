@@ -317,7 +317,7 @@ func (v *Rooms) RoomHistory(room domain.RoomID, q HistoryQuery) (HistoryPage, er
 		if !q.keeps(c) || (!all && !v.visibleTo(r, q.Viewer, c.pos)) {
 			return false
 		}
-		page.Entries = append(page.Entries, v.entry(c, room, re.old, all))
+		page.Entries = append(page.Entries, v.entry(c, room, v.resolve(re.old, int(c.field)), all))
 		return true
 	})
 	return page, err
@@ -387,7 +387,7 @@ func (v *Rooms) UserHistory(user domain.UserID, q HistoryQuery) (HistoryPage, er
 		if !q.keeps(c) {
 			return false
 		}
-		page.Entries = append(page.Entries, v.entry(c, uniq[i].room, uniq[i].e.old, true))
+		page.Entries = append(page.Entries, v.entry(c, uniq[i].room, v.resolve(uniq[i].e.old, int(c.field)), true))
 		return true
 	})
 	return page, err

@@ -37,6 +37,7 @@ type rsChange struct {
 type rsProp struct {
 	Pos eventstore.Position
 	Val uint32
+	C   uint32
 }
 
 type rsUser struct {
@@ -50,6 +51,7 @@ type rsUser struct {
 type rsPeriod struct {
 	Pos   eventstore.Position
 	State uint8
+	C     uint32
 	Names [numFields]uint32
 	Ovr   [numFields][]rsProp
 }
@@ -100,7 +102,7 @@ func (t *stringTable) ref(s *string) uint32 {
 func (t *stringTable) props(ps []propChange) []rsProp {
 	out := make([]rsProp, len(ps))
 	for i, p := range ps {
-		out[i] = rsProp{Pos: p.pos, Val: t.ref(p.val)}
+		out[i] = rsProp{Pos: p.pos, Val: t.ref(p.val), C: p.ci}
 	}
 	return out
 }
@@ -128,7 +130,7 @@ func (v *Rooms) Save(enc *gob.Encoder) error {
 	for id, r := range v.rooms {
 		rr := rsRoom{ID: id, PL: r.pl, Entries: make([]rsEntry, len(r.entries))}
 		for i, e := range r.entries {
-			rr.Entries[i] = rsEntry{C: e.c, Old: t.ref(e.old)}
+			rr.Entries[i] = rsEntry{C: e.c, Old: uint32(e.old)}
 		}
 		for _, m := range r.vis {
 			rr.Vis = append(rr.Vis, rsVis{Pos: m.pos, Vis: m.vis})
@@ -136,7 +138,7 @@ func (v *Rooms) Save(enc *gob.Encoder) error {
 		for uid, m := range r.members {
 			rm := rsMember{User: uid, Periods: make([]rsPeriod, len(m.periods))}
 			for i, p := range m.periods {
-				rp := rsPeriod{Pos: p.pos, State: p.state}
+				rp := rsPeriod{Pos: p.pos, State: p.state, C: p.ci}
 				for f := range numFields {
 					rp.Names[f] = t.ref(p.names[f])
 					rp.Ovr[f] = t.props(p.ovr[f])
@@ -179,7 +181,7 @@ func (v *Rooms) Load(dec *gob.Decoder) error {
 		}
 		out := make([]propChange, len(ps))
 		for i, p := range ps {
-			out[i] = propChange{pos: p.Pos, val: val(p.Val)}
+			out[i] = propChange{pos: p.Pos, val: val(p.Val), ci: p.C}
 		}
 		return out
 	}
@@ -212,7 +214,10 @@ func (v *Rooms) Load(dec *gob.Decoder) error {
 			if int(e.C) >= len(n.changes) {
 				return errSnapshotCorrupt
 			}
-			r.entries[i] = roomEntry{c: e.C, old: val(e.Old)}
+			if ref := valueRef(e.Old); ref != 0 && int(ref&^refNames) > len(n.changes) {
+				return errSnapshotCorrupt
+			}
+			r.entries[i] = roomEntry{c: e.C, old: valueRef(e.Old)}
 			user := n.changes[e.C].user
 			r.byUser[user] = append(r.byUser[user], uint32(i))
 			n.user(user).touched[rr.ID] = struct{}{}
@@ -220,7 +225,7 @@ func (v *Rooms) Load(dec *gob.Decoder) error {
 		for _, rm := range rr.Members {
 			m := &memberRec{periods: make([]period, len(rm.Periods)), room: r}
 			for i, rp := range rm.Periods {
-				p := period{pos: rp.Pos, state: rp.State}
+				p := period{pos: rp.Pos, state: rp.State, ci: rp.C}
 				for f := range numFields {
 					p.names[f] = val(rp.Names[f])
 					p.ovr[f] = props(rp.Ovr[f])

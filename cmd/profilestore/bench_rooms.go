@@ -76,7 +76,7 @@ func (b *bench) runRooms(ctx context.Context, a *app, srv *pshttp.Server, rb roo
 	fmt.Fprintf(&s, "\n### A global display-name change, 1 room vs %d rooms (HTTP, durable, acknowledged after the local views applied it)\n\n", rb.rooms)
 	s.WriteString("| rooms | renames | ack p50 | ack p99 | ack → all rooms' views show it (worst) | ack → every deferred view applied it (worst) |\n|---:|---:|---:|---:|---:|---:|\n")
 	for _, f := range figs {
-		fmt.Fprintf(&s, "| %d | %d | %s | %s | %s (%d room views read per rename) | %s |\n", f.rooms, rb.renames, fmtDur(f.p50), fmtDur(f.p99), fmtDur(f.visibleMax), f.visibleChecks, fmtDur(f.settledMax))
+		fmt.Fprintf(&s, "| %d | %d | %s | %s | %s (all %d room views read) | %s |\n", f.rooms, rb.renames, fmtDur(f.p50), fmtDur(f.p99), fmtDur(f.visibleMax), f.visibleChecks, fmtDur(f.settledMax))
 	}
 	if figs[0].p50 > 0 {
 		fmt.Fprintf(&s, "\nRatio of acknowledgement latency, %d rooms / 1 room: p50 %.2fx, p99 %.2fx.\n", rb.rooms,
@@ -124,7 +124,12 @@ func joinRooms(ctx context.Context, a *app, user domain.UserID, n int, prefix st
 func (b *bench) measureRenames(ctx context.Context, a *app, client *http.Client, base, token string, user domain.UserID, prefix string, rooms, renames int) (renameFigures, error) {
 	f := renameFigures{rooms: rooms, visibleChecks: rooms}
 	var lat []time.Duration
-	for i := 0; i < renames; i++ {
+	// Every tenth rename also reads every room's view until all show the new
+	// name; those renames are left out of the latency figures, since reading
+	// 10,000 rooms just before a request measures the bench's own cache misses.
+	const checkEvery = 10
+	for i := 0; i < renames+renames/checkEvery; i++ {
+		check := i%(checkEvery+1) == checkEvery
 		name := fmt.Sprintf("%s rename %d", prefix, i)
 		body, _ := json.Marshal(map[string]string{"displayname": name})
 		req, _ := http.NewRequestWithContext(ctx, http.MethodPut, base+"/_matrix/client/v3/profile/"+string(user)+"/displayname", strings.NewReader(string(body)))
@@ -143,24 +148,26 @@ func (b *bench) measureRenames(ctx context.Context, a *app, client *http.Client,
 		if err != nil {
 			return f, err
 		}
-		lat = append(lat, acked.Sub(t0))
-		// Every room's view must show the new name; time until all do.
-		for r := 0; r < rooms; r++ {
-			for {
-				ms, _, err := a.roomView.Members(benchRoom(prefix, r), nil, projections.Viewer{Admin: true})
-				if err != nil {
-					return f, err
+		if check {
+			for r := 0; r < rooms; r++ {
+				for {
+					ms, _, err := a.roomView.Members(benchRoom(prefix, r), nil, projections.Viewer{Admin: true})
+					if err != nil {
+						return f, err
+					}
+					if len(ms) == 1 && ms[0].DisplayName != nil && *ms[0].DisplayName == name {
+						break
+					}
+					if time.Since(acked) > 10*time.Second {
+						return f, fmt.Errorf("room %d never showed %q", r, name)
+					}
+					runtime.Gosched()
 				}
-				if len(ms) == 1 && ms[0].DisplayName != nil && *ms[0].DisplayName == name {
-					break
-				}
-				if time.Since(acked) > 10*time.Second {
-					return f, fmt.Errorf("room %d never showed %q", r, name)
-				}
-				runtime.Gosched()
 			}
+			f.visibleMax = max(f.visibleMax, time.Since(acked))
+		} else {
+			lat = append(lat, acked.Sub(t0))
 		}
-		f.visibleMax = max(f.visibleMax, time.Since(acked))
 		// Let the deferred views finish before the next rename, so each
 		// acknowledgement is measured alone, not racing the last fan-out
 		// for the machine's two cores.
@@ -168,9 +175,6 @@ func (b *bench) measureRenames(ctx context.Context, a *app, client *http.Client,
 			return f, err
 		}
 		f.settledMax = max(f.settledMax, time.Since(acked))
-		// The check above made garbage of its own (10,000 member lists);
-		// collect it here so the next acknowledgement does not pay for it.
-		runtime.GC()
 	}
 	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
 	f.p50, f.p99 = lat[len(lat)/2], lat[min(len(lat)-1, len(lat)*99/100)]
