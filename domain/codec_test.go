@@ -3,30 +3,18 @@ package domain_test
 import (
 	"context"
 	"encoding/json"
-	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/profilestore/profilestore/domain"
 	"github.com/profilestore/profilestore/eventstore"
-	"github.com/profilestore/profilestore/eventstore/bolt"
 )
 
 // TestWriteWithUnstorableTimeIsBadInput: metadata times come from outside
 // (appservice events, imports); one JSON cannot hold is refused with an
 // errcode (a 4xx, never a 500) and appends nothing.
 func TestWriteWithUnstorableTimeIsBadInput(t *testing.T) {
-	dir := t.TempDir()
-	store, err := bolt.Open(filepath.Join(dir, "events.db"), bolt.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
-	keys, err := bolt.OpenKeyring(filepath.Join(dir, "keys.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer keys.Close()
+	store, keys := openStore(t)
 	profiles := domain.NewProfileService(store, domain.NewSealer(keys), domain.DefaultLimits)
 	ctx := context.Background()
 	v, _ := json.Marshal("Alice")

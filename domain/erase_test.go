@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"path/filepath"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -13,24 +12,13 @@ import (
 
 	"github.com/profilestore/profilestore/domain"
 	"github.com/profilestore/profilestore/eventstore"
-	"github.com/profilestore/profilestore/eventstore/bolt"
 )
 
 // TestEraseUnderConcurrentWrites erases a user while writers keep changing
 // the profile: every value written before the erasure in log order is
 // unreadable afterwards, every value written after it reads normally.
 func TestEraseUnderConcurrentWrites(t *testing.T) {
-	dir := t.TempDir()
-	store, err := bolt.Open(filepath.Join(dir, "events.db"), bolt.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
-	keys, err := bolt.OpenKeyring(filepath.Join(dir, "keys.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer keys.Close()
+	store, keys := openStore(t)
 	sealer := domain.NewSealer(keys)
 	profiles := domain.NewProfileService(store, sealer, domain.DefaultLimits)
 	eraser := domain.NewEraser(keys, sealer, profiles)
