@@ -140,6 +140,12 @@ func TestHideAnEntry(t *testing.T) {
 	if ts.head() != head {
 		t.Error("hiding twice appended twice")
 	}
+	// Renaming away from the hidden name, and leaving another room with it:
+	// the hidden name must not come back as the old value of those entries.
+	ts.ok("PUT", "/_matrix/client/v3/profile/"+string(alice)+"/displayname", alice, map[string]string{"displayname": "Alice"})
+	if page := ts.ok("GET", v1+"/history?dir=f", bob, nil); !strings.Contains(string(page.Body), `"old_hidden":true`) {
+		t.Errorf("the rename's old value is not marked hidden for a member: %s", page.Body)
+	}
 
 	for _, c := range []struct {
 		who   domain.UserID

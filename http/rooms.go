@@ -209,13 +209,15 @@ type entryJSON struct {
 	New      projections.Names `json:"new"`
 	Cause    causeJSON         `json:"cause"`
 	Hidden   bool              `json:"hidden,omitempty"`
+	// OldHidden: the old value was set by a hidden entry and is left out.
+	OldHidden bool `json:"old_hidden,omitempty"`
 }
 
 func writeHistory(w http.ResponseWriter, page projections.HistoryPage) {
 	chunk := make([]entryJSON, len(page.Entries))
 	for i, e := range page.Entries {
 		chunk[i] = entryJSON{Position: e.Position.String(), TS: e.Time.UnixMilli(), RoomID: e.Room, UserID: e.User, Kind: e.Kind,
-			Field: e.Field, Old: e.Old, New: e.New, Hidden: e.Hidden,
+			Field: e.Field, Old: e.Old, New: e.New, Hidden: e.Hidden, OldHidden: e.OldHidden,
 			Cause: causeJSON{Type: e.Cause.Type, Actor: e.Cause.Actor, Source: e.Cause.Source, By: e.Cause.By, PropagateTo: e.Cause.PropagateTo}}
 	}
 	body := map[string]any{"chunk": chunk, "start": page.Start}

@@ -73,6 +73,8 @@ type propChange struct {
 
 type userState struct {
 	global [numFields]*string
+	// globalRef is where global[f] came from (for hiding, see entry).
+	globalRef [numFields]valueRef
 	// prop are the propagated global changes per field, in log order.
 	prop [numFields][]propChange
 	// allAt are the positions of changes with propagate_to all, per field.
@@ -226,6 +228,10 @@ type change struct {
 	// invite: given; leave, kick, ban: held until then).
 	old, new *string
 	names    [numFields]*string
+	// oldRef and namesRef name the changes old and names came from, so an
+	// entry can tell when its old value was set by a hidden entry.
+	oldRef   valueRef
+	namesRef [numFields]valueRef
 	typ      string
 	actor    domain.UserID
 	source   string
@@ -489,8 +495,11 @@ func (v *Rooms) applyGlobal(e *domain.Event) {
 		k = kGlobalAvatar
 	}
 	c, ci := v.newChange(e, k)
-	c.field, c.old, c.new = uint8(f), u.global[f], val
-	u.global[f] = val
+	c.field, c.old, c.new, c.oldRef = uint8(f), u.global[f], val, u.globalRef[f]
+	u.global[f], u.globalRef[f] = val, 0
+	if val != nil {
+		u.globalRef[f] = valueRef(ci + 1)
+	}
 	prop := e.PropagateTo
 	if prop == "" {
 		prop = domain.PropagateUnchanged // events from before propagation was recorded
@@ -526,6 +535,7 @@ func (v *Rooms) applyMembership(e *domain.Event) {
 	var k kind
 	next := period{pos: e.Position}
 	var names [numFields]*string
+	var namesRef [numFields]valueRef
 	switch e.Type {
 	case domain.TypeMemberJoined:
 		k, next.state = kJoin, stJoin
@@ -550,11 +560,12 @@ func (v *Rooms) applyMembership(e *domain.Event) {
 		if cur != nil {
 			for f := range numFields {
 				names[f] = u.value(cur, f, v.last)
+				namesRef[f] = u.source(cur, f, v.last)
 			}
 		}
 	}
 	c, ci := v.newChange(e, k)
-	c.names = names
+	c.names, c.namesRef = names, namesRef
 	next.ci = ci
 	m.periods = append(m.periods, next)
 	if next.state == stJoin {
@@ -594,10 +605,10 @@ func (v *Rooms) applyOverride(e *domain.Event) {
 			k = kRoomAvatar
 		}
 	}
-	before := u.value(p, f, v.last)
+	before, beforeRef := u.value(p, f, v.last), u.source(p, f, v.last)
 	c, ci := v.newChange(e, k)
 	p.ovr[f] = append(p.ovr[f], propChange{pos: e.Position, val: val, ci: ci})
-	c.field, c.old, c.new = uint8(f), before, u.value(p, f, v.last)
+	c.field, c.old, c.new, c.oldRef = uint8(f), before, u.value(p, f, v.last), beforeRef
 	v.addEntry(e.Room, r, e.User, u, ci, 0)
 }
 

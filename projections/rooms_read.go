@@ -64,6 +64,9 @@ type HistoryEntry struct {
 	// Hidden is true when the entry was hidden (profile.entry_hidden); to
 	// readers who may not see it, its values are then empty.
 	Hidden bool
+	// OldHidden is true when the old value was set by a hidden entry and is
+	// left out for this reader.
+	OldHidden bool
 }
 
 // HistoryQuery selects a page of history.
@@ -264,19 +267,34 @@ func (v *Rooms) Members(room domain.RoomID, at *eventstore.Position, viewer View
 
 // entry renders a change; roomOld is the room's value before a global
 // change that reached room (ignored for other changes).
-func (v *Rooms) entry(c *change, room domain.RoomID, roomOld *string, showHidden bool) HistoryEntry {
+func (v *Rooms) entry(c *change, room domain.RoomID, roomOldRef valueRef, showHidden bool) HistoryEntry {
 	e := HistoryEntry{Position: c.pos, Time: time.UnixMilli(c.ms).UTC(), Room: room, User: c.user, Kind: kindNames[c.kind],
 		Cause: Cause{Type: c.typ, Actor: c.actor, Source: c.source, By: c.by, PropagateTo: c.prop}}
+	// A value set by a hidden entry stays hidden where it shows up again as
+	// the old value of a later entry (a rename away from a deadname).
+	hiddenSource := func(ref valueRef) bool {
+		return !showHidden && ref != 0 && v.hidden[v.changes[uint32(ref&^refNames)-1].pos]
+	}
 	switch c.kind {
 	case kJoin, kInvite:
 		e.New = Names{c.names[fDisplayName], c.names[fAvatarURL]}
 	case kLeave, kKick, kBan, kUnban:
-		e.Old = Names{c.names[fDisplayName], c.names[fAvatarURL]}
+		held := c.names
+		for f := range numFields {
+			if hiddenSource(c.namesRef[f]) {
+				held[f], e.OldHidden = nil, true
+			}
+		}
+		e.Old = Names{held[fDisplayName], held[fAvatarURL]}
 	default:
 		e.Field = fieldKeys[c.field]
-		old := c.old
+		old, ref := c.old, c.oldRef
 		if c.room == "" && room != "" {
-			old = roomOld
+			ref = roomOldRef
+			old = v.resolve(ref, int(c.field))
+		}
+		if hiddenSource(ref) {
+			old, e.OldHidden = nil, true
 		}
 		if c.field == fDisplayName {
 			e.Old.DisplayName, e.New.DisplayName = old, c.new
@@ -317,7 +335,7 @@ func (v *Rooms) RoomHistory(room domain.RoomID, q HistoryQuery) (HistoryPage, er
 		if !q.keeps(c) || (!all && !v.visibleTo(r, q.Viewer, c.pos)) {
 			return false
 		}
-		page.Entries = append(page.Entries, v.entry(c, room, v.resolve(re.old, int(c.field)), all))
+		page.Entries = append(page.Entries, v.entry(c, room, re.old, all))
 		return true
 	})
 	return page, err
@@ -344,7 +362,7 @@ func (v *Rooms) UserHistory(user domain.UserID, q HistoryQuery) (HistoryPage, er
 			if !q.keeps(c) {
 				return false
 			}
-			page.Entries = append(page.Entries, v.entry(c, c.room, nil, true))
+			page.Entries = append(page.Entries, v.entry(c, c.room, 0, true))
 			return true
 		})
 		return page, err
@@ -387,7 +405,7 @@ func (v *Rooms) UserHistory(user domain.UserID, q HistoryQuery) (HistoryPage, er
 		if !q.keeps(c) {
 			return false
 		}
-		page.Entries = append(page.Entries, v.entry(c, uniq[i].room, v.resolve(uniq[i].e.old, int(c.field)), true))
+		page.Entries = append(page.Entries, v.entry(c, uniq[i].room, uniq[i].e.old, true))
 		return true
 	})
 	return page, err

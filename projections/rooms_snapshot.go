@@ -32,6 +32,8 @@ type rsChange struct {
 	Prop                    domain.Propagation
 	Old, New, DN, AV        uint32
 	Type, Actor, Source, By string
+	OldRef                  uint32
+	NamesRef                [numFields]uint32
 }
 
 type rsProp struct {
@@ -41,11 +43,12 @@ type rsProp struct {
 }
 
 type rsUser struct {
-	ID      domain.UserID
-	Global  [numFields]uint32
-	Prop    [numFields][]rsProp
-	AllAt   [numFields][]eventstore.Position
-	History []uint32
+	ID        domain.UserID
+	Global    [numFields]uint32
+	GlobalRef [numFields]uint32
+	Prop      [numFields][]rsProp
+	AllAt     [numFields][]eventstore.Position
+	History   []uint32
 }
 
 type rsPeriod struct {
@@ -116,12 +119,14 @@ func (v *Rooms) Save(enc *gob.Encoder) error {
 	for i, c := range v.changes {
 		s.Changes[i] = rsChange{Pos: c.pos, Ms: c.ms, User: c.user, Room: c.room, Kind: uint8(c.kind), Field: c.field, Prop: c.prop,
 			Old: t.ref(c.old), New: t.ref(c.new), DN: t.ref(c.names[fDisplayName]), AV: t.ref(c.names[fAvatarURL]),
-			Type: c.typ, Actor: string(c.actor), Source: c.source, By: string(c.by)}
+			Type: c.typ, Actor: string(c.actor), Source: c.source, By: string(c.by),
+			OldRef: uint32(c.oldRef), NamesRef: [numFields]uint32{uint32(c.namesRef[0]), uint32(c.namesRef[1])}}
 	}
 	for id, u := range v.users {
 		ru := rsUser{ID: id, History: u.history}
 		for f := range numFields {
 			ru.Global[f] = t.ref(u.global[f])
+			ru.GlobalRef[f] = uint32(u.globalRef[f])
 			ru.Prop[f] = t.props(u.prop[f])
 			ru.AllAt[f] = u.allAt[f]
 		}
@@ -192,13 +197,25 @@ func (v *Rooms) Load(dec *gob.Decoder) error {
 	for i, c := range s.Changes {
 		n.changes[i] = &change{pos: c.Pos, ms: c.Ms, user: c.User, room: c.Room, kind: kind(c.Kind), field: c.Field, prop: c.Prop,
 			old: val(c.Old), new: val(c.New), names: [numFields]*string{val(c.DN), val(c.AV)},
-			typ: c.Type, actor: domain.UserID(c.Actor), source: c.Source, by: domain.UserID(c.By)}
+			typ: c.Type, actor: domain.UserID(c.Actor), source: c.Source, by: domain.UserID(c.By),
+			oldRef: valueRef(c.OldRef), namesRef: [numFields]valueRef{valueRef(c.NamesRef[0]), valueRef(c.NamesRef[1])}}
+	}
+	// Every reference must name a change of this snapshot.
+	for _, c := range n.changes {
+		for _, ref := range []valueRef{c.oldRef, c.namesRef[0], c.namesRef[1]} {
+			if ref != 0 && int(ref&^refNames) > len(n.changes) {
+				return errSnapshotCorrupt
+			}
+		}
 	}
 	for _, ru := range s.Users {
 		u := n.user(ru.ID)
 		u.history = ru.History
 		for f := range numFields {
 			u.global[f] = val(ru.Global[f])
+			if u.globalRef[f] = valueRef(ru.GlobalRef[f]); int(u.globalRef[f]&^refNames) > len(n.changes) {
+				return errSnapshotCorrupt
+			}
 			u.prop[f] = props(ru.Prop[f])
 			u.allAt[f] = ru.AllAt[f]
 		}

@@ -24,7 +24,7 @@ import (
 
 // SnapshotVersion changes whenever any view's snapshot layout or fold
 // changes; a snapshot of another version is ignored and the views rebuilt.
-const SnapshotVersion = 3
+const SnapshotVersion = 4
 
 // View is one projection.
 type View interface {
