@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"time"
 
@@ -77,6 +78,7 @@ type Runner struct {
 
 	sinceSnapshot int
 	lastSnapshot  time.Time
+	catchingUp    bool // set while catchUp reads the log in batches
 
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -139,6 +141,12 @@ func (r *Runner) Start(ctx context.Context, progress func(applied, total uint64)
 	if err := r.catchUp(ctx, head, progress); err != nil {
 		return err
 	}
+	if r.opts.SnapshotPath != "" && r.sinceSnapshot >= r.opts.SnapshotEvery {
+		// A long catch-up is not lost if the process stops soon after.
+		if err := r.SaveSnapshot(); err != nil {
+			r.log.WithError(err).Warn("projections: snapshot failed")
+		}
+	}
 	subCtx, cancel := context.WithCancel(context.Background())
 	r.cancel = cancel
 	r.done = make(chan struct{})
@@ -154,6 +162,8 @@ func (r *Runner) Start(ctx context.Context, progress func(applied, total uint64)
 
 // catchUp applies the log up to head with batched reads, the fast path of a rebuild.
 func (r *Runner) catchUp(ctx context.Context, head eventstore.Position, progress func(applied, total uint64)) error {
+	r.catchingUp = true
+	defer func() { r.catchingUp = false }()
 	start := r.Checkpoint()
 	var applied uint64
 	for r.Checkpoint().Before(head) {
@@ -284,6 +294,9 @@ func (r *Runner) applyDeferred(item *deferredItem) bool {
 }
 
 func (r *Runner) snapshotDue() bool {
+	if r.catchingUp {
+		return false // one snapshot at the end of a rebuild, not one per 100,000 events
+	}
 	return r.sinceSnapshot >= r.opts.SnapshotEvery || time.Since(r.lastSnapshot) > r.opts.SnapshotInterval
 }
 
@@ -314,26 +327,25 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 
 func (r *Runner) applyBatch(ctx context.Context, recs []eventstore.RecordedEvent) {
 	r.applyMu.Lock()
+	decoded := r.decodeAll(ctx, recs, r.Checkpoint())
 	// An erasure must not survive in a snapshot: the snapshot is rewritten
 	// as soon as the views have dropped the user's values.
 	erased := false
 	for i := range recs {
-		rec := &recs[i]
-		if !rec.Position.Before(r.Checkpoint()) && rec.Position != r.Checkpoint() {
-			e, err := domain.Decode(ctx, r.opts.Sealer, *rec)
-			if err != nil {
-				r.log.WithError(err).WithField("stream", rec.Stream).Warn("projections: skipping an event that cannot be decoded")
-			} else {
-				for _, v := range r.opts.Views {
-					v.Apply(&e)
-				}
-				r.setAcknowledged(rec.Position)
-				item := deferredItem{pos: rec.Position, e: e, decoded: true}
-				erased = r.applyDeferred(&item) || erased
-				continue
-			}
+		rec, d := &recs[i], &decoded[i]
+		if !d.skip && d.err != nil {
+			r.log.WithError(d.err).WithField("stream", rec.Stream).Warn("projections: skipping an event that cannot be decoded")
 		}
-		r.sinceSnapshot++
+		if d.skip || d.err != nil {
+			r.sinceSnapshot++
+			continue
+		}
+		for _, v := range r.opts.Views {
+			v.Apply(&d.e)
+		}
+		r.setAcknowledged(rec.Position)
+		item := deferredItem{pos: rec.Position, e: d.e, decoded: true}
+		erased = r.applyDeferred(&item) || erased
 	}
 	last := recs[len(recs)-1].Position
 	// The snapshot is written before the checkpoint moves, so whoever waits
@@ -345,6 +357,44 @@ func (r *Runner) applyBatch(ctx context.Context, recs []eventstore.RecordedEvent
 	}
 	r.setCheckpoint(last)
 	r.applyMu.Unlock()
+}
+
+type decodedEvent struct {
+	e    domain.Event
+	err  error
+	skip bool // at or before the checkpoint: applied already
+}
+
+// decodeAll decodes (and decrypts) a batch on every core: decoding is
+// independent per event and the costliest step of a rebuild, while the
+// views must then apply the events one by one, in order.
+func (r *Runner) decodeAll(ctx context.Context, recs []eventstore.RecordedEvent, after eventstore.Position) []decodedEvent {
+	out := make([]decodedEvent, len(recs))
+	decode := func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			if !after.Before(recs[i].Position) {
+				out[i].skip = true
+				continue
+			}
+			out[i].e, out[i].err = domain.Decode(ctx, r.opts.Sealer, recs[i])
+		}
+	}
+	workers := runtime.GOMAXPROCS(0)
+	if len(recs) < 256 || workers < 2 {
+		decode(0, len(recs))
+		return out
+	}
+	var wg sync.WaitGroup
+	chunk := (len(recs) + workers - 1) / workers
+	for lo := 0; lo < len(recs); lo += chunk {
+		wg.Add(1)
+		go func(lo, hi int) {
+			defer wg.Done()
+			decode(lo, hi)
+		}(lo, min(lo+chunk, len(recs)))
+	}
+	wg.Wait()
+	return out
 }
 
 // allViews returns Views then Deferred: the order of snapshots.
