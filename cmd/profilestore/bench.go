@@ -83,7 +83,7 @@ func benchCommand(load loader) *cobra.Command {
 	cmd.Flags().StringVar(&levels, "concurrency", "1,16,64,256", "comma-separated client counts")
 	cmd.Flags().StringVar(&out, "out", "", "write the report into this markdown file (between bench markers)")
 	cmd.Flags().IntVar(&rb.rooms, "rooms", 10_000, "rooms the busy user of the rename measurement is in (0 skips the room measurements)")
-	cmd.Flags().IntVar(&rb.renames, "renames", 100, "renames measured per user")
+	cmd.Flags().IntVar(&rb.renames, "renames", 300, "renames measured per user")
 	cmd.Flags().IntVar(&rb.historyMembers, "history-members", 100_000, "members of the big room of the history measurement")
 	cmd.Flags().IntVar(&rb.historyEntries, "history-entries", 1_000_000, "history entries of the big room")
 	cmd.Flags().IntVar(&rb.restartUsers, "restart-users", 1_000_000, "users of the rebuild and snapshot-restart measurement (0 skips it)")
