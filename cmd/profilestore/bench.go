@@ -22,6 +22,7 @@ import (
 	"github.com/profilestore/profilestore/domain"
 	"github.com/profilestore/profilestore/eventstore"
 	"github.com/profilestore/profilestore/eventstore/bolt"
+	"github.com/profilestore/profilestore/eventstore/esdb"
 	pshttp "github.com/profilestore/profilestore/http"
 	"github.com/sirupsen/logrus"
 	"github.com/spf13/cobra"
@@ -48,11 +49,14 @@ func benchCommand(load loader) *cobra.Command {
 		Use:   "bench",
 		Short: "Measure fsync, store appends, HTTP writes and reads against a no-op handler, and write docs/PERFORMANCE.md's table",
 		RunE: func(cmd *cobra.Command, args []string) error {
-			_, log, err := load()
+			cfg, log, err := load()
 			if err != nil {
 				return err
 			}
 			log.SetLevel(logrus.WarnLevel)
+			if cfg.Store == "esdb" && cfg.ESDBURL == "" {
+				return fmt.Errorf("bench: --store esdb needs --esdb-url")
+			}
 			var conc []int
 			for _, f := range strings.Split(levels, ",") {
 				n, err := strconv.Atoi(strings.TrimSpace(f))
@@ -67,7 +71,13 @@ func benchCommand(load loader) *cobra.Command {
 				}
 				defer os.RemoveAll(dir)
 			}
-			b := &bench{log: log, dir: dir, duration: duration, conc: conc, w: cmd.ErrOrStderr(), rooms: rb}
+			b := &bench{log: log, dir: dir, duration: duration, conc: conc, w: cmd.ErrOrStderr(), rooms: rb,
+				store: cfg.Store, esdbURL: cfg.ESDBURL}
+			if b.store == "esdb" {
+				// The room and rebuild measurements build their data sets
+				// through the store; on EventStoreDB they measure the server.
+				b.rooms.rooms, b.rooms.restartUsers = 0, 0
+			}
 			report, err := b.run(cmd.Context())
 			if err != nil {
 				return err
@@ -98,6 +108,9 @@ type bench struct {
 	conc     []int
 	w        io.Writer
 	rooms    roomsBench
+	// store is "bolt" or "esdb" (then esdbURL names the server).
+	store   string
+	esdbURL string
 }
 
 func (b *bench) progress(format string, args ...any) { fmt.Fprintf(b.w, format+"\n", args...) }
@@ -113,8 +126,8 @@ func (b *bench) run(ctx context.Context) (string, error) {
 		return "", err
 	}
 	for _, c := range b.conc {
-		b.progress("bolt appends, %d writers…", c)
-		r, err := b.boltAppends(ctx, c)
+		b.progress("%s appends, %d writers…", b.store, c)
+		r, err := b.storeAppends(ctx, c)
 		if err != nil {
 			return "", err
 		}
@@ -177,16 +190,26 @@ func maxOf(xs []int) int {
 
 func benchUser(i int) string { return fmt.Sprintf("@bench%d:bench.example", i) }
 
-func (b *bench) boltAppends(ctx context.Context, writers int) (benchResult, error) {
-	path := filepath.Join(b.dir, fmt.Sprintf("append-%d.db", writers))
-	defer os.Remove(path)
-	store, err := bolt.Open(path, bolt.Options{Logger: b.log})
+// storeAppends appends one event per call from writers goroutines, each to
+// its own stream, to a fresh embedded store or to the EventStoreDB server.
+func (b *bench) storeAppends(ctx context.Context, writers int) (benchResult, error) {
+	var store eventstore.Store
+	var err error
+	name := "bolt append (durable)"
+	if b.store == "esdb" {
+		name = "esdb append"
+		store, err = esdb.Open(ctx, b.esdbURL, esdb.Options{Logger: b.log, Namespace: fmt.Sprintf("bench%d-%d-", time.Now().UnixNano(), writers)})
+	} else {
+		path := filepath.Join(b.dir, fmt.Sprintf("append-%d.db", writers))
+		defer os.Remove(path)
+		store, err = bolt.Open(path, bolt.Options{Logger: b.log})
+	}
 	if err != nil {
 		return benchResult{}, err
 	}
 	defer store.Close()
 	data := []byte(`{"v":1,"key":"displayname","value":"s1.1.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}`)
-	return measure("bolt append (durable)", writers, b.duration, func(i int, n int64) error {
+	return measure(name, writers, b.duration, func(i int, n int64) error {
 		_, err := store.Append(ctx, fmt.Sprintf("profile-@w%d:bench", i), eventstore.Any,
 			[]eventstore.EventData{{ID: uuid.New(), Type: "profile.field_set", Data: data}})
 		return err
@@ -276,6 +299,7 @@ func (b *bench) startService(ctx context.Context, n int) (*app, *pshttp.Server, 
 	cfg.DataDir = filepath.Join(b.dir, "service")
 	cfg.Listen = "127.0.0.1:0"
 	cfg.RateLimit.WritesPerSecond = 0
+	cfg.Store, cfg.ESDBURL = b.store, b.esdbURL
 	a, err := openApp(ctx, cfg, b.log)
 	if err != nil {
 		return nil, nil, nil, err
@@ -309,8 +333,13 @@ func (b *bench) startService(ctx context.Context, n int) (*app, *pshttp.Server, 
 
 func (b *bench) report(fsyncs float64, rows []benchResult) string {
 	var s strings.Builder
-	fmt.Fprintf(&s, "Measured %s on %s; command: `go run ./cmd/profilestore bench --duration %s --concurrency %s --rooms %d --renames %d --history-members %d --history-entries %d --restart-users %d`.\n\n",
-		time.Now().UTC().Format("2006-01-02 15:04 MST"), machineDescription(), b.duration, joinInts(b.conc), b.rooms.rooms, b.rooms.renames, b.rooms.historyMembers, b.rooms.historyEntries, b.rooms.restartUsers)
+	where := "the embedded store"
+	if b.store == "esdb" {
+		where = "EventStoreDB at " + b.esdbURL
+	}
+	fmt.Fprintf(&s, "Store: %s.\n\n", where)
+	fmt.Fprintf(&s, "Measured %s on %s; command: `go run ./cmd/profilestore bench --store %s --duration %s --concurrency %s --rooms %d --renames %d --history-members %d --history-entries %d --restart-users %d`.\n\n",
+		time.Now().UTC().Format("2006-01-02 15:04 MST"), machineDescription(), b.store, b.duration, joinInts(b.conc), b.rooms.rooms, b.rooms.renames, b.rooms.historyMembers, b.rooms.historyEntries, b.rooms.restartUsers)
 	fmt.Fprintf(&s, "Raw fsync baseline of the data disk (4 KiB write + fdatasync, one at a time): **%.0f/s**.\n\n", fsyncs)
 	s.WriteString("| what | clients | ops/s | p50 | p99 | errors |\n|---|---:|---:|---:|---:|---:|\n")
 	sort.SliceStable(rows, func(i, j int) bool { return rows[i].Name < rows[j].Name })
