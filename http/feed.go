@@ -31,18 +31,12 @@ type feedReader struct {
 	admin bool
 }
 
-// feedLine is one event of the change feed (docs/EVENTS.md, "Change feed").
+// feedLine is one event of the change feed (docs/EVENTS.md, "Change feed"):
+// the export's form, values opened, with two flags.
 type feedLine struct {
-	Position string          `json:"position"`
-	Stream   string          `json:"stream"`
-	Revision uint64          `json:"revision"`
-	ID       string          `json:"event_id"`
-	Type     string          `json:"type"`
-	Recorded time.Time       `json:"recorded"`
-	Data     json.RawMessage `json:"data"`
-	Metadata json.RawMessage `json:"metadata,omitempty"`
-	Erased   bool            `json:"erased,omitempty"`
-	Hidden   bool            `json:"hidden,omitempty"`
+	eventstore.JSONEvent
+	Erased bool `json:"erased,omitempty"`
+	Hidden bool `json:"hidden,omitempty"`
 }
 
 // feedAuth admits admins and holders of a configured analytics token.
@@ -258,11 +252,8 @@ func (s *Server) feedLine(ctx context.Context, reader feedReader, rec eventstore
 	if err != nil {
 		return feedLine{}, err
 	}
-	line := feedLine{Position: rec.Position.String(), Stream: rec.Stream, Revision: rec.Revision, ID: rec.ID.String(),
-		Type: rec.Type, Recorded: rec.Recorded, Data: opened.Data, Erased: opened.Erased}
-	if len(rec.Metadata) > 0 {
-		line.Metadata = rec.Metadata
-	}
+	line := feedLine{JSONEvent: eventstore.NewJSONEvent(rec), Erased: opened.Erased}
+	line.Data = opened.Data
 	if s.cfg.Names != nil && opened.Subject != "" && s.cfg.Names.IsHidden(opened.Subject, rec.Position) {
 		line.Hidden = true
 		if !reader.admin {

@@ -16,16 +16,7 @@ import (
 // exportLine is one event of an NDJSON export (docs/EVENTS.md). Personal
 // values stay sealed, exactly as stored, so an export holds no plaintext
 // names and erasure (destroying the keys) reaches exported copies too.
-type exportLine struct {
-	Position string          `json:"position"`
-	Stream   string          `json:"stream"`
-	Revision uint64          `json:"revision"`
-	ID       string          `json:"event_id"`
-	Type     string          `json:"type"`
-	Recorded time.Time       `json:"recorded"`
-	Data     json.RawMessage `json:"data"`
-	Metadata json.RawMessage `json:"metadata,omitempty"`
-}
+type exportLine = eventstore.JSONEvent
 
 // exportBounds select the events of an export: after From (exclusive) up to
 // To (inclusive) in log order, recorded in [Since, Until).
@@ -68,8 +59,7 @@ func exportLog(ctx context.Context, store eventstore.Store, b exportBounds, w io
 			if !b.admits(r) {
 				continue
 			}
-			if err := enc.Encode(exportLine{Position: r.Position.String(), Stream: r.Stream, Revision: r.Revision,
-				ID: r.ID.String(), Type: r.Type, Recorded: r.Recorded, Data: r.Data, Metadata: nullIfEmpty(r.Metadata)}); err != nil {
+			if err := enc.Encode(eventstore.NewJSONEvent(r)); err != nil {
 				return written, err
 			}
 			written++
@@ -156,11 +146,4 @@ on a terminal.`,
 	cmd.Flags().StringVar(&until, "until", "", "export events recorded before this time (RFC 3339)")
 	cmd.Flags().StringVarP(&output, "output", "o", "", "write to this file instead of standard output")
 	return cmd
-}
-
-func nullIfEmpty(b []byte) json.RawMessage {
-	if len(b) == 0 {
-		return nil
-	}
-	return b
 }
