@@ -79,16 +79,9 @@ func OpenKeyring(path string) (*Keyring, error) {
 	k.db = db
 	var pending bool
 	err = db.Update(func(tx *bolt.Tx) error {
-		meta, err := tx.CreateBucketIfNotExists(bucketMeta)
+		meta, err := checkFormat(tx)
 		if err != nil {
 			return err
-		}
-		if v := meta.Get(keyFormat); v == nil {
-			if err := meta.Put(keyFormat, encodeUint64(formatVersion)); err != nil {
-				return err
-			}
-		} else if n, err := decodeUint64(v); err != nil || n != formatVersion {
-			return fmt.Errorf("file format %x, this build reads %d", v, formatVersion)
 		}
 		pending = meta.Get(keyCompact) != nil
 		for _, name := range [][]byte{bucketKeys, bucketDestroyed} {

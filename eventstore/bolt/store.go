@@ -129,16 +129,8 @@ func Open(path string, opts Options) (*Store, error) {
 	}
 	var head uint64
 	err = db.Update(func(tx *bolt.Tx) error {
-		meta, err := tx.CreateBucketIfNotExists(bucketMeta)
-		if err != nil {
+		if _, err := checkFormat(tx); err != nil {
 			return err
-		}
-		if v := meta.Get(keyFormat); v == nil {
-			if err := meta.Put(keyFormat, encodeUint64(formatVersion)); err != nil {
-				return err
-			}
-		} else if n, err := decodeUint64(v); err != nil || n != formatVersion {
-			return fmt.Errorf("file format %x, this build reads %d", v, formatVersion)
 		}
 		for _, name := range [][]byte{bucketLog, bucketStreams, bucketHeads, bucketIDs} {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
@@ -635,3 +627,21 @@ func (s *Store) Head(ctx context.Context) (eventstore.Position, error) {
 
 // Path returns the file the store was opened on.
 func (s *Store) Path() string { return s.db.Path() }
+
+// checkFormat creates the meta bucket of a new file and stamps its format
+// version, or checks the version of an existing one; both the log and the
+// keyring files carry it.
+func checkFormat(tx *bolt.Tx) (*bolt.Bucket, error) {
+	meta, err := tx.CreateBucketIfNotExists(bucketMeta)
+	if err != nil {
+		return nil, err
+	}
+	if v := meta.Get(keyFormat); v == nil {
+		if err := meta.Put(keyFormat, encodeUint64(formatVersion)); err != nil {
+			return nil, err
+		}
+	} else if n, err := decodeUint64(v); err != nil || n != formatVersion {
+		return nil, fmt.Errorf("file format %x, this build reads %d", v, formatVersion)
+	}
+	return meta, nil
+}
