@@ -46,52 +46,77 @@ func (s *Bolt) Get(key []byte) (v []byte, ok bool, err error) {
 
 func (s *Bolt) Scan(lower, upper []byte, reverse bool, fn func(k, v []byte) bool) error {
 	return s.db.View(func(tx *bolt.Tx) error {
-		c := tx.Bucket(boltBucket).Cursor()
-		in := func(k []byte) bool {
-			return k != nil && bytes.Compare(k, lower) >= 0 && (upper == nil || bytes.Compare(k, upper) < 0)
-		}
-		if !reverse {
-			for k, v := c.Seek(lower); in(k); k, v = c.Next() {
-				if !fn(k, v) {
-					return nil
-				}
-			}
-			return nil
-		}
-		var k, v []byte
-		if upper == nil {
-			k, v = c.Last()
-		} else if k, v = c.Seek(upper); k == nil {
-			k, v = c.Last()
-		} else {
-			k, v = c.Prev()
-		}
-		for ; in(k); k, v = c.Prev() {
-			if !fn(k, v) {
-				return nil
-			}
-		}
+		boltScan(tx, lower, upper, reverse, fn)
 		return nil
 	})
 }
 
-func (s *Bolt) Commit(b *Batch) error {
-	return s.db.Update(func(tx *bolt.Tx) error {
-		bk := tx.Bucket(boltBucket)
-		for _, o := range b.ops {
-			var err error
-			if o.del {
-				err = bk.Delete(o.key)
-			} else {
-				err = bk.Put(o.key, o.value)
-			}
-			if err != nil {
-				return err
+func boltScan(tx *bolt.Tx, lower, upper []byte, reverse bool, fn func(k, v []byte) bool) {
+	c := tx.Bucket(boltBucket).Cursor()
+	in := func(k []byte) bool {
+		return k != nil && bytes.Compare(k, lower) >= 0 && (upper == nil || bytes.Compare(k, upper) < 0)
+	}
+	if !reverse {
+		for k, v := c.Seek(lower); in(k); k, v = c.Next() {
+			if !fn(k, v) {
+				return
 			}
 		}
-		return nil
-	})
+		return
+	}
+	var k, v []byte
+	if upper == nil {
+		k, v = c.Last()
+	} else if k, v = c.Seek(upper); k == nil {
+		k, v = c.Last()
+	} else {
+		k, v = c.Prev()
+	}
+	for ; in(k); k, v = c.Prev() {
+		if !fn(k, v) {
+			return
+		}
+	}
 }
+
+func (s *Bolt) Begin() (Txn, error) {
+	tx, err := s.db.Begin(true)
+	if err != nil {
+		return nil, err
+	}
+	return &boltTxn{tx: tx}, nil
+}
+
+type boltTxn struct {
+	tx *bolt.Tx
+	n  int
+}
+
+func (t *boltTxn) Get(key []byte) ([]byte, bool, error) {
+	if got := t.tx.Bucket(boltBucket).Get(key); got != nil {
+		return bytes.Clone(got), true, nil
+	}
+	return nil, false, nil
+}
+
+func (t *boltTxn) Scan(lower, upper []byte, reverse bool, fn func(k, v []byte) bool) error {
+	boltScan(t.tx, lower, upper, reverse, fn)
+	return nil
+}
+
+func (t *boltTxn) Set(key, value []byte) error {
+	t.n++
+	return t.tx.Bucket(boltBucket).Put(key, value)
+}
+
+func (t *boltTxn) Delete(key []byte) error {
+	t.n++
+	return t.tx.Bucket(boltBucket).Delete(key)
+}
+
+func (t *boltTxn) Len() int      { return t.n }
+func (t *boltTxn) Commit() error { return t.tx.Commit() }
+func (t *boltTxn) Discard()      { _ = t.tx.Rollback() }
 
 // Purge is not offered by bbolt: freed pages keep old bytes until reused.
 func (s *Bolt) Purge() error {

@@ -54,6 +54,9 @@ func OpenPebble(dir string, o PebbleOptions) (*Pebble, error) {
 	return &Pebble{db: db, dir: dir}, nil
 }
 
+// Dir is the store's directory.
+func (p *Pebble) Dir() string { return p.dir }
+
 // quietLogger keeps pebble's informational lines out of the service's log;
 // fatal errors still stop the process, as pebble requires.
 type quietLogger struct{}
@@ -90,7 +93,15 @@ func (p *Pebble) Scan(lower, upper []byte, reverse bool, fn func(k, v []byte) bo
 	if p.closed {
 		return ErrClosed
 	}
-	it, err := p.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
+	return scan(p.db, lower, upper, reverse, fn)
+}
+
+type iterable interface {
+	NewIter(*pebble.IterOptions) (*pebble.Iterator, error)
+}
+
+func scan(src iterable, lower, upper []byte, reverse bool, fn func(k, v []byte) bool) error {
+	it, err := src.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
 	if err != nil {
 		return err
 	}
@@ -110,26 +121,60 @@ func (p *Pebble) Scan(lower, upper []byte, reverse bool, fn func(k, v []byte) bo
 	return it.Close()
 }
 
-func (p *Pebble) Commit(b *Batch) error {
+// Begin opens an indexed batch: its reads see its own writes over the
+// committed state.
+func (p *Pebble) Begin() (Txn, error) {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
 	if p.closed {
+		return nil, ErrClosed
+	}
+	return &pebbleTxn{p: p, b: p.db.NewIndexedBatch()}, nil
+}
+
+type pebbleTxn struct {
+	p    *Pebble
+	b    *pebble.Batch
+	done bool
+}
+
+func (t *pebbleTxn) Get(key []byte) ([]byte, bool, error) {
+	v, closer, err := t.b.Get(key)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	out := append([]byte(nil), v...)
+	closer.Close()
+	return out, true, nil
+}
+
+func (t *pebbleTxn) Scan(lower, upper []byte, reverse bool, fn func(k, v []byte) bool) error {
+	return scan(t.b, lower, upper, reverse, fn)
+}
+
+func (t *pebbleTxn) Set(key, value []byte) error { return t.b.Set(key, value, nil) }
+func (t *pebbleTxn) Delete(key []byte) error     { return t.b.Delete(key, nil) }
+func (t *pebbleTxn) Len() int                    { return int(t.b.Count()) }
+
+func (t *pebbleTxn) Commit() error {
+	t.p.mu.RLock()
+	defer t.p.mu.RUnlock()
+	if t.p.closed {
 		return ErrClosed
 	}
-	pb := p.db.NewBatch()
-	defer pb.Close()
-	for _, o := range b.ops {
-		var err error
-		if o.del {
-			err = pb.Delete(o.key, nil)
-		} else {
-			err = pb.Set(o.key, o.value, nil)
-		}
-		if err != nil {
-			return err
-		}
+	t.done = true
+	defer t.b.Close()
+	return t.b.Commit(pebble.NoSync)
+}
+
+func (t *pebbleTxn) Discard() {
+	if !t.done {
+		t.done = true
+		t.b.Close()
 	}
-	return pb.Commit(pebble.NoSync)
 }
 
 // Purge flushes the memtables and compacts the whole key space, so the

@@ -13,66 +13,46 @@ import (
 	"errors"
 )
 
-// Store is an ordered key-value store of view state.
-type Store interface {
+// Reader reads the store's state.
+type Reader interface {
 	// Get returns a copy of the value at key; ok is false when there is none.
 	Get(key []byte) (value []byte, ok bool, err error)
 	// Scan calls fn for each key in [lower, upper) in key order (descending
 	// when reverse), until fn returns false. upper nil means no bound. The
 	// slices passed to fn are valid only during the call.
 	Scan(lower, upper []byte, reverse bool, fn func(key, value []byte) bool) error
-	// Commit applies a batch atomically: after a crash either all of it or
-	// none of it is visible, and batches become durable in commit order.
-	Commit(b *Batch) error
+}
+
+// Txn is a set of writes that reads its own writes and commits atomically.
+// One Txn is open at a time (the projections' applier); readers of the
+// Store see none of it until Commit.
+type Txn interface {
+	Reader
+	Set(key, value []byte) error
+	Delete(key []byte) error
+	// Len is the number of writes so far.
+	Len() int
+	// Commit applies every write atomically: after a crash either all of
+	// them or none are visible, and transactions become durable in commit
+	// order (a crash keeps a prefix of them).
+	Commit() error
+	// Discard drops the writes; it is a no-op after Commit.
+	Discard()
+}
+
+// Store is an ordered key-value store of view state.
+type Store interface {
+	// Reader reads committed state.
+	Reader
+	// Begin opens the write transaction.
+	Begin() (Txn, error)
 	// Purge makes sure no value that was overwritten or deleted before the
 	// call remains anywhere in the store's files (erasure).
 	Purge() error
-	// Sync makes every committed batch durable.
+	// Sync makes every committed transaction durable.
 	Sync() error
 	// Close syncs and releases the store.
 	Close() error
-}
-
-// Batch is a set of writes committed together.
-type Batch struct {
-	ops  []op
-	size int
-}
-
-type op struct {
-	key, value []byte
-	del        bool
-}
-
-// Set writes value at key; both are copied.
-func (b *Batch) Set(key, value []byte) {
-	b.ops = append(b.ops, op{key: bytes.Clone(key), value: bytes.Clone(value)})
-	b.size += len(key) + len(value)
-}
-
-// Delete removes key.
-func (b *Batch) Delete(key []byte) {
-	b.ops = append(b.ops, op{key: bytes.Clone(key), del: true})
-	b.size += len(key)
-}
-
-// Len returns the number of writes in the batch.
-func (b *Batch) Len() int { return len(b.ops) }
-
-// Size returns the bytes of keys and values in the batch.
-func (b *Batch) Size() int { return b.size }
-
-// Reset empties the batch for reuse.
-func (b *Batch) Reset() { b.ops, b.size = b.ops[:0], 0 }
-
-// Each calls fn for each write in order; del marks a deletion.
-func (b *Batch) Each(fn func(key, value []byte, del bool) error) error {
-	for _, o := range b.ops {
-		if err := fn(o.key, o.value, o.del); err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 // ErrClosed is returned by a store used after Close.

@@ -32,7 +32,7 @@ var engines = []engine{
 	}},
 }
 
-func scanKeys(t *testing.T, s Store, lo, hi []byte, reverse bool) string {
+func scanKeys(t *testing.T, s Reader, lo, hi []byte, reverse bool) string {
 	t.Helper()
 	var out []string
 	if err := s.Scan(lo, hi, reverse, func(k, v []byte) bool {
@@ -49,14 +49,24 @@ func TestStore(t *testing.T) {
 		t.Run(e.name, func(t *testing.T) {
 			dir := t.TempDir()
 			s := e.open(t, dir)
-			var b Batch
-			for _, k := range []string{"a/1", "a/2", "a/3", "b/1", "c"} {
-				b.Set([]byte(k), []byte("v"+k))
-			}
-			b.Delete([]byte("a/2"))
-			if err := s.Commit(&b); err != nil {
+			tx, err := s.Begin()
+			if err != nil {
 				t.Fatal(err)
 			}
+			for _, k := range []string{"a/1", "a/2", "a/3", "b/1", "c"} {
+				must(t, tx.Set([]byte(k), []byte("v"+k)))
+			}
+			must(t, tx.Delete([]byte("a/2")))
+			if v, ok, err := tx.Get([]byte("a/3")); err != nil || !ok || string(v) != "va/3" {
+				t.Fatalf("a transaction does not read its own write: %q %v %v", v, ok, err)
+			}
+			if got, want := scanKeys(t, tx, []byte("a/"), PrefixEnd([]byte("a/")), false), "[a/1=va/1 a/3=va/3]"; got != want {
+				t.Fatalf("scan inside the transaction = %s, want %s", got, want)
+			}
+			if _, ok, err := s.Get([]byte("a/1")); err != nil || ok {
+				t.Fatalf("an uncommitted write is visible to readers (%v, %v)", ok, err)
+			}
+			must(t, tx.Commit())
 			if v, ok, err := s.Get([]byte("a/1")); err != nil || !ok || string(v) != "va/1" {
 				t.Fatalf("Get a/1 = %q %v %v", v, ok, err)
 			}
@@ -107,27 +117,28 @@ func TestPebblePurgeLeavesNoOldValue(t *testing.T) {
 	}
 	defer s.Close()
 	marker := []byte("Marker-Name-7f3a9c")
-	var b Batch
-	for i := range 1000 {
-		b.Set(fmt.Appendf(nil, "k/%04d", i), []byte("filler"))
-	}
-	b.Set([]byte("k/secret"), marker)
-	b.Set([]byte("m/secret"), marker)
-	if err := s.Commit(&b); err != nil {
+	tx, err := s.Begin()
+	if err != nil {
 		t.Fatal(err)
 	}
+	for i := range 1000 {
+		must(t, tx.Set(fmt.Appendf(nil, "k/%04d", i), []byte("filler")))
+	}
+	must(t, tx.Set([]byte("k/secret"), marker))
+	must(t, tx.Set([]byte("m/secret"), marker))
+	must(t, tx.Commit())
 	if err := s.Sync(); err != nil {
 		t.Fatal(err)
 	}
 	if !dirHolds(t, dir, marker) {
 		t.Fatal("the marker is not in the files before purge: the scan cannot fail")
 	}
-	b.Reset()
-	b.Set([]byte("k/secret"), []byte("erased"))
-	b.Delete([]byte("m/secret"))
-	if err := s.Commit(&b); err != nil {
+	if tx, err = s.Begin(); err != nil {
 		t.Fatal(err)
 	}
+	must(t, tx.Set([]byte("k/secret"), []byte("erased")))
+	must(t, tx.Delete([]byte("m/secret")))
+	must(t, tx.Commit())
 	if err := s.Purge(); err != nil {
 		t.Fatal(err)
 	}
@@ -178,17 +189,17 @@ func BenchmarkEngine(b *testing.B) {
 			s := e.open(b, b.TempDir())
 			defer s.Close()
 			r := rand.New(rand.NewPCG(1, 2))
-			var batch Batch
 			val := bytes.Repeat([]byte("x"), 40)
 			b.ResetTimer()
 			for range b.N {
-				batch.Reset()
-				for range 4096 {
-					batch.Set(key(r.Uint64N(1<<20)), val)
-				}
-				if err := s.Commit(&batch); err != nil {
+				tx, err := s.Begin()
+				if err != nil {
 					b.Fatal(err)
 				}
+				for range 4096 {
+					must(b, tx.Set(key(r.Uint64N(1<<20)), val))
+				}
+				must(b, tx.Commit())
 			}
 			b.ReportMetric(float64(b.N*4096)/b.Elapsed().Seconds(), "keys/s")
 		})
@@ -223,15 +234,26 @@ func BenchmarkEngine(b *testing.B) {
 func key(i uint64) []byte { return binary.BigEndian.AppendUint64([]byte("h/"), i) }
 
 func fill(b *testing.B, s Store, n int) {
-	var batch Batch
 	val := bytes.Repeat([]byte("x"), 40)
+	tx, err := s.Begin()
+	if err != nil {
+		b.Fatal(err)
+	}
 	for i := range n {
-		batch.Set(key(uint64(i)), val)
-		if batch.Len() == 4096 || i == n-1 {
-			if err := s.Commit(&batch); err != nil {
+		must(b, tx.Set(key(uint64(i)), val))
+		if tx.Len() == 4096 || i == n-1 {
+			must(b, tx.Commit())
+			if tx, err = s.Begin(); err != nil {
 				b.Fatal(err)
 			}
-			batch.Reset()
 		}
+	}
+	tx.Discard()
+}
+
+func must(t testing.TB, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
 	}
 }
