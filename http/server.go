@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gorilla/mux"
 	"github.com/profilestore/profilestore/domain"
@@ -34,16 +35,18 @@ type Config struct {
 	Profiles *domain.ProfileService
 	Eraser   *domain.Eraser
 	Runner   *projections.Runner
-	Views    *projections.Profiles
+	// ProfileView is the global profile view: profile reads and the user
+	// directory.
+	ProfileView *projections.Profiles
 	// Names and Stats back names search, look-alike alerts and the stats
 	// endpoint; Sealer opens values for the change feed.
 	Names  *projections.NameIndex
 	Stats  *projections.Activity
 	Sealer *domain.Sealer
-	// RoomService and RoomViews serve the per-room routes (http/rooms.go);
+	// RoomService and RoomView serve the per-room routes (http/rooms.go);
 	// without them those routes are not registered.
 	RoomService *domain.RoomService
-	RoomViews   *projections.Rooms
+	RoomView    *projections.Rooms
 	Auth        Authenticator
 	Logger      logrus.FieldLogger
 
@@ -236,7 +239,7 @@ func (s *Server) routes() {
 	if s.cfg.Stats != nil {
 		ps.HandleFunc("/stats", s.handleStats).Methods(http.MethodGet)
 	}
-	if s.cfg.RoomViews != nil {
+	if s.cfg.RoomView != nil {
 		ps.HandleFunc("/rooms/{roomId}/lookalikes", s.authed(s.handleRoomLookalikes)).Methods(http.MethodGet)
 	}
 	ps.HandleFunc("/users/{userId}/history/{position}/hide", s.authed(s.limited(s.handleHide))).Methods(http.MethodPost)
@@ -386,11 +389,16 @@ func (s *Server) limited(next http.HandlerFunc) http.HandlerFunc {
 }
 
 // pathVar returns a decoded path variable (the router matches encoded paths
-// so that ids containing '/' survive).
+// so that ids containing '/' survive). Every identifier, key and token in a
+// path is text: bytes that are not UTF-8 (an encoded surrogate included)
+// are refused rather than stored and later shown as U+FFFD.
 func pathVar(r *http.Request, name string) (string, error) {
 	v, err := url.PathUnescape(mux.Vars(r)[name])
 	if err != nil {
 		return "", domain.Errorf(domain.ErrCodeInvalidParam, "Malformed %s in the path", name)
+	}
+	if !utf8.ValidString(v) {
+		return "", domain.Errorf(domain.ErrCodeInvalidParam, "%s in the path is not valid UTF-8", name)
 	}
 	return v, nil
 }

@@ -47,14 +47,13 @@ func openApp(ctx context.Context, cfg Config, log *logrus.Logger) (*app, error) 
 		if err != nil {
 			return nil, inUse(cfg.DataDir, fmt.Errorf("open event store: %w", err))
 		}
-		a.keyring, err = bolt.OpenKeyring(filepath.Join(cfg.DataDir, "keys.db"))
-		if err != nil {
+		if a.keyring, err = bolt.OpenKeyring(filepath.Join(cfg.DataDir, "keys.db")); err != nil {
 			a.close()
 			return nil, inUse(cfg.DataDir, fmt.Errorf("open keyring: %w", err))
 		}
 	default:
-		a.store, a.keyring, err = openESDB(ctx, cfg, log)
-		if err != nil {
+		// openESDB says which of the two failed.
+		if a.store, a.keyring, err = openESDB(ctx, cfg, log); err != nil {
 			return nil, err
 		}
 	}
@@ -96,14 +95,14 @@ func (a *app) server(auth pshttp.Authenticator) (*pshttp.Server, error) {
 		Profiles:              a.profiles,
 		Eraser:                a.eraser,
 		Runner:                a.runner,
-		Views:                 a.views,
+		ProfileView:           a.views,
 		Names:                 a.names,
 		Stats:                 a.stats,
 		Sealer:                a.sealer,
 		AnalyticsTokenHashes:  a.cfg.Feed.AnalyticsTokenSHA256,
 		FeedHeartbeat:         a.cfg.Feed.Heartbeat,
 		RoomService:           a.rooms,
-		RoomViews:             a.roomView,
+		RoomView:              a.roomView,
 		Auth:                  auth,
 		Logger:                a.log,
 		DefaultPropagation:    a.cfg.Profile.DefaultPropagation,
