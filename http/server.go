@@ -34,16 +34,18 @@ type Config struct {
 	Profiles *domain.ProfileService
 	Eraser   *domain.Eraser
 	Runner   *projections.Runner
-	Views    *projections.Profiles
+	// ProfileView is the global profile view: profile reads and the user
+	// directory.
+	ProfileView *projections.Profiles
 	// Names and Stats back names search, look-alike alerts and the stats
 	// endpoint; Sealer opens values for the change feed.
 	Names  *projections.NameIndex
 	Stats  *projections.Activity
 	Sealer *domain.Sealer
-	// RoomService and RoomViews serve the per-room routes (http/rooms.go);
+	// RoomService and RoomView serve the per-room routes (http/rooms.go);
 	// without them those routes are not registered.
 	RoomService *domain.RoomService
-	RoomViews   *projections.Rooms
+	RoomView    *projections.Rooms
 	Auth        Authenticator
 	Logger      logrus.FieldLogger
 
@@ -236,7 +238,7 @@ func (s *Server) routes() {
 	if s.cfg.Stats != nil {
 		ps.HandleFunc("/stats", s.handleStats).Methods(http.MethodGet)
 	}
-	if s.cfg.RoomViews != nil {
+	if s.cfg.RoomView != nil {
 		ps.HandleFunc("/rooms/{roomId}/lookalikes", s.authed(s.handleRoomLookalikes)).Methods(http.MethodGet)
 	}
 	ps.HandleFunc("/users/{userId}/history/{position}/hide", s.authed(s.limited(s.handleHide))).Methods(http.MethodPost)
