@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gorilla/mux"
 	"github.com/profilestore/profilestore/domain"
@@ -388,11 +389,16 @@ func (s *Server) limited(next http.HandlerFunc) http.HandlerFunc {
 }
 
 // pathVar returns a decoded path variable (the router matches encoded paths
-// so that ids containing '/' survive).
+// so that ids containing '/' survive). Every identifier, key and token in a
+// path is text: bytes that are not UTF-8 (an encoded surrogate included)
+// are refused rather than stored and later shown as U+FFFD.
 func pathVar(r *http.Request, name string) (string, error) {
 	v, err := url.PathUnescape(mux.Vars(r)[name])
 	if err != nil {
 		return "", domain.Errorf(domain.ErrCodeInvalidParam, "Malformed %s in the path", name)
+	}
+	if !utf8.ValidString(v) {
+		return "", domain.Errorf(domain.ErrCodeInvalidParam, "%s in the path is not valid UTF-8", name)
 	}
 	return v, nil
 }
