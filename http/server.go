@@ -28,7 +28,7 @@ import (
 
 // Config is what the server needs to serve.
 type Config struct {
-	// Addr is the listen address, e.g. "127.0.0.1:8008"; ":0" picks a port.
+	// Addr is the listen address, e.g. "127.0.0.1:8318"; ":0" picks a port.
 	Addr string
 
 	Store    eventstore.Store
