@@ -181,3 +181,51 @@ func TestMalformedPathIsAMatrixError(t *testing.T) {
 		t.Errorf("versions: %d", resp.StatusCode)
 	}
 }
+
+// TestMemberProfileNullAndNotJoined: a per-room null is refused as on the
+// global route, and clearing (DELETE or "") while not joined is 403 like
+// setting; none of them appends anything.
+func TestMemberProfileNullAndNotJoined(t *testing.T) {
+	ts := newTestService(t)
+	const base = "/_profilestore/v1/rooms/!r:example.com/members/"
+	if r := ts.do("PUT", base+"@alice:example.com", ts.tokens[admin], `{"membership":"join"}`); r.Status != 200 {
+		t.Fatalf("setup: %d %s", r.Status, r.Body)
+	}
+	if r := ts.do("PUT", base+"@alice:example.com/profile/displayname", ts.tokens[alice], `{"displayname":"Nick"}`); r.Status != 200 {
+		t.Fatalf("setup: %d %s", r.Status, r.Body)
+	}
+	cases := []struct {
+		name, method, path, body string
+		status                   int
+		errcode                  string
+	}{
+		{"null displayname", "PUT", base + "@alice:example.com/profile/displayname", `{"displayname":null}`, 400, "M_INVALID_PARAM"},
+		{"null avatar_url", "PUT", base + "@alice:example.com/profile/avatar_url", `{"avatar_url":null}`, 400, "M_INVALID_PARAM"},
+		{"DELETE while not joined", "DELETE", base + "@bob:example.com/profile/displayname", "", 403, "M_FORBIDDEN"},
+		{"empty value while not joined", "PUT", base + "@bob:example.com/profile/displayname", `{"displayname":""}`, 403, "M_FORBIDDEN"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			before := ts.head()
+			var body any
+			if c.body != "" {
+				body = c.body
+			}
+			tok := ts.tokens[alice]
+			if strings.Contains(c.path, "@bob") {
+				tok = ts.tokens[bob]
+			}
+			r := ts.do(c.method, c.path, tok, body)
+			if r.Status != c.status || r.errcode(t) != c.errcode {
+				t.Errorf("%d %s, want %d %s", r.Status, r.Body, c.status, c.errcode)
+			}
+			if after := ts.head(); after != before {
+				t.Errorf("the log moved from %s to %s", before, after)
+			}
+		})
+	}
+	m := ts.do("GET", "/_profilestore/v1/rooms/!r:example.com/members", ts.tokens[admin], nil)
+	if !strings.Contains(string(m.Body), `"displayname":"Nick"`) {
+		t.Errorf("the override did not survive the refused null: %s", m.Body)
+	}
+}
