@@ -357,8 +357,9 @@ func (s *Server) handlePutMemberProfile(w http.ResponseWriter, r *http.Request) 
 		s.writeError(w, r, domain.Errorf(domain.ErrCodeMissingParam, "The body has no %q property", field))
 		return
 	}
+	// null is refused as on the global route; "" or DELETE clears.
 	var value string
-	if err := json.Unmarshal(raw, &value); err != nil {
+	if err := json.Unmarshal(raw, &value); err != nil || string(raw) == "null" {
 		s.writeError(w, r, domain.Errorf(domain.ErrCodeInvalidParam, "%s must be a string", field))
 		return
 	}

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"os"
 	"path/filepath"
 
 	"github.com/profilestore/profilestore/domain"
@@ -37,8 +36,8 @@ func openApp(ctx context.Context, cfg Config, log *logrus.Logger) (*app, error) 
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-		return nil, fmt.Errorf("data directory: %w", err)
+	if err := makeDataDir(cfg.DataDir, func(m string) { log.Info(m) }); err != nil {
+		return nil, err
 	}
 	a := &app{cfg: cfg, log: log}
 	var err error
@@ -46,11 +45,11 @@ func openApp(ctx context.Context, cfg Config, log *logrus.Logger) (*app, error) 
 	case "bolt":
 		a.store, err = bolt.Open(filepath.Join(cfg.DataDir, "events.db"), bolt.Options{Logger: log})
 		if err != nil {
-			return nil, fmt.Errorf("open event store: %w", err)
+			return nil, inUse(cfg.DataDir, fmt.Errorf("open event store: %w", err))
 		}
 		if a.keyring, err = bolt.OpenKeyring(filepath.Join(cfg.DataDir, "keys.db")); err != nil {
 			a.close()
-			return nil, fmt.Errorf("open keyring: %w", err)
+			return nil, inUse(cfg.DataDir, fmt.Errorf("open keyring: %w", err))
 		}
 	default:
 		// openESDB says which of the two failed.
