@@ -236,11 +236,11 @@ func (s *Server) handleConsoleUser(w http.ResponseWriter, r *http.Request, id Id
 		return
 	}
 	var hist consoleHistory
-	if s.cfg.RoomViews != nil {
+	if s.cfg.RoomView != nil {
 		hq, err := s.consoleHistoryQuery(r, id)
 		var page projections.HistoryPage
 		if err == nil {
-			page, err = s.cfg.RoomViews.UserHistory(user, hq)
+			page, err = s.cfg.RoomView.UserHistory(user, hq)
 		}
 		var profiles map[domain.UserID]domain.Profile
 		if err == nil {

@@ -14,7 +14,7 @@ import (
 // consoleRoomRoutes adds the room pages; like the room API they exist only
 // when the server has a room view.
 func (s *Server) consoleRoomRoutes() {
-	if s.cfg.RoomViews == nil {
+	if s.cfg.RoomView == nil {
 		return
 	}
 	s.router.HandleFunc("/console/rooms", s.consoleAuthed(s.handleConsoleRooms)).Methods(http.MethodGet)
@@ -23,10 +23,10 @@ func (s *Server) consoleRoomRoutes() {
 
 // moderatedRooms lists the rooms the user moderates now; none without a room view.
 func (s *Server) moderatedRooms(user domain.UserID) []domain.RoomID {
-	if s.cfg.RoomViews == nil {
+	if s.cfg.RoomView == nil {
 		return nil
 	}
-	return s.cfg.RoomViews.ModeratedRooms(user)
+	return s.cfg.RoomView.ModeratedRooms(user)
 }
 
 func consoleRoomPath(room domain.RoomID) string {
@@ -76,7 +76,7 @@ func (s *Server) consoleMoment(r *http.Request) (*eventstore.Position, error) {
 	raw = strings.TrimSuffix(strings.TrimSpace(raw), "Z")
 	for _, layout := range []string{"2006-01-02T15:04:05", "2006-01-02T15:04", "2006-01-02 15:04:05", "2006-01-02 15:04", "2006-01-02"} {
 		if t, err := time.ParseInLocation(layout, raw, time.UTC); err == nil {
-			p := s.cfg.RoomViews.PositionAt(t)
+			p := s.cfg.RoomView.PositionAt(t)
 			return &p, nil
 		}
 	}
@@ -111,7 +111,7 @@ func (s *Server) handleConsoleRoom(w http.ResponseWriter, r *http.Request, id Id
 	}
 	// The console reviews rooms; a moderator's other rooms (where they
 	// are a plain member) stay in their Matrix client.
-	if !id.Admin && !s.cfg.RoomViews.IsModerator(room, id.User) {
+	if !id.Admin && !s.cfg.RoomView.IsModerator(room, id.User) {
 		s.renderError(w, r, id, domain.Errorf(domain.ErrCodeForbidden, "You do not moderate this room, so the console does not show it to you."))
 		return
 	}
@@ -123,11 +123,11 @@ func (s *Server) handleConsoleRoom(w http.ResponseWriter, r *http.Request, id Id
 	var members []projections.Member
 	var pos eventstore.Position
 	if err == nil {
-		members, pos, err = s.cfg.RoomViews.Members(room, at, hq.Viewer)
+		members, pos, err = s.cfg.RoomView.Members(room, at, hq.Viewer)
 	}
 	var hist projections.HistoryPage
 	if err == nil {
-		hist, err = s.cfg.RoomViews.RoomHistory(room, hq)
+		hist, err = s.cfg.RoomView.RoomHistory(room, hq)
 	}
 	var profiles map[domain.UserID]domain.Profile
 	if err == nil {
@@ -139,7 +139,7 @@ func (s *Server) handleConsoleRoom(w http.ResponseWriter, r *http.Request, id Id
 	}
 	shown := make([]consoleMember, len(members))
 	for i, m := range members {
-		shown[i] = consoleMember{m, s.cfg.RoomViews.IsModerator(room, m.User)}
+		shown[i] = consoleMember{m, s.cfg.RoomView.IsModerator(room, m.User)}
 	}
 	q := r.URL.Query()
 	path := consoleRoomPath(room)

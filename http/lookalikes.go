@@ -125,7 +125,7 @@ func (s *Server) roomLookalikes(room domain.RoomID, members []projections.Member
 		if m.DisplayName == nil {
 			continue
 		}
-		named = append(named, domain.NamedMember{User: m.User, DisplayName: *m.DisplayName, Moderator: s.cfg.RoomViews.IsModerator(room, m.User)})
+		named = append(named, domain.NamedMember{User: m.User, DisplayName: *m.DisplayName, Moderator: s.cfg.RoomView.IsModerator(room, m.User)})
 	}
 	alerts := domain.Lookalikes(named)
 	out := make([]lookalike, len(alerts))

@@ -17,13 +17,18 @@ const (
 	msc4069Propagate = "org.matrix.msc4069.propagate"
 	msc4466Flag      = "computer.gingershaped.msc4466"
 	msc4466Param     = "computer.gingershaped.msc4466.propagate_to"
+	// Extended profiles (MSC4133, stable in v1.16). matrix-js-sdk before
+	// v39, and the Element builds made with it, look only for these flags
+	// and refuse custom keys without them; Synapse advertises both.
+	msc4133Flag       = "uk.tcpip.msc4133"
+	msc4133StableFlag = "uk.tcpip.msc4133.stable"
 )
 
 func (s *Server) handleVersions(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{
 		"versions": []string{"v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6", "v1.7", "v1.8", "v1.9", "v1.10",
 			"v1.11", "v1.12", "v1.13", "v1.14", "v1.15", "v1.16"},
-		"unstable_features": map[string]bool{msc4069Flag: true, msc4466Flag: true},
+		"unstable_features": map[string]bool{msc4069Flag: true, msc4466Flag: true, msc4133Flag: true, msc4133StableFlag: true},
 	})
 }
 
@@ -99,7 +104,7 @@ func (s *Server) handleGetProfile(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	st := s.cfg.Views.Get(user)
+	st := s.cfg.ProfileView.Get(user)
 	fields := s.supplement(w, r, user, "", requester, st.Profile.Fields)
 	if len(fields) == 0 {
 		s.writeError(w, r, domain.Errorf(domain.ErrCodeNotFound, "Profile not found"))
@@ -124,7 +129,7 @@ func (s *Server) handleGetProfileField(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	stored := map[string]json.RawMessage{}
-	value, ok, rev, exists := s.cfg.Views.Field(user, key)
+	value, ok, rev, exists := s.cfg.ProfileView.Field(user, key)
 	if ok {
 		stored[key] = value
 	}
@@ -317,7 +322,7 @@ func (s *Server) handleDirectorySearch(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	found, limited := s.cfg.Views.Search(strings.TrimSpace(term), limit)
+	found, limited := s.cfg.ProfileView.Search(strings.TrimSpace(term), limit)
 	results := make([]directoryResult, len(found))
 	for i, f := range found {
 		results[i] = directoryResult{UserID: f.UserID, DisplayName: f.DisplayName, AvatarURL: f.AvatarURL}
