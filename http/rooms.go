@@ -211,13 +211,23 @@ type entryJSON struct {
 	Hidden   bool              `json:"hidden,omitempty"`
 	// OldHidden: the old value was set by a hidden entry and is left out.
 	OldHidden bool `json:"old_hidden,omitempty"`
+	// Erased: the user was erased after this entry; its values are gone
+	// (old and new read {}), which is not the same as never having had one.
+	Erased bool `json:"erased,omitempty"`
 }
 
-func writeHistory(w http.ResponseWriter, page projections.HistoryPage) {
+// writeHistory answers a page of history, marking the entries whose
+// values were erased since.
+func (s *Server) writeHistory(w http.ResponseWriter, r *http.Request, page projections.HistoryPage) {
+	profiles, err := s.erasures(r.Context(), page.Entries)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
 	chunk := make([]entryJSON, len(page.Entries))
 	for i, e := range page.Entries {
 		chunk[i] = entryJSON{Position: e.Position.String(), TS: e.Time.UnixMilli(), RoomID: e.Room, UserID: e.User, Kind: e.Kind,
-			Field: e.Field, Old: e.Old, New: e.New, Hidden: e.Hidden, OldHidden: e.OldHidden,
+			Field: e.Field, Old: e.Old, New: e.New, Hidden: e.Hidden, OldHidden: e.OldHidden, Erased: erased(e, profiles),
 			Cause: causeJSON{Type: e.Cause.Type, Actor: e.Cause.Actor, Source: e.Cause.Source, By: e.Cause.By, PropagateTo: e.Cause.PropagateTo}}
 	}
 	body := map[string]any{"chunk": chunk, "start": page.Start}
@@ -245,7 +255,7 @@ func (s *Server) handleRoomHistory(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	writeHistory(w, page)
+	s.writeHistory(w, r, page)
 }
 
 func (s *Server) handleUserHistory(w http.ResponseWriter, r *http.Request) {
@@ -269,7 +279,7 @@ func (s *Server) handleUserHistory(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	writeHistory(w, page)
+	s.writeHistory(w, r, page)
 }
 
 // optionalString reads an optional string property: absent is nil, null is
@@ -375,8 +385,9 @@ func (s *Server) handlePutMemberProfile(w http.ResponseWriter, r *http.Request) 
 		s.writeError(w, r, domain.Errorf(domain.ErrCodeMissingParam, "The body has no %q property", field))
 		return
 	}
+	// null is refused as on the global route; "" or DELETE clears.
 	var value string
-	if err := json.Unmarshal(raw, &value); err != nil {
+	if err := json.Unmarshal(raw, &value); err != nil || string(raw) == "null" {
 		s.writeError(w, r, domain.Errorf(domain.ErrCodeInvalidParam, "%s must be a string", field))
 		return
 	}

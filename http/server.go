@@ -172,10 +172,10 @@ func (s *Server) Open() error {
 	if err != nil {
 		return err
 	}
-	s.ln = ln
+	s.ln = matrixErrorListener{ln}
 	s.server = &http.Server{Handler: s.handler, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
 	go func() {
-		if err := s.server.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := s.server.Serve(s.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			s.log.WithError(err).Error("http server stopped")
 		}
 	}()
@@ -323,7 +323,11 @@ func (s *Server) middleware(next http.Handler) http.Handler {
 		log := s.log.WithFields(logrus.Fields{"request_id": reqID, "method": r.Method, "route": route})
 		ctx := context.WithValue(r.Context(), loggerKey{}, log)
 		rec := &statusRecorder{ResponseWriter: w}
-		next.ServeHTTP(rec, r.WithContext(ctx))
+		if err := checkQuery(r); err != nil {
+			s.writeError(rec, r.WithContext(ctx), err)
+		} else {
+			next.ServeHTTP(rec, r.WithContext(ctx))
+		}
 		if rec.status == 0 {
 			rec.status = http.StatusOK
 		}
