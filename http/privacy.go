@@ -6,6 +6,7 @@ import (
 
 	"github.com/profilestore/profilestore/domain"
 	"github.com/profilestore/profilestore/eventstore"
+	"github.com/profilestore/profilestore/projections"
 )
 
 // handleErase erases a user's profile data: admins erase anyone, users
@@ -26,6 +27,17 @@ func (s *Server) handleErase(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, domain.Errorf(domain.ErrCodeForbidden, "Erasure is not enabled on this server"))
 		return
 	}
+	seen, err := s.userSeen(r, user)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if !seen {
+		// Nothing was ever stored for them: erasing must not create a
+		// stream (a typo'd id would otherwise gain a profile.erased record).
+		writeJSON(w, http.StatusOK, map[string]bool{"erased": true})
+		return
+	}
 	source := "client"
 	if id.Admin && id.User != user {
 		source = "admin"
@@ -38,6 +50,24 @@ func (s *Server) handleErase(w http.ResponseWriter, r *http.Request) {
 	requestLogger(r, s.log).WithField("user_id", user).WithField("actor", id.User).Info("user erased")
 	s.afterWriteSettled(w, r, res)
 	writeJSON(w, http.StatusOK, map[string]bool{"erased": true})
+}
+
+// userSeen reports whether anything was ever stored about user: a profile
+// stream, or an entry in any room (a member joined by an admin or mirrored
+// from the homeserver may have per-room names and no profile stream).
+func (s *Server) userSeen(r *http.Request, user domain.UserID) (bool, error) {
+	_, res, err := s.cfg.Profiles.Profile(r.Context(), user)
+	if err != nil || res.Exists {
+		return res.Exists, err
+	}
+	if s.cfg.RoomView == nil {
+		return false, nil
+	}
+	if err := s.waitForPosition(r); err != nil {
+		return false, err
+	}
+	page, err := s.cfg.RoomView.UserHistory(user, projections.HistoryQuery{Viewer: projections.Viewer{Admin: true}, Limit: 1, Backwards: true})
+	return len(page.Entries) > 0, err
 }
 
 // handleHide hides an entry of a user's history (a deadname, say) from
