@@ -239,6 +239,11 @@ func TestMemberProfileNullAndNotJoined(t *testing.T) {
 func TestEraseOfANeverSeenUserAppendsNothing(t *testing.T) {
 	ts := newTestService(t)
 	before := ts.head()
+	// Who may erase is checked first: the answer tells nobody else whether
+	// the user was ever seen.
+	if r := ts.do("POST", "/_profilestore/v1/users/@never:example.com/erase", ts.tokens[bob], `{}`); r.Status != 403 || r.errcode(t) != "M_FORBIDDEN" {
+		t.Errorf("bob erasing another user: %d %s, want 403 M_FORBIDDEN", r.Status, r.Body)
+	}
 	r := ts.do("POST", "/_profilestore/v1/users/@never:example.com/erase", ts.tokens[admin], `{}`)
 	if r.Status != 200 || r.json(t)["erased"] != true {
 		t.Fatalf("erase: %d %s", r.Status, r.Body)
