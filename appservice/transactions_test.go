@@ -117,7 +117,7 @@ func (ms *mirrorService) start() {
 		Homeserver: appservice.NewHomeserverProfiles(ms.hs.URL, ms.reg.ASToken, nil, time.Minute), Logger: quietLogger()})
 	ms.ing = appservice.NewIngester(appservice.IngesterOptions{Registration: ms.reg, Store: ms.store, Mirror: mirror,
 		MaxTransactionBytes: 1 << 20, Logger: quietLogger()})
-	srv := pshttp.NewServer(pshttp.Config{Store: ms.store, Profiles: profiles, Views: projections.NewProfiles(),
+	srv := pshttp.NewServer(pshttp.Config{Store: ms.store, Profiles: profiles, ProfileView: projections.NewProfiles(),
 		Logger: quietLogger(), Collectors: ms.ing.Collectors()})
 	ms.ing.Routes(srv.Router())
 	ms.server = httptest.NewServer(srv.Handler())

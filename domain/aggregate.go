@@ -64,13 +64,6 @@ func (c *streams[S, P]) get(stream string) *aggregate[S] {
 	return agg
 }
 
-// forget drops a stream's cached aggregate.
-func (c *streams[S, P]) forget(stream string) {
-	c.mu.Lock()
-	delete(c.byID, stream)
-	c.mu.Unlock()
-}
-
 // load folds the stream into a locked aggregate the first time it is used.
 // A cached aggregate is not re-read: if another writer moved the stream on,
 // the next append's expected revision fails and the tail is read then.

@@ -30,6 +30,15 @@ type Profile struct {
 	// AllAt is, per displayname / avatar_url, the position of the last change
 	// with propagate_to all: it cleared every per-room override older than it.
 	AllAt map[string]eventstore.Position
+	// ErasedAt is the position of the user's last profile.erased (Start if
+	// never erased): every value recorded before it is unreadable, which
+	// readers show as "erased" rather than as an unset value.
+	ErasedAt eventstore.Position
+}
+
+// ErasedBefore reports whether a value recorded at pos was erased since.
+func (p Profile) ErasedBefore(pos eventstore.Position) bool {
+	return !p.ErasedAt.IsStart() && pos.Before(p.ErasedAt)
 }
 
 // Get returns the value of key and whether it is set.
@@ -74,12 +83,13 @@ func (p *Profile) Apply(e *Event) {
 		delete(p.Fields, e.Key)
 	case TypeErased:
 		p.Fields = nil
+		p.ErasedAt = e.Position
 	}
 }
 
 // Clone returns a copy that shares no map with p (values are immutable).
 func (p Profile) Clone() Profile {
-	c := Profile{Fields: make(map[string]json.RawMessage, len(p.Fields))}
+	c := Profile{Fields: make(map[string]json.RawMessage, len(p.Fields)), ErasedAt: p.ErasedAt}
 	for k, v := range p.Fields {
 		c.Fields[k] = v
 	}

@@ -301,10 +301,14 @@ func DecideSetMemberProfile(r *Room, cmd SetMemberProfile, lim Limits) ([]Event,
 }
 
 // DecideClearMemberProfile returns the events of clearing an override: none
-// when there is none.
+// when there is none. Like setting one, it is refused to a user who is not
+// joined (who has no per-room values to clear).
 func DecideClearMemberProfile(r *Room, cmd ClearMemberProfile) ([]Event, error) {
 	if cmd.Field != KeyDisplayName && cmd.Field != KeyAvatarURL {
 		return nil, Errorf(ErrCodeInvalidParam, "Only displayname and avatar_url can differ per room")
+	}
+	if r.Membership(cmd.User) != MembershipJoin {
+		return nil, Errorf(ErrCodeForbidden, "%s is not joined to this room", cmd.User)
 	}
 	if _, ok := r.Members[cmd.User].override(cmd.Field, cmd.ClearedAt); !ok {
 		return nil, nil

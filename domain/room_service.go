@@ -15,8 +15,6 @@ type GlobalProfiles interface {
 // with the expected revision, retry on conflict. Loaded rooms are cached and
 // only the tail of a stream is read again.
 type RoomService struct {
-	store    eventstore.Store
-	sealer   *Sealer
 	limits   Limits
 	profiles GlobalProfiles
 	streams  *streams[Room, *Room]
@@ -25,7 +23,7 @@ type RoomService struct {
 // NewRoomService returns a service writing to store; profiles supplies the
 // names of members who join or are invited without names of their own.
 func NewRoomService(store eventstore.Store, sealer *Sealer, limits Limits, profiles GlobalProfiles) *RoomService {
-	return &RoomService{store: store, sealer: sealer, limits: limits, profiles: profiles, streams: newStreams[Room](store, sealer)}
+	return &RoomService{limits: limits, profiles: profiles, streams: newStreams[Room](store, sealer)}
 }
 
 // ChangeMembership joins, invites, removes or bans a user. A join or invite

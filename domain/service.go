@@ -85,9 +85,6 @@ func (s *ProfileService) Profile(ctx context.Context, user UserID) (Profile, Wri
 	return agg.state.Clone(), agg.result(false), nil
 }
 
-// Forget drops the cached profile of user (after an erasure).
-func (s *ProfileService) Forget(user UserID) { s.streams.forget(ProfileStream(user)) }
-
 func (s *ProfileService) run(ctx context.Context, user UserID, idemKey string, pre Precondition, decide func(*Profile) ([]Event, error)) (WriteResult, error) {
 	stream := ProfileStream(user)
 	agg := s.streams.get(stream)

@@ -88,8 +88,8 @@ func newTestServiceIn(t testing.TB, dir string, opts ...serviceOption) *testServ
 	profiles := domain.NewProfileService(store, sealer, domain.DefaultLimits)
 	cfg := pshttp.Config{
 		Store: store, Profiles: profiles, Eraser: domain.NewEraser(keys, sealer, profiles), Runner: runner,
-		Views: views, Names: names, Stats: stats, Sealer: sealer, Auth: auth, Logger: log, WriteRate: 1000, WriteBurst: 1000,
-		RoomService: domain.NewRoomService(store, sealer, domain.DefaultLimits, profiles), RoomViews: roomViews,
+		ProfileView: views, Names: names, Stats: stats, Sealer: sealer, Auth: auth, Logger: log, WriteRate: 1000, WriteBurst: 1000,
+		RoomService: domain.NewRoomService(store, sealer, domain.DefaultLimits, profiles), RoomView: roomViews,
 	}
 	for _, o := range opts {
 		o(&cfg)

@@ -64,7 +64,7 @@ func (s *Server) handleHide(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, domain.Errorf(domain.ErrCodeForbidden, "Only the user or an admin may hide the user's entries"))
 		return
 	}
-	if s.cfg.RoomViews == nil {
+	if s.cfg.RoomView == nil {
 		s.writeError(w, r, domain.Errorf(domain.ErrCodeNotFound, "No history is kept here"))
 		return
 	}
@@ -72,7 +72,7 @@ func (s *Server) handleHide(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	found, hidden := s.cfg.RoomViews.UserEntry(user, pos)
+	found, hidden := s.cfg.RoomView.UserEntry(user, pos)
 	if !found {
 		s.writeError(w, r, domain.Errorf(domain.ErrCodeNotFound, "No entry of %s's history is at %s", user, tok))
 		return

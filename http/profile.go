@@ -104,7 +104,7 @@ func (s *Server) handleGetProfile(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	st := s.cfg.Views.Get(user)
+	st := s.cfg.ProfileView.Get(user)
 	fields := s.supplement(w, r, user, "", requester, st.Profile.Fields)
 	if len(fields) == 0 {
 		s.writeError(w, r, domain.Errorf(domain.ErrCodeNotFound, "Profile not found"))
@@ -129,7 +129,7 @@ func (s *Server) handleGetProfileField(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	stored := map[string]json.RawMessage{}
-	value, ok, rev, exists := s.cfg.Views.Field(user, key)
+	value, ok, rev, exists := s.cfg.ProfileView.Field(user, key)
 	if ok {
 		stored[key] = value
 	}
@@ -322,7 +322,7 @@ func (s *Server) handleDirectorySearch(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	found, limited := s.cfg.Views.Search(strings.TrimSpace(term), limit)
+	found, limited := s.cfg.ProfileView.Search(strings.TrimSpace(term), limit)
 	results := make([]directoryResult, len(found))
 	for i, f := range found {
 		results[i] = directoryResult{UserID: f.UserID, DisplayName: f.DisplayName, AvatarURL: f.AvatarURL}

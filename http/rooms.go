@@ -16,7 +16,7 @@ import (
 // roomRoutes adds the per-room routes; they answer 404 M_UNRECOGNIZED when
 // the server was built without a room service and view.
 func (s *Server) roomRoutes() {
-	if s.cfg.RoomService == nil || s.cfg.RoomViews == nil {
+	if s.cfg.RoomService == nil || s.cfg.RoomView == nil {
 		return
 	}
 	p := prefixed{s.router, "/_profilestore/v1"}
@@ -88,7 +88,7 @@ func (s *Server) asOf(r *http.Request) (*eventstore.Position, error) {
 		if err != nil || ms < 0 || ms > 1<<53 {
 			return nil, domain.Errorf(domain.ErrCodeInvalidParam, "at_ts must be a timestamp in milliseconds")
 		}
-		p := s.cfg.RoomViews.PositionAt(time.UnixMilli(ms))
+		p := s.cfg.RoomView.PositionAt(time.UnixMilli(ms))
 		return &p, nil
 	}
 	return nil, nil
@@ -108,7 +108,7 @@ func (s *Server) roomMembersAsOf(r *http.Request) (domain.RoomID, []projections.
 	if err != nil {
 		return "", nil, eventstore.Position{}, err
 	}
-	members, pos, err := s.cfg.RoomViews.Members(room, at, viewer(r))
+	members, pos, err := s.cfg.RoomView.Members(room, at, viewer(r))
 	return room, members, pos, err
 }
 
@@ -135,7 +135,7 @@ func (s *Server) handleJoinedMembers(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	members, _, err := s.cfg.RoomViews.Members(room, nil, viewer(r))
+	members, _, err := s.cfg.RoomView.Members(room, nil, viewer(r))
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -211,13 +211,23 @@ type entryJSON struct {
 	Hidden   bool              `json:"hidden,omitempty"`
 	// OldHidden: the old value was set by a hidden entry and is left out.
 	OldHidden bool `json:"old_hidden,omitempty"`
+	// Erased: the user was erased after this entry; its values are gone
+	// (old and new read {}), which is not the same as never having had one.
+	Erased bool `json:"erased,omitempty"`
 }
 
-func writeHistory(w http.ResponseWriter, page projections.HistoryPage) {
+// writeHistory answers a page of history, marking the entries whose
+// values were erased since.
+func (s *Server) writeHistory(w http.ResponseWriter, r *http.Request, page projections.HistoryPage) {
+	profiles, err := s.erasures(r.Context(), page.Entries)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
 	chunk := make([]entryJSON, len(page.Entries))
 	for i, e := range page.Entries {
 		chunk[i] = entryJSON{Position: e.Position.String(), TS: e.Time.UnixMilli(), RoomID: e.Room, UserID: e.User, Kind: e.Kind,
-			Field: e.Field, Old: e.Old, New: e.New, Hidden: e.Hidden, OldHidden: e.OldHidden,
+			Field: e.Field, Old: e.Old, New: e.New, Hidden: e.Hidden, OldHidden: e.OldHidden, Erased: erased(e, profiles),
 			Cause: causeJSON{Type: e.Cause.Type, Actor: e.Cause.Actor, Source: e.Cause.Source, By: e.Cause.By, PropagateTo: e.Cause.PropagateTo}}
 	}
 	body := map[string]any{"chunk": chunk, "start": page.Start}
@@ -240,12 +250,12 @@ func (s *Server) handleRoomHistory(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	page, err := s.cfg.RoomViews.RoomHistory(room, q)
+	page, err := s.cfg.RoomView.RoomHistory(room, q)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
-	writeHistory(w, page)
+	s.writeHistory(w, r, page)
 }
 
 func (s *Server) handleUserHistory(w http.ResponseWriter, r *http.Request) {
@@ -264,12 +274,12 @@ func (s *Server) handleUserHistory(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	page, err := s.cfg.RoomViews.UserHistory(user, q)
+	page, err := s.cfg.RoomView.UserHistory(user, q)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
-	writeHistory(w, page)
+	s.writeHistory(w, r, page)
 }
 
 // optionalString reads an optional string property: absent is nil, null is
@@ -375,8 +385,9 @@ func (s *Server) handlePutMemberProfile(w http.ResponseWriter, r *http.Request) 
 		s.writeError(w, r, domain.Errorf(domain.ErrCodeMissingParam, "The body has no %q property", field))
 		return
 	}
+	// null is refused as on the global route; "" or DELETE clears.
 	var value string
-	if err := json.Unmarshal(raw, &value); err != nil {
+	if err := json.Unmarshal(raw, &value); err != nil || string(raw) == "null" {
 		s.writeError(w, r, domain.Errorf(domain.ErrCodeInvalidParam, "%s must be a string", field))
 		return
 	}

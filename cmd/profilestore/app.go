@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"os"
 	"path/filepath"
 
 	"github.com/profilestore/profilestore/domain"
@@ -37,8 +36,8 @@ func openApp(ctx context.Context, cfg Config, log *logrus.Logger) (*app, error) 
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-		return nil, fmt.Errorf("data directory: %w", err)
+	if err := makeDataDir(cfg.DataDir, func(m string) { log.Info(m) }); err != nil {
+		return nil, err
 	}
 	a := &app{cfg: cfg, log: log}
 	var err error
@@ -46,15 +45,17 @@ func openApp(ctx context.Context, cfg Config, log *logrus.Logger) (*app, error) 
 	case "bolt":
 		a.store, err = bolt.Open(filepath.Join(cfg.DataDir, "events.db"), bolt.Options{Logger: log})
 		if err != nil {
-			return nil, fmt.Errorf("open event store: %w", err)
+			return nil, inUse(cfg.DataDir, fmt.Errorf("open event store: %w", err))
 		}
-		a.keyring, err = bolt.OpenKeyring(filepath.Join(cfg.DataDir, "keys.db"))
+		if a.keyring, err = bolt.OpenKeyring(filepath.Join(cfg.DataDir, "keys.db")); err != nil {
+			a.close()
+			return nil, inUse(cfg.DataDir, fmt.Errorf("open keyring: %w", err))
+		}
 	default:
-		a.store, a.keyring, err = openESDB(ctx, cfg, log)
-	}
-	if err != nil {
-		a.close()
-		return nil, fmt.Errorf("open keyring: %w", err)
+		// openESDB says which of the two failed.
+		if a.store, a.keyring, err = openESDB(ctx, cfg, log); err != nil {
+			return nil, err
+		}
 	}
 	a.sealer = domain.NewSealer(a.keyring)
 	a.profiles = domain.NewProfileService(a.store, a.sealer, domain.Limits{
@@ -94,14 +95,14 @@ func (a *app) server(auth pshttp.Authenticator) (*pshttp.Server, error) {
 		Profiles:              a.profiles,
 		Eraser:                a.eraser,
 		Runner:                a.runner,
-		Views:                 a.views,
+		ProfileView:           a.views,
 		Names:                 a.names,
 		Stats:                 a.stats,
 		Sealer:                a.sealer,
 		AnalyticsTokenHashes:  a.cfg.Feed.AnalyticsTokenSHA256,
 		FeedHeartbeat:         a.cfg.Feed.Heartbeat,
 		RoomService:           a.rooms,
-		RoomViews:             a.roomView,
+		RoomView:              a.roomView,
 		Auth:                  auth,
 		Logger:                a.log,
 		DefaultPropagation:    a.cfg.Profile.DefaultPropagation,

@@ -113,7 +113,7 @@ func appserviceAuth(ac AppserviceConfig, next pshttp.Authenticator) (*pshttp.App
 	return pshttp.NewAppserviceAuth(ac.ServerName, services, next)
 }
 
-func appserviceCommand(load loader) *cobra.Command {
+func appserviceCommand(load loader, f *cliFlags) *cobra.Command {
 	cmd := &cobra.Command{Use: "appservice", Short: "Run beside a homeserver as an application service"}
 	var id, url, sender, serverName string
 	var force bool
@@ -160,6 +160,6 @@ func appserviceCommand(load loader) *cobra.Command {
 	register.Flags().StringVar(&serverName, "server-name", "", "the homeserver's server name (required)")
 	register.Flags().BoolVar(&force, "force", false, "replace an existing registration")
 	_ = register.MarkFlagRequired("server-name")
-	cmd.AddCommand(register)
+	cmd.AddCommand(f.add(register, "data-dir", "listen"))
 	return cmd
 }

@@ -138,6 +138,9 @@ export stay erased.`,
 			if err != nil {
 				return err
 			}
+			if err := requireDataDir(cfg.DataDir); err != nil {
+				return err
+			}
 			if keyring != "" && cfg.Store == "bolt" {
 				if err := copyKeyring(keyring, filepath.Join(cfg.DataDir, "keys.db")); err != nil {
 					return err
@@ -153,7 +156,7 @@ export stay erased.`,
 				in = f
 			}
 			ctx := context.Background()
-			a, err := openApp(ctx, cfg, log)
+			a, err := openExisting(ctx, cfg, log)
 			if err != nil {
 				return err
 			}

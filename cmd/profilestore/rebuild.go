@@ -3,13 +3,10 @@ package main
 import (
 	"context"
 	"fmt"
-	"os"
 	"time"
 
 	"github.com/spf13/cobra"
 )
-
-func ensureDir(dir string) error { return os.MkdirAll(dir, 0o700) }
 
 func rebuildCommand(load loader) *cobra.Command {
 	return &cobra.Command{
@@ -21,7 +18,7 @@ func rebuildCommand(load loader) *cobra.Command {
 				return err
 			}
 			ctx := context.Background()
-			a, err := openApp(ctx, cfg, log)
+			a, err := openExisting(ctx, cfg, log)
 			if err != nil {
 				return err
 			}
