@@ -20,7 +20,7 @@ import (
 func BenchmarkSetFieldDurable64(b *testing.B) {
 	store, keys := openStore(b)
 	sealer := domain.NewSealer(keys)
-	profiles := domain.NewProfileService(store, sealer, domain.DefaultLimits)
+	profiles := domain.NewProfileService(store, sealer, domain.DefaultPolicy)
 	ctx := context.Background()
 	var client atomic.Int64
 	b.SetParallelism(max(1, 64/runtime.GOMAXPROCS(0)))
@@ -29,7 +29,7 @@ func BenchmarkSetFieldDurable64(b *testing.B) {
 		user := domain.UserID(fmt.Sprintf("@bench%d:example.com", client.Add(1)))
 		for i := 0; pb.Next(); i++ {
 			v, _ := json.Marshal(fmt.Sprintf("name %d", i))
-			if _, err := profiles.SetField(ctx, domain.SetField{User: user, Key: "displayname", Value: v,
+			if _, err := profiles.SetField(ctx, domain.SetField{User: user, Actor: domain.Actor{User: user}, Key: "displayname", Value: v,
 				Meta: domain.Metadata{OccurredAt: time.Now(), Actor: user, Source: "client"}}, nil); err != nil {
 				b.Error(err)
 				return

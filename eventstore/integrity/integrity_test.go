@@ -44,9 +44,9 @@ func openLog(t *testing.T, dir string, key ed25519.PrivateKey) *testLog {
 		t.Fatal(err)
 	}
 	sealer := domain.NewSealer(keys)
-	profiles := domain.NewProfileService(store, sealer, domain.DefaultLimits)
+	profiles := domain.NewProfileService(store, sealer, domain.DefaultPolicy)
 	l := &testLog{dir: dir, store: store, keys: keys, profiles: profiles, key: key,
-		rooms:  domain.NewRoomService(store, sealer, domain.DefaultLimits, profiles),
+		rooms:  domain.NewRoomService(store, sealer, domain.DefaultPolicy, profiles),
 		eraser: domain.NewEraser(keys, sealer, profiles)}
 	t.Cleanup(l.close)
 	return l
@@ -69,7 +69,7 @@ func newKey(t *testing.T) ed25519.PrivateKey {
 func (l *testLog) setName(t *testing.T, user, name string) eventstore.Position {
 	t.Helper()
 	v, _ := json.Marshal(name)
-	res, err := l.profiles.SetField(context.Background(), domain.SetField{User: domain.UserID(user), Key: "displayname", Value: v,
+	res, err := l.profiles.SetField(context.Background(), domain.SetField{User: domain.UserID(user), Actor: domain.ServerActor, Key: "displayname", Value: v,
 		Meta: domain.Metadata{OccurredAt: time.Now(), Actor: domain.UserID(user), Source: "client"}}, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -82,7 +82,7 @@ func (l *testLog) setName(t *testing.T, user, name string) eventstore.Position {
 
 func (l *testLog) join(t *testing.T, room, user string) {
 	t.Helper()
-	if _, err := l.rooms.ChangeMembership(context.Background(), domain.ChangeMembership{Room: domain.RoomID(room), User: domain.UserID(user),
+	if _, err := l.rooms.ChangeMembership(context.Background(), domain.ChangeMembership{Room: domain.RoomID(room), User: domain.UserID(user), Actor: domain.ServerActor,
 		Membership: "join", Meta: domain.Metadata{OccurredAt: time.Now(), Source: "client"}}); err != nil {
 		t.Fatal(err)
 	}
