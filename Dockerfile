@@ -2,7 +2,7 @@
 # profilestore: build with the Go toolchain, run on a static, non-root image.
 # Configured by environment (see docker-compose.yml):
 #   PROFILESTORE_STORE=bolt|esdb  PROFILESTORE_ESDB_URL=esdb://...
-#   PROFILESTORE_LISTEN=0.0.0.0:8008  PROFILESTORE_DATA_DIR=/data
+#   PROFILESTORE_LISTEN=0.0.0.0:8318  PROFILESTORE_DATA_DIR=/data
 
 ARG GO_VERSION=1.26
 
@@ -20,9 +20,9 @@ COPY --from=build /out/profilestore /usr/local/bin/profilestore
 # The data directory holds projection snapshots (and the bolt store); the
 # image runs as uid 65532, which must own it.
 COPY --from=build --chown=65532:65532 /out/data /data
-ENV PROFILESTORE_LISTEN=0.0.0.0:8008 \
+ENV PROFILESTORE_LISTEN=0.0.0.0:8318 \
     PROFILESTORE_DATA_DIR=/data
 VOLUME ["/data"]
-EXPOSE 8008
+EXPOSE 8318
 ENTRYPOINT ["/usr/local/bin/profilestore"]
 CMD ["serve"]

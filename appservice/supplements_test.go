@@ -401,7 +401,7 @@ func TestProfileReadsCarrySupplements(t *testing.T) {
 	views := projections.NewProfiles()
 	views.Apply(&domain.Event{Type: domain.TypeFieldSet, User: "@alice:example.org", Key: "displayname", Value: json.RawMessage(`"Alice"`)})
 	views.Apply(&domain.Event{Type: domain.TypeFieldSet, User: "@alice:example.org", Key: "avatar_url", Value: json.RawMessage(`"mxc://example.org/a"`)})
-	srv := httptest.NewServer(pshttp.NewServer(pshttp.Config{Views: views, Supplier: sup, Collectors: sup.Collectors(), Logger: quietLogger()}).Handler())
+	srv := httptest.NewServer(pshttp.NewServer(pshttp.Config{ProfileView: views, Supplier: sup, Collectors: sup.Collectors(), Logger: quietLogger()}).Handler())
 	t.Cleanup(srv.Close)
 
 	get := func(path string) (int, map[string]any, http.Header) {

@@ -4,6 +4,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 )
 
 // MaxIdentifierBytes bounds user ids, room ids and event ids (Matrix appendix).
@@ -23,8 +24,8 @@ func ParseUserID(s string) (UserID, error) {
 }
 
 // ParseHistoricalUserID also accepts the historical localparts that Matrix
-// servers must still accept in events from federation (any code point but
-// ':' and NUL, possibly empty).
+// servers must still accept in events from federation (any Unicode code
+// point but ':' and NUL, possibly empty; never invalid UTF-8).
 func ParseHistoricalUserID(s string) (UserID, error) {
 	if err := checkUserID(s, true); err != nil {
 		return "", err
@@ -38,6 +39,11 @@ func checkUserID(s string, historical bool) error {
 	}
 	if !strings.HasPrefix(s, "@") {
 		return Errorf(ErrCodeInvalidParam, "Invalid user id: it must start with '@'")
+	}
+	// Identifiers are compared as bytes: a string that is not UTF-8 (an
+	// encoded surrogate, say) would be stored as given and shown as U+FFFD.
+	if !utf8.ValidString(s) {
+		return Errorf(ErrCodeInvalidParam, "Invalid user id: not valid UTF-8")
 	}
 	local, server, ok := strings.Cut(s[1:], ":")
 	if !ok {
@@ -142,6 +148,9 @@ func ParseRoomID(s string) (RoomID, error) {
 	}
 	if strings.ContainsRune(s, 0) {
 		return "", Errorf(ErrCodeInvalidParam, "Invalid room id: NUL")
+	}
+	if !utf8.ValidString(s) {
+		return "", Errorf(ErrCodeInvalidParam, "Invalid room id: not valid UTF-8")
 	}
 	local, server, hasServer := strings.Cut(s[1:], ":")
 	if hasServer {

@@ -4,6 +4,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"unicode/utf8"
 )
 
 func TestParseUserID(t *testing.T) {
@@ -28,6 +29,9 @@ func TestParseUserID(t *testing.T) {
 		{"@alice:exa_mple.com", false, false},
 		{"@alice:example.com:99999x", false, false},
 		{"@ali\x00ce:example.com", false, false},
+		{"@Ünïcode:example.com", false, true},
+		{"@x\xff:example.com", false, false},         // not UTF-8
+		{"@x\xed\xa0\x80:example.com", false, false}, // an encoded surrogate
 	}
 	for _, c := range cases {
 		_, err := ParseUserID(c.in)
@@ -61,6 +65,9 @@ func TestParseRoomID(t *testing.T) {
 		{"!:example.com", false},
 		{"!", false},
 		{"!" + strings.Repeat("a", 250) + ":e.com", false},
+		{"!r\xc3\x28:example.com", false},     // not UTF-8
+		{"!r\xed\xb0\x80:example.com", false}, // an encoded surrogate
+		{"!rüm:example.com", true},
 	}
 	for _, c := range cases {
 		if _, err := ParseRoomID(c.in); (err == nil) != c.ok {
@@ -136,6 +143,17 @@ func FuzzParseUserID(f *testing.F) {
 	})
 }
 
+func FuzzParseHistoricalUserID(f *testing.F) {
+	for _, s := range []string{"@alice:example.com", "@Ünïcode:x", "@x\xff:example.com", "@x\xed\xa0\x80:example.com", "@:x"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		if _, err := ParseHistoricalUserID(s); err == nil && !utf8.ValidString(s) {
+			t.Fatalf("accepted %q, which is not UTF-8", s)
+		}
+	})
+}
+
 func FuzzParseRoomID(f *testing.F) {
 	for _, s := range []string{"!a:b", "!Rqnc-F-dvnEYJTyHq_iKxU2bZ1CI92-kuZq3a5lr5Zg", "!", "!:x"} {
 		f.Add(s)
@@ -148,7 +166,7 @@ func FuzzParseRoomID(f *testing.F) {
 			}
 			return
 		}
-		if len(r) > MaxIdentifierBytes || r[0] != '!' {
+		if len(r) > MaxIdentifierBytes || r[0] != '!' || !utf8.ValidString(s) {
 			t.Fatalf("accepted %q", s)
 		}
 	})

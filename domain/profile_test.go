@@ -28,11 +28,11 @@ func TestDecideSetField(t *testing.T) {
 	if evs[0].PropagateTo != PropagateUnchanged || string(evs[0].Value) != `"Alice"` {
 		t.Errorf("event = %+v, want trimmed value and default propagation", evs[0])
 	}
-	if evs, _ := set(t, &p, "displayname", `"Alice"`, PropagateAll); len(evs) != 0 {
-		t.Errorf("setting the same value appended %d events", len(evs))
+	if evs, err := set(t, &p, "displayname", `"Alice"`, PropagateAll); err != nil || len(evs) != 0 {
+		t.Errorf("setting the same value: %d events, %v; want none and no error", len(evs), err)
 	}
-	if evs, _ := set(t, &p, "org.example.x", `{"b":1,"a":[1, 2]}`, PropagateAll); len(evs) != 1 || evs[0].PropagateTo != "" || string(evs[0].Value) != `{"a":[1,2],"b":1}` {
-		t.Errorf("custom field event = %+v (propagation must be empty, value canonical)", evs)
+	if evs, err := set(t, &p, "org.example.x", `{"b":1,"a":[1, 2]}`, PropagateAll); err != nil || len(evs) != 1 || evs[0].PropagateTo != "" || string(evs[0].Value) != `{"a":[1,2],"b":1}` {
+		t.Errorf("custom field event = %+v %v (propagation must be empty, value canonical)", evs, err)
 	}
 	if evs, err := set(t, &p, "org.example.null", `null`, ""); err != nil || len(evs) != 1 {
 		t.Errorf("null custom value: %v %v (a server that accepts null stores it)", evs, err)
@@ -52,7 +52,9 @@ func TestDecideSetField(t *testing.T) {
 
 func TestDecideSetFieldErrors(t *testing.T) {
 	var p Profile
-	_, _ = set(t, &p, "displayname", `"Alice"`, "")
+	if _, err := set(t, &p, "displayname", `"Alice"`, ""); err != nil {
+		t.Fatal(err)
+	}
 	cases := []struct {
 		key, value, code string
 	}{
@@ -101,10 +103,12 @@ func TestDecideDeleteFieldIsIdempotent(t *testing.T) {
 	if err != nil || len(evs) != 0 {
 		t.Fatalf("delete of unset key: %v %v", evs, err)
 	}
-	_, _ = set(t, &p, "org.example.x", `1`, "")
-	evs, _ = DecideDeleteField(&p, DeleteField{User: "@a:x", Key: "org.example.x"})
-	if len(evs) != 1 || evs[0].Type != TypeFieldDeleted {
-		t.Fatalf("delete: %+v", evs)
+	if _, err := set(t, &p, "org.example.x", `1`, ""); err != nil {
+		t.Fatal(err)
+	}
+	evs, err = DecideDeleteField(&p, DeleteField{User: "@a:x", Key: "org.example.x"})
+	if err != nil || len(evs) != 1 || evs[0].Type != TypeFieldDeleted {
+		t.Fatalf("delete: %+v %v", evs, err)
 	}
 }
 

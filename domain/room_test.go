@@ -8,9 +8,13 @@ import (
 
 func ptr(s string) *string { return &s }
 
-// decide runs a decision and folds its events into the room, as the service does.
+// decide folds a decision's events into the room, as the service does. A
+// decision that fails must return no events.
 func decide(t *testing.T, r *Room, evs []Event, err error) []Event {
 	t.Helper()
+	if err != nil && len(evs) != 0 {
+		t.Fatalf("a failed decision (%v) returned events %+v", err, evs)
+	}
 	for i := range evs {
 		r.Apply(&evs[i])
 	}
@@ -21,6 +25,14 @@ func member(t *testing.T, r *Room, u UserID, m string, actor UserID) ([]Event, e
 	t.Helper()
 	evs, err := DecideMembership(r, ChangeMembership{Room: "!r:x", User: u, Membership: m, DisplayName: ptr("N"), Meta: Metadata{Actor: actor}}, DefaultLimits)
 	return decide(t, r, evs, err), err
+}
+
+// mustMember changes u's membership by u's own hand, which must succeed.
+func mustMember(t *testing.T, r *Room, u UserID, m string) {
+	t.Helper()
+	if _, err := member(t, r, u, m, u); err != nil {
+		t.Fatalf("%s %s: %v", u, m, err)
+	}
 }
 
 func TestDecideMembershipTransitions(t *testing.T) {
@@ -60,14 +72,14 @@ func TestDecideMembershipTransitions(t *testing.T) {
 
 func TestDecideMembershipEvents(t *testing.T) {
 	var r Room
-	evs, _ := DecideMembership(&r, ChangeMembership{Room: "!r:x", User: "@a:x", Membership: MembershipJoin,
+	evs, err := DecideMembership(&r, ChangeMembership{Room: "!r:x", User: "@a:x", Membership: MembershipJoin,
 		DisplayName: ptr("  Alice "), AvatarURL: ptr(""), Meta: Metadata{Actor: "@a:x"}}, DefaultLimits)
-	if len(evs) != 1 || evs[0].Type != TypeMemberJoined || evs[0].DisplayName == nil || *evs[0].DisplayName != "Alice" || evs[0].AvatarURL != nil {
+	if err != nil || len(evs) != 1 || evs[0].Type != TypeMemberJoined || evs[0].DisplayName == nil || *evs[0].DisplayName != "Alice" || evs[0].AvatarURL != nil {
 		t.Fatalf("join event = %+v; want trimmed name and no avatar", evs)
 	}
-	decide(t, &r, evs, nil)
-	evs, _ = DecideMembership(&r, ChangeMembership{Room: "!r:x", User: "@a:x", Membership: MembershipKick, Meta: Metadata{Actor: "@mod:x"}}, DefaultLimits)
-	if len(evs) != 1 || evs[0].Type != TypeMemberLeft || evs[0].Membership != MembershipKick || evs[0].By != "@mod:x" {
+	decide(t, &r, evs, err)
+	evs, err = DecideMembership(&r, ChangeMembership{Room: "!r:x", User: "@a:x", Membership: MembershipKick, Meta: Metadata{Actor: "@mod:x"}}, DefaultLimits)
+	if err != nil || len(evs) != 1 || evs[0].Type != TypeMemberLeft || evs[0].Membership != MembershipKick || evs[0].By != "@mod:x" {
 		t.Fatalf("kick event = %+v", evs)
 	}
 	for _, bad := range []ChangeMembership{
@@ -90,12 +102,19 @@ func TestDecideMemberProfile(t *testing.T) {
 	if _, err := set("@a:x", KeyDisplayName, "Nick"); ErrorCode(err) != ErrCodeForbidden {
 		t.Fatalf("override by a non-member: %v, want M_FORBIDDEN", err)
 	}
-	member(t, &r, "@a:x", MembershipJoin, "@a:x")
+	// Clearing is refused to a non-member too, as setting is.
+	if _, err := set("@a:x", KeyDisplayName, ""); ErrorCode(err) != ErrCodeForbidden {
+		t.Errorf("empty override by a non-member: %v, want M_FORBIDDEN", err)
+	}
+	if _, err := DecideClearMemberProfile(&r, ClearMemberProfile{User: "@a:x", Field: KeyDisplayName}); ErrorCode(err) != ErrCodeForbidden {
+		t.Errorf("clear by a non-member: %v, want M_FORBIDDEN", err)
+	}
+	mustMember(t, &r, "@a:x", MembershipJoin)
 	if evs, err := set("@a:x", KeyDisplayName, "Nick"); err != nil || len(evs) != 1 || string(evs[0].Value) != `"Nick"` {
 		t.Fatalf("override: %+v %v", evs, err)
 	}
-	if evs, _ := set("@a:x", KeyDisplayName, " Nick "); len(evs) != 0 {
-		t.Error("setting the same override again appended an event")
+	if evs, err := set("@a:x", KeyDisplayName, " Nick "); err != nil || len(evs) != 0 {
+		t.Errorf("setting the same override again: %+v %v, want no events and no error", evs, err)
 	}
 	if _, err := set("@a:x", "m.tz", "Europe/Paris"); ErrorCode(err) != ErrCodeInvalidParam {
 		t.Errorf("override of m.tz: %v, want M_INVALID_PARAM", err)
@@ -104,16 +123,18 @@ func TestDecideMemberProfile(t *testing.T) {
 		t.Errorf("override with a non-mxc avatar: %v", err)
 	}
 	// An empty value clears, and clearing twice changes nothing.
-	if evs, _ := set("@a:x", KeyDisplayName, ""); len(evs) != 1 || evs[0].Type != TypeMemberProfileGone {
-		t.Fatalf("empty override = %+v, want a clear", evs)
+	if evs, err := set("@a:x", KeyDisplayName, ""); err != nil || len(evs) != 1 || evs[0].Type != TypeMemberProfileGone {
+		t.Fatalf("empty override = %+v %v, want a clear", evs, err)
 	}
-	if evs, _ := DecideClearMemberProfile(&r, ClearMemberProfile{User: "@a:x", Field: KeyDisplayName}); len(evs) != 0 {
-		t.Error("clearing a missing override appended an event")
+	if evs, err := DecideClearMemberProfile(&r, ClearMemberProfile{User: "@a:x", Field: KeyDisplayName}); err != nil || len(evs) != 0 {
+		t.Errorf("clearing a missing override: %+v %v, want no events and no error", evs, err)
 	}
 	// Leaving drops overrides: a new membership starts without them.
-	set("@a:x", KeyAvatarURL, "mxc://x/abc")
-	member(t, &r, "@a:x", MembershipLeave, "@a:x")
-	member(t, &r, "@a:x", MembershipJoin, "@a:x")
+	if _, err := set("@a:x", KeyAvatarURL, "mxc://x/abc"); err != nil {
+		t.Fatal(err)
+	}
+	mustMember(t, &r, "@a:x", MembershipLeave)
+	mustMember(t, &r, "@a:x", MembershipJoin)
 	if len(r.Members["@a:x"].Overrides) != 0 {
 		t.Errorf("overrides survived a leave: %v", r.Members["@a:x"].Overrides)
 	}
@@ -121,25 +142,25 @@ func TestDecideMemberProfile(t *testing.T) {
 
 func TestDecideRoomSettings(t *testing.T) {
 	var r Room
-	if evs, _ := DecideHistoryVisibility(&r, SetHistoryVisibility{Visibility: VisibilityShared}); len(evs) != 0 {
-		t.Error("setting the default visibility appended an event")
+	if evs, err := DecideHistoryVisibility(&r, SetHistoryVisibility{Visibility: VisibilityShared}); err != nil || len(evs) != 0 {
+		t.Errorf("setting the default visibility: %+v %v, want no events and no error", evs, err)
 	}
 	if _, err := DecideHistoryVisibility(&r, SetHistoryVisibility{Visibility: "public"}); ErrorCode(err) != ErrCodeInvalidParam {
 		t.Errorf("bad visibility: %v", err)
 	}
-	evs, _ := DecideHistoryVisibility(&r, SetHistoryVisibility{Visibility: VisibilityJoined})
-	decide(t, &r, evs, nil)
+	evs, err := DecideHistoryVisibility(&r, SetHistoryVisibility{Visibility: VisibilityJoined})
+	decide(t, &r, evs, err)
 	if r.Visibility() != VisibilityJoined {
 		t.Errorf("visibility = %s", r.Visibility())
 	}
 	pl := PowerLevels{Users: map[UserID]int{"@mod:x": 50}, Kick: 50}
-	evs, _ = DecidePowerLevels(&r, SetPowerLevels{PowerLevels: pl})
-	decide(t, &r, evs, nil)
+	evs, err = DecidePowerLevels(&r, SetPowerLevels{PowerLevels: pl})
+	decide(t, &r, evs, err)
 	if len(evs) != 1 || !r.PowerLevels.IsModerator("@mod:x") || r.PowerLevels.IsModerator("@a:x") {
 		t.Fatalf("power levels: %+v", r.PowerLevels)
 	}
-	if evs, _ := DecidePowerLevels(&r, SetPowerLevels{PowerLevels: PowerLevels{Users: map[UserID]int{"@mod:x": 50}, Kick: 50}}); len(evs) != 0 {
-		t.Error("the same power levels appended an event")
+	if evs, err := DecidePowerLevels(&r, SetPowerLevels{PowerLevels: PowerLevels{Users: map[UserID]int{"@mod:x": 50}, Kick: 50}}); err != nil || len(evs) != 0 {
+		t.Errorf("the same power levels: %+v %v, want no events and no error", evs, err)
 	}
 	if _, err := DecidePowerLevels(&r, SetPowerLevels{PowerLevels: PowerLevels{Users: map[UserID]int{"mod": 50}}}); ErrorCode(err) != ErrCodeInvalidParam {
 		t.Errorf("bad user in power levels: %v", err)
@@ -148,18 +169,21 @@ func TestDecideRoomSettings(t *testing.T) {
 
 func TestOverrideClearedByPropagateAll(t *testing.T) {
 	var r Room
-	member(t, &r, "@a:x", MembershipJoin, "@a:x")
-	evs, _ := DecideSetMemberProfile(&r, SetMemberProfile{User: "@a:x", Field: KeyDisplayName, Value: "Nick"}, DefaultLimits)
+	mustMember(t, &r, "@a:x", MembershipJoin)
+	evs, err := DecideSetMemberProfile(&r, SetMemberProfile{User: "@a:x", Field: KeyDisplayName, Value: "Nick"}, DefaultLimits)
+	if err != nil || len(evs) != 1 {
+		t.Fatalf("override: %+v %v", evs, err)
+	}
 	evs[0].Position = eventstore.Position{Commit: 5, Prepare: 5}
-	decide(t, &r, evs, nil)
+	decide(t, &r, evs, err)
 	all := eventstore.Position{Commit: 7, Prepare: 7} // a later global change with propagate_to all
-	if evs, _ := DecideSetMemberProfile(&r, SetMemberProfile{User: "@a:x", Field: KeyDisplayName, Value: "Nick", ClearedAt: all}, DefaultLimits); len(evs) != 1 {
-		t.Error("re-setting an override that propagate_to=all cleared appended nothing; the room would keep the global name")
+	if evs, err := DecideSetMemberProfile(&r, SetMemberProfile{User: "@a:x", Field: KeyDisplayName, Value: "Nick", ClearedAt: all}, DefaultLimits); err != nil || len(evs) != 1 {
+		t.Errorf("re-setting an override that propagate_to=all cleared: %+v %v; the room would keep the global name", evs, err)
 	}
-	if evs, _ := DecideClearMemberProfile(&r, ClearMemberProfile{User: "@a:x", Field: KeyDisplayName, ClearedAt: all}); len(evs) != 0 {
-		t.Error("clearing an override that propagate_to=all already cleared appended an event")
+	if evs, err := DecideClearMemberProfile(&r, ClearMemberProfile{User: "@a:x", Field: KeyDisplayName, ClearedAt: all}); err != nil || len(evs) != 0 {
+		t.Errorf("clearing an override that propagate_to=all already cleared: %+v %v, want no events and no error", evs, err)
 	}
-	if evs, _ := DecideSetMemberProfile(&r, SetMemberProfile{User: "@a:x", Field: KeyDisplayName, Value: "Nick", ClearedAt: eventstore.Position{Commit: 3, Prepare: 3}}, DefaultLimits); len(evs) != 0 {
-		t.Error("an override newer than the last propagate_to=all change was treated as cleared")
+	if evs, err := DecideSetMemberProfile(&r, SetMemberProfile{User: "@a:x", Field: KeyDisplayName, Value: "Nick", ClearedAt: eventstore.Position{Commit: 3, Prepare: 3}}, DefaultLimits); err != nil || len(evs) != 0 {
+		t.Errorf("an override newer than the last propagate_to=all change: %+v %v, want no events and no error", evs, err)
 	}
 }

@@ -42,7 +42,7 @@ func (s *Server) nameVisibility(id Identity) projections.NameVisibility {
 // roomNameVisible decides whether a non-admin sees a per-room name: the
 // room's moderators do (moderator status as of now).
 func (s *Server) roomNameVisible(id Identity, use projections.NameUse) bool {
-	return s.cfg.RoomViews != nil && s.cfg.RoomViews.IsModerator(use.Room, id.User)
+	return s.cfg.RoomView != nil && s.cfg.RoomView.IsModerator(use.Room, id.User)
 }
 
 type nameResult struct {

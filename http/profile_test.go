@@ -32,10 +32,11 @@ func seedAlice(t *testing.T, ts *testService) {
 
 // TestMatrixProfileVectors runs the reference's test vectors
 // (shared/reference/matrix-profile-spec.md, "Test vectors") one per row.
+// Every row starts from its own service with Alice seeded, so any row runs
+// alone with -run; a row that reads back a write names that write in given.
 func TestMatrixProfileVectors(t *testing.T) {
-	ts := newTestService(t)
-	seedAlice(t, ts)
-	A := ts.tokens[alice]
+	// Each row's service issues its own tokens: A stands for Alice's.
+	const A = "<alice's token>"
 	const p = "/_matrix/client/v3/profile/"
 	key256 := "com." + strings.Repeat("a", 252)
 	key255 := "com." + strings.Repeat("a", 251)
@@ -43,49 +44,63 @@ func TestMatrixProfileVectors(t *testing.T) {
 		name, method, path, token, body string
 		status                          int
 		errcode                         string
-		wantBody                        string // exact JSON, when set
-		appends                         bool   // whether the store may grow
+		wantBody                        string       // exact JSON, when set
+		appends                         bool         // whether the store may grow
+		given                           []vectorStep // writes of Alice's made before the request
 	}{
 		{"1 full profile", "GET", p + "@alice:example.com", "", "", 200, "",
-			`{"avatar_url":"mxc://example.com/abc","displayname":"Alice","org.example.job_title":"Eng"}`, false},
-		{"2 no such user", "GET", p + "@ghost:example.com", "", "", 404, "M_NOT_FOUND", "", false},
-		{"3 one field", "GET", p + "@alice:example.com/displayname", "", "", 200, "", `{"displayname":"Alice"}`, false},
-		{"4 unset field", "GET", p + "@alice:example.com/org.example.unset", "", "", 404, "M_NOT_FOUND", "", false},
-		{"5 set displayname", "PUT", p + "@alice:example.com/displayname", A, `{"displayname":"Alice W"}`, 200, "", `{}`, true},
-		{"6 empty body object", "PUT", p + "@alice:example.com/displayname", A, `{}`, 400, "M_MISSING_PARAM", "", false},
-		{"7 key differs from path", "PUT", p + "@alice:example.com/displayname", A, `{"avatar_url":"mxc://example.com/x"}`, 400, "M_MISSING_PARAM", "", false},
-		{"8 unparseable", "PUT", p + "@alice:example.com/displayname", A, `{"displayname":`, 400, "M_NOT_JSON", "", false},
-		{"9 not an object", "PUT", p + "@alice:example.com/displayname", A, `["Alice"]`, 400, "M_BAD_JSON", "", false},
-		{"10 256-byte key", "PUT", p + "@alice:example.com/" + key256, A, `{"` + key256 + `":1}`, 400, "M_KEY_TOO_LARGE", "", false},
-		{"10 255-byte key", "PUT", p + "@alice:example.com/" + key255, A, `{"` + key255 + `":1}`, 200, "", `{}`, true},
-		{"11 invalid key", "PUT", p + "@alice:example.com/JobTitle", A, `{"JobTitle":"x"}`, 400, "M_INVALID_PARAM", "", false},
-		{"12 profile too large", "PUT", p + "@alice:example.com/org.example.blob", A, `{"org.example.blob":"` + strings.Repeat("x", 65536) + `"}`, 400, "M_PROFILE_TOO_LARGE", "", false},
-		{"13 no token", "PUT", p + "@alice:example.com/displayname", "", `{"displayname":"X"}`, 401, "M_MISSING_TOKEN", "", false},
-		{"14 bogus token", "PUT", p + "@alice:example.com/displayname", "bogus", `{"displayname":"X"}`, 401, "M_UNKNOWN_TOKEN", "", false},
-		{"15 another user's profile", "PUT", p + "@bob:example.com/displayname", A, `{"displayname":"X"}`, 403, "M_FORBIDDEN", "", false},
-		{"16 null custom value is stored", "PUT", p + "@alice:example.com/org.example.x", A, `{"org.example.x":null}`, 200, "", `{}`, true},
-		{"16 null read back", "GET", p + "@alice:example.com/org.example.x", "", "", 200, "", `{"org.example.x":null}`, false},
-		{"16 null displayname refused", "PUT", p + "@alice:example.com/displayname", A, `{"displayname":null}`, 400, "M_INVALID_PARAM", "", false},
-		{"17 delete existing", "DELETE", p + "@alice:example.com/org.example.job_title", A, "", 200, "", `{}`, true},
-		{"17 deleted reads 404", "GET", p + "@alice:example.com/org.example.job_title", "", "", 404, "M_NOT_FOUND", "", false},
-		{"18 delete never set", "DELETE", p + "@alice:example.com/org.example.never_set", A, "", 200, "", `{}`, false},
-		{"21 wrong method", "POST", p + "@alice:example.com/displayname", A, `{}`, 405, "M_UNRECOGNIZED", "", false},
-		{"21 unknown route", "GET", "/_matrix/client/v3/profilez", "", "", 404, "M_UNRECOGNIZED", "", false},
-		{"22 malformed user id", "GET", p + "alice", "", "", 400, "M_INVALID_PARAM", "", false},
-		{"22 malformed user id on PUT", "PUT", p + "alice/displayname", A, `{"displayname":"X"}`, 400, "M_INVALID_PARAM", "", false},
-		{"27 propagate=false", "PUT", p + "@alice:example.com/displayname?org.matrix.msc4069.propagate=false", A, `{"displayname":"X"}`, 200, "", `{}`, true},
-		{"27 propagate=maybe", "PUT", p + "@alice:example.com/displayname?propagate=maybe", A, `{"displayname":"Y"}`, 400, "M_INVALID_PARAM", "", false},
-		{"propagate_to invalid", "PUT", p + "@alice:example.com/displayname?propagate_to=some", A, `{"displayname":"Y"}`, 400, "M_INVALID_PARAM", "", false},
-		{"unstable propagate_to", "PUT", p + "@alice:example.com/displayname?computer.gingershaped.msc4466.propagate_to=all", A, `{"displayname":"Z"}`, 200, "", `{}`, true},
-		{"displayname too long", "PUT", p + "@alice:example.com/displayname", A, `{"displayname":"` + strings.Repeat("n", 257) + `"}`, 400, "M_TOO_LARGE", "", false},
-		{"avatar not mxc", "PUT", p + "@alice:example.com/avatar_url", A, `{"avatar_url":"https://x/y"}`, 400, "M_INVALID_PARAM", "", false},
-		{"encoded user id", "GET", p + "%40alice%3Aexample.com/displayname", "", "", 200, "", `{"displayname":"Z"}`, false},
-		{"body over the cap", "PUT", p + "@alice:example.com/org.example.big", A, `{"org.example.big":"` + strings.Repeat("x", 300<<10) + `"}`, 400, "M_TOO_LARGE", "", false},
+			`{"avatar_url":"mxc://example.com/abc","displayname":"Alice","org.example.job_title":"Eng"}`, false, nil},
+		{"2 no such user", "GET", p + "@ghost:example.com", "", "", 404, "M_NOT_FOUND", "", false, nil},
+		{"3 one field", "GET", p + "@alice:example.com/displayname", "", "", 200, "", `{"displayname":"Alice"}`, false, nil},
+		{"4 unset field", "GET", p + "@alice:example.com/org.example.unset", "", "", 404, "M_NOT_FOUND", "", false, nil},
+		{"5 set displayname", "PUT", p + "@alice:example.com/displayname", A, `{"displayname":"Alice W"}`, 200, "", `{}`, true, nil},
+		{"6 empty body object", "PUT", p + "@alice:example.com/displayname", A, `{}`, 400, "M_MISSING_PARAM", "", false, nil},
+		{"7 key differs from path", "PUT", p + "@alice:example.com/displayname", A, `{"avatar_url":"mxc://example.com/x"}`, 400, "M_MISSING_PARAM", "", false, nil},
+		{"8 unparseable", "PUT", p + "@alice:example.com/displayname", A, `{"displayname":`, 400, "M_NOT_JSON", "", false, nil},
+		{"9 not an object", "PUT", p + "@alice:example.com/displayname", A, `["Alice"]`, 400, "M_BAD_JSON", "", false, nil},
+		{"10 256-byte key", "PUT", p + "@alice:example.com/" + key256, A, `{"` + key256 + `":1}`, 400, "M_KEY_TOO_LARGE", "", false, nil},
+		{"10 255-byte key", "PUT", p + "@alice:example.com/" + key255, A, `{"` + key255 + `":1}`, 200, "", `{}`, true, nil},
+		{"11 invalid key", "PUT", p + "@alice:example.com/JobTitle", A, `{"JobTitle":"x"}`, 400, "M_INVALID_PARAM", "", false, nil},
+		{"12 profile too large", "PUT", p + "@alice:example.com/org.example.blob", A, `{"org.example.blob":"` + strings.Repeat("x", 65536) + `"}`, 400, "M_PROFILE_TOO_LARGE", "", false, nil},
+		{"13 no token", "PUT", p + "@alice:example.com/displayname", "", `{"displayname":"X"}`, 401, "M_MISSING_TOKEN", "", false, nil},
+		{"14 bogus token", "PUT", p + "@alice:example.com/displayname", "bogus", `{"displayname":"X"}`, 401, "M_UNKNOWN_TOKEN", "", false, nil},
+		{"15 another user's profile", "PUT", p + "@bob:example.com/displayname", A, `{"displayname":"X"}`, 403, "M_FORBIDDEN", "", false, nil},
+		{"16 null custom value is stored", "PUT", p + "@alice:example.com/org.example.x", A, `{"org.example.x":null}`, 200, "", `{}`, true, nil},
+		{"16 null read back", "GET", p + "@alice:example.com/org.example.x", "", "", 200, "", `{"org.example.x":null}`, false,
+			[]vectorStep{{"PUT", p + "@alice:example.com/org.example.x", `{"org.example.x":null}`}}},
+		{"16 null displayname refused", "PUT", p + "@alice:example.com/displayname", A, `{"displayname":null}`, 400, "M_INVALID_PARAM", "", false, nil},
+		{"17 delete existing", "DELETE", p + "@alice:example.com/org.example.job_title", A, "", 200, "", `{}`, true, nil},
+		{"17 deleted reads 404", "GET", p + "@alice:example.com/org.example.job_title", "", "", 404, "M_NOT_FOUND", "", false,
+			[]vectorStep{{"DELETE", p + "@alice:example.com/org.example.job_title", ""}}},
+		{"18 delete never set", "DELETE", p + "@alice:example.com/org.example.never_set", A, "", 200, "", `{}`, false, nil},
+		{"21 wrong method", "POST", p + "@alice:example.com/displayname", A, `{}`, 405, "M_UNRECOGNIZED", "", false, nil},
+		{"21 unknown route", "GET", "/_matrix/client/v3/profilez", "", "", 404, "M_UNRECOGNIZED", "", false, nil},
+		{"22 malformed user id", "GET", p + "alice", "", "", 400, "M_INVALID_PARAM", "", false, nil},
+		{"22 malformed user id on PUT", "PUT", p + "alice/displayname", A, `{"displayname":"X"}`, 400, "M_INVALID_PARAM", "", false, nil},
+		{"27 propagate=false", "PUT", p + "@alice:example.com/displayname?org.matrix.msc4069.propagate=false", A, `{"displayname":"X"}`, 200, "", `{}`, true, nil},
+		{"27 propagate=maybe", "PUT", p + "@alice:example.com/displayname?propagate=maybe", A, `{"displayname":"Y"}`, 400, "M_INVALID_PARAM", "", false, nil},
+		{"propagate_to invalid", "PUT", p + "@alice:example.com/displayname?propagate_to=some", A, `{"displayname":"Y"}`, 400, "M_INVALID_PARAM", "", false, nil},
+		{"unstable propagate_to", "PUT", p + "@alice:example.com/displayname?computer.gingershaped.msc4466.propagate_to=all", A, `{"displayname":"Z"}`, 200, "", `{}`, true, nil},
+		{"displayname too long", "PUT", p + "@alice:example.com/displayname", A, `{"displayname":"` + strings.Repeat("n", 257) + `"}`, 400, "M_TOO_LARGE", "", false, nil},
+		{"avatar not mxc", "PUT", p + "@alice:example.com/avatar_url", A, `{"avatar_url":"https://x/y"}`, 400, "M_INVALID_PARAM", "", false, nil},
+		{"encoded user id", "GET", p + "%40alice%3Aexample.com/displayname", "", "", 200, "", `{"displayname":"Alice"}`, false, nil},
+		{"body over the cap", "PUT", p + "@alice:example.com/org.example.big", A, `{"org.example.big":"` + strings.Repeat("x", 300<<10) + `"}`, 413, "M_TOO_LARGE", "", false, nil},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
+			ts := newTestService(t)
+			seedAlice(t, ts)
+			for _, g := range c.given {
+				if r := ts.do(g.method, g.path, ts.tokens[alice], bodyOrNil(g.body)); r.Status != 200 {
+					t.Fatalf("given %s %s: %d %s", g.method, g.path, r.Status, r.Body)
+				}
+			}
+			token := c.token
+			if token == A {
+				token = ts.tokens[alice]
+			}
 			before := ts.head()
-			r := ts.do(c.method, c.path, c.token, bodyOrNil(c.body))
+			r := ts.do(c.method, c.path, token, bodyOrNil(c.body))
 			if r.Status != c.status {
 				t.Fatalf("status = %d, want %d; body %s", r.Status, c.status, r.Body)
 			}
@@ -110,6 +125,9 @@ func TestMatrixProfileVectors(t *testing.T) {
 	}
 }
 
+// vectorStep is a request a vector row needs made first.
+type vectorStep struct{ method, path, body string }
+
 func bodyOrNil(s string) any {
 	if s == "" {
 		return nil
@@ -132,7 +150,7 @@ func assertJSONEqual(t *testing.T, got []byte, want string) {
 }
 
 func TestProfileFieldsCapabilityDisabled(t *testing.T) {
-	ts := newTestService(t, func(c *pshttp.Config) { c.ProfileFields = pshttp.ProfileFieldsPolicy{Disabled: true} })
+	ts := newTestService(t, withWritePolicy(domain.WritePolicy{Limits: domain.DefaultLimits, Fields: domain.ProfileFields{Disabled: true}}))
 	A := ts.tokens[alice]
 	r := ts.do("PUT", "/_matrix/client/v3/profile/@alice:example.com/displayname", A, `{"displayname":"X"}`)
 	if r.Status != 403 || r.errcode(t) != "M_FORBIDDEN" {

@@ -1,7 +1,9 @@
 // Package http serves profilestore over HTTP: the Matrix client profile API,
-// profilestore's own routes, health and metrics. It only translates between
-// HTTP and the domain; it imports net/http itself, so callers alias one of
-// the two.
+// the application-service API a homeserver calls, profilestore's own routes,
+// the change feed, the moderator console, health and metrics. It only
+// translates: handlers parse a request, call the domain (which decides who
+// may write what) or a view, and map errors to Matrix errors. It imports
+// net/http itself, so callers alias one of the two.
 package http
 
 import (
@@ -16,6 +18,7 @@ import (
 	"strconv"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gorilla/mux"
 	"github.com/profilestore/profilestore/domain"
@@ -27,30 +30,30 @@ import (
 
 // Config is what the server needs to serve.
 type Config struct {
-	// Addr is the listen address, e.g. "127.0.0.1:8008"; ":0" picks a port.
+	// Addr is the listen address, e.g. "127.0.0.1:8318"; ":0" picks a port.
 	Addr string
 
 	Store    eventstore.Store
 	Profiles *domain.ProfileService
 	Eraser   *domain.Eraser
 	Runner   *projections.Runner
-	Views    *projections.Profiles
+	// ProfileView is the global profile view: profile reads and the user
+	// directory.
+	ProfileView *projections.Profiles
 	// Names and Stats back names search, look-alike alerts and the stats
 	// endpoint; Sealer opens values for the change feed.
 	Names  *projections.NameIndex
 	Stats  *projections.Activity
 	Sealer *domain.Sealer
-	// RoomService and RoomViews serve the per-room routes (http/rooms.go);
+	// RoomService and RoomView serve the per-room routes (http/rooms.go);
 	// without them those routes are not registered.
 	RoomService *domain.RoomService
-	RoomViews   *projections.Rooms
+	RoomView    *projections.Rooms
 	Auth        Authenticator
 	Logger      logrus.FieldLogger
 
 	// DefaultPropagation applies when a request names none (default unchanged).
 	DefaultPropagation domain.Propagation
-	// ProfileFields is the m.profile_fields capability: which keys users may change.
-	ProfileFields ProfileFieldsPolicy
 	// RequireAuthForProfile makes profile reads need an access token.
 	RequireAuthForProfile bool
 	// WriteRate and WriteBurst limit writes per user (per second); 0 disables.
@@ -68,6 +71,9 @@ type Config struct {
 	// (default 15 s).
 	FeedHeartbeat time.Duration
 
+	// Appservice, if set, is served on /_matrix/app/v1 to the homeserver
+	// (http/appservice.go).
+	Appservice Appservice
 	// Supplier, if set, adds appservice supplements (MSC4337) to every
 	// client profile read.
 	Supplier ProfileSupplier
@@ -82,34 +88,6 @@ type Config struct {
 // its own deadline and never fails a read.
 type ProfileSupplier interface {
 	Supplement(ctx context.Context, user domain.UserID, key string, requester domain.UserID) map[string]json.RawMessage
-}
-
-// ProfileFieldsPolicy says which profile keys users may change.
-type ProfileFieldsPolicy struct {
-	Disabled   bool     `yaml:"disabled"`
-	Allowed    []string `yaml:"allowed"`
-	Disallowed []string `yaml:"disallowed"`
-}
-
-// Permits reports whether the key may be changed.
-func (p ProfileFieldsPolicy) Permits(key string) bool {
-	if p.Disabled {
-		return false
-	}
-	if p.Allowed != nil {
-		for _, k := range p.Allowed {
-			if k == key {
-				return true
-			}
-		}
-		return false
-	}
-	for _, k := range p.Disallowed {
-		if k == key {
-			return false
-		}
-	}
-	return true
 }
 
 // Server is profilestore's HTTP server.
@@ -160,19 +138,16 @@ func NewServer(cfg Config) *Server {
 // Handler returns the server's handler, for tests that serve it themselves.
 func (s *Server) Handler() http.Handler { return s.handler }
 
-// Router lets other packages' routes (appservice, console) join the server.
-func (s *Server) Router() *mux.Router { return s.router }
-
 // Open starts listening on the configured address.
 func (s *Server) Open() error {
 	ln, err := net.Listen("tcp", s.cfg.Addr)
 	if err != nil {
 		return err
 	}
-	s.ln = ln
+	s.ln = matrixErrorListener{ln}
 	s.server = &http.Server{Handler: s.handler, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
 	go func() {
-		if err := s.server.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := s.server.Serve(s.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			s.log.WithError(err).Error("http server stopped")
 		}
 	}()
@@ -236,11 +211,12 @@ func (s *Server) routes() {
 	if s.cfg.Stats != nil {
 		ps.HandleFunc("/stats", s.handleStats).Methods(http.MethodGet)
 	}
-	if s.cfg.RoomViews != nil {
+	if s.cfg.RoomView != nil {
 		ps.HandleFunc("/rooms/{roomId}/lookalikes", s.authed(s.handleRoomLookalikes)).Methods(http.MethodGet)
 	}
 	ps.HandleFunc("/users/{userId}/history/{position}/hide", s.authed(s.limited(s.handleHide))).Methods(http.MethodPost)
 	s.roomRoutes()
+	s.appserviceRoutes()
 
 	r.HandleFunc("/health", s.handleHealth).Methods(http.MethodGet)
 	r.HandleFunc("/ready", s.handleReady).Methods(http.MethodGet)
@@ -320,7 +296,11 @@ func (s *Server) middleware(next http.Handler) http.Handler {
 		log := s.log.WithFields(logrus.Fields{"request_id": reqID, "method": r.Method, "route": route})
 		ctx := context.WithValue(r.Context(), loggerKey{}, log)
 		rec := &statusRecorder{ResponseWriter: w}
-		next.ServeHTTP(rec, r.WithContext(ctx))
+		if err := checkQuery(r); err != nil {
+			s.writeError(rec, r.WithContext(ctx), err)
+		} else {
+			next.ServeHTTP(rec, r.WithContext(ctx))
+		}
 		if rec.status == 0 {
 			rec.status = http.StatusOK
 		}
@@ -386,11 +366,16 @@ func (s *Server) limited(next http.HandlerFunc) http.HandlerFunc {
 }
 
 // pathVar returns a decoded path variable (the router matches encoded paths
-// so that ids containing '/' survive).
+// so that ids containing '/' survive). Every identifier, key and token in a
+// path is text: bytes that are not UTF-8 (an encoded surrogate included)
+// are refused rather than stored and later shown as U+FFFD.
 func pathVar(r *http.Request, name string) (string, error) {
 	v, err := url.PathUnescape(mux.Vars(r)[name])
 	if err != nil {
 		return "", domain.Errorf(domain.ErrCodeInvalidParam, "Malformed %s in the path", name)
+	}
+	if !utf8.ValidString(v) {
+		return "", domain.Errorf(domain.ErrCodeInvalidParam, "%s in the path is not valid UTF-8", name)
 	}
 	return v, nil
 }

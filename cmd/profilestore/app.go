@@ -2,13 +2,10 @@ package main
 
 import (
 	"context"
-	"fmt"
-	"os"
 	"path/filepath"
 
 	"github.com/profilestore/profilestore/domain"
 	"github.com/profilestore/profilestore/eventstore"
-	"github.com/profilestore/profilestore/eventstore/bolt"
 	pshttp "github.com/profilestore/profilestore/http"
 	"github.com/profilestore/profilestore/projections"
 	"github.com/sirupsen/logrus"
@@ -37,32 +34,32 @@ func openApp(ctx context.Context, cfg Config, log *logrus.Logger) (*app, error) 
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-		return nil, fmt.Errorf("data directory: %w", err)
+	if err := makeDataDir(cfg.DataDir, func(m string) { log.Info(m) }); err != nil {
+		return nil, err
 	}
 	a := &app{cfg: cfg, log: log}
 	var err error
 	switch cfg.Store {
 	case "bolt":
-		a.store, err = bolt.Open(filepath.Join(cfg.DataDir, "events.db"), bolt.Options{Logger: log})
-		if err != nil {
-			return nil, fmt.Errorf("open event store: %w", err)
+		if a.store, a.keyring, err = openBolt(cfg.DataDir, log); err != nil {
+			return nil, err
 		}
-		a.keyring, err = bolt.OpenKeyring(filepath.Join(cfg.DataDir, "keys.db"))
 	default:
-		a.store, a.keyring, err = openESDB(ctx, cfg, log)
-	}
-	if err != nil {
-		a.close()
-		return nil, fmt.Errorf("open keyring: %w", err)
+		// openESDB says which of the two failed.
+		if a.store, a.keyring, err = openESDB(ctx, cfg, log); err != nil {
+			return nil, err
+		}
 	}
 	a.sealer = domain.NewSealer(a.keyring)
-	a.profiles = domain.NewProfileService(a.store, a.sealer, domain.Limits{
-		MaxDisplayNameChars: cfg.Profile.MaxDisplayNameChars,
-		MaxAvatarURLBytes:   cfg.Profile.MaxAvatarURLBytes,
+	a.profiles = domain.NewProfileService(a.store, a.sealer, domain.WritePolicy{
+		Limits: domain.Limits{
+			MaxDisplayNameChars: cfg.Profile.MaxDisplayNameChars,
+			MaxAvatarURLBytes:   cfg.Profile.MaxAvatarURLBytes,
+		},
+		Fields: cfg.Profile.Fields,
 	})
 	a.eraser = domain.NewEraser(a.keyring, a.sealer, a.profiles)
-	a.rooms = domain.NewRoomService(a.store, a.sealer, a.profiles.Limits(), a.profiles)
+	a.rooms = domain.NewRoomService(a.store, a.sealer, a.profiles.Policy(), a.profiles)
 	a.views = projections.NewProfiles()
 	a.names = projections.NewNameIndex()
 	a.stats = projections.NewActivity()
@@ -94,30 +91,26 @@ func (a *app) server(auth pshttp.Authenticator) (*pshttp.Server, error) {
 		Profiles:              a.profiles,
 		Eraser:                a.eraser,
 		Runner:                a.runner,
-		Views:                 a.views,
+		ProfileView:           a.views,
 		Names:                 a.names,
 		Stats:                 a.stats,
 		Sealer:                a.sealer,
 		AnalyticsTokenHashes:  a.cfg.Feed.AnalyticsTokenSHA256,
 		FeedHeartbeat:         a.cfg.Feed.Heartbeat,
 		RoomService:           a.rooms,
-		RoomViews:             a.roomView,
+		RoomView:              a.roomView,
 		Auth:                  auth,
 		Logger:                a.log,
 		DefaultPropagation:    a.cfg.Profile.DefaultPropagation,
-		ProfileFields:         a.cfg.Profile.Fields,
 		RequireAuthForProfile: a.cfg.Profile.RequireAuth,
 		WriteRate:             a.cfg.RateLimit.WritesPerSecond,
 		WriteBurst:            a.cfg.RateLimit.Burst,
 		ApplyWait:             a.cfg.ApplyWait,
 	}
-	addRoutes, err := a.withAppservice(&cfg)
-	if err != nil {
+	if err := a.withAppservice(&cfg); err != nil {
 		return nil, err
 	}
-	srv := pshttp.NewServer(cfg)
-	addRoutes(srv)
-	return srv, nil
+	return pshttp.NewServer(cfg), nil
 }
 
 func (a *app) close() {

@@ -1,17 +1,22 @@
 package main
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/profilestore/profilestore/domain"
-	pshttp "github.com/profilestore/profilestore/http"
+	"github.com/sirupsen/logrus"
 	"gopkg.in/yaml.v3"
 )
 
@@ -52,11 +57,11 @@ type AuthConfig struct {
 
 // ProfileConfig holds profile write rules.
 type ProfileConfig struct {
-	DefaultPropagation  domain.Propagation         `yaml:"default_propagation"`
-	MaxDisplayNameChars int                        `yaml:"max_displayname_chars"`
-	MaxAvatarURLBytes   int                        `yaml:"max_avatar_url_bytes"`
-	RequireAuth         bool                       `yaml:"require_auth"`
-	Fields              pshttp.ProfileFieldsPolicy `yaml:"fields"`
+	DefaultPropagation  domain.Propagation   `yaml:"default_propagation"`
+	MaxDisplayNameChars int                  `yaml:"max_displayname_chars"`
+	MaxAvatarURLBytes   int                  `yaml:"max_avatar_url_bytes"`
+	RequireAuth         bool                 `yaml:"require_auth"`
+	Fields              domain.ProfileFields `yaml:"fields"`
 }
 
 // FeedConfig configures the change feed and the stats endpoint.
@@ -74,9 +79,16 @@ type RateLimitConfig struct {
 	Burst           int     `yaml:"burst"`
 }
 
+// defaultListen is the default address. Not 8008 or 8448 (Synapse,
+// Dendrite and conduwuit, which profilestore runs beside), 8009 (the
+// sliding-sync proxy), 8080/8081 (Element Web, the Matrix Authentication
+// Service), 8090 (ma1sd), 6167 (Conduit), 9000-9002 (hookshot) or 29xxx
+// (the mautrix bridges); see docs/DECISIONS.md.
+const defaultListen = "127.0.0.1:8318"
+
 func defaultConfig() Config {
 	return Config{
-		Listen:    "127.0.0.1:8008",
+		Listen:    defaultListen,
 		DataDir:   "./data",
 		Store:     "bolt",
 		LogLevel:  "info",
@@ -104,7 +116,7 @@ func loadConfig(path string) (Config, error) {
 		if err != nil {
 			return cfg, fmt.Errorf("config: %w", err)
 		}
-		if err := yaml.Unmarshal(data, &cfg); err != nil {
+		if err := decodeConfig(data, &cfg); err != nil {
 			return cfg, fmt.Errorf("config %s: %w", path, err)
 		}
 	}
@@ -124,8 +136,8 @@ func loadConfig(path string) (Config, error) {
 	env("PROFILESTORE_HOMESERVER_URL", &cfg.Auth.HomeserverURL)
 	if v := os.Getenv("PROFILESTORE_WRITES_PER_SECOND"); v != "" {
 		f, err := strconv.ParseFloat(v, 64)
-		if err != nil {
-			return cfg, fmt.Errorf("PROFILESTORE_WRITES_PER_SECOND: %w", err)
+		if err != nil || f < 0 || math.IsInf(f, 0) || math.IsNaN(f) {
+			return cfg, fmt.Errorf("PROFILESTORE_WRITES_PER_SECOND=%q is not a number of writes per second (like 10 or 0.5; 0 turns the limit off)", v)
 		}
 		cfg.RateLimit.WritesPerSecond = f
 	}
@@ -136,6 +148,28 @@ func loadConfig(path string) (Config, error) {
 func (c *Config) validate() error {
 	if c.DataDir == "" {
 		return errors.New("config: data_dir is empty")
+	}
+	if _, err := logrus.ParseLevel(c.LogLevel); err != nil || !slices.Contains(logLevels, c.LogLevel) {
+		return fmt.Errorf("config: log_level %q is not one of %s", c.LogLevel, strings.Join(logLevels, ", "))
+	}
+	if c.LogFormat != "text" && c.LogFormat != "json" {
+		return fmt.Errorf("config: log_format %q is not text or json", c.LogFormat)
+	}
+	for name, d := range map[string]time.Duration{"apply_wait": c.ApplyWait, "auth.cache_ttl": c.Auth.CacheTTL,
+		"auth.negative_cache_ttl": c.Auth.NegativeTTL, "feed.heartbeat": c.Feed.Heartbeat,
+		"appservice.profile_cache_ttl": c.Appservice.ProfileCacheTTL, "appservice.supplements.deadline": c.Appservice.Supplements.Deadline} {
+		if d < 0 {
+			return fmt.Errorf("config: %s is negative (%s)", name, d)
+		}
+	}
+	if c.RateLimit.WritesPerSecond < 0 || c.RateLimit.Burst < 0 {
+		return errors.New("config: rate_limit.writes_per_second and rate_limit.burst cannot be negative (0 turns the limit off)")
+	}
+	if c.Profile.MaxDisplayNameChars < 1 || c.Profile.MaxAvatarURLBytes < 1 {
+		return errors.New("config: profile.max_displayname_chars and profile.max_avatar_url_bytes must be at least 1")
+	}
+	if c.Appservice.MaxTransactionBytes < 0 {
+		return errors.New("config: appservice.max_transaction_bytes cannot be negative")
 	}
 	if c.Auth.TokensFile == "" {
 		c.Auth.TokensFile = filepath.Join(c.DataDir, "tokens.yaml")
@@ -159,7 +193,12 @@ func (c *Config) validate() error {
 		return fmt.Errorf("config: auth.mode must be tokens or homeserver, not %q", c.Auth.Mode)
 	}
 	if _, err := domain.ParsePropagation(string(c.Profile.DefaultPropagation)); err != nil {
-		return fmt.Errorf("config: profile.default_propagation: %v", err)
+		return fmt.Errorf("config: profile.default_propagation %q is not one of all, unchanged, none", c.Profile.DefaultPropagation)
+	}
+	for i, u := range c.Auth.Admins {
+		if _, err := domain.ParseHistoricalUserID(string(u)); err != nil {
+			return fmt.Errorf("config: auth.admins[%d] %q is not a Matrix user id (@name:server)", i, u)
+		}
 	}
 	for i, h := range c.Feed.AnalyticsTokenSHA256 {
 		if b, err := hex.DecodeString(h); err != nil || len(b) != sha256.Size {
@@ -167,4 +206,124 @@ func (c *Config) validate() error {
 		}
 	}
 	return nil
+}
+
+var logLevels = []string{"trace", "debug", "info", "warn", "error"}
+
+// newLogger builds the configured logger.
+func newLogger(cfg Config) (*logrus.Logger, error) {
+	if !slices.Contains(logLevels, cfg.LogLevel) {
+		return nil, fmt.Errorf("log level %q is not one of %s", cfg.LogLevel, strings.Join(logLevels, ", "))
+	}
+	if cfg.LogFormat != "text" && cfg.LogFormat != "json" {
+		return nil, fmt.Errorf("log format %q is not text or json", cfg.LogFormat)
+	}
+	log := logrus.New()
+	log.SetOutput(os.Stderr)
+	if cfg.LogFormat == "json" {
+		log.SetFormatter(&logrus.JSONFormatter{})
+	}
+	level, _ := logrus.ParseLevel(cfg.LogLevel)
+	log.SetLevel(level)
+	return log, nil
+}
+
+// decodeConfig decodes a YAML configuration strictly: a key the
+// configuration does not have (a typo like "listn") is an error naming the
+// key and its line, and so is a value of the wrong kind, instead of being
+// silently ignored.
+func decodeConfig(data []byte, cfg *Config) error {
+	var doc yaml.Node
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		return humanYAML(err, nil)
+	}
+	keys := map[int]string{} // line -> dotted key defined on that line
+	var walk func(n *yaml.Node, prefix string)
+	walk = func(n *yaml.Node, prefix string) {
+		switch n.Kind {
+		case yaml.DocumentNode, yaml.SequenceNode:
+			for _, c := range n.Content {
+				walk(c, prefix)
+			}
+		case yaml.MappingNode:
+			for i := 0; i+1 < len(n.Content); i += 2 {
+				k := prefix + n.Content[i].Value
+				keys[n.Content[i].Line] = k
+				if n.Content[i+1].Line != n.Content[i].Line {
+					keys[n.Content[i+1].Line] = k
+				}
+				walk(n.Content[i+1], k+".")
+			}
+		}
+	}
+	walk(&doc, "")
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(cfg); err != nil && err.Error() != "EOF" {
+		return humanYAML(err, keys)
+	}
+	return nil
+}
+
+var (
+	yamlLine     = regexp.MustCompile(`^line (\d+): (.*)$`)
+	yamlUnknown  = regexp.MustCompile(`^field (\S+) not found in type`)
+	yamlWrongVal = regexp.MustCompile("^cannot unmarshal !!\\w+ `(.*)` into (\\S+)$")
+)
+
+// kinds names Go types the way the configuration documentation does.
+var kinds = map[string]string{
+	"time.Duration": "a duration (like 30s, 5m or 1h)",
+	"int":           "a whole number", "int64": "a whole number",
+	"float64": "a number", "bool": "true or false", "string": "a string",
+}
+
+// humanYAML rewrites yaml.v3's messages ("line 3: field listn not found in
+// type main.Config", "cannot unmarshal !!str `x` into time.Duration") as
+// "line 3: unknown setting "listn"" and "line 4: apply_wait: "x" is not a
+// duration (like 30s...)".
+func humanYAML(err error, keys map[int]string) error {
+	var te *yaml.TypeError
+	if !errors.As(err, &te) {
+		return fmt.Errorf("not valid YAML: %s", strings.TrimPrefix(err.Error(), "yaml: "))
+	}
+	msgs := make([]string, 0, len(te.Errors))
+	for _, e := range te.Errors {
+		m := yamlLine.FindStringSubmatch(e)
+		if m == nil {
+			msgs = append(msgs, e)
+			continue
+		}
+		line, msg := m[1], m[2]
+		n, _ := strconv.Atoi(line)
+		key := keys[n]
+		if u := yamlUnknown.FindStringSubmatch(msg); u != nil {
+			if key == "" {
+				key = u[1]
+			}
+			msgs = append(msgs, fmt.Sprintf("line %s: unknown setting %q (README.md lists the settings)", line, key))
+			continue
+		}
+		if w := yamlWrongVal.FindStringSubmatch(msg); w != nil {
+			kind, ok := kinds[w[2]]
+			if !ok {
+				kind = describeKind(w[2])
+			}
+			msgs = append(msgs, fmt.Sprintf("line %s: %s: %q is not %s", line, key, w[1], kind))
+			continue
+		}
+		msgs = append(msgs, fmt.Sprintf("line %s: %s: %s", line, key, msg))
+	}
+	return errors.New(strings.Join(msgs, "; "))
+}
+
+// describeKind names the other types a setting can have.
+func describeKind(goType string) string {
+	switch {
+	case strings.HasPrefix(goType, "[]"):
+		return "a list"
+	case strings.HasPrefix(goType, "map["), strings.HasPrefix(goType, "main."), strings.HasPrefix(goType, "http."):
+		return "a section of settings"
+	}
+	return "valid here (" + goType + ")"
 }

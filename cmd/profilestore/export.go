@@ -83,27 +83,9 @@ standard output or --output. --from / --to bound it by position (after
 recorded each event (RFC 3339, --until exclusive). A progress bar is drawn
 on a terminal.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var b exportBounds
-			var err error
-			if from != "" {
-				if b.From, err = eventstore.ParsePosition(from); err != nil {
-					return fmt.Errorf("--from: %w", err)
-				}
-			}
-			if to != "" {
-				if b.To, err = eventstore.ParsePosition(to); err != nil {
-					return fmt.Errorf("--to: %w", err)
-				}
-			}
-			if since != "" {
-				if b.Since, err = time.Parse(time.RFC3339, since); err != nil {
-					return fmt.Errorf("--since: %w", err)
-				}
-			}
-			if until != "" {
-				if b.Until, err = time.Parse(time.RFC3339, until); err != nil {
-					return fmt.Errorf("--until: %w", err)
-				}
+			b, err := parseExportBounds(from, to, since, until)
+			if err != nil {
+				return usageError{err}
 			}
 			cfg, log, err := load()
 			if err != nil {
@@ -113,7 +95,7 @@ on a terminal.`,
 			if ctx == nil {
 				ctx = context.Background()
 			}
-			a, err := openApp(ctx, cfg, log)
+			a, err := openExisting(ctx, cfg, log)
 			if err != nil {
 				return err
 			}
@@ -146,4 +128,50 @@ on a terminal.`,
 	cmd.Flags().StringVar(&until, "until", "", "export events recorded before this time (RFC 3339)")
 	cmd.Flags().StringVarP(&output, "output", "o", "", "write to this file instead of standard output")
 	return cmd
+}
+
+// parseExportBounds reads export's bounds, with messages that say what a
+// valid value looks like.
+func parseExportBounds(from, to, since, until string) (exportBounds, error) {
+	var b exportBounds
+	var err error
+	pos := func(flag, v string) (eventstore.Position, error) {
+		if v == "" {
+			return eventstore.Position{}, nil
+		}
+		p, err := eventstore.ParsePosition(v)
+		if err != nil {
+			return p, fmt.Errorf("%s %q is not a position (the X-Profilestore-Position of a write, or a \"position\" of an export, like 1234)", flag, v)
+		}
+		return p, nil
+	}
+	tm := func(flag, v string) (time.Time, error) {
+		if v == "" {
+			return time.Time{}, nil
+		}
+		t, err := time.Parse(time.RFC3339Nano, v)
+		if err != nil {
+			return t, fmt.Errorf("%s %q is not a time like 2026-03-01T00:00:00Z (RFC 3339, with a time zone)", flag, v)
+		}
+		return t, nil
+	}
+	if b.From, err = pos("--from", from); err != nil {
+		return b, err
+	}
+	if b.To, err = pos("--to", to); err != nil {
+		return b, err
+	}
+	if b.Since, err = tm("--since", since); err != nil {
+		return b, err
+	}
+	if b.Until, err = tm("--until", until); err != nil {
+		return b, err
+	}
+	if to != "" && b.To.Before(b.From) {
+		return b, fmt.Errorf("--to %s is before --from %s: nothing lies between them", to, from)
+	}
+	if !b.Since.IsZero() && !b.Until.IsZero() && !b.Since.Before(b.Until) {
+		return b, fmt.Errorf("--until %s is not after --since %s: nothing lies between them", until, since)
+	}
+	return b, nil
 }

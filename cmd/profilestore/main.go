@@ -1,64 +1,159 @@
 // Command profilestore runs the profile store and its tools: serve, token,
-// rebuild, export, bench.
+// rebuild, export, import, backup, bench.
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
+	"runtime/debug"
+	"strings"
 
 	"github.com/sirupsen/logrus"
 	"github.com/spf13/cobra"
 )
 
+// version is set at link time (-ldflags "-X main.version=v1.2.3"); without
+// it the module version or VCS revision of the build is shown.
+var version = ""
+
+func buildVersion() string {
+	if version != "" {
+		return version
+	}
+	info, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "(unknown)"
+	}
+	v := info.Main.Version
+	for _, s := range info.Settings {
+		if s.Key == "vcs.revision" && (v == "" || v == "(devel)") {
+			v = "devel " + s.Value
+		}
+	}
+	return v + " " + info.GoVersion
+}
+
 func main() {
-	if err := rootCommand().Execute(); err != nil {
+	cmd, err := rootCommand().ExecuteC()
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "profilestore:", err)
+		var ue usageError
+		if errors.As(err, &ue) || strings.HasPrefix(err.Error(), "unknown command") {
+			fmt.Fprint(os.Stderr, "\n", cmd.UsageString())
+		}
 		os.Exit(1)
 	}
 }
 
+// cliFlags are the configuration flags. Each command registers only those
+// that apply to it, so that its help shows no flag it would ignore.
+type cliFlags struct {
+	configPath string
+	overrides  Config
+}
+
+// add registers the named flags on cmd and returns cmd.
+func (f *cliFlags) add(cmd *cobra.Command, names ...string) *cobra.Command {
+	fs := cmd.Flags()
+	for _, n := range names {
+		switch n {
+		case "data-dir":
+			fs.StringVar(&f.overrides.DataDir, n, "", "data directory (default ./data, or PROFILESTORE_DATA_DIR)")
+		case "listen":
+			fs.StringVar(&f.overrides.Listen, n, "", "listen address (default "+defaultListen+", or PROFILESTORE_LISTEN)")
+		case "store":
+			fs.StringVar(&f.overrides.Store, n, "", "event store: bolt or esdb (or PROFILESTORE_STORE)")
+		case "esdb-url":
+			fs.StringVar(&f.overrides.ESDBURL, n, "", "EventStoreDB connection string (or PROFILESTORE_ESDB_URL)")
+		case "tokens-file":
+			fs.StringVar(&f.overrides.Auth.TokensFile, n, "", "tokens file (default <data-dir>/tokens.yaml, or PROFILESTORE_TOKENS_FILE)")
+		default:
+			panic("unknown flag " + n)
+		}
+	}
+	return cmd
+}
+
 // rootCommand builds the CLI; flags override the config file and environment.
 func rootCommand() *cobra.Command {
-	var configPath string
-	var overrides Config
+	f := &cliFlags{}
 	root := &cobra.Command{
 		Use:           "profilestore",
 		Short:         "An event-sourced store for Matrix user profiles with per-room profile history",
+		Version:       buildVersion(),
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.PersistentFlags().StringVarP(&configPath, "config", "c", "", "YAML configuration file (or PROFILESTORE_CONFIG)")
-	root.PersistentFlags().StringVar(&overrides.DataDir, "data-dir", "", "data directory (default ./data, or PROFILESTORE_DATA_DIR)")
-	root.PersistentFlags().StringVar(&overrides.Listen, "listen", "", "listen address (default 127.0.0.1:8008, or PROFILESTORE_LISTEN)")
-	root.PersistentFlags().StringVar(&overrides.Store, "store", "", "event store: bolt or esdb (or PROFILESTORE_STORE)")
-	root.PersistentFlags().StringVar(&overrides.ESDBURL, "esdb-url", "", "EventStoreDB connection string (or PROFILESTORE_ESDB_URL)")
-	root.PersistentFlags().StringVar(&overrides.LogLevel, "log-level", "", "log level: debug, info, warn, error")
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	root.PersistentFlags().StringVarP(&f.configPath, "config", "c", "", "YAML configuration file (or PROFILESTORE_CONFIG)")
+	root.PersistentFlags().StringVar(&f.overrides.LogLevel, "log-level", "", "log level: debug, info, warn, error (or PROFILESTORE_LOG_LEVEL)")
+	root.PersistentFlags().StringVar(&f.overrides.LogFormat, "log-format", "", "log format: text or json (or PROFILESTORE_LOG_FORMAT)")
 
 	load := func() (Config, *logrus.Logger, error) {
-		cfg, err := loadConfig(configPath)
+		cfg, err := loadConfig(f.configPath)
 		if err != nil {
 			return cfg, nil, err
 		}
-		for dst, src := range map[*string]string{&cfg.DataDir: overrides.DataDir, &cfg.Listen: overrides.Listen,
-			&cfg.Store: overrides.Store, &cfg.ESDBURL: overrides.ESDBURL, &cfg.LogLevel: overrides.LogLevel} {
+		o := f.overrides
+		for dst, src := range map[*string]string{&cfg.DataDir: o.DataDir, &cfg.Listen: o.Listen,
+			&cfg.Store: o.Store, &cfg.ESDBURL: o.ESDBURL, &cfg.LogLevel: o.LogLevel, &cfg.LogFormat: o.LogFormat,
+			&cfg.Auth.TokensFile: o.Auth.TokensFile} {
 			if src != "" {
 				*dst = src
 			}
 		}
-		log := logrus.New()
-		log.SetOutput(os.Stderr)
-		if cfg.LogFormat == "json" {
-			log.SetFormatter(&logrus.JSONFormatter{})
-		}
-		level, err := logrus.ParseLevel(cfg.LogLevel)
-		if err != nil {
-			return cfg, nil, fmt.Errorf("log level: %w", err)
-		}
-		log.SetLevel(level)
-		return cfg, log, nil
+		log, err := newLogger(cfg)
+		return cfg, log, err
 	}
-	root.AddCommand(serveCommand(load), tokenCommand(load), rebuildCommand(load), exportCommand(load), importCommand(load), benchCommand(load), appserviceCommand(load))
+	store := []string{"data-dir", "store", "esdb-url"}
+	root.AddCommand(
+		f.add(serveCommand(load), append(store, "listen", "tokens-file")...),
+		tokenCommand(load, f),
+		f.add(rebuildCommand(load), store...),
+		f.add(exportCommand(load), store...),
+		f.add(importCommand(load), store...),
+		f.add(benchCommand(load), "store", "esdb-url"),
+		appserviceCommand(load, f),
+	)
+	// Every command that takes no positional argument says so.
+	var noArgs func(*cobra.Command)
+	noArgs = func(c *cobra.Command) {
+		if c.Args == nil && c.HasParent() {
+			if c.Runnable() {
+				c.Args = cobra.NoArgs
+			} else {
+				c.Args, c.RunE = groupArgs, groupArgs
+			}
+		}
+		if c.Args != nil {
+			c.Args = asUsage(c.Args)
+		}
+		for _, sub := range c.Commands() {
+			noArgs(sub)
+		}
+	}
+	noArgs(root)
 	return root
+}
+
+// groupArgs answers a command group (token, appservice) called without one
+// of its sub-commands.
+func groupArgs(cmd *cobra.Command, args []string) error {
+	if len(args) == 0 {
+		return fmt.Errorf("%s needs a sub-command", cmd.CommandPath())
+	}
+	return fmt.Errorf("unknown command %q for %q", args[0], cmd.CommandPath())
+}
+
+// asUsage marks argument errors as usage errors.
+func asUsage(check cobra.PositionalArgs) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if err := check(cmd, args); err != nil {
+			return usageError{err}
+		}
+		return nil
+	}
 }
 
 type loader func() (Config, *logrus.Logger, error)

@@ -2,11 +2,14 @@ package main
 
 import (
 	"fmt"
+	neturl "net/url"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 
 	"github.com/schollz/progressbar/v3"
+	"github.com/sirupsen/logrus"
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 )
@@ -14,7 +17,7 @@ import (
 func serveCommand(load loader) *cobra.Command {
 	return &cobra.Command{
 		Use:   "serve",
-		Short: "Run the HTTP service (embedded store in ./data on 127.0.0.1:8008 by default)",
+		Short: "Run the HTTP service (embedded store in ./data on " + defaultListen + " by default)",
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cfg, log, err := load()
 			if err != nil {
@@ -44,10 +47,7 @@ func serveCommand(load loader) *cobra.Command {
 				a.runner.Close()
 				return err
 			}
-			log.WithField("url", srv.URL()).WithField("data_dir", cfg.DataDir).WithField("store", cfg.Store).Info("profilestore is serving")
-			if cfg.Auth.Mode == "tokens" {
-				log.Infof("issue an access token with: profilestore token issue --data-dir %s @you:your.server", cfg.DataDir)
-			}
+			logStartup(log, cfg, srv.URL())
 			<-ctx.Done()
 			log.Info("shutting down")
 			srv.Close()
@@ -71,4 +71,43 @@ func progressReporter(what string) func(applied, total uint64) {
 		}
 		_ = bar.Set64(int64(min(applied, total)))
 	}
+}
+
+// logStartup says what the operator needs to check at a glance: where the
+// service and its console are, which store it writes to, how it checks
+// tokens and whether it mirrors a homeserver.
+func logStartup(log *logrus.Logger, cfg Config, url string) {
+	store := "bolt " + filepath.Join(cfg.DataDir, "events.db")
+	if cfg.Store == "esdb" {
+		store = "esdb " + redactURL(cfg.ESDBURL)
+	}
+	auth := "tokens file " + cfg.Auth.TokensFile
+	if cfg.Auth.Mode == "homeserver" {
+		auth = "homeserver " + cfg.Auth.HomeserverURL
+	}
+	as := "off"
+	if cfg.Appservice.Enabled {
+		hs := cfg.Appservice.HomeserverURL
+		if hs == "" {
+			hs = cfg.Auth.HomeserverURL
+		}
+		if hs == "" {
+			hs = "(no homeserver_url: profile look-ups off)"
+		}
+		as = "on, homeserver " + hs
+	}
+	log.WithFields(logrus.Fields{"url": url, "console": url + "/console/", "data_dir": cfg.DataDir, "store": store,
+		"auth": auth, "appservice": as}).Info("profilestore is serving")
+	if cfg.Auth.Mode == "tokens" {
+		log.Infof("issue an access token with: profilestore token issue --data-dir %s @you:your.server", cfg.DataDir)
+	}
+}
+
+// redactURL drops the password of a connection string before it is logged.
+func redactURL(s string) string {
+	u, err := neturl.Parse(s)
+	if err != nil {
+		return "(unparsable URL)"
+	}
+	return u.Redacted()
 }

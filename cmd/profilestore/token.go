@@ -2,13 +2,14 @@ package main
 
 import (
 	"fmt"
+	"path/filepath"
 
 	"github.com/profilestore/profilestore/domain"
 	pshttp "github.com/profilestore/profilestore/http"
 	"github.com/spf13/cobra"
 )
 
-func tokenCommand(load loader) *cobra.Command {
+func tokenCommand(load loader, f *cliFlags) *cobra.Command {
 	cmd := &cobra.Command{Use: "token", Short: "Manage access tokens of the tokens file"}
 	var admin bool
 	var comment string
@@ -28,7 +29,8 @@ func tokenCommand(load loader) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if err := ensureDir(cfg.DataDir); err != nil {
+			say := func(m string) { fmt.Fprintln(cmd.ErrOrStderr(), m) }
+			if err := makeDataDir(filepath.Dir(cfg.Auth.TokensFile), say); err != nil {
 				return err
 			}
 			token, err := pshttp.IssueToken(cfg.Auth.TokensFile, user, admin, comment)
@@ -41,6 +43,6 @@ func tokenCommand(load loader) *cobra.Command {
 	}
 	issue.Flags().BoolVar(&admin, "admin", false, "grant admin rights (read and write every profile and room)")
 	issue.Flags().StringVar(&comment, "comment", "", "a note stored beside the hash")
-	cmd.AddCommand(issue)
+	cmd.AddCommand(f.add(issue, "data-dir", "tokens-file"))
 	return cmd
 }

@@ -1,6 +1,7 @@
 package bolt_test
 
 import (
+	"errors"
 	"path/filepath"
 	"testing"
 
@@ -45,3 +46,22 @@ func (harness) Reopen(t *testing.T, s eventstore.Store) eventstore.Store {
 }
 
 func TestConformance(t *testing.T) { storetest.Run(t, harness{}) }
+
+// TestOpenInUse: a file held by another open store fails at once with
+// ErrInUse, for the log and for the keyring, instead of waiting seconds
+// and printing bbolt's "timeout".
+func TestOpenInUse(t *testing.T) {
+	dir := t.TempDir()
+	s := openStore(t, filepath.Join(dir, "events.db"))
+	if _, err := bolt.Open(s.Path(), bolt.Options{Logger: quietLogger()}); !errors.Is(err, bolt.ErrInUse) {
+		t.Fatalf("second Open: %v, want ErrInUse", err)
+	}
+	k, err := bolt.OpenKeyring(filepath.Join(dir, "keys.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer k.Close()
+	if _, err := bolt.OpenKeyring(k.Path()); !errors.Is(err, bolt.ErrInUse) {
+		t.Fatalf("second OpenKeyring: %v, want ErrInUse", err)
+	}
+}

@@ -104,7 +104,10 @@ func OpenKeyring(path string) (*Keyring, error) {
 }
 
 func openKeyDB(path string) (*bolt.DB, error) {
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: defaultLockTimeout})
+	db, err := openDB(path, 0, nil)
+	if errors.Is(err, ErrInUse) {
+		return nil, err
+	}
 	if err != nil {
 		return nil, fmt.Errorf("bolt: keyring %s: %w", path, err)
 	}
@@ -335,7 +338,7 @@ func (k *Keyring) compact() (err error) {
 	if err := os.Remove(tmp); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return err
 	}
-	dst, err := bolt.Open(tmp, 0o600, &bolt.Options{Timeout: defaultLockTimeout})
+	dst, err := openDB(tmp, 0, nil)
 	if err != nil {
 		return fmt.Errorf("compact: %w", err)
 	}

@@ -67,8 +67,31 @@ var (
 const maxBatch = 1024
 
 // defaultLockTimeout is how long Open waits for another process to release
-// the file before failing, instead of waiting forever.
-const defaultLockTimeout = 5 * time.Second
+// the file before failing with ErrInUse. It is short: a file held by another
+// process is almost always held by a running server, which will not let go
+// soon, and an operator should be told at once.
+const defaultLockTimeout = 200 * time.Millisecond
+
+// ErrInUse is returned by Open and OpenKeyring when another process holds
+// the file (bbolt takes an exclusive lock for as long as it is open).
+var ErrInUse = errors.New("bolt: file is in use by another process")
+
+// openDB opens a bbolt file, telling a lock held by another process apart.
+func openDB(path string, timeout time.Duration, opts *bolt.Options) (*bolt.DB, error) {
+	if timeout == 0 {
+		timeout = defaultLockTimeout
+	}
+	o := bolt.Options{}
+	if opts != nil {
+		o = *opts
+	}
+	o.Timeout = timeout
+	db, err := bolt.Open(path, 0o600, &o)
+	if errors.Is(err, bolterrors.ErrTimeout) {
+		return nil, fmt.Errorf("%w: %s", ErrInUse, path)
+	}
+	return db, err
+}
 
 // Options tunes a Store; the zero value is ready to use.
 type Options struct {
@@ -76,7 +99,7 @@ type Options struct {
 	// logrus's standard logger.
 	Logger logrus.FieldLogger
 	// LockTimeout bounds the wait for the file lock held by another
-	// process; zero means five seconds.
+	// process before Open fails with ErrInUse; zero means 200 ms.
 	LockTimeout time.Duration
 }
 
@@ -119,11 +142,10 @@ func Open(path string, opts Options) (*Store, error) {
 	if logger == nil {
 		logger = logrus.StandardLogger()
 	}
-	timeout := opts.LockTimeout
-	if timeout == 0 {
-		timeout = defaultLockTimeout
+	db, err := openDB(path, opts.LockTimeout, &bolt.Options{FreelistType: bolt.FreelistMapType})
+	if errors.Is(err, ErrInUse) {
+		return nil, err
 	}
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: timeout, FreelistType: bolt.FreelistMapType})
 	if err != nil {
 		return nil, fmt.Errorf("bolt: open %s: %w", path, err)
 	}

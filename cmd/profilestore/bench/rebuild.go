@@ -1,4 +1,4 @@
-package main
+package bench
 
 import (
 	"context"
@@ -19,10 +19,9 @@ import (
 // rebuilding reads the log at close to the store's raw scan rate, and a
 // restart with a snapshot is ready in about a second for a million users.
 func (b *bench) rebuildBench(ctx context.Context, users int) (string, error) {
-	cfg := defaultConfig()
-	cfg.DataDir = filepath.Join(b.dir, "rebuild")
-	defer os.RemoveAll(cfg.DataDir)
-	a, err := openApp(ctx, cfg, b.log)
+	dataDir := filepath.Join(b.dir, "rebuild")
+	defer os.RemoveAll(dataDir)
+	a, err := b.open(ctx, dataDir, "bolt")
 	if err != nil {
 		return "", err
 	}
@@ -40,7 +39,7 @@ func (b *bench) rebuildBench(ctx context.Context, users int) (string, error) {
 					return
 				}
 				v, _ := json.Marshal(fmt.Sprintf("Bench user %d", i))
-				if _, err := a.profiles.SetField(ctx, domain.SetField{User: domain.UserID(fmt.Sprintf("@r%d:bench.example", i)),
+				if _, err := a.Profiles.SetField(ctx, domain.SetField{User: domain.UserID(fmt.Sprintf("@r%d:bench.example", i)), Actor: domain.ServerActor,
 					Key: domain.KeyDisplayName, Value: v, Meta: domain.Metadata{OccurredAt: time.Now()}}, nil); err != nil {
 					firstErr.CompareAndSwap(nil, err)
 					return
@@ -50,21 +49,21 @@ func (b *bench) rebuildBench(ctx context.Context, users int) (string, error) {
 	}
 	wg.Wait()
 	if err, _ := firstErr.Load().(error); err != nil {
-		a.close()
+		a.Close()
 		return "", err
 	}
-	head, err := a.store.Head(ctx)
+	head, err := a.Store.Head(ctx)
 	if err != nil {
-		a.close()
+		a.Close()
 		return "", err
 	}
 	b.progress("scanning the log…")
 	t0 := time.Now()
 	var scanned int
 	for after := eventstore.Start; after.Before(head); {
-		recs, err := a.store.ReadAll(ctx, after, 4096)
+		recs, err := a.Store.ReadAll(ctx, after, 4096)
 		if err != nil {
-			a.close()
+			a.Close()
 			return "", err
 		}
 		if len(recs) == 0 {
@@ -76,34 +75,34 @@ func (b *bench) rebuildBench(ctx context.Context, users int) (string, error) {
 	scan := time.Since(t0)
 	b.progress("rebuilding the views…")
 	t0 = time.Now()
-	if err := a.runner.Rebuild(ctx, nil); err != nil { // also writes the snapshot
-		a.close()
+	if err := a.Runner.Rebuild(ctx, nil); err != nil { // also writes the snapshot
+		a.Close()
 		return "", err
 	}
 	rebuild := time.Since(t0)
 	t0 = time.Now()
-	if err := a.runner.SaveSnapshot(); err != nil {
-		a.close()
+	if err := a.Runner.SaveSnapshot(); err != nil {
+		a.Close()
 		return "", err
 	}
 	save := time.Since(t0)
 	apply := rebuild - save
-	snap, _ := os.Stat(filepath.Join(cfg.DataDir, "snapshots", "projections.snap"))
+	snap, _ := os.Stat(filepath.Join(dataDir, "snapshots", "projections.snap"))
 
 	b.progress("restarting from the snapshot…")
-	a.close() // bbolt files are locked while open
-	a2, err := openApp(ctx, cfg, b.log)
+	a.Close() // bbolt files are locked while open
+	a2, err := b.open(ctx, dataDir, "bolt")
 	if err != nil {
 		return "", err
 	}
-	defer a2.close()
+	defer a2.Close()
 	t0 = time.Now()
-	if err := a2.runner.Start(ctx, nil); err != nil {
+	if err := a2.Runner.Start(ctx, nil); err != nil {
 		return "", err
 	}
 	restart := time.Since(t0)
-	a2.runner.Close()
-	if got := a2.views.Len(); got != users {
+	a2.Runner.Close()
+	if got := a2.Views.Len(); got != users {
 		return "", fmt.Errorf("restart from the snapshot has %d profiles, want %d", got, users)
 	}
 

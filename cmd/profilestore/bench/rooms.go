@@ -1,4 +1,4 @@
-package main
+package bench
 
 import (
 	"context"
@@ -36,12 +36,12 @@ type renameFigures struct {
 	visibleChecks int
 }
 
-func (b *bench) runRooms(ctx context.Context, a *app, srv *pshttp.Server, rb roomsBench) (string, error) {
+func (b *bench) runRooms(ctx context.Context, a *App, srv *pshttp.Server, rb roomsBench) (string, error) {
 	var s strings.Builder
 	one, many := domain.UserID("@onerooms:bench.example"), domain.UserID("@manyrooms:bench.example")
 	tokens := map[domain.UserID]string{}
 	for _, u := range []domain.UserID{one, many} {
-		tok, err := pshttp.IssueToken(a.cfg.Auth.TokensFile, u, false, "bench")
+		tok, err := pshttp.IssueToken(a.TokensFile, u, false, "bench")
 		if err != nil {
 			return "", err
 		}
@@ -54,8 +54,8 @@ func (b *bench) runRooms(ctx context.Context, a *app, srv *pshttp.Server, rb roo
 	if err := joinRooms(ctx, a, many, rb.rooms, "many"); err != nil {
 		return "", err
 	}
-	head, _ := a.store.Head(ctx)
-	if err := a.runner.WaitFor(ctx, head); err != nil {
+	head, _ := a.Store.Head(ctx)
+	if err := a.Runner.WaitFor(ctx, head); err != nil {
 		return "", err
 	}
 	time.Sleep(1100 * time.Millisecond) // the tokens file is re-read at most once a second
@@ -92,7 +92,7 @@ func benchRoom(prefix string, i int) domain.RoomID {
 }
 
 // joinRooms joins user to n rooms through the room service, 64 at a time.
-func joinRooms(ctx context.Context, a *app, user domain.UserID, n int, prefix string) error {
+func joinRooms(ctx context.Context, a *App, user domain.UserID, n int, prefix string) error {
 	name := "Start"
 	var wg sync.WaitGroup
 	errs := make(chan error, 64)
@@ -102,7 +102,7 @@ func joinRooms(ctx context.Context, a *app, user domain.UserID, n int, prefix st
 		sem <- struct{}{}
 		go func(i int) {
 			defer func() { <-sem; wg.Done() }()
-			_, err := a.rooms.ChangeMembership(ctx, domain.ChangeMembership{Room: benchRoom(prefix, i), User: user,
+			_, err := a.Rooms.ChangeMembership(ctx, domain.ChangeMembership{Room: benchRoom(prefix, i), User: user, Actor: domain.ServerActor,
 				Membership: domain.MembershipJoin, DisplayName: &name, Meta: domain.Metadata{OccurredAt: time.Now(), Source: "bench"}})
 			if err != nil {
 				select {
@@ -121,7 +121,7 @@ func joinRooms(ctx context.Context, a *app, user domain.UserID, n int, prefix st
 	}
 }
 
-func (b *bench) measureRenames(ctx context.Context, a *app, client *http.Client, base, token string, user domain.UserID, prefix string, rooms, renames int) (renameFigures, error) {
+func (b *bench) measureRenames(ctx context.Context, a *App, client *http.Client, base, token string, user domain.UserID, prefix string, rooms, renames int) (renameFigures, error) {
 	f := renameFigures{rooms: rooms, visibleChecks: rooms}
 	var lat []time.Duration
 	// Every tenth rename also reads every room's view until all show the new
@@ -151,7 +151,7 @@ func (b *bench) measureRenames(ctx context.Context, a *app, client *http.Client,
 		if check {
 			for r := 0; r < rooms; r++ {
 				for {
-					ms, _, err := a.roomView.Members(benchRoom(prefix, r), nil, projections.Viewer{Admin: true})
+					ms, _, err := a.RoomViews.Members(benchRoom(prefix, r), nil, projections.Viewer{Admin: true})
 					if err != nil {
 						return f, err
 					}
@@ -171,7 +171,7 @@ func (b *bench) measureRenames(ctx context.Context, a *app, client *http.Client,
 		// Let the deferred views finish before the next rename, so each
 		// acknowledgement is measured alone, not racing the last fan-out
 		// for the machine's two cores.
-		if err := a.runner.WaitFor(ctx, pos); err != nil {
+		if err := a.Runner.WaitFor(ctx, pos); err != nil {
 			return f, err
 		}
 		f.settledMax = max(f.settledMax, time.Since(acked))

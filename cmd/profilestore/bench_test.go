@@ -1,0 +1,59 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/profilestore/profilestore/cmd/profilestore/bench"
+)
+
+// TestMain lets the bench's loader child, which re-executes this test
+// binary, run the command line instead of the tests.
+func TestMain(m *testing.M) {
+	if os.Getenv(bench.LoaderEnv) == "1" {
+		root := rootCommand()
+		root.SetArgs(os.Args[1:])
+		if err := root.Execute(); err != nil {
+			fmt.Fprintln(os.Stderr, "profilestore:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// TestBenchCommandRuns runs a tiny bench end to end: every HTTP row comes
+// from the loader process, without errors, and the ratio table is there.
+func TestBenchCommandRuns(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the bench")
+	}
+	cmd := rootCommand()
+	var out bytes.Buffer
+	cmd.SetOut(&out)
+	cmd.SetErr(io.Discard)
+	cmd.SetArgs([]string{"bench", "--dir", t.TempDir(), "--duration", "100ms", "--concurrency", "2", "--rooms", "0", "--restart-users", "0"})
+	if err := cmd.ExecuteContext(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	report := out.String()
+	for _, row := range []string{"no-op handler GET", "PUT displayname, a user per client (durable)", "PUT displayname, all clients on one user (durable)", "GET profile", "bolt append (durable)"} {
+		re := regexp.MustCompile(`(?m)^\| ` + regexp.QuoteMeta(row) + ` \| 2 \| ([0-9]+) \| .* \| ([0-9]+) \|$`)
+		m := re.FindStringSubmatch(report)
+		if m == nil {
+			t.Fatalf("no row %q in the report:\n%s", row, report)
+		}
+		if m[1] == "0" || m[2] != "0" {
+			t.Errorf("row %q: %s ops/s, %s errors", row, m[1], m[2])
+		}
+	}
+	if !strings.Contains(report, "| clients | PUT, a user per client / no-op |") {
+		t.Errorf("no ratio table in the report:\n%s", report)
+	}
+}
