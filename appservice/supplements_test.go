@@ -13,6 +13,7 @@ import (
 
 	"github.com/profilestore/profilestore/appservice"
 	"github.com/profilestore/profilestore/domain"
+	"github.com/profilestore/profilestore/eventstore"
 	pshttp "github.com/profilestore/profilestore/http"
 	"github.com/profilestore/profilestore/projections"
 	"github.com/prometheus/client_golang/prometheus"
@@ -398,9 +399,14 @@ func TestProfileReadsCarrySupplements(t *testing.T) {
 		}
 	})
 	sup := newSupplier(appservice.SupplierOptions{Deadline: 150 * time.Millisecond}, coop, slow)
-	views := projections.NewProfiles()
-	views.Apply(&domain.Event{Type: domain.TypeFieldSet, User: "@alice:example.org", Key: "displayname", Value: json.RawMessage(`"Alice"`)})
-	views.Apply(&domain.Event{Type: domain.TypeFieldSet, User: "@alice:example.org", Key: "avatar_url", Value: json.RawMessage(`"mxc://example.org/a"`)})
+	db := openViews(t, t.TempDir())
+	t.Cleanup(func() { db.Close() })
+	views := projections.NewProfiles(db, 0)
+	if err := projections.ApplyEvents(db, []projections.View{views},
+		&domain.Event{Type: domain.TypeFieldSet, User: "@alice:example.org", Key: "displayname", Value: json.RawMessage(`"Alice"`), Position: eventstore.Position{Commit: 1, Prepare: 1}},
+		&domain.Event{Type: domain.TypeFieldSet, User: "@alice:example.org", Key: "avatar_url", Value: json.RawMessage(`"mxc://example.org/a"`), Position: eventstore.Position{Commit: 2, Prepare: 2}}); err != nil {
+		t.Fatal(err)
+	}
 	srv := httptest.NewServer(pshttp.NewServer(pshttp.Config{ProfileView: views, Supplier: sup, Collectors: sup.Collectors(), Logger: quietLogger()}).Handler())
 	t.Cleanup(srv.Close)
 

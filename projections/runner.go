@@ -259,6 +259,14 @@ func (r *Runner) commit(views []View, events []*domain.Event, checkpoint *events
 	return nil
 }
 
+// ApplyEvents applies events to views over db in one transaction, outside
+// any runner: for benchmarks and tools that build a view from events they
+// make themselves. The views must not belong to a started runner.
+func ApplyEvents(db *DB, views []View, events ...*domain.Event) error {
+	r := &Runner{opts: Options{DB: db}}
+	return r.commit(views, events, nil)
+}
+
 // runDeferred is the deferred stage: it applies deferred views in log
 // order, in transactions of whatever has queued up, each committed with
 // the checkpoint it reaches.

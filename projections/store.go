@@ -91,6 +91,10 @@ func (d *DB) Close() error {
 	return d.store.Close()
 }
 
+// Sync makes every committed transaction durable (flushes the engine's
+// memory tables to its files).
+func (d *DB) Sync() error { return d.store.Sync() }
+
 // Checkpoint returns the position of the last event every view applied.
 func (d *DB) Checkpoint() (eventstore.Position, error) {
 	v, ok, err := d.store.Get(keyCheckpoint)
