@@ -7,6 +7,7 @@ import (
 	"sync"
 
 	"github.com/profilestore/profilestore/eventstore"
+	"github.com/profilestore/profilestore/eventstore/integrity"
 )
 
 // folder is the state of one stream that events fold into (Profile, Room).
@@ -27,6 +28,9 @@ type aggregate[S any] struct {
 	position eventstore.Position
 	// lastType is the type of the last event folded.
 	lastType string
+	// head is the chain hash of the stream's last event (integrity.Zero
+	// for no stream): what the next append links to.
+	head integrity.Hash
 }
 
 func (a *aggregate[S]) result(changed bool) WriteResult {
@@ -89,6 +93,7 @@ func (c *streams[S, P]) catchUp(ctx context.Context, stream string, agg *aggrega
 			}
 			P(&agg.state).Apply(&e)
 			agg.lastType = e.Type
+			agg.head = integrity.HeadOf(&rec, agg.head)
 			agg.revision, agg.exists, agg.position = rec.Revision, true, rec.Position
 		}
 		agg.loaded = true
@@ -124,7 +129,12 @@ func (c *streams[S, P]) run(ctx context.Context, stream, idemKey string, agg *ag
 				return WriteResult{}, err
 			}
 		}
-		res, err := c.store.Append(ctx, stream, eventstore.ExpectRevision(agg.revision, agg.exists), data)
+		expected := eventstore.ExpectRevision(agg.revision, agg.exists)
+		head, err := chainEvents(stream, expected, agg.head, data)
+		if err != nil {
+			return WriteResult{}, err
+		}
+		res, err := c.store.Append(ctx, stream, expected, data)
 		if errors.Is(err, eventstore.ErrWrongExpectedRevision) && attempt < maxConflictRetries {
 			if err := c.catchUp(ctx, stream, agg); err != nil {
 				return WriteResult{}, err
@@ -154,7 +164,7 @@ func (c *streams[S, P]) run(ctx context.Context, stream, idemKey string, agg *ag
 			P(&agg.state).Apply(&events[i])
 			agg.lastType = events[i].Type
 		}
-		agg.revision, agg.exists, agg.position = res.Revision, true, res.Position
+		agg.revision, agg.exists, agg.position, agg.head = res.Revision, true, res.Position, head
 		return agg.result(true), nil
 	}
 }

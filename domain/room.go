@@ -154,6 +154,7 @@ type ChangeMembership struct {
 	// pointer to "" means none.
 	DisplayName *string
 	AvatarURL   *string
+	Actor       Actor
 	Meta        Metadata
 }
 
@@ -265,6 +266,7 @@ type SetMemberProfile struct {
 	// ClearedAt is the position of the user's last global change of Field
 	// with propagate_to all (Profile.AllAt): overrides older than it are gone.
 	ClearedAt eventstore.Position
+	Actor     Actor
 	Meta      Metadata
 }
 
@@ -276,6 +278,7 @@ type ClearMemberProfile struct {
 	Field string
 	// ClearedAt is as in SetMemberProfile.
 	ClearedAt eventstore.Position
+	Actor     Actor
 	Meta      Metadata
 }
 
@@ -288,7 +291,7 @@ func DecideSetMemberProfile(r *Room, cmd SetMemberProfile, lim Limits) ([]Event,
 		return nil, err
 	}
 	if s == "" {
-		return DecideClearMemberProfile(r, ClearMemberProfile{Room: cmd.Room, User: cmd.User, Field: cmd.Field, ClearedAt: cmd.ClearedAt, Meta: cmd.Meta})
+		return DecideClearMemberProfile(r, ClearMemberProfile{Room: cmd.Room, User: cmd.User, Field: cmd.Field, ClearedAt: cmd.ClearedAt, Actor: cmd.Actor, Meta: cmd.Meta})
 	}
 	if r.Membership(cmd.User) != MembershipJoin {
 		return nil, Errorf(ErrCodeForbidden, "%s is not joined to this room", cmd.User)
@@ -320,6 +323,7 @@ func DecideClearMemberProfile(r *Room, cmd ClearMemberProfile) ([]Event, error) 
 type SetHistoryVisibility struct {
 	Room       RoomID
 	Visibility string
+	Actor      Actor
 	Meta       Metadata
 }
 
@@ -340,6 +344,7 @@ func DecideHistoryVisibility(r *Room, cmd SetHistoryVisibility) ([]Event, error)
 type SetPowerLevels struct {
 	Room        RoomID
 	PowerLevels PowerLevels
+	Actor       Actor
 	Meta        Metadata
 }
 

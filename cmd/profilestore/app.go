@@ -51,12 +51,15 @@ func openApp(ctx context.Context, cfg Config, log *logrus.Logger) (*app, error) 
 		}
 	}
 	a.sealer = domain.NewSealer(a.keyring)
-	a.profiles = domain.NewProfileService(a.store, a.sealer, domain.Limits{
-		MaxDisplayNameChars: cfg.Profile.MaxDisplayNameChars,
-		MaxAvatarURLBytes:   cfg.Profile.MaxAvatarURLBytes,
+	a.profiles = domain.NewProfileService(a.store, a.sealer, domain.WritePolicy{
+		Limits: domain.Limits{
+			MaxDisplayNameChars: cfg.Profile.MaxDisplayNameChars,
+			MaxAvatarURLBytes:   cfg.Profile.MaxAvatarURLBytes,
+		},
+		Fields: cfg.Profile.Fields,
 	})
 	a.eraser = domain.NewEraser(a.keyring, a.sealer, a.profiles)
-	a.rooms = domain.NewRoomService(a.store, a.sealer, a.profiles.Limits(), a.profiles)
+	a.rooms = domain.NewRoomService(a.store, a.sealer, a.profiles.Policy(), a.profiles)
 	a.views = projections.NewProfiles()
 	a.names = projections.NewNameIndex()
 	a.stats = projections.NewActivity()
@@ -99,7 +102,6 @@ func (a *app) server(auth pshttp.Authenticator) (*pshttp.Server, error) {
 		Auth:                  auth,
 		Logger:                a.log,
 		DefaultPropagation:    a.cfg.Profile.DefaultPropagation,
-		ProfileFields:         a.cfg.Profile.Fields,
 		RequireAuthForProfile: a.cfg.Profile.RequireAuth,
 		WriteRate:             a.cfg.RateLimit.WritesPerSecond,
 		WriteBurst:            a.cfg.RateLimit.Burst,
