@@ -29,20 +29,20 @@ func NewEraser(keys eventstore.Keyring, sealer *Sealer, profiles *ProfileService
 // destroys nothing new and appends nothing (idempotent).
 func (e *Eraser) Erase(ctx context.Context, user UserID, meta Metadata) (WriteResult, error) {
 	stream := ProfileStream(user)
-	agg := e.profiles.streams.get(stream)
-	agg.mu.Lock()
-	defer agg.mu.Unlock()
-	if err := e.profiles.streams.load(ctx, stream, agg); err != nil {
-		return WriteResult{}, err
-	}
-	if err := e.keys.Destroy(ctx, string(user)); err != nil {
-		return WriteResult{}, fmt.Errorf("destroy keys of %s: %w", user, err)
-	}
-	e.sealer.Forget(user)
-	return e.profiles.streams.run(ctx, stream, meta.IdempotencyKey, agg, nil, func(p *Profile) ([]Event, error) {
-		if agg.lastType == TypeErased && len(p.Fields) == 0 {
-			return nil, nil // already erased, nothing written since
+	var res WriteResult
+	err := e.profiles.streams.locked(ctx, stream, func(agg *aggregate[Profile]) error {
+		if err := e.keys.Destroy(ctx, string(user)); err != nil {
+			return fmt.Errorf("destroy keys of %s: %w", user, err)
 		}
-		return []Event{{Type: TypeErased, User: user, Meta: meta}}, nil
+		e.sealer.Forget(user)
+		var err error
+		res, err = e.profiles.streams.run(ctx, stream, meta.IdempotencyKey, agg, nil, func(p *Profile) ([]Event, error) {
+			if agg.lastType == TypeErased && len(p.Fields) == 0 {
+				return nil, nil // already erased, nothing written since
+			}
+			return []Event{{Type: TypeErased, User: user, Meta: meta}}, nil
+		})
+		return err
 	})
+	return res, err
 }

@@ -12,8 +12,9 @@ type GlobalProfiles interface {
 }
 
 // RoomService runs room commands: load the room's stream, decide, append
-// with the expected revision, retry on conflict. Loaded rooms are cached and
-// only the tail of a stream is read again.
+// with the expected revision, retry on conflict. Concurrent commands on one
+// room share an append. Loaded rooms are cached (a bounded LRU, CacheSize)
+// and only the tail of a cached stream is read again.
 type RoomService struct {
 	limits   Limits
 	profiles GlobalProfiles
@@ -21,10 +22,15 @@ type RoomService struct {
 }
 
 // NewRoomService returns a service writing to store; profiles supplies the
-// names of members who join or are invited without names of their own.
-func NewRoomService(store eventstore.Store, sealer *Sealer, limits Limits, profiles GlobalProfiles) *RoomService {
-	return &RoomService{limits: limits, profiles: profiles, streams: newStreams[Room](store, sealer)}
+// names of members who join or are invited without names of their own. It
+// caches DefaultCachedRooms rooms unless CacheSize says otherwise.
+func NewRoomService(store eventstore.Store, sealer *Sealer, limits Limits, profiles GlobalProfiles, opts ...ServiceOption) *RoomService {
+	o := applyOptions(DefaultCachedRooms, opts)
+	return &RoomService{limits: limits, profiles: profiles, streams: newStreams[Room](store, sealer, o.cacheSize)}
 }
+
+// CacheStats describes the room cache.
+func (s *RoomService) CacheStats() CacheStats { return s.streams.stats() }
 
 // ChangeMembership joins, invites, removes or bans a user. A join or invite
 // without names takes the user's global displayname and avatar_url.
@@ -98,12 +104,5 @@ func (s *RoomService) clearedAt(ctx context.Context, user UserID, field string) 
 }
 
 func (s *RoomService) run(ctx context.Context, room RoomID, idemKey string, decide func(*Room) ([]Event, error)) (WriteResult, error) {
-	stream := RoomStream(room)
-	agg := s.streams.get(stream)
-	agg.mu.Lock()
-	defer agg.mu.Unlock()
-	if err := s.streams.load(ctx, stream, agg); err != nil {
-		return WriteResult{}, err
-	}
-	return s.streams.run(ctx, stream, idemKey, agg, nil, decide)
+	return s.streams.submit(ctx, RoomStream(room), &command[Room]{idemKey: idemKey, decide: decide})
 }

@@ -35,17 +35,23 @@ type WriteResult struct {
 }
 
 // ProfileService runs profile commands: load the user's stream, decide,
-// append with the expected revision, retry on conflict. Loaded profiles are
-// cached and only the tail of a stream is read again.
+// append with the expected revision, retry on conflict. Concurrent commands
+// on one user share an append. Loaded profiles are cached (a bounded LRU,
+// CacheSize) and only the tail of a cached stream is read again.
 type ProfileService struct {
 	streams *streams[Profile, *Profile]
 	limits  Limits
 }
 
-// NewProfileService returns a service writing to store.
-func NewProfileService(store eventstore.Store, sealer *Sealer, limits Limits) *ProfileService {
-	return &ProfileService{streams: newStreams[Profile](store, sealer), limits: limits}
+// NewProfileService returns a service writing to store; it caches
+// DefaultCachedProfiles profiles unless CacheSize says otherwise.
+func NewProfileService(store eventstore.Store, sealer *Sealer, limits Limits, opts ...ServiceOption) *ProfileService {
+	o := applyOptions(DefaultCachedProfiles, opts)
+	return &ProfileService{streams: newStreams[Profile](store, sealer, o.cacheSize), limits: limits}
 }
+
+// CacheStats describes the profile cache.
+func (s *ProfileService) CacheStats() CacheStats { return s.streams.stats() }
 
 // Limits returns the per-field limits in force.
 func (s *ProfileService) Limits() Limits { return s.limits }
@@ -76,7 +82,8 @@ func (s *ProfileService) Append(ctx context.Context, user UserID, idempotencyKey
 // gained since this service last looked.
 func (s *ProfileService) Profile(ctx context.Context, user UserID) (Profile, WriteResult, error) {
 	stream := ProfileStream(user)
-	agg := s.streams.get(stream)
+	agg := s.streams.acquire(stream)
+	defer s.streams.release(stream, agg)
 	agg.mu.Lock()
 	defer agg.mu.Unlock()
 	if err := s.streams.catchUp(ctx, stream, agg); err != nil {
@@ -87,12 +94,6 @@ func (s *ProfileService) Profile(ctx context.Context, user UserID) (Profile, Wri
 
 func (s *ProfileService) run(ctx context.Context, user UserID, idemKey string, pre Precondition, decide func(*Profile) ([]Event, error)) (WriteResult, error) {
 	stream := ProfileStream(user)
-	agg := s.streams.get(stream)
-	agg.mu.Lock()
-	defer agg.mu.Unlock()
-	if err := s.streams.load(ctx, stream, agg); err != nil {
-		return WriteResult{}, err
-	}
 	var check func(*aggregate[Profile]) error
 	if pre != nil {
 		lookedOnce := false
@@ -110,5 +111,5 @@ func (s *ProfileService) run(ctx context.Context, user UserID, idemKey string, p
 			return nil
 		}
 	}
-	return s.streams.run(ctx, stream, idemKey, agg, check, decide)
+	return s.streams.submit(ctx, stream, &command[Profile]{idemKey: idemKey, check: check, decide: decide})
 }
