@@ -64,8 +64,8 @@ func FuzzTransaction(f *testing.F) {
 	}
 
 	ms := newMirrorService(f)
-	profiles := domain.NewProfileService(ms.store, ms.sealer, domain.DefaultLimits)
-	rooms := domain.NewRoomService(ms.store, ms.sealer, domain.DefaultLimits, profiles)
+	profiles := domain.NewProfileService(ms.store, ms.sealer, domain.DefaultPolicy)
+	rooms := domain.NewRoomService(ms.store, ms.sealer, domain.DefaultPolicy, profiles)
 	homeserver := appservice.NewHomeserverProfiles(ms.hs.URL, ms.reg.ASToken, nil, time.Minute)
 	n := 0
 	f.Fuzz(func(t *testing.T, body []byte) {

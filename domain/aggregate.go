@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 
 	"github.com/profilestore/profilestore/eventstore"
+	"github.com/profilestore/profilestore/eventstore/integrity"
 )
 
 // folder is the state of one stream that events fold into (Profile, Room).
@@ -33,6 +34,9 @@ type aggregate[S any] struct {
 	position eventstore.Position
 	// lastType is the type of the last event folded.
 	lastType string
+	// head is the chain hash of the stream's last event (integrity.Zero
+	// for no stream): what the next append links to.
+	head integrity.Hash
 
 	// queue holds the commands waiting for mu; whoever takes mu decides
 	// them all and appends their events together (see streams.submit).
@@ -52,7 +56,7 @@ func (a *aggregate[S]) result(changed bool) WriteResult {
 // reset forgets the state, so the next load reads the stream from the start.
 func (a *aggregate[S]) reset() {
 	var zero S
-	a.state, a.loaded, a.revision, a.exists, a.position, a.lastType = zero, false, 0, false, eventstore.Start, ""
+	a.state, a.loaded, a.revision, a.exists, a.position, a.lastType, a.head = zero, false, 0, false, eventstore.Start, "", integrity.Zero
 }
 
 // command is one caller's command waiting in an aggregate's queue.
@@ -288,6 +292,12 @@ func (c *streams[S, P]) runTogether(stream string, agg *aggregate[S], group []*c
 		return
 	}
 	var recs []eventstore.RecordedEvent
+	var head integrity.Hash
+	if !failed {
+		var err error
+		head, err = chainEvents(stream, eventstore.ExpectRevision(baseRev, baseExists), agg.head, data)
+		failed = err != nil
+	}
 	if !failed {
 		recs, failed = c.appendBatch(ctx, stream, baseRev, baseExists, data)
 	}
@@ -306,7 +316,7 @@ func (c *streams[S, P]) runTogether(stream string, agg *aggregate[S], group []*c
 		P(&agg.state).settle(&pending[i], provisional(i), recs[i].Position)
 	}
 	last := recs[len(recs)-1]
-	agg.revision, agg.exists, agg.position, agg.lastType = last.Revision, true, last.Position, pending[len(pending)-1].Type
+	agg.revision, agg.exists, agg.position, agg.lastType, agg.head = last.Revision, true, last.Position, pending[len(pending)-1].Type, head
 	for _, d := range ds {
 		switch {
 		case d.last == -2:
@@ -412,6 +422,7 @@ func (c *streams[S, P]) catchUp(ctx context.Context, stream string, agg *aggrega
 			}
 			P(&agg.state).Apply(&e)
 			agg.lastType = e.Type
+			agg.head = integrity.HeadOf(&rec, agg.head)
 			agg.revision, agg.exists, agg.position = rec.Revision, true, rec.Position
 		}
 		agg.loaded = true
@@ -447,7 +458,12 @@ func (c *streams[S, P]) run(ctx context.Context, stream, idemKey string, agg *ag
 				return WriteResult{}, err
 			}
 		}
-		res, err := c.store.Append(ctx, stream, eventstore.ExpectRevision(agg.revision, agg.exists), data)
+		expected := eventstore.ExpectRevision(agg.revision, agg.exists)
+		head, err := chainEvents(stream, expected, agg.head, data)
+		if err != nil {
+			return WriteResult{}, err
+		}
+		res, err := c.store.Append(ctx, stream, expected, data)
 		if errors.Is(err, eventstore.ErrWrongExpectedRevision) && attempt < maxConflictRetries {
 			if err := c.catchUp(ctx, stream, agg); err != nil {
 				return WriteResult{}, err
@@ -477,7 +493,7 @@ func (c *streams[S, P]) run(ctx context.Context, stream, idemKey string, agg *ag
 			P(&agg.state).Apply(&events[i])
 			agg.lastType = events[i].Type
 		}
-		agg.revision, agg.exists, agg.position = res.Revision, true, res.Position
+		agg.revision, agg.exists, agg.position, agg.head = res.Revision, true, res.Position, head
 		return agg.result(true), nil
 	}
 }

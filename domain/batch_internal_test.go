@@ -13,6 +13,7 @@ import (
 
 	"github.com/profilestore/profilestore/eventstore"
 	"github.com/profilestore/profilestore/eventstore/bolt"
+	"github.com/profilestore/profilestore/eventstore/integrity"
 )
 
 // gatedStore is a real store whose appends count per stream and can be held
@@ -149,6 +150,19 @@ func checkOwnResults(t *testing.T, store eventstore.Store, sealer *Sealer, strea
 	}
 }
 
+// checkChains verifies every stream's hash chain: batched events link to
+// one another like events appended one at a time.
+func checkChains(t *testing.T, store eventstore.Store) {
+	t.Helper()
+	rep, err := integrity.VerifyStore(context.Background(), store, nil, 0, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !rep.OK() || rep.Events == 0 {
+		t.Errorf("chain verification: %d events, breaks %+v", rep.Events, rep.Breaks)
+	}
+}
+
 // checkCacheMatchesLog compares the cached profile with one folded from the
 // store by a fresh service (positions of batched events included).
 func checkCacheMatchesLog(t *testing.T, store eventstore.Store, sealer *Sealer, svc *ProfileService, user UserID) {
@@ -158,7 +172,7 @@ func checkCacheMatchesLog(t *testing.T, store eventstore.Store, sealer *Sealer, 
 	if err != nil {
 		t.Fatal(err)
 	}
-	fresh, fres, err := NewProfileService(store, sealer, DefaultLimits).Profile(ctx, user)
+	fresh, fres, err := NewProfileService(store, sealer, DefaultPolicy).Profile(ctx, user)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -180,7 +194,7 @@ func TestConcurrentCommandsOnOneStreamShareAppend(t *testing.T) {
 			<-release
 		}
 	}}
-	svc := NewProfileService(g, sealer, DefaultLimits)
+	svc := NewProfileService(g, sealer, DefaultPolicy)
 	ctx := context.Background()
 	const user = UserID("@busy:example.com")
 	stream := ProfileStream(user)
@@ -194,7 +208,7 @@ func TestConcurrentCommandsOnOneStreamShareAppend(t *testing.T) {
 			if i%8 == 5 {
 				v = strings.Repeat("x", DefaultLimits.MaxDisplayNameChars+1) // refused by the decision
 			}
-			res, err := svc.SetField(ctx, SetField{User: user, Key: KeyDisplayName, Value: name(v), PropagateTo: PropagateAll, Meta: Metadata{OccurredAt: time.Now()}}, nil)
+			res, err := svc.SetField(ctx, SetField{Actor: ServerActor, User: user, Key: KeyDisplayName, Value: name(v), PropagateTo: PropagateAll, Meta: Metadata{OccurredAt: time.Now()}}, nil)
 			outs[i] = outcome{value: v, res: res, err: err}
 		}()
 	}
@@ -226,6 +240,7 @@ func TestConcurrentCommandsOnOneStreamShareAppend(t *testing.T) {
 	}
 	checkOwnResults(t, base, sealer, stream, outs)
 	checkCacheMatchesLog(t, base, sealer, svc, user)
+	checkChains(t, base)
 }
 
 // TestBatchConflictWithAnotherInstance lets another instance write the
@@ -233,7 +248,7 @@ func TestConcurrentCommandsOnOneStreamShareAppend(t *testing.T) {
 // and every command is decided again on the new state and written once.
 func TestBatchConflictWithAnotherInstance(t *testing.T) {
 	base, sealer := openBolt(t)
-	other := NewProfileService(base, sealer, DefaultLimits)
+	other := NewProfileService(base, sealer, DefaultPolicy)
 	ctx := context.Background()
 	const user = UserID("@contended:example.com")
 	stream := ProfileStream(user)
@@ -244,12 +259,12 @@ func TestBatchConflictWithAnotherInstance(t *testing.T) {
 		case 1:
 			<-release
 		case 2: // the batch: another instance gets in first
-			if _, err := other.SetField(ctx, SetField{User: user, Key: KeyDisplayName, Value: name("other instance"), Meta: Metadata{OccurredAt: time.Now()}}, nil); err != nil {
+			if _, err := other.SetField(ctx, SetField{Actor: ServerActor, User: user, Key: KeyDisplayName, Value: name("other instance"), Meta: Metadata{OccurredAt: time.Now()}}, nil); err != nil {
 				t.Error(err)
 			}
 		}
 	}
-	svc := NewProfileService(g, sealer, DefaultLimits)
+	svc := NewProfileService(g, sealer, DefaultPolicy)
 	outs := make([]outcome, 11)
 	var wg sync.WaitGroup
 	write := func(i int) {
@@ -257,7 +272,7 @@ func TestBatchConflictWithAnotherInstance(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			v := fmt.Sprintf("name %d", i)
-			res, err := svc.SetField(ctx, SetField{User: user, Key: KeyDisplayName, Value: name(v), Meta: Metadata{OccurredAt: time.Now()}}, nil)
+			res, err := svc.SetField(ctx, SetField{Actor: ServerActor, User: user, Key: KeyDisplayName, Value: name(v), Meta: Metadata{OccurredAt: time.Now()}}, nil)
 			outs[i] = outcome{value: v, res: res, err: err}
 		}()
 	}
@@ -276,6 +291,7 @@ func TestBatchConflictWithAnotherInstance(t *testing.T) {
 	}
 	checkOwnResults(t, base, sealer, stream, outs, "other instance")
 	checkCacheMatchesLog(t, base, sealer, svc, user)
+	checkChains(t, base)
 }
 
 // TestBatchKeepsIdempotencyKeys queues, behind a held write, a retry of a
@@ -288,9 +304,9 @@ func TestBatchKeepsIdempotencyKeys(t *testing.T) {
 	stream := ProfileStream(user)
 	release := make(chan struct{})
 	g := &gatedStore{Store: base}
-	svc := NewProfileService(g, sealer, DefaultLimits)
+	svc := NewProfileService(g, sealer, DefaultPolicy)
 	set := func(v, key string) (WriteResult, error) {
-		return svc.SetField(ctx, SetField{User: user, Key: KeyDisplayName, Value: name(v), Meta: Metadata{OccurredAt: time.Now(), IdempotencyKey: key}}, nil)
+		return svc.SetField(ctx, SetField{Actor: ServerActor, User: user, Key: KeyDisplayName, Value: name(v), Meta: Metadata{OccurredAt: time.Now(), IdempotencyKey: key}}, nil)
 	}
 	if _, err := set("a", "key-a"); err != nil {
 		t.Fatal(err)
@@ -349,7 +365,7 @@ func TestRoomBatchSettlesPositions(t *testing.T) {
 			<-release
 		}
 	}}
-	svc := NewRoomService(g, sealer, DefaultLimits, nil)
+	svc := NewRoomService(g, sealer, DefaultPolicy, nil)
 	user := func(i int) UserID { return UserID(fmt.Sprintf("@m%d:example.com", i)) }
 	var wg sync.WaitGroup
 	errs := make([]error, 0, 16)
@@ -369,12 +385,12 @@ func TestRoomBatchSettlesPositions(t *testing.T) {
 	join := func(i int) func() (WriteResult, error) {
 		return func() (WriteResult, error) {
 			empty := ""
-			return svc.ChangeMembership(ctx, ChangeMembership{Room: room, User: user(i), Membership: MembershipJoin, DisplayName: &empty, AvatarURL: &empty, Meta: Metadata{OccurredAt: time.Now()}})
+			return svc.ChangeMembership(ctx, ChangeMembership{Actor: ServerActor, Room: room, User: user(i), Membership: MembershipJoin, DisplayName: &empty, AvatarURL: &empty, Meta: Metadata{OccurredAt: time.Now()}})
 		}
 	}
 	nick := func(i int) func() (WriteResult, error) {
 		return func() (WriteResult, error) {
-			return svc.SetMemberProfile(ctx, SetMemberProfile{Room: room, User: user(i), Field: KeyDisplayName, Value: fmt.Sprintf("nick %d", i), Meta: Metadata{OccurredAt: time.Now()}})
+			return svc.SetMemberProfile(ctx, SetMemberProfile{Actor: ServerActor, Room: room, User: user(i), Field: KeyDisplayName, Value: fmt.Sprintf("nick %d", i), Meta: Metadata{OccurredAt: time.Now()}})
 		}
 	}
 	run("", join(0))
@@ -385,7 +401,7 @@ func TestRoomBatchSettlesPositions(t *testing.T) {
 	}{
 		{"", join(1)}, {"", nick(1)}, {"", nick(0)}, {"", join(2)}, {"", nick(2)},
 		{ErrCodeForbidden, func() (WriteResult, error) { // user 3 never joined
-			return svc.SetMemberProfile(ctx, SetMemberProfile{Room: room, User: user(3), Field: KeyDisplayName, Value: "x", Meta: Metadata{OccurredAt: time.Now()}})
+			return svc.SetMemberProfile(ctx, SetMemberProfile{Actor: ServerActor, Room: room, User: user(3), Field: KeyDisplayName, Value: "x", Meta: Metadata{OccurredAt: time.Now()}})
 		}},
 		{"", nick(1)}, // the same nickname again: nothing to write
 	}
@@ -412,9 +428,10 @@ func TestRoomBatchSettlesPositions(t *testing.T) {
 	if err := svc.streams.locked(ctx, stream, func(agg *aggregate[Room]) error { cached = agg.state; return nil }); err != nil {
 		t.Fatal(err)
 	}
-	if err := NewRoomService(base, sealer, DefaultLimits, nil).streams.locked(ctx, stream, func(agg *aggregate[Room]) error { fresh = agg.state; return nil }); err != nil {
+	if err := NewRoomService(base, sealer, DefaultPolicy, nil).streams.locked(ctx, stream, func(agg *aggregate[Room]) error { fresh = agg.state; return nil }); err != nil {
 		t.Fatal(err)
 	}
+	checkChains(t, base)
 	if !reflect.DeepEqual(cached, fresh) {
 		t.Errorf("cached room differs from the log's:\n%+v\n%+v", cached.Members[user(1)], fresh.Members[user(1)])
 	}
@@ -425,12 +442,12 @@ func TestRoomBatchSettlesPositions(t *testing.T) {
 // store again and still appends at the right revision.
 func TestAggregateCacheEvicts(t *testing.T) {
 	store, sealer := openBolt(t)
-	svc := NewProfileService(store, sealer, DefaultLimits, CacheSize(2))
+	svc := NewProfileService(store, sealer, DefaultPolicy, CacheSize(2))
 	ctx := context.Background()
 	user := func(i int) UserID { return UserID(fmt.Sprintf("@u%d:example.com", i)) }
 	set := func(i int, v string) WriteResult {
 		t.Helper()
-		res, err := svc.SetField(ctx, SetField{User: user(i), Key: KeyDisplayName, Value: name(v), Meta: Metadata{OccurredAt: time.Now()}}, nil)
+		res, err := svc.SetField(ctx, SetField{Actor: ServerActor, User: user(i), Key: KeyDisplayName, Value: name(v), Meta: Metadata{OccurredAt: time.Now()}}, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -450,7 +467,7 @@ func TestAggregateCacheEvicts(t *testing.T) {
 		t.Errorf("stats %+v, want %+v", got, want)
 	}
 	stale := eventstore.Exact(0)
-	if _, err := svc.SetField(ctx, SetField{User: user(1), Key: KeyDisplayName, Value: name("late"), Meta: Metadata{OccurredAt: time.Now()}}, &stale); ErrorCode(err) != ErrCodeConflict {
+	if _, err := svc.SetField(ctx, SetField{Actor: ServerActor, User: user(1), Key: KeyDisplayName, Value: name("late"), Meta: Metadata{OccurredAt: time.Now()}}, &stale); ErrorCode(err) != ErrCodeConflict {
 		t.Errorf("If-Match on a stale revision after eviction: %v, want %s", err, ErrCodeConflict)
 	}
 }
@@ -468,9 +485,9 @@ func TestEvictedAggregateInUseStaysOne(t *testing.T) {
 			<-release
 		}
 	}}
-	svc := NewProfileService(g, sealer, DefaultLimits, CacheSize(1))
+	svc := NewProfileService(g, sealer, DefaultPolicy, CacheSize(1))
 	set := func(u UserID, v string) (WriteResult, error) {
-		return svc.SetField(ctx, SetField{User: u, Key: KeyDisplayName, Value: name(v), Meta: Metadata{OccurredAt: time.Now()}}, nil)
+		return svc.SetField(ctx, SetField{Actor: ServerActor, User: u, Key: KeyDisplayName, Value: name(v), Meta: Metadata{OccurredAt: time.Now()}}, nil)
 	}
 	var wg sync.WaitGroup
 	results := make([]WriteResult, 2)

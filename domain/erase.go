@@ -23,11 +23,22 @@ func NewEraser(keys eventstore.Keyring, sealer *Sealer, profiles *ProfileService
 	return &Eraser{keys: keys, sealer: sealer, profiles: profiles}
 }
 
+// EraseProfile is the command to erase a user's profile data.
+type EraseProfile struct {
+	User  UserID
+	Actor Actor
+	Meta  Metadata
+}
+
 // Erase destroys the user's keys and then records the erasure. The keys go
 // first: if the process dies between the two steps the data is already
 // unreadable and a retry only adds the record. Erasing an erased user
 // destroys nothing new and appends nothing (idempotent).
-func (e *Eraser) Erase(ctx context.Context, user UserID, meta Metadata) (WriteResult, error) {
+func (e *Eraser) Erase(ctx context.Context, cmd EraseProfile) (WriteResult, error) {
+	if err := e.profiles.policy.CheckErase(cmd.Actor, cmd.User); err != nil {
+		return WriteResult{}, err
+	}
+	user, meta := cmd.User, cmd.Meta
 	stream := ProfileStream(user)
 	var res WriteResult
 	err := e.profiles.streams.locked(ctx, stream, func(agg *aggregate[Profile]) error {

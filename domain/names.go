@@ -46,6 +46,9 @@ type LookalikeAlert struct {
 	Identical bool
 	// Moderator is true when a moderator's name is among them.
 	Moderator bool
+	// Differences[i] compares Members[0]'s name (A) with Members[i]'s (B):
+	// the characters that tell them apart. Differences[0] is empty.
+	Differences []NameDifference
 }
 
 // Lookalikes groups the members whose display names are confusable with
@@ -75,12 +78,11 @@ func Lookalikes(members []NamedMember) []LookalikeAlert {
 			}
 			return g[i].User < g[j].User
 		})
-		a := LookalikeAlert{Members: g, Identical: true, Moderator: g[0].Moderator}
-		fold := FoldName(g[0].DisplayName)
-		for _, m := range g[1:] {
-			if FoldName(m.DisplayName) != fold {
-				a.Identical = false
-			}
+		a := LookalikeAlert{Members: g, Identical: true, Moderator: g[0].Moderator, Differences: make([]NameDifference, len(g))}
+		for i, m := range g[1:] {
+			d := CompareNames(g[0].DisplayName, m.DisplayName)
+			a.Differences[i+1] = d
+			a.Identical = a.Identical && d.Identical
 		}
 		alerts = append(alerts, a)
 	}

@@ -162,6 +162,7 @@ type ChangeMembership struct {
 	// pointer to "" means none.
 	DisplayName *string
 	AvatarURL   *string
+	Actor       Actor
 	Meta        Metadata
 }
 
@@ -273,6 +274,7 @@ type SetMemberProfile struct {
 	// ClearedAt is the position of the user's last global change of Field
 	// with propagate_to all (Profile.AllAt): overrides older than it are gone.
 	ClearedAt eventstore.Position
+	Actor     Actor
 	Meta      Metadata
 }
 
@@ -284,6 +286,7 @@ type ClearMemberProfile struct {
 	Field string
 	// ClearedAt is as in SetMemberProfile.
 	ClearedAt eventstore.Position
+	Actor     Actor
 	Meta      Metadata
 }
 
@@ -296,7 +299,7 @@ func DecideSetMemberProfile(r *Room, cmd SetMemberProfile, lim Limits) ([]Event,
 		return nil, err
 	}
 	if s == "" {
-		return DecideClearMemberProfile(r, ClearMemberProfile{Room: cmd.Room, User: cmd.User, Field: cmd.Field, ClearedAt: cmd.ClearedAt, Meta: cmd.Meta})
+		return DecideClearMemberProfile(r, ClearMemberProfile{Room: cmd.Room, User: cmd.User, Field: cmd.Field, ClearedAt: cmd.ClearedAt, Actor: cmd.Actor, Meta: cmd.Meta})
 	}
 	if r.Membership(cmd.User) != MembershipJoin {
 		return nil, Errorf(ErrCodeForbidden, "%s is not joined to this room", cmd.User)
@@ -309,10 +312,14 @@ func DecideSetMemberProfile(r *Room, cmd SetMemberProfile, lim Limits) ([]Event,
 }
 
 // DecideClearMemberProfile returns the events of clearing an override: none
-// when there is none.
+// when there is none. Like setting one, it is refused to a user who is not
+// joined (who has no per-room values to clear).
 func DecideClearMemberProfile(r *Room, cmd ClearMemberProfile) ([]Event, error) {
 	if cmd.Field != KeyDisplayName && cmd.Field != KeyAvatarURL {
 		return nil, Errorf(ErrCodeInvalidParam, "Only displayname and avatar_url can differ per room")
+	}
+	if r.Membership(cmd.User) != MembershipJoin {
+		return nil, Errorf(ErrCodeForbidden, "%s is not joined to this room", cmd.User)
 	}
 	if _, ok := r.Members[cmd.User].override(cmd.Field, cmd.ClearedAt); !ok {
 		return nil, nil
@@ -324,6 +331,7 @@ func DecideClearMemberProfile(r *Room, cmd ClearMemberProfile) ([]Event, error) 
 type SetHistoryVisibility struct {
 	Room       RoomID
 	Visibility string
+	Actor      Actor
 	Meta       Metadata
 }
 
@@ -344,6 +352,7 @@ func DecideHistoryVisibility(r *Room, cmd SetHistoryVisibility) ([]Event, error)
 type SetPowerLevels struct {
 	Room        RoomID
 	PowerLevels PowerLevels
+	Actor       Actor
 	Meta        Metadata
 }
 

@@ -102,6 +102,13 @@ func TestDecideMemberProfile(t *testing.T) {
 	if _, err := set("@a:x", KeyDisplayName, "Nick"); ErrorCode(err) != ErrCodeForbidden {
 		t.Fatalf("override by a non-member: %v, want M_FORBIDDEN", err)
 	}
+	// Clearing is refused to a non-member too, as setting is.
+	if _, err := set("@a:x", KeyDisplayName, ""); ErrorCode(err) != ErrCodeForbidden {
+		t.Errorf("empty override by a non-member: %v, want M_FORBIDDEN", err)
+	}
+	if _, err := DecideClearMemberProfile(&r, ClearMemberProfile{User: "@a:x", Field: KeyDisplayName}); ErrorCode(err) != ErrCodeForbidden {
+		t.Errorf("clear by a non-member: %v, want M_FORBIDDEN", err)
+	}
 	mustMember(t, &r, "@a:x", MembershipJoin)
 	if evs, err := set("@a:x", KeyDisplayName, "Nick"); err != nil || len(evs) != 1 || string(evs[0].Value) != `"Nick"` {
 		t.Fatalf("override: %+v %v", evs, err)

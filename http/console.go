@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -34,7 +35,8 @@ const maxConsoleToken = 512
 var consolePages = parseConsolePages()
 
 func parseConsolePages() map[string]*template.Template {
-	layout := template.Must(template.ParseFS(consoleFiles, "console/layout.tmpl"))
+	funcs := template.FuncMap{"inc": func(i int) int { return i + 1 }}
+	layout := template.Must(template.New("layout.tmpl").Funcs(funcs).ParseFS(consoleFiles, "console/layout.tmpl"))
 	pages := make(map[string]*template.Template)
 	for _, name := range []string{"signin", "refused", "overview", "names", "user", "rooms", "room"} {
 		t := template.Must(layout.Clone())
@@ -201,9 +203,26 @@ func (s *Server) handleConsoleNames(w http.ResponseWriter, r *http.Request, id I
 		return
 	default:
 		results, more := s.cfg.Names.Search(q, maxNameResults, s.nameVisibility(id))
-		data["Results"], data["More"] = results, more
+		shown := make([]consoleNameResult, len(results))
+		for i, res := range results {
+			shown[i] = consoleNameResult{NameMatch: res}
+			if res.Match == projections.MatchLookalike {
+				// Mark what tells the name from the one searched for.
+				shown[i].Differs = domain.CompareNames(q, res.Name).B
+				shown[i].Segments = segments(res.Name, shown[i].Differs)
+			}
+		}
+		data["Results"], data["More"] = shown, more
 	}
 	s.render(w, r, http.StatusOK, "names", page, data)
+}
+
+// consoleNameResult is a names search result with, for a look-alike, the
+// characters that differ from the name searched for.
+type consoleNameResult struct {
+	projections.NameMatch
+	Differs  []domain.Char
+	Segments []nameSegment
 }
 
 // handleConsoleUser shows a user's names over time and their history, as
@@ -223,15 +242,20 @@ func (s *Server) handleConsoleUser(w http.ResponseWriter, r *http.Request, id Id
 		if err == nil {
 			page, err = s.cfg.RoomView.UserHistory(user, hq)
 		}
+		var profiles map[domain.UserID]domain.Profile
+		if err == nil {
+			profiles, err = s.erasures(r.Context(), page.Entries)
+		}
 		if err != nil {
 			s.renderError(w, r, id, err)
 			return
 		}
-		hist = consoleHistoryOf(page, hq, "/console/users/"+url.PathEscape(string(user)), r.URL.Query(), true)
+		hist = consoleHistoryOf(page, hq, "/console/users/"+url.PathEscape(string(user)), r.URL.Query(), true, profiles)
 	}
 	var uses []projections.NameUse
 	if s.cfg.Names != nil {
 		uses = s.cfg.Names.UserNames(user, s.consoleNameVisibility(id))
+		slices.Reverse(uses) // newest first, as every console table
 	}
 	s.render(w, r, http.StatusOK, "user", s.page(id, string(user)), map[string]any{"Uses": uses, "History": hist})
 }

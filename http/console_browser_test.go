@@ -62,7 +62,7 @@ func TestConsoleInBrowser(t *testing.T) {
 		chromedp.Flag("disable-component-update", true),
 		chromedp.Flag("disable-sync", true),
 		chromedp.UserDataDir(profileDir),
-		chromedp.WindowSize(1100, 800),
+		chromedp.WindowSize(1280, 900),
 	}
 	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
 	defer cancelAlloc()
@@ -153,7 +153,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	if cookieJS != "" {
 		t.Errorf("scripts can read the session cookie: %q", cookieJS)
 	}
-	if !strings.Contains(results, "look-alike") || !strings.Contains(results, "@bob:example.com") || !strings.Contains(results, "@admin:example.com") {
+	if !strings.Contains(results, "confusable") || !strings.Contains(results, "U+0410 CYRILLIC CAPITAL LETTER A, Cyrillic script") || !strings.Contains(results, "@bob:example.com") || !strings.Contains(results, "@admin:example.com") {
 		t.Errorf("search results: %q", results)
 	}
 	if !strings.Contains(userPage, "@bob:example.com") || !strings.Contains(userPage, "\u0410dmin") {
@@ -171,8 +171,31 @@ func TestConsoleInBrowser(t *testing.T) {
 	if !strings.Contains(membersThen, "as of position "+then) || !strings.Contains(membersThen, "Carol Old") || strings.Contains(membersThen, "@mallory:example.com") {
 		t.Errorf("members as of %s: %q", then, membersThen)
 	}
-	if !strings.Contains(alerts, "Confusable names, involving a moderator") || !strings.Contains(alerts, "B\u043eb") || !strings.Contains(alerts, "@mallory:example.com") {
+	if !strings.Contains(alerts, "Confusable names (they look alike but are made of different characters), one of them a moderator's") ||
+		!strings.Contains(alerts, "U+043E CYRILLIC SMALL LETTER O, Cyrillic script") || !strings.Contains(alerts, "B\u043eb") || !strings.Contains(alerts, "@mallory:example.com") {
 		t.Errorf("look-alike alerts: %q", alerts)
+	}
+
+	// On a 420 px phone screen every page fits: tables scroll inside
+	// their own region, the page itself never scrolls sideways.
+	for _, page := range []struct{ path, shot string }{
+		{"/console/rooms/" + room, "console-room-420.png"},
+		{"/console/users/" + string(mallory), "console-user-420.png"},
+		{"/console/names?q=bob", "console-names-420.png"},
+		{"/console/rooms", "console-rooms-420.png"},
+	} {
+		step("open "+page.path+" at 420 px",
+			chromedp.EmulateViewport(420, 900),
+			chromedp.Navigate(ts.URL+page.path),
+			chromedp.WaitVisible(chromedp.CSS("h1")),
+			shot(page.shot))
+		width, err := chromedp.Run(ctx, chromedp.Evaluate[int](`document.documentElement.scrollWidth`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if width > 420 {
+			t.Errorf("%s is %d px wide on a 420 px screen", page.path, width)
+		}
 	}
 	t.Logf("screenshots in %s", out)
 }

@@ -3,7 +3,7 @@ package http
 import (
 	"net/http"
 	"net/url"
-	"slices"
+	"strings"
 	"time"
 
 	"github.com/profilestore/profilestore/domain"
@@ -73,13 +73,14 @@ func (s *Server) consoleMoment(r *http.Request) (*eventstore.Position, error) {
 	if r.URL.Query().Get("at") != "" || r.URL.Query().Get("at_ts") != "" {
 		return nil, domain.Errorf(domain.ErrCodeInvalidParam, "Choose a position or a date and time, not both")
 	}
-	for _, layout := range []string{"2006-01-02T15:04:05", "2006-01-02T15:04"} {
+	raw = strings.TrimSuffix(strings.TrimSpace(raw), "Z")
+	for _, layout := range []string{"2006-01-02T15:04:05", "2006-01-02T15:04", "2006-01-02 15:04:05", "2006-01-02 15:04", "2006-01-02"} {
 		if t, err := time.ParseInLocation(layout, raw, time.UTC); err == nil {
 			p := s.cfg.RoomView.PositionAt(t)
 			return &p, nil
 		}
 	}
-	return nil, domain.Errorf(domain.ErrCodeInvalidParam, "The date and time must look like 2026-01-31T14:05 (UTC)")
+	return nil, domain.Errorf(domain.ErrCodeInvalidParam, "The date and time must be ISO 8601 in UTC, like 2026-01-31T14:05:00 or 2026-01-31")
 }
 
 // consoleHistoryQuery reads a history page's parameters (the API's) for
@@ -128,6 +129,10 @@ func (s *Server) handleConsoleRoom(w http.ResponseWriter, r *http.Request, id Id
 	if err == nil {
 		hist, err = s.cfg.RoomView.RoomHistory(room, hq)
 	}
+	var profiles map[domain.UserID]domain.Profile
+	if err == nil {
+		profiles, err = s.erasures(r.Context(), hist.Entries)
+	}
 	if err != nil {
 		s.renderError(w, r, id, err)
 		return
@@ -141,80 +146,7 @@ func (s *Server) handleConsoleRoom(w http.ResponseWriter, r *http.Request, id Id
 	s.render(w, r, http.StatusOK, "room", s.page(id, string(room)), map[string]any{
 		"Room": room, "Path": path, "Query": q, "AsOf": at != nil, "Position": pos,
 		"Members": shown, "Alerts": s.roomLookalikes(room, members),
-		"History": consoleHistoryOf(hist, hq, path, q, false),
-		"Kinds":   projections.HistoryKinds(),
+		"History": consoleHistoryOf(hist, hq, path, q, false, profiles),
+		"Kinds":   consoleKinds(),
 	})
-}
-
-// consoleEntry is a history entry as the console's tables show it.
-type consoleEntry struct {
-	projections.HistoryEntry
-	// Change says what changed in words; "none" stands for an unset (or
-	// erased) value.
-	Change string
-	// MembersThen links to the entry's room as of just after it.
-	MembersThen string
-}
-
-// consoleHistory is a page of history with links that page on with the
-// view's stable tokens, keeping the other parameters.
-type consoleHistory struct {
-	Entries   []consoleEntry
-	Backwards bool
-	// ShowRoom is set for a user's history, which spans rooms.
-	ShowRoom bool
-	// Further continues in the page's direction; Back turns round at its start.
-	Further, Back string
-}
-
-func consoleHistoryOf(page projections.HistoryPage, q projections.HistoryQuery, path string, params url.Values, showRoom bool) consoleHistory {
-	h := consoleHistory{Backwards: q.Backwards, ShowRoom: showRoom}
-	for _, e := range page.Entries {
-		ce := consoleEntry{HistoryEntry: e, Change: describeChange(e)}
-		if e.Room != "" {
-			ce.MembersThen = consoleURL(consoleRoomPath(e.Room), url.Values{"at": {e.Position.String()}})
-		}
-		h.Entries = append(h.Entries, ce)
-	}
-	link := func(dir, from string) string {
-		p := url.Values{}
-		for k, v := range params {
-			p[k] = slices.Clone(v)
-		}
-		p.Set("dir", dir)
-		p.Set("from", from)
-		return consoleURL(path, p)
-	}
-	here, there := "f", "b"
-	if q.Backwards {
-		here, there = "b", "f"
-	}
-	if page.End != "" {
-		h.Further = link(here, page.End)
-	}
-	if q.From != "" {
-		h.Back = link(there, page.Start)
-	}
-	return h
-}
-
-// describeChange puts an entry's values in words.
-func describeChange(e projections.HistoryEntry) string {
-	switch {
-	case e.Field == domain.KeyDisplayName:
-		return orNone(e.Old.DisplayName) + " → " + orNone(e.New.DisplayName)
-	case e.Field == domain.KeyAvatarURL:
-		return orNone(e.Old.AvatarURL) + " → " + orNone(e.New.AvatarURL)
-	case e.Kind == projections.KindJoin || e.Kind == projections.KindInvite:
-		return "as " + orNone(e.New.DisplayName)
-	default:
-		return "was " + orNone(e.Old.DisplayName)
-	}
-}
-
-func orNone(s *string) string {
-	if s == nil || *s == "" {
-		return "none"
-	}
-	return *s
 }

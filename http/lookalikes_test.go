@@ -13,9 +13,11 @@ func TestRoomLookalikesNowAndAsOf(t *testing.T) {
 
 	r := ts.ok("GET", v1+"/lookalikes", admin, nil)
 	assertJSONEqual(t, r.Body, `{"room_id":"!room:example.com","position":"`+r.json(t)["position"].(string)+`","alerts":[
-		{"identical":false,"moderator":true,"members":[
-			{"user_id":"@admin:example.com","displayname":"Admin","moderator":true},
-			{"user_id":"@bob:example.com","displayname":"\u0410dmin","moderator":false}]}]}`)
+		{"identical":false,"relation":"confusable","moderator":true,"members":[
+			{"user_id":"@admin:example.com","displayname":"Admin","moderator":true,"scripts":["Latin"],
+			 "differs":[{"index":0,"char":"A","code_point":"U+0041","name":"LATIN CAPITAL LETTER A","script":"Latin"}]},
+			{"user_id":"@bob:example.com","displayname":"\u0410dmin","moderator":false,"scripts":["Cyrillic","Latin"],
+			 "differs":[{"index":0,"char":"\u0410","code_point":"U+0410","name":"CYRILLIC CAPITAL LETTER A","script":"Cyrillic"}]}]}]}`)
 	if r := ts.ok("GET", v1+"/lookalikes?at="+before, admin, nil); len(r.json(t)["alerts"].([]any)) != 0 {
 		t.Errorf("as of before bob joined: %s", r.Body)
 	}

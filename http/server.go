@@ -52,8 +52,6 @@ type Config struct {
 
 	// DefaultPropagation applies when a request names none (default unchanged).
 	DefaultPropagation domain.Propagation
-	// ProfileFields is the m.profile_fields capability: which keys users may change.
-	ProfileFields ProfileFieldsPolicy
 	// RequireAuthForProfile makes profile reads need an access token.
 	RequireAuthForProfile bool
 	// WriteRate and WriteBurst limit writes per user (per second); 0 disables.
@@ -85,34 +83,6 @@ type Config struct {
 // its own deadline and never fails a read.
 type ProfileSupplier interface {
 	Supplement(ctx context.Context, user domain.UserID, key string, requester domain.UserID) map[string]json.RawMessage
-}
-
-// ProfileFieldsPolicy says which profile keys users may change.
-type ProfileFieldsPolicy struct {
-	Disabled   bool     `yaml:"disabled"`
-	Allowed    []string `yaml:"allowed"`
-	Disallowed []string `yaml:"disallowed"`
-}
-
-// Permits reports whether the key may be changed.
-func (p ProfileFieldsPolicy) Permits(key string) bool {
-	if p.Disabled {
-		return false
-	}
-	if p.Allowed != nil {
-		for _, k := range p.Allowed {
-			if k == key {
-				return true
-			}
-		}
-		return false
-	}
-	for _, k := range p.Disallowed {
-		if k == key {
-			return false
-		}
-	}
-	return true
 }
 
 // Server is profilestore's HTTP server.
@@ -172,10 +142,10 @@ func (s *Server) Open() error {
 	if err != nil {
 		return err
 	}
-	s.ln = ln
+	s.ln = matrixErrorListener{ln}
 	s.server = &http.Server{Handler: s.handler, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
 	go func() {
-		if err := s.server.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := s.server.Serve(s.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			s.log.WithError(err).Error("http server stopped")
 		}
 	}()
@@ -323,7 +293,11 @@ func (s *Server) middleware(next http.Handler) http.Handler {
 		log := s.log.WithFields(logrus.Fields{"request_id": reqID, "method": r.Method, "route": route})
 		ctx := context.WithValue(r.Context(), loggerKey{}, log)
 		rec := &statusRecorder{ResponseWriter: w}
-		next.ServeHTTP(rec, r.WithContext(ctx))
+		if err := checkQuery(r); err != nil {
+			s.writeError(rec, r.WithContext(ctx), err)
+		} else {
+			next.ServeHTTP(rec, r.WithContext(ctx))
+		}
 		if rec.status == 0 {
 			rec.status = http.StatusOK
 		}

@@ -1,7 +1,15 @@
 package http_test
 
 import (
+	"bufio"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"strings"
 	"testing"
+
+	pshttp "github.com/profilestore/profilestore/http"
 )
 
 // TestVersionsAdvertiseExtendedProfiles: matrix-js-sdk before v39 enables
@@ -70,5 +78,154 @@ func TestIdsInPathsMustBeUTF8(t *testing.T) {
 				t.Errorf("the log moved from %s to %s", before, after)
 			}
 		})
+	}
+}
+
+// TestMalformedQueryIsRefused: a query that does not parse, or is not
+// UTF-8, is 400 M_INVALID_PARAM on every route instead of being dropped
+// (propagate_to=%ZZ applied the default, at=%ZZ read "now", from=%ZZ the
+// first page); a refused write appends nothing.
+func TestMalformedQueryIsRefused(t *testing.T) {
+	ts := newTestService(t)
+	const room = "!r:example.com"
+	if r := ts.do("PUT", "/_profilestore/v1/rooms/"+room+"/members/@alice:example.com", ts.tokens[admin], `{"membership":"join"}`); r.Status != 200 {
+		t.Fatalf("setup: %d %s", r.Status, r.Body)
+	}
+	cases := []struct{ method, path, body string }{
+		{"PUT", "/_matrix/client/v3/profile/@alice:example.com/displayname?propagate_to=%ZZ", `{"displayname":"New"}`},
+		{"PUT", "/_matrix/client/v3/profile/@alice:example.com/displayname?propagate=true;x=1", `{"displayname":"New"}`},
+		{"DELETE", "/_matrix/client/v3/profile/@alice:example.com/displayname?propagate_to=%Z", ""},
+		{"PUT", "/_matrix/client/v3/profile/@alice:example.com/displayname?user_id=%ZZ", `{"displayname":"New"}`},
+		{"PUT", "/_profilestore/v1/rooms/" + room + "/members/@alice:example.com/profile/displayname?x=%FF", `{"displayname":"New"}`},
+		{"GET", "/_matrix/client/v3/profile/@alice:example.com?x=%FF", ""},
+		{"GET", "/_profilestore/v1/rooms/" + room + "/members?at=%ZZ", ""},
+		{"GET", "/_profilestore/v1/rooms/" + room + "/history?from=%ZZ", ""},
+		{"GET", "/_profilestore/v1/users/@alice:example.com/history?kind=%ZZ", ""},
+		{"GET", "/_profilestore/v1/names/search?q=%ZZ", ""},
+		{"GET", "/_profilestore/v1/events?from=%ZZ", ""},
+		{"GET", "/_profilestore/v1/stats?from=%ZZ", ""},
+		{"POST", "/_matrix/client/v3/user_directory/search?%ZZ", `{"search_term":"a"}`},
+	}
+	for _, c := range cases {
+		t.Run(c.method+" "+c.path, func(t *testing.T) {
+			before := ts.head()
+			var body any
+			if c.body != "" {
+				body = c.body
+			}
+			r := ts.do(c.method, c.path, ts.tokens[admin], body)
+			if r.Status != 400 || r.errcode(t) != "M_INVALID_PARAM" {
+				t.Errorf("%d %s, want 400 M_INVALID_PARAM", r.Status, r.Body)
+			}
+			if after := ts.head(); after != before {
+				t.Errorf("the log moved from %s to %s", before, after)
+			}
+		})
+	}
+}
+
+// TestMalformedPathIsAMatrixError: requests net/http cannot parse itself (a
+// bad %-escape in the path, no Host header) get a Matrix JSON error from
+// the real server, not Go's text/plain "400 Bad Request".
+func TestMalformedPathIsAMatrixError(t *testing.T) {
+	var cfg pshttp.Config
+	newTestService(t, func(c *pshttp.Config) { cfg = *c })
+	cfg.Addr = "127.0.0.1:0"
+	srv := pshttp.NewServer(cfg)
+	if err := srv.Open(); err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	cases := []struct {
+		name, request string
+		status        int
+		errcode       string
+	}{
+		{"bad escape in the path", "GET /_profilestore/v1/rooms/%ZZ/members HTTP/1.1\r\nHost: x\r\n\r\n", 400, "M_INVALID_PARAM"},
+		{"truncated escape in the path", "PUT /_matrix/client/v3/profile/@a:x/displayname% HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}", 400, "M_INVALID_PARAM"},
+		{"no Host header", "GET /health HTTP/1.1\r\n\r\n", 400, "M_INVALID_PARAM"},
+		{"headers over the limit", "GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + strings.Repeat("a", 1<<20+4096) + "\r\n\r\n", 431, "M_TOO_LARGE"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			conn, err := net.Dial("tcp", strings.TrimPrefix(srv.URL(), "http://"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			if _, err := io.WriteString(conn, c.request); err != nil {
+				t.Fatal(err)
+			}
+			resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			body, _ := io.ReadAll(resp.Body)
+			var e map[string]any
+			if err := json.Unmarshal(body, &e); err != nil {
+				t.Fatalf("%d %q is not JSON: %v", resp.StatusCode, body, err)
+			}
+			if resp.StatusCode != c.status || e["errcode"] != c.errcode || resp.Header.Get("Content-Type") != "application/json" {
+				t.Errorf("%d %v %s, want %d %s", resp.StatusCode, resp.Header, body, c.status, c.errcode)
+			}
+		})
+	}
+	// A well-formed request on the same server is answered normally.
+	resp, err := http.Get(srv.URL() + "/_matrix/client/versions")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Errorf("versions: %d", resp.StatusCode)
+	}
+}
+
+// TestMemberProfileNullAndNotJoined: a per-room null is refused as on the
+// global route, and clearing (DELETE or "") while not joined is 403 like
+// setting; none of them appends anything.
+func TestMemberProfileNullAndNotJoined(t *testing.T) {
+	ts := newTestService(t)
+	const base = "/_profilestore/v1/rooms/!r:example.com/members/"
+	if r := ts.do("PUT", base+"@alice:example.com", ts.tokens[admin], `{"membership":"join"}`); r.Status != 200 {
+		t.Fatalf("setup: %d %s", r.Status, r.Body)
+	}
+	if r := ts.do("PUT", base+"@alice:example.com/profile/displayname", ts.tokens[alice], `{"displayname":"Nick"}`); r.Status != 200 {
+		t.Fatalf("setup: %d %s", r.Status, r.Body)
+	}
+	cases := []struct {
+		name, method, path, body string
+		status                   int
+		errcode                  string
+	}{
+		{"null displayname", "PUT", base + "@alice:example.com/profile/displayname", `{"displayname":null}`, 400, "M_INVALID_PARAM"},
+		{"null avatar_url", "PUT", base + "@alice:example.com/profile/avatar_url", `{"avatar_url":null}`, 400, "M_INVALID_PARAM"},
+		{"DELETE while not joined", "DELETE", base + "@bob:example.com/profile/displayname", "", 403, "M_FORBIDDEN"},
+		{"empty value while not joined", "PUT", base + "@bob:example.com/profile/displayname", `{"displayname":""}`, 403, "M_FORBIDDEN"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			before := ts.head()
+			var body any
+			if c.body != "" {
+				body = c.body
+			}
+			tok := ts.tokens[alice]
+			if strings.Contains(c.path, "@bob") {
+				tok = ts.tokens[bob]
+			}
+			r := ts.do(c.method, c.path, tok, body)
+			if r.Status != c.status || r.errcode(t) != c.errcode {
+				t.Errorf("%d %s, want %d %s", r.Status, r.Body, c.status, c.errcode)
+			}
+			if after := ts.head(); after != before {
+				t.Errorf("the log moved from %s to %s", before, after)
+			}
+		})
+	}
+	m := ts.do("GET", "/_profilestore/v1/rooms/!r:example.com/members", ts.tokens[admin], nil)
+	if !strings.Contains(string(m.Body), `"displayname":"Nick"`) {
+		t.Errorf("the override did not survive the refused null: %s", m.Body)
 	}
 }
