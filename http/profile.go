@@ -236,7 +236,7 @@ func (s *Server) readJSONObject(w http.ResponseWriter, r *http.Request) (map[str
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes))
 	var tooBig *http.MaxBytesError
 	if errors.As(err, &tooBig) {
-		return nil, domain.Errorf(domain.ErrCodeTooLarge, "The request body is larger than %d bytes", s.cfg.MaxBodyBytes)
+		return nil, bodyTooLargeError{domain.Errorf(domain.ErrCodeTooLarge, "The request body is larger than %d bytes", s.cfg.MaxBodyBytes)}
 	}
 	if err != nil {
 		return nil, domain.Errorf(domain.ErrCodeNotJSON, "Could not read the request body")
@@ -287,6 +287,12 @@ func (s *Server) handleDeleteProfileField(w http.ResponseWriter, r *http.Request
 	s.finishProfileWrite(w, r, start, res, err)
 }
 
+// Limits of the user directory search.
+const (
+	defaultDirectoryResults = 10
+	maxDirectoryResults     = 50
+)
+
 type directoryResult struct {
 	UserID      domain.UserID `json:"user_id"`
 	DisplayName string        `json:"display_name,omitempty"`
@@ -305,18 +311,21 @@ func (s *Server) handleDirectorySearch(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, domain.Errorf(domain.ErrCodeMissingParam, "search_term is required"))
 		return
 	}
-	if err := json.Unmarshal(rawTerm, &term); err != nil {
+	if err := json.Unmarshal(rawTerm, &term); err != nil || string(rawTerm) == "null" {
 		s.writeError(w, r, domain.Errorf(domain.ErrCodeInvalidParam, "search_term must be a string"))
 		return
 	}
-	limit := 10
+	// limit is optional; given, it is a positive integer (null or -1 would
+	// otherwise read as the default or as 0). Above the cap it is capped,
+	// as Synapse does.
+	limit := defaultDirectoryResults
 	if rawLimit, ok := obj["limit"]; ok {
-		if err := json.Unmarshal(rawLimit, &limit); err != nil {
-			s.writeError(w, r, domain.Errorf(domain.ErrCodeInvalidParam, "limit must be an integer"))
+		if err := json.Unmarshal(rawLimit, &limit); err != nil || string(rawLimit) == "null" || limit < 1 {
+			s.writeError(w, r, domain.Errorf(domain.ErrCodeInvalidParam, "limit must be a positive integer"))
 			return
 		}
 	}
-	limit = min(max(limit, 0), 50)
+	limit = min(limit, maxDirectoryResults)
 	if err := s.waitForPosition(r); err != nil {
 		s.writeError(w, r, err)
 		return
