@@ -332,6 +332,9 @@ func (s *Server) authenticate(r *http.Request) (Identity, error) {
 	if !ok {
 		return Identity{}, domain.Errorf(domain.ErrCodeMissingToken, "Missing access token")
 	}
+	if err := tokenConflict(r); err != nil {
+		return Identity{}, err
+	}
 	if s.cfg.Auth == nil {
 		return Identity{}, domain.Errorf(domain.ErrCodeUnknownToken, "No access tokens are configured")
 	}
