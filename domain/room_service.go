@@ -13,8 +13,9 @@ type GlobalProfiles interface {
 
 // RoomService runs room commands: check the actor against the write policy,
 // load the room's stream, decide, append with the expected revision, retry
-// on conflict. Loaded rooms are cached and
-// only the tail of a stream is read again.
+// on conflict. Concurrent commands on one room share an append. Loaded rooms
+// are cached (a bounded LRU, CacheSize) and only the tail of a cached stream
+// is read again.
 type RoomService struct {
 	policy   WritePolicy
 	profiles GlobalProfiles
@@ -22,10 +23,15 @@ type RoomService struct {
 }
 
 // NewRoomService returns a service writing to store; profiles supplies the
-// names of members who join or are invited without names of their own.
-func NewRoomService(store eventstore.Store, sealer *Sealer, policy WritePolicy, profiles GlobalProfiles) *RoomService {
-	return &RoomService{policy: policy, profiles: profiles, streams: newStreams[Room](store, sealer)}
+// names of members who join or are invited without names of their own. It
+// caches DefaultCachedRooms rooms unless CacheSize says otherwise.
+func NewRoomService(store eventstore.Store, sealer *Sealer, policy WritePolicy, profiles GlobalProfiles, opts ...ServiceOption) *RoomService {
+	o := applyOptions(DefaultCachedRooms, opts)
+	return &RoomService{policy: policy, profiles: profiles, streams: newStreams[Room](store, sealer, o.cacheSize)}
 }
+
+// CacheStats describes the room cache.
+func (s *RoomService) CacheStats() CacheStats { return s.streams.stats() }
 
 // ChangeMembership joins, invites, removes or bans a user. A join or invite
 // without names takes the user's global displayname and avatar_url.
@@ -114,12 +120,5 @@ func (s *RoomService) clearedAt(ctx context.Context, user UserID, field string) 
 }
 
 func (s *RoomService) run(ctx context.Context, room RoomID, idemKey string, decide func(*Room) ([]Event, error)) (WriteResult, error) {
-	stream := RoomStream(room)
-	agg := s.streams.get(stream)
-	agg.mu.Lock()
-	defer agg.mu.Unlock()
-	if err := s.streams.load(ctx, stream, agg); err != nil {
-		return WriteResult{}, err
-	}
-	return s.streams.run(ctx, stream, idemKey, agg, nil, decide)
+	return s.streams.submit(ctx, RoomStream(room), &command[Room]{idemKey: idemKey, decide: decide})
 }
