@@ -204,6 +204,7 @@ func (s *Server) routes() {
 
 	ps := prefixed{r, "/_profilestore/v1"}
 	ps.HandleFunc("/users/{userId}/erase", s.authed(s.handleErase)).Methods(http.MethodPost)
+	ps.HandleFunc("/profiles/query", s.handleProfilesQuery).Methods(http.MethodPost)
 	ps.HandleFunc("/events", s.handleFeed).Methods(http.MethodGet)
 	if s.cfg.Names != nil {
 		ps.HandleFunc("/names/search", s.authed(s.handleNamesSearch)).Methods(http.MethodGet)
@@ -331,6 +332,9 @@ func (s *Server) authenticate(r *http.Request) (Identity, error) {
 	token, ok := bearerToken(r)
 	if !ok {
 		return Identity{}, domain.Errorf(domain.ErrCodeMissingToken, "Missing access token")
+	}
+	if err := tokenConflict(r); err != nil {
+		return Identity{}, err
 	}
 	if s.cfg.Auth == nil {
 		return Identity{}, domain.Errorf(domain.ErrCodeUnknownToken, "No access tokens are configured")
