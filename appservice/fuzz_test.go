@@ -12,11 +12,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gorilla/mux"
 	"github.com/profilestore/profilestore/appservice"
 
 	"github.com/profilestore/profilestore/domain"
 	"github.com/profilestore/profilestore/eventstore"
+	pshttp "github.com/profilestore/profilestore/http"
 )
 
 // FuzzTransaction sends arbitrary transaction bodies to the transaction
@@ -64,8 +64,8 @@ func FuzzTransaction(f *testing.F) {
 	}
 
 	ms := newMirrorService(f)
-	profiles := domain.NewProfileService(ms.store, ms.sealer, domain.DefaultLimits)
-	rooms := domain.NewRoomService(ms.store, ms.sealer, domain.DefaultLimits, profiles)
+	profiles := domain.NewProfileService(ms.store, ms.sealer, domain.DefaultPolicy)
+	rooms := domain.NewRoomService(ms.store, ms.sealer, domain.DefaultPolicy, profiles)
 	homeserver := appservice.NewHomeserverProfiles(ms.hs.URL, ms.reg.ASToken, nil, time.Minute)
 	n := 0
 	f.Fuzz(func(t *testing.T, body []byte) {
@@ -75,8 +75,7 @@ func FuzzTransaction(f *testing.F) {
 			Homeserver: homeserver, Logger: quietLogger()})
 		ing := appservice.NewIngester(appservice.IngesterOptions{Registration: ms.reg, Store: ms.store, Mirror: mirror,
 			LedgerWindow: 8, Logger: quietLogger()})
-		router := mux.NewRouter()
-		ing.Routes(router)
+		router := pshttp.NewServer(pshttp.Config{Appservice: ing, Logger: quietLogger()}).Handler()
 		put := func(body []byte) int {
 			n++
 			req := httptest.NewRequest(http.MethodPut, fmt.Sprintf("/_matrix/app/v1/transactions/fuzz-%d", n), bytes.NewReader(body))

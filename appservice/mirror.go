@@ -299,7 +299,7 @@ func (m *Mirror) member(ctx context.Context, ev *clientEvent) (bool, error) {
 				changed = changed || ch
 			}
 		}
-		res, err := m.opts.Rooms.ChangeMembership(ctx, domain.ChangeMembership{Room: room, User: user, Membership: domain.MembershipJoin,
+		res, err := m.opts.Rooms.ChangeMembership(ctx, domain.ChangeMembership{Room: room, User: user, Actor: domain.ServerActor, Membership: domain.MembershipJoin,
 			DisplayName: &dn, AvatarURL: &av, Meta: m.meta(ev, "join")})
 		if err != nil {
 			return false, err
@@ -317,7 +317,7 @@ func (m *Mirror) member(ctx context.Context, ev *clientEvent) (bool, error) {
 		}
 		return changed, nil
 	case domain.MembershipInvite:
-		res, err := m.opts.Rooms.ChangeMembership(ctx, domain.ChangeMembership{Room: room, User: user, Membership: domain.MembershipInvite,
+		res, err := m.opts.Rooms.ChangeMembership(ctx, domain.ChangeMembership{Room: room, User: user, Actor: domain.ServerActor, Membership: domain.MembershipInvite,
 			DisplayName: &dn, AvatarURL: &av, Meta: m.meta(ev, "invite")})
 		return res.Changed, err
 	case domain.MembershipLeave, domain.MembershipBan:
@@ -325,7 +325,7 @@ func (m *Mirror) member(ctx context.Context, ev *clientEvent) (bool, error) {
 		if membership == domain.MembershipLeave && sender != user {
 			membership = domain.MembershipKick
 		}
-		res, err := m.opts.Rooms.ChangeMembership(ctx, domain.ChangeMembership{Room: room, User: user, Membership: membership, Meta: m.meta(ev, membership)})
+		res, err := m.opts.Rooms.ChangeMembership(ctx, domain.ChangeMembership{Room: room, User: user, Actor: domain.ServerActor, Membership: membership, Meta: m.meta(ev, membership)})
 		return res.Changed, err
 	case "knock":
 		return false, nil // a request to join changes no profile or membership here
@@ -363,10 +363,10 @@ func (m *Mirror) reconcileGlobal(ctx context.Context, ev *clientEvent, user doma
 	meta := m.meta(ev, "global."+field)
 	var res domain.WriteResult
 	if value == "" {
-		res, err = m.opts.Profiles.DeleteField(ctx, domain.DeleteField{User: user, Key: field, PropagateTo: domain.PropagateUnchanged, Meta: meta}, nil)
+		res, err = m.opts.Profiles.DeleteField(ctx, domain.DeleteField{User: user, Actor: domain.ServerActor, Key: field, PropagateTo: domain.PropagateUnchanged, Meta: meta}, nil)
 	} else {
 		v, _ := json.Marshal(value)
-		res, err = m.opts.Profiles.SetField(ctx, domain.SetField{User: user, Key: field, Value: v, PropagateTo: domain.PropagateUnchanged, Meta: meta}, nil)
+		res, err = m.opts.Profiles.SetField(ctx, domain.SetField{User: user, Actor: domain.ServerActor, Key: field, Value: v, PropagateTo: domain.PropagateUnchanged, Meta: meta}, nil)
 	}
 	return res.Changed, err
 }
@@ -384,11 +384,11 @@ func (m *Mirror) roomValue(ctx context.Context, ev *clientEvent, room domain.Roo
 			global = p.AvatarURL()
 		}
 		if value == global {
-			res, err := m.opts.Rooms.ClearMemberProfile(ctx, domain.ClearMemberProfile{Room: room, User: user, Field: field, Meta: m.meta(ev, "clear."+field)})
+			res, err := m.opts.Rooms.ClearMemberProfile(ctx, domain.ClearMemberProfile{Room: room, User: user, Actor: domain.ServerActor, Field: field, Meta: m.meta(ev, "clear."+field)})
 			return res.Changed, err
 		}
 	}
-	res, err := m.opts.Rooms.SetMemberProfile(ctx, domain.SetMemberProfile{Room: room, User: user, Field: field, Value: value, Meta: m.meta(ev, "room."+field)})
+	res, err := m.opts.Rooms.SetMemberProfile(ctx, domain.SetMemberProfile{Room: room, User: user, Actor: domain.ServerActor, Field: field, Value: value, Meta: m.meta(ev, "room."+field)})
 	return res.Changed, err
 }
 
@@ -403,7 +403,7 @@ func (m *Mirror) historyVisibility(ctx context.Context, ev *clientEvent) (bool, 
 	if err := json.Unmarshal(ev.Content, &c); err != nil {
 		return false, malformed("content is not an m.room.history_visibility object")
 	}
-	res, err := m.opts.Rooms.SetHistoryVisibility(ctx, domain.SetHistoryVisibility{Room: room, Visibility: c.HistoryVisibility, Meta: m.meta(ev, "history_visibility")})
+	res, err := m.opts.Rooms.SetHistoryVisibility(ctx, domain.SetHistoryVisibility{Room: room, Actor: domain.ServerActor, Visibility: c.HistoryVisibility, Meta: m.meta(ev, "history_visibility")})
 	return res.Changed, err
 }
 
@@ -458,6 +458,6 @@ func (m *Mirror) powerLevels(ctx context.Context, ev *clientEvent) (bool, error)
 			return false, err
 		}
 	}
-	res, err := m.opts.Rooms.SetPowerLevels(ctx, domain.SetPowerLevels{Room: room, PowerLevels: pl, Meta: m.meta(ev, "power_levels")})
+	res, err := m.opts.Rooms.SetPowerLevels(ctx, domain.SetPowerLevels{Room: room, Actor: domain.ServerActor, PowerLevels: pl, Meta: m.meta(ev, "power_levels")})
 	return res.Changed, err
 }

@@ -111,15 +111,14 @@ func (ms *mirrorService) start() {
 		t.Fatal(err)
 	}
 	ms.sealer = domain.NewSealer(ms.keys)
-	profiles := domain.NewProfileService(ms.store, ms.sealer, domain.DefaultLimits)
-	rooms := domain.NewRoomService(ms.store, ms.sealer, domain.DefaultLimits, profiles)
+	profiles := domain.NewProfileService(ms.store, ms.sealer, domain.DefaultPolicy)
+	rooms := domain.NewRoomService(ms.store, ms.sealer, domain.DefaultPolicy, profiles)
 	mirror := appservice.NewMirror(appservice.MirrorOptions{Registration: ms.reg, Profiles: profiles, Rooms: rooms,
 		Homeserver: appservice.NewHomeserverProfiles(ms.hs.URL, ms.reg.ASToken, nil, time.Minute), Logger: quietLogger()})
 	ms.ing = appservice.NewIngester(appservice.IngesterOptions{Registration: ms.reg, Store: ms.store, Mirror: mirror,
 		MaxTransactionBytes: 1 << 20, Logger: quietLogger()})
 	srv := pshttp.NewServer(pshttp.Config{Store: ms.store, Profiles: profiles, ProfileView: projections.NewProfiles(),
-		Logger: quietLogger(), Collectors: ms.ing.Collectors()})
-	ms.ing.Routes(srv.Router())
+		Appservice: ms.ing, Logger: quietLogger(), Collectors: ms.ing.Collectors()})
 	ms.server = httptest.NewServer(srv.Handler())
 }
 

@@ -20,7 +20,7 @@ import (
 func TestEraseUnderConcurrentWrites(t *testing.T) {
 	store, keys := openStore(t)
 	sealer := domain.NewSealer(keys)
-	profiles := domain.NewProfileService(store, sealer, domain.DefaultLimits)
+	profiles := domain.NewProfileService(store, sealer, domain.DefaultPolicy)
 	eraser := domain.NewEraser(keys, sealer, profiles)
 	ctx := context.Background()
 	const user = domain.UserID("@target:example.com")
@@ -39,7 +39,7 @@ func TestEraseUnderConcurrentWrites(t *testing.T) {
 				default:
 				}
 				v, _ := json.Marshal(fmt.Sprintf("writer %d value %d", w, i))
-				if _, err := profiles.SetField(ctx, domain.SetField{User: user, Key: "displayname", Value: v, Meta: domain.Metadata{OccurredAt: time.Now()}}, nil); err != nil {
+				if _, err := profiles.SetField(ctx, domain.SetField{User: user, Actor: domain.Actor{User: user}, Key: "displayname", Value: v, Meta: domain.Metadata{OccurredAt: time.Now()}}, nil); err != nil {
 					t.Errorf("write: %v", err)
 					return
 				}
@@ -53,7 +53,7 @@ func TestEraseUnderConcurrentWrites(t *testing.T) {
 		}
 	}
 	waitWrites(20)
-	erasure, err := eraser.Erase(ctx, user, domain.Metadata{Actor: "@admin:example.com", OccurredAt: time.Now()})
+	erasure, err := eraser.Erase(ctx, domain.EraseProfile{User: user, Actor: domain.Actor{User: "@admin:example.com", Admin: true}, Meta: domain.Metadata{Actor: "@admin:example.com", OccurredAt: time.Now()}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -30,6 +30,9 @@ type Profile struct {
 	// AllAt is, per displayname / avatar_url, the position of the last change
 	// with propagate_to all: it cleared every per-room override older than it.
 	AllAt map[string]eventstore.Position
+	// Hidden holds the positions of the history entries the user's stream
+	// hid (profile.entry_hidden).
+	Hidden map[eventstore.Position]bool
 	// ErasedAt is the position of the user's last profile.erased (Start if
 	// never erased): every value recorded before it is unreadable, which
 	// readers show as "erased" rather than as an unset value.
@@ -84,6 +87,19 @@ func (p *Profile) Apply(e *Event) {
 	case TypeErased:
 		p.Fields = nil
 		p.ErasedAt = e.Position
+	case TypeEntryHidden:
+		if p.Hidden == nil {
+			p.Hidden = make(map[eventstore.Position]bool)
+		}
+		p.Hidden[e.Hidden] = true
+	}
+}
+
+// settle gives the change of a field e made the position the store gave
+// it, where a batch folded it at a provisional one.
+func (p *Profile) settle(e *Event, provisional, actual eventstore.Position) {
+	if p.AllAt[e.Key] == provisional {
+		p.AllAt[e.Key] = actual
 	}
 }
 
@@ -97,6 +113,12 @@ func (p Profile) Clone() Profile {
 		c.AllAt = make(map[string]eventstore.Position, len(p.AllAt))
 		for k, v := range p.AllAt {
 			c.AllAt[k] = v
+		}
+	}
+	if p.Hidden != nil {
+		c.Hidden = make(map[eventstore.Position]bool, len(p.Hidden))
+		for k, v := range p.Hidden {
+			c.Hidden[k] = v
 		}
 	}
 	return c
@@ -146,6 +168,7 @@ type SetField struct {
 	// Value is the canonical JSON value (see CanonicalJSON).
 	Value       json.RawMessage
 	PropagateTo Propagation
+	Actor       Actor
 	Meta        Metadata
 }
 
@@ -154,7 +177,18 @@ type DeleteField struct {
 	User        UserID
 	Key         string
 	PropagateTo Propagation
+	Actor       Actor
 	Meta        Metadata
+}
+
+// HideEntry is the command to hide an entry of a user's history (a
+// deadname, say) from everyone but admins and the rooms' moderators.
+type HideEntry struct {
+	User UserID
+	// Entry is the position of the entry in the user's history.
+	Entry eventstore.Position
+	Actor Actor
+	Meta  Metadata
 }
 
 // DecideSetField validates a set against the profile and the limits and
@@ -189,7 +223,7 @@ func DecideSetField(p *Profile, cmd SetField, lim Limits) ([]Event, error) {
 			}
 		}
 		if s == "" && cmd.Key != KeyTimeZone {
-			return DecideDeleteField(p, DeleteField{User: cmd.User, Key: cmd.Key, PropagateTo: cmd.PropagateTo, Meta: cmd.Meta})
+			return DecideDeleteField(p, DeleteField{User: cmd.User, Key: cmd.Key, PropagateTo: cmd.PropagateTo, Actor: cmd.Actor, Meta: cmd.Meta})
 		}
 		value, _ = json.Marshal(s)
 	}
@@ -223,6 +257,16 @@ func DecideDeleteField(p *Profile, cmd DeleteField) ([]Event, error) {
 		Type: TypeFieldDeleted, User: cmd.User, Key: cmd.Key,
 		PropagateTo: propagationFor(cmd.Key, cmd.PropagateTo), Meta: cmd.Meta,
 	}}, nil
+}
+
+// DecideHideEntry returns the event that hides an entry: none when the
+// user's stream already hid it. That the entry exists is the caller's to
+// know (the history is a view of many streams).
+func DecideHideEntry(p *Profile, cmd HideEntry) ([]Event, error) {
+	if p.Hidden[cmd.Entry] {
+		return nil, nil
+	}
+	return []Event{{Type: TypeEntryHidden, User: cmd.User, Hidden: cmd.Entry, Meta: cmd.Meta}}, nil
 }
 
 // propagationFor records a propagation only for the fields rooms show.

@@ -143,6 +143,14 @@ func (r *Room) Apply(e *Event) {
 	}
 }
 
+// settle gives the override e set the position the store gave it, where a
+// batch folded it at a provisional one.
+func (r *Room) settle(e *Event, provisional, actual eventstore.Position) {
+	if m := r.Members[e.User]; m != nil && m.OverrideAt[e.Key] == provisional {
+		m.OverrideAt[e.Key] = actual
+	}
+}
+
 // ChangeMembership is the command to join, invite, leave, kick or ban a user.
 type ChangeMembership struct {
 	Room RoomID
@@ -154,6 +162,7 @@ type ChangeMembership struct {
 	// pointer to "" means none.
 	DisplayName *string
 	AvatarURL   *string
+	Actor       Actor
 	Meta        Metadata
 }
 
@@ -265,6 +274,7 @@ type SetMemberProfile struct {
 	// ClearedAt is the position of the user's last global change of Field
 	// with propagate_to all (Profile.AllAt): overrides older than it are gone.
 	ClearedAt eventstore.Position
+	Actor     Actor
 	Meta      Metadata
 }
 
@@ -276,6 +286,7 @@ type ClearMemberProfile struct {
 	Field string
 	// ClearedAt is as in SetMemberProfile.
 	ClearedAt eventstore.Position
+	Actor     Actor
 	Meta      Metadata
 }
 
@@ -288,7 +299,7 @@ func DecideSetMemberProfile(r *Room, cmd SetMemberProfile, lim Limits) ([]Event,
 		return nil, err
 	}
 	if s == "" {
-		return DecideClearMemberProfile(r, ClearMemberProfile{Room: cmd.Room, User: cmd.User, Field: cmd.Field, ClearedAt: cmd.ClearedAt, Meta: cmd.Meta})
+		return DecideClearMemberProfile(r, ClearMemberProfile{Room: cmd.Room, User: cmd.User, Field: cmd.Field, ClearedAt: cmd.ClearedAt, Actor: cmd.Actor, Meta: cmd.Meta})
 	}
 	if r.Membership(cmd.User) != MembershipJoin {
 		return nil, Errorf(ErrCodeForbidden, "%s is not joined to this room", cmd.User)
@@ -320,6 +331,7 @@ func DecideClearMemberProfile(r *Room, cmd ClearMemberProfile) ([]Event, error) 
 type SetHistoryVisibility struct {
 	Room       RoomID
 	Visibility string
+	Actor      Actor
 	Meta       Metadata
 }
 
@@ -340,6 +352,7 @@ func DecideHistoryVisibility(r *Room, cmd SetHistoryVisibility) ([]Event, error)
 type SetPowerLevels struct {
 	Room        RoomID
 	PowerLevels PowerLevels
+	Actor       Actor
 	Meta        Metadata
 }
 

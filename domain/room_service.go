@@ -11,24 +11,34 @@ type GlobalProfiles interface {
 	Profile(ctx context.Context, user UserID) (Profile, WriteResult, error)
 }
 
-// RoomService runs room commands: load the room's stream, decide, append
-// with the expected revision, retry on conflict. Loaded rooms are cached and
-// only the tail of a stream is read again.
+// RoomService runs room commands: check the actor against the write policy,
+// load the room's stream, decide, append with the expected revision, retry
+// on conflict. Concurrent commands on one room share an append. Loaded rooms
+// are cached (a bounded LRU, CacheSize) and only the tail of a cached stream
+// is read again.
 type RoomService struct {
-	limits   Limits
+	policy   WritePolicy
 	profiles GlobalProfiles
 	streams  *streams[Room, *Room]
 }
 
 // NewRoomService returns a service writing to store; profiles supplies the
-// names of members who join or are invited without names of their own.
-func NewRoomService(store eventstore.Store, sealer *Sealer, limits Limits, profiles GlobalProfiles) *RoomService {
-	return &RoomService{limits: limits, profiles: profiles, streams: newStreams[Room](store, sealer)}
+// names of members who join or are invited without names of their own. It
+// caches DefaultCachedRooms rooms unless CacheSize says otherwise.
+func NewRoomService(store eventstore.Store, sealer *Sealer, policy WritePolicy, profiles GlobalProfiles, opts ...ServiceOption) *RoomService {
+	o := applyOptions(DefaultCachedRooms, opts)
+	return &RoomService{policy: policy, profiles: profiles, streams: newStreams[Room](store, sealer, o.cacheSize)}
 }
+
+// CacheStats describes the room cache.
+func (s *RoomService) CacheStats() CacheStats { return s.streams.stats() }
 
 // ChangeMembership joins, invites, removes or bans a user. A join or invite
 // without names takes the user's global displayname and avatar_url.
 func (s *RoomService) ChangeMembership(ctx context.Context, cmd ChangeMembership) (WriteResult, error) {
+	if err := s.policy.CheckRoomWrite(cmd.Actor); err != nil {
+		return WriteResult{}, err
+	}
 	if (cmd.Membership == MembershipJoin || cmd.Membership == MembershipInvite) && (cmd.DisplayName == nil || cmd.AvatarURL == nil) && s.profiles != nil {
 		p, _, err := s.profiles.Profile(ctx, cmd.User)
 		if err != nil {
@@ -44,23 +54,29 @@ func (s *RoomService) ChangeMembership(ctx context.Context, cmd ChangeMembership
 		}
 	}
 	return s.run(ctx, cmd.Room, cmd.Meta.IdempotencyKey, func(r *Room) ([]Event, error) {
-		return DecideMembership(r, cmd, s.limits)
+		return DecideMembership(r, cmd, s.policy.Limits)
 	})
 }
 
 // SetMemberProfile sets a per-room override.
 func (s *RoomService) SetMemberProfile(ctx context.Context, cmd SetMemberProfile) (WriteResult, error) {
+	if err := s.policy.CheckProfileWrite(cmd.Actor, cmd.User, cmd.Field); err != nil {
+		return WriteResult{}, err
+	}
 	var err error
 	if cmd.ClearedAt, err = s.clearedAt(ctx, cmd.User, cmd.Field); err != nil {
 		return WriteResult{}, err
 	}
 	return s.run(ctx, cmd.Room, cmd.Meta.IdempotencyKey, func(r *Room) ([]Event, error) {
-		return DecideSetMemberProfile(r, cmd, s.limits)
+		return DecideSetMemberProfile(r, cmd, s.policy.Limits)
 	})
 }
 
 // ClearMemberProfile removes a per-room override.
 func (s *RoomService) ClearMemberProfile(ctx context.Context, cmd ClearMemberProfile) (WriteResult, error) {
+	if err := s.policy.CheckProfileWrite(cmd.Actor, cmd.User, cmd.Field); err != nil {
+		return WriteResult{}, err
+	}
 	var err error
 	if cmd.ClearedAt, err = s.clearedAt(ctx, cmd.User, cmd.Field); err != nil {
 		return WriteResult{}, err
@@ -72,6 +88,9 @@ func (s *RoomService) ClearMemberProfile(ctx context.Context, cmd ClearMemberPro
 
 // SetHistoryVisibility changes the room's history visibility.
 func (s *RoomService) SetHistoryVisibility(ctx context.Context, cmd SetHistoryVisibility) (WriteResult, error) {
+	if err := s.policy.CheckRoomWrite(cmd.Actor); err != nil {
+		return WriteResult{}, err
+	}
 	return s.run(ctx, cmd.Room, cmd.Meta.IdempotencyKey, func(r *Room) ([]Event, error) {
 		return DecideHistoryVisibility(r, cmd)
 	})
@@ -79,6 +98,9 @@ func (s *RoomService) SetHistoryVisibility(ctx context.Context, cmd SetHistoryVi
 
 // SetPowerLevels records who moderates the room.
 func (s *RoomService) SetPowerLevels(ctx context.Context, cmd SetPowerLevels) (WriteResult, error) {
+	if err := s.policy.CheckRoomWrite(cmd.Actor); err != nil {
+		return WriteResult{}, err
+	}
 	return s.run(ctx, cmd.Room, cmd.Meta.IdempotencyKey, func(r *Room) ([]Event, error) {
 		return DecidePowerLevels(r, cmd)
 	})
@@ -98,12 +120,5 @@ func (s *RoomService) clearedAt(ctx context.Context, user UserID, field string) 
 }
 
 func (s *RoomService) run(ctx context.Context, room RoomID, idemKey string, decide func(*Room) ([]Event, error)) (WriteResult, error) {
-	stream := RoomStream(room)
-	agg := s.streams.get(stream)
-	agg.mu.Lock()
-	defer agg.mu.Unlock()
-	if err := s.streams.load(ctx, stream, agg); err != nil {
-		return WriteResult{}, err
-	}
-	return s.streams.run(ctx, stream, idemKey, agg, nil, decide)
+	return s.streams.submit(ctx, RoomStream(room), &command[Room]{idemKey: idemKey, decide: decide})
 }

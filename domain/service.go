@@ -34,49 +34,84 @@ type WriteResult struct {
 	Exists   bool
 }
 
-// ProfileService runs profile commands: load the user's stream, decide,
-// append with the expected revision, retry on conflict. Loaded profiles are
-// cached and only the tail of a stream is read again.
+// ProfileService runs profile commands: check the actor against the write
+// policy, load the user's stream, decide, append with the expected revision,
+// retry on conflict. Concurrent commands on one user share an append. Loaded
+// profiles are cached (a bounded LRU, CacheSize) and only the tail of a
+// cached stream is read again.
 type ProfileService struct {
 	streams *streams[Profile, *Profile]
-	limits  Limits
+	policy  WritePolicy
 }
 
-// NewProfileService returns a service writing to store.
-func NewProfileService(store eventstore.Store, sealer *Sealer, limits Limits) *ProfileService {
-	return &ProfileService{streams: newStreams[Profile](store, sealer), limits: limits}
+// NewProfileService returns a service writing to store under policy; it
+// caches DefaultCachedProfiles profiles unless CacheSize says otherwise.
+func NewProfileService(store eventstore.Store, sealer *Sealer, policy WritePolicy, opts ...ServiceOption) *ProfileService {
+	o := applyOptions(DefaultCachedProfiles, opts)
+	return &ProfileService{streams: newStreams[Profile](store, sealer, o.cacheSize), policy: policy}
 }
 
-// Limits returns the per-field limits in force.
-func (s *ProfileService) Limits() Limits { return s.limits }
+// CacheStats describes the profile cache.
+func (s *ProfileService) CacheStats() CacheStats { return s.streams.stats() }
+
+// Policy returns the write policy in force.
+func (s *ProfileService) Policy() WritePolicy { return s.policy }
 
 // Precondition is an If-Match condition on the profile stream; nil means none.
 type Precondition = *eventstore.ExpectedRevision
 
 // SetField sets a key of a user's profile.
 func (s *ProfileService) SetField(ctx context.Context, cmd SetField, pre Precondition) (WriteResult, error) {
+	if err := s.policy.CheckProfileWrite(cmd.Actor, cmd.User, cmd.Key); err != nil {
+		return WriteResult{}, err
+	}
 	return s.run(ctx, cmd.User, cmd.Meta.IdempotencyKey, pre, func(p *Profile) ([]Event, error) {
-		return DecideSetField(p, cmd, s.limits)
+		return DecideSetField(p, cmd, s.policy.Limits)
 	})
 }
 
 // DeleteField removes a key of a user's profile.
 func (s *ProfileService) DeleteField(ctx context.Context, cmd DeleteField, pre Precondition) (WriteResult, error) {
+	if err := s.policy.CheckProfileWrite(cmd.Actor, cmd.User, cmd.Key); err != nil {
+		return WriteResult{}, err
+	}
 	return s.run(ctx, cmd.User, cmd.Meta.IdempotencyKey, pre, func(p *Profile) ([]Event, error) {
 		return DecideDeleteField(p, cmd)
 	})
 }
 
-// Append runs a decision of the caller's against the user's current profile.
-func (s *ProfileService) Append(ctx context.Context, user UserID, idempotencyKey string, decide func(*Profile) ([]Event, error)) (WriteResult, error) {
-	return s.run(ctx, user, idempotencyKey, nil, decide)
+// UserHistory knows the entries of users' histories, which span the
+// user's profile stream and every room stream they were in; the history
+// view (projections.Rooms) is one.
+type UserHistory interface {
+	UserEntry(user UserID, at eventstore.Position) (found, hidden bool)
+}
+
+// HideEntry hides an entry of the user's history found in history (nil: no
+// history is kept). Hiding is idempotent: its event id derives from the
+// user and the entry, and an entry already hidden appends nothing.
+func (s *ProfileService) HideEntry(ctx context.Context, cmd HideEntry, history UserHistory) (WriteResult, error) {
+	if err := s.policy.CheckHide(cmd.Actor, cmd.User); err != nil {
+		return WriteResult{}, err
+	}
+	if history == nil {
+		return WriteResult{}, Errorf(ErrCodeNotFound, "No history is kept here")
+	}
+	if found, _ := history.UserEntry(cmd.User, cmd.Entry); !found {
+		return WriteResult{}, Errorf(ErrCodeNotFound, "No entry of %s's history is at %s", cmd.User, cmd.Entry)
+	}
+	cmd.Meta.IdempotencyKey = "hide:" + string(cmd.User) + ":" + cmd.Entry.String()
+	return s.run(ctx, cmd.User, cmd.Meta.IdempotencyKey, nil, func(p *Profile) ([]Event, error) {
+		return DecideHideEntry(p, cmd)
+	})
 }
 
 // Profile returns a copy of the user's profile, reading what the stream
 // gained since this service last looked.
 func (s *ProfileService) Profile(ctx context.Context, user UserID) (Profile, WriteResult, error) {
 	stream := ProfileStream(user)
-	agg := s.streams.get(stream)
+	agg := s.streams.acquire(stream)
+	defer s.streams.release(stream, agg)
 	agg.mu.Lock()
 	defer agg.mu.Unlock()
 	if err := s.streams.catchUp(ctx, stream, agg); err != nil {
@@ -87,12 +122,6 @@ func (s *ProfileService) Profile(ctx context.Context, user UserID) (Profile, Wri
 
 func (s *ProfileService) run(ctx context.Context, user UserID, idemKey string, pre Precondition, decide func(*Profile) ([]Event, error)) (WriteResult, error) {
 	stream := ProfileStream(user)
-	agg := s.streams.get(stream)
-	agg.mu.Lock()
-	defer agg.mu.Unlock()
-	if err := s.streams.load(ctx, stream, agg); err != nil {
-		return WriteResult{}, err
-	}
 	var check func(*aggregate[Profile]) error
 	if pre != nil {
 		lookedOnce := false
@@ -110,5 +139,5 @@ func (s *ProfileService) run(ctx context.Context, user UserID, idemKey string, p
 			return nil
 		}
 	}
-	return s.streams.run(ctx, stream, idemKey, agg, check, decide)
+	return s.streams.submit(ctx, stream, &command[Profile]{idemKey: idemKey, check: check, decide: decide})
 }

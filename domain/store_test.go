@@ -9,7 +9,7 @@ import (
 
 // openStore opens a real bolt store and keyring in a temporary directory,
 // closed when the test ends.
-func openStore(t *testing.T) (*bolt.Store, *bolt.Keyring) {
+func openStore(t testing.TB) (*bolt.Store, *bolt.Keyring) {
 	t.Helper()
 	dir := t.TempDir()
 	store, err := bolt.Open(filepath.Join(dir, "events.db"), bolt.Options{})

@@ -41,7 +41,15 @@ type testService struct {
 // Stop shuts the service down, as a restart would; it is safe to call twice.
 func (ts *testService) Stop() { ts.once.Do(ts.stop) }
 
+// serviceOption changes the server's configuration before it is built. An
+// option that sets Profiles (withWritePolicy) also decides the room
+// service's and the eraser's policy: they are built from it.
 type serviceOption func(*pshttp.Config)
+
+// withWritePolicy serves under policy instead of domain.DefaultPolicy.
+func withWritePolicy(policy domain.WritePolicy) serviceOption {
+	return func(c *pshttp.Config) { c.Profiles = domain.NewProfileService(c.Store, c.Sealer, policy) }
+}
 
 func newTestService(t testing.TB, opts ...serviceOption) *testService {
 	t.Helper()
@@ -85,15 +93,18 @@ func newTestServiceIn(t testing.TB, dir string, opts ...serviceOption) *testServ
 	if err != nil {
 		t.Fatal(err)
 	}
-	profiles := domain.NewProfileService(store, sealer, domain.DefaultLimits)
 	cfg := pshttp.Config{
-		Store: store, Profiles: profiles, Eraser: domain.NewEraser(keys, sealer, profiles), Runner: runner,
-		ProfileView: views, Names: names, Stats: stats, Sealer: sealer, Auth: auth, Logger: log, WriteRate: 1000, WriteBurst: 1000,
-		RoomService: domain.NewRoomService(store, sealer, domain.DefaultLimits, profiles), RoomView: roomViews,
+		Store: store, Runner: runner, ProfileView: views, Names: names, Stats: stats, Sealer: sealer,
+		Auth: auth, Logger: log, WriteRate: 1000, WriteBurst: 1000, RoomView: roomViews,
 	}
 	for _, o := range opts {
 		o(&cfg)
 	}
+	if cfg.Profiles == nil {
+		cfg.Profiles = domain.NewProfileService(store, sealer, domain.DefaultPolicy)
+	}
+	cfg.Eraser = domain.NewEraser(keys, sealer, cfg.Profiles)
+	cfg.RoomService = domain.NewRoomService(store, sealer, cfg.Profiles.Policy(), cfg.Profiles)
 	srv := pshttp.NewServer(cfg)
 	ts.server = httptest.NewServer(srv.Handler())
 	ts.URL = ts.server.URL

@@ -6,31 +6,33 @@ import (
 
 	"github.com/profilestore/profilestore/domain"
 	"github.com/profilestore/profilestore/eventstore"
+	"github.com/profilestore/profilestore/projections"
 )
 
-// handleErase erases a user's profile data: admins erase anyone, users
-// themselves (when deactivating). The answer is the same whether or not
-// there was anything to erase.
+// handleErase erases a user's profile data (the domain says who may). The
+// answer is the same whether or not there was anything to erase.
 func (s *Server) handleErase(w http.ResponseWriter, r *http.Request) {
 	user, err := userVar(r)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
-	id, _ := identity(r)
-	if id.User != user && !id.Admin {
-		s.writeError(w, r, domain.Errorf(domain.ErrCodeForbidden, "Only an admin or the user may erase a profile"))
-		return
-	}
 	if s.cfg.Eraser == nil {
 		s.writeError(w, r, domain.Errorf(domain.ErrCodeForbidden, "Erasure is not enabled on this server"))
 		return
 	}
+	inRooms, err := s.hasRoomEntries(r, user)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	id, _ := identity(r)
 	source := "client"
 	if id.Admin && id.User != user {
 		source = "admin"
 	}
-	res, err := s.cfg.Eraser.Erase(r.Context(), user, domain.Metadata{OccurredAt: time.Now().UTC(), Actor: id.User, Source: source})
+	res, err := s.cfg.Eraser.Erase(r.Context(), domain.EraseProfile{User: user, Actor: actor(r), InRooms: inRooms,
+		Meta: domain.Metadata{OccurredAt: time.Now().UTC(), Actor: id.User, Source: source}})
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -40,9 +42,22 @@ func (s *Server) handleErase(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]bool{"erased": true})
 }
 
+// hasRoomEntries reports whether any room holds an entry of user (once the
+// room view has caught up), for erasure of users without a profile stream.
+func (s *Server) hasRoomEntries(r *http.Request, user domain.UserID) (bool, error) {
+	if s.cfg.RoomView == nil {
+		return false, nil
+	}
+	if err := s.waitForPosition(r); err != nil {
+		return false, err
+	}
+	page, err := s.cfg.RoomView.UserHistory(user, projections.HistoryQuery{Viewer: projections.Viewer{Admin: true}, Limit: 1, Backwards: true})
+	return len(page.Entries) > 0, err
+}
+
 // handleHide hides an entry of a user's history (a deadname, say) from
-// everyone but admins and the rooms' moderators: the user themself or an
-// admin may. Hiding is itself an event; hiding twice appends nothing.
+// everyone but admins and the rooms' moderators. Hiding is itself an event;
+// hiding twice appends nothing.
 func (s *Server) handleHide(w http.ResponseWriter, r *http.Request) {
 	user, err := userVar(r)
 	if err != nil {
@@ -59,34 +74,17 @@ func (s *Server) handleHide(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, domain.Errorf(domain.ErrCodeInvalidParam, "%q is not a position token", tok))
 		return
 	}
-	id, _ := identity(r)
-	if id.User != user && !id.Admin {
-		s.writeError(w, r, domain.Errorf(domain.ErrCodeForbidden, "Only the user or an admin may hide the user's entries"))
-		return
-	}
-	if s.cfg.RoomView == nil {
-		s.writeError(w, r, domain.Errorf(domain.ErrCodeNotFound, "No history is kept here"))
-		return
-	}
+	// The history must show every acknowledged write before the domain
+	// looks the entry up in it.
 	if err := s.waitForPosition(r); err != nil {
 		s.writeError(w, r, err)
 		return
 	}
-	found, hidden := s.cfg.RoomView.UserEntry(user, pos)
-	if !found {
-		s.writeError(w, r, domain.Errorf(domain.ErrCodeNotFound, "No entry of %s's history is at %s", user, tok))
-		return
+	var history domain.UserHistory
+	if s.cfg.RoomView != nil {
+		history = s.cfg.RoomView
 	}
-	var res domain.WriteResult
-	if hidden {
-		_, res, err = s.cfg.Profiles.Profile(r.Context(), user)
-	} else {
-		meta := s.meta(r)
-		meta.IdempotencyKey = "hide:" + string(user) + ":" + pos.String()
-		res, err = s.cfg.Profiles.Append(r.Context(), user, meta.IdempotencyKey, func(*domain.Profile) ([]domain.Event, error) {
-			return []domain.Event{{Type: domain.TypeEntryHidden, User: user, Hidden: pos, Meta: meta}}, nil
-		})
-	}
+	res, err := s.cfg.Profiles.HideEntry(r.Context(), domain.HideEntry{User: user, Entry: pos, Actor: actor(r), Meta: s.meta(r)}, history)
 	if err != nil {
 		s.writeError(w, r, err)
 		return

@@ -33,7 +33,7 @@ func (s *Server) handleVersions(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleCapabilities(w http.ResponseWriter, r *http.Request) {
-	p := s.cfg.ProfileFields
+	p := s.cfg.Profiles.Policy().Fields
 	fields := map[string]any{"enabled": !p.Disabled}
 	if p.Allowed != nil {
 		fields["allowed"] = p.Allowed
@@ -150,8 +150,8 @@ type profileWrite struct {
 	pre  domain.Precondition
 }
 
-// writeTarget validates a profile write's path, caller, policy and
-// propagation and If-Match parameters.
+// writeTarget reads a profile write's path, propagation and If-Match
+// parameters; who may write is the domain's to decide.
 func (s *Server) writeTarget(r *http.Request) (profileWrite, error) {
 	var pw profileWrite
 	var err error
@@ -163,13 +163,6 @@ func (s *Server) writeTarget(r *http.Request) (profileWrite, error) {
 	}
 	if err := domain.ValidateKeyName(pw.key); err != nil {
 		return pw, err
-	}
-	id, _ := identity(r)
-	if id.User != pw.user && !id.Admin {
-		return pw, domain.Errorf(domain.ErrCodeForbidden, "You may only change your own profile")
-	}
-	if !s.cfg.ProfileFields.Permits(pw.key) {
-		return pw, domain.Errorf(domain.ErrCodeForbidden, "Changing %s is not permitted on this server", pw.key)
 	}
 	if pw.prop, err = s.propagation(r); err != nil {
 		return pw, err
@@ -214,6 +207,12 @@ func (s *Server) propagation(r *http.Request) (domain.Propagation, error) {
 	return s.cfg.DefaultPropagation, nil
 }
 
+// actor is who the request acts as, for the domain's write policy.
+func actor(r *http.Request) domain.Actor {
+	id, _ := identity(r)
+	return domain.Actor{User: id.User, Admin: id.Admin}
+}
+
 func (s *Server) meta(r *http.Request) domain.Metadata {
 	id, _ := identity(r)
 	source := "client"
@@ -237,7 +236,7 @@ func (s *Server) readJSONObject(w http.ResponseWriter, r *http.Request) (map[str
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes))
 	var tooBig *http.MaxBytesError
 	if errors.As(err, &tooBig) {
-		return nil, domain.Errorf(domain.ErrCodeTooLarge, "The request body is larger than %d bytes", s.cfg.MaxBodyBytes)
+		return nil, bodyTooLargeError{domain.Errorf(domain.ErrCodeTooLarge, "The request body is larger than %d bytes", s.cfg.MaxBodyBytes)}
 	}
 	if err != nil {
 		return nil, domain.Errorf(domain.ErrCodeNotJSON, "Could not read the request body")
@@ -273,7 +272,7 @@ func (s *Server) handlePutProfileField(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	start := time.Now()
-	res, err := s.cfg.Profiles.SetField(r.Context(), domain.SetField{User: pw.user, Key: pw.key, Value: value, PropagateTo: pw.prop, Meta: s.meta(r)}, pw.pre)
+	res, err := s.cfg.Profiles.SetField(r.Context(), domain.SetField{User: pw.user, Key: pw.key, Value: value, PropagateTo: pw.prop, Actor: actor(r), Meta: s.meta(r)}, pw.pre)
 	s.finishProfileWrite(w, r, start, res, err)
 }
 
@@ -284,9 +283,15 @@ func (s *Server) handleDeleteProfileField(w http.ResponseWriter, r *http.Request
 		return
 	}
 	start := time.Now()
-	res, err := s.cfg.Profiles.DeleteField(r.Context(), domain.DeleteField{User: pw.user, Key: pw.key, PropagateTo: pw.prop, Meta: s.meta(r)}, pw.pre)
+	res, err := s.cfg.Profiles.DeleteField(r.Context(), domain.DeleteField{User: pw.user, Key: pw.key, PropagateTo: pw.prop, Actor: actor(r), Meta: s.meta(r)}, pw.pre)
 	s.finishProfileWrite(w, r, start, res, err)
 }
+
+// Limits of the user directory search.
+const (
+	defaultDirectoryResults = 10
+	maxDirectoryResults     = 50
+)
 
 type directoryResult struct {
 	UserID      domain.UserID `json:"user_id"`
@@ -306,18 +311,21 @@ func (s *Server) handleDirectorySearch(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, domain.Errorf(domain.ErrCodeMissingParam, "search_term is required"))
 		return
 	}
-	if err := json.Unmarshal(rawTerm, &term); err != nil {
+	if err := json.Unmarshal(rawTerm, &term); err != nil || string(rawTerm) == "null" {
 		s.writeError(w, r, domain.Errorf(domain.ErrCodeInvalidParam, "search_term must be a string"))
 		return
 	}
-	limit := 10
+	// limit is optional; given, it is a positive integer (null or -1 would
+	// otherwise read as the default or as 0). Above the cap it is capped,
+	// as Synapse does.
+	limit := defaultDirectoryResults
 	if rawLimit, ok := obj["limit"]; ok {
-		if err := json.Unmarshal(rawLimit, &limit); err != nil {
-			s.writeError(w, r, domain.Errorf(domain.ErrCodeInvalidParam, "limit must be an integer"))
+		if err := json.Unmarshal(rawLimit, &limit); err != nil || string(rawLimit) == "null" || limit < 1 {
+			s.writeError(w, r, domain.Errorf(domain.ErrCodeInvalidParam, "limit must be a positive integer"))
 			return
 		}
 	}
-	limit = min(max(limit, 0), 50)
+	limit = min(limit, maxDirectoryResults)
 	if err := s.waitForPosition(r); err != nil {
 		s.writeError(w, r, err)
 		return

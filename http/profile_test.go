@@ -84,7 +84,7 @@ func TestMatrixProfileVectors(t *testing.T) {
 		{"displayname too long", "PUT", p + "@alice:example.com/displayname", A, `{"displayname":"` + strings.Repeat("n", 257) + `"}`, 400, "M_TOO_LARGE", "", false, nil},
 		{"avatar not mxc", "PUT", p + "@alice:example.com/avatar_url", A, `{"avatar_url":"https://x/y"}`, 400, "M_INVALID_PARAM", "", false, nil},
 		{"encoded user id", "GET", p + "%40alice%3Aexample.com/displayname", "", "", 200, "", `{"displayname":"Alice"}`, false, nil},
-		{"body over the cap", "PUT", p + "@alice:example.com/org.example.big", A, `{"org.example.big":"` + strings.Repeat("x", 300<<10) + `"}`, 400, "M_TOO_LARGE", "", false, nil},
+		{"body over the cap", "PUT", p + "@alice:example.com/org.example.big", A, `{"org.example.big":"` + strings.Repeat("x", 300<<10) + `"}`, 413, "M_TOO_LARGE", "", false, nil},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -150,7 +150,7 @@ func assertJSONEqual(t *testing.T, got []byte, want string) {
 }
 
 func TestProfileFieldsCapabilityDisabled(t *testing.T) {
-	ts := newTestService(t, func(c *pshttp.Config) { c.ProfileFields = pshttp.ProfileFieldsPolicy{Disabled: true} })
+	ts := newTestService(t, withWritePolicy(domain.WritePolicy{Limits: domain.DefaultLimits, Fields: domain.ProfileFields{Disabled: true}}))
 	A := ts.tokens[alice]
 	r := ts.do("PUT", "/_matrix/client/v3/profile/@alice:example.com/displayname", A, `{"displayname":"X"}`)
 	if r.Status != 403 || r.errcode(t) != "M_FORBIDDEN" {

@@ -53,15 +53,6 @@ func userVar(r *http.Request) (domain.UserID, error) {
 	return domain.ParseHistoricalUserID(raw)
 }
 
-// requireAdmin guards the membership and room-settings writes, which mirror
-// what a homeserver decided; appservices get them with their own issue.
-func requireAdmin(r *http.Request) error {
-	if id, _ := identity(r); !id.Admin {
-		return domain.Errorf(domain.ErrCodeForbidden, "Only server administrators may change memberships and room settings here")
-	}
-	return nil
-}
-
 // memberJSON is a member in the profilestore shape.
 type memberJSON struct {
 	UserID      domain.UserID `json:"user_id"`
@@ -306,9 +297,6 @@ func (s *Server) handlePutMembership(w http.ResponseWriter, r *http.Request) {
 	if err == nil {
 		user, err = userVar(r)
 	}
-	if err == nil {
-		err = requireAdmin(r)
-	}
 	var obj map[string]json.RawMessage
 	if err == nil {
 		obj, err = s.readJSONObject(w, r)
@@ -317,7 +305,7 @@ func (s *Server) handlePutMembership(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	cmd := domain.ChangeMembership{Room: room, User: user, Meta: s.meta(r)}
+	cmd := domain.ChangeMembership{Room: room, User: user, Actor: actor(r), Meta: s.meta(r)}
 	if err := json.Unmarshal(obj["membership"], &cmd.Membership); err != nil || cmd.Membership == "" {
 		s.writeError(w, r, domain.Errorf(domain.ErrCodeMissingParam, "membership (join, invite, leave, kick, ban) is required"))
 		return
@@ -343,8 +331,8 @@ func (s *Server) finishRoomWrite(w http.ResponseWriter, r *http.Request, res dom
 	writeJSON(w, http.StatusOK, struct{}{})
 }
 
-// memberProfileTarget validates a per-room profile write: the user
-// themself (or an admin), a room field.
+// memberProfileTarget reads a per-room profile write's room, user and field
+// (displayname or avatar_url).
 func (s *Server) memberProfileTarget(r *http.Request) (domain.RoomID, domain.UserID, string, error) {
 	room, err := roomVar(r)
 	if err != nil {
@@ -360,12 +348,6 @@ func (s *Server) memberProfileTarget(r *http.Request) (domain.RoomID, domain.Use
 	}
 	if field != domain.KeyDisplayName && field != domain.KeyAvatarURL {
 		return "", "", "", domain.Errorf(domain.ErrCodeInvalidParam, "Only displayname and avatar_url can differ per room")
-	}
-	if id, _ := identity(r); id.User != user && !id.Admin {
-		return "", "", "", domain.Errorf(domain.ErrCodeForbidden, "You may only change your own profile")
-	}
-	if !s.cfg.ProfileFields.Permits(field) {
-		return "", "", "", domain.Errorf(domain.ErrCodeForbidden, "Changing %s is not permitted on this server", field)
 	}
 	return room, user, field, nil
 }
@@ -391,7 +373,7 @@ func (s *Server) handlePutMemberProfile(w http.ResponseWriter, r *http.Request) 
 		s.writeError(w, r, domain.Errorf(domain.ErrCodeInvalidParam, "%s must be a string", field))
 		return
 	}
-	res, err := s.cfg.RoomService.SetMemberProfile(r.Context(), domain.SetMemberProfile{Room: room, User: user, Field: field, Value: value, Meta: s.meta(r)})
+	res, err := s.cfg.RoomService.SetMemberProfile(r.Context(), domain.SetMemberProfile{Room: room, User: user, Field: field, Value: value, Actor: actor(r), Meta: s.meta(r)})
 	s.finishRoomWrite(w, r, res, err)
 }
 
@@ -401,16 +383,13 @@ func (s *Server) handleDeleteMemberProfile(w http.ResponseWriter, r *http.Reques
 		s.writeError(w, r, err)
 		return
 	}
-	res, err := s.cfg.RoomService.ClearMemberProfile(r.Context(), domain.ClearMemberProfile{Room: room, User: user, Field: field, Meta: s.meta(r)})
+	res, err := s.cfg.RoomService.ClearMemberProfile(r.Context(), domain.ClearMemberProfile{Room: room, User: user, Field: field, Actor: actor(r), Meta: s.meta(r)})
 	s.finishRoomWrite(w, r, res, err)
 }
 
-// adminRoomBody reads {roomId} and the JSON object body of an admin-only room write.
-func (s *Server) adminRoomBody(w http.ResponseWriter, r *http.Request) (domain.RoomID, map[string]json.RawMessage, error) {
+// roomSettingsBody reads {roomId} and the JSON object body of a room-settings write.
+func (s *Server) roomSettingsBody(w http.ResponseWriter, r *http.Request) (domain.RoomID, map[string]json.RawMessage, error) {
 	room, err := roomVar(r)
-	if err == nil {
-		err = requireAdmin(r)
-	}
 	var obj map[string]json.RawMessage
 	if err == nil {
 		obj, err = s.readJSONObject(w, r)
@@ -419,7 +398,7 @@ func (s *Server) adminRoomBody(w http.ResponseWriter, r *http.Request) (domain.R
 }
 
 func (s *Server) handlePutHistoryVisibility(w http.ResponseWriter, r *http.Request) {
-	room, obj, err := s.adminRoomBody(w, r)
+	room, obj, err := s.roomSettingsBody(w, r)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -429,12 +408,12 @@ func (s *Server) handlePutHistoryVisibility(w http.ResponseWriter, r *http.Reque
 		s.writeError(w, r, domain.Errorf(domain.ErrCodeMissingParam, "history_visibility is required"))
 		return
 	}
-	res, err := s.cfg.RoomService.SetHistoryVisibility(r.Context(), domain.SetHistoryVisibility{Room: room, Visibility: vis, Meta: s.meta(r)})
+	res, err := s.cfg.RoomService.SetHistoryVisibility(r.Context(), domain.SetHistoryVisibility{Room: room, Visibility: vis, Actor: actor(r), Meta: s.meta(r)})
 	s.finishRoomWrite(w, r, res, err)
 }
 
 func (s *Server) handlePutPowerLevels(w http.ResponseWriter, r *http.Request) {
-	room, obj, err := s.adminRoomBody(w, r)
+	room, obj, err := s.roomSettingsBody(w, r)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -449,6 +428,6 @@ func (s *Server) handlePutPowerLevels(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
-	res, err := s.cfg.RoomService.SetPowerLevels(r.Context(), domain.SetPowerLevels{Room: room, PowerLevels: pl, Meta: s.meta(r)})
+	res, err := s.cfg.RoomService.SetPowerLevels(r.Context(), domain.SetPowerLevels{Room: room, PowerLevels: pl, Actor: actor(r), Meta: s.meta(r)})
 	s.finishRoomWrite(w, r, res, err)
 }

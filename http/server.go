@@ -1,7 +1,9 @@
 // Package http serves profilestore over HTTP: the Matrix client profile API,
-// profilestore's own routes, health and metrics. It only translates between
-// HTTP and the domain; it imports net/http itself, so callers alias one of
-// the two.
+// the application-service API a homeserver calls, profilestore's own routes,
+// the change feed, the moderator console, health and metrics. It only
+// translates: handlers parse a request, call the domain (which decides who
+// may write what) or a view, and map errors to Matrix errors. It imports
+// net/http itself, so callers alias one of the two.
 package http
 
 import (
@@ -52,8 +54,6 @@ type Config struct {
 
 	// DefaultPropagation applies when a request names none (default unchanged).
 	DefaultPropagation domain.Propagation
-	// ProfileFields is the m.profile_fields capability: which keys users may change.
-	ProfileFields ProfileFieldsPolicy
 	// RequireAuthForProfile makes profile reads need an access token.
 	RequireAuthForProfile bool
 	// WriteRate and WriteBurst limit writes per user (per second); 0 disables.
@@ -71,6 +71,9 @@ type Config struct {
 	// (default 15 s).
 	FeedHeartbeat time.Duration
 
+	// Appservice, if set, is served on /_matrix/app/v1 to the homeserver
+	// (http/appservice.go).
+	Appservice Appservice
 	// Supplier, if set, adds appservice supplements (MSC4337) to every
 	// client profile read.
 	Supplier ProfileSupplier
@@ -85,34 +88,6 @@ type Config struct {
 // its own deadline and never fails a read.
 type ProfileSupplier interface {
 	Supplement(ctx context.Context, user domain.UserID, key string, requester domain.UserID) map[string]json.RawMessage
-}
-
-// ProfileFieldsPolicy says which profile keys users may change.
-type ProfileFieldsPolicy struct {
-	Disabled   bool     `yaml:"disabled"`
-	Allowed    []string `yaml:"allowed"`
-	Disallowed []string `yaml:"disallowed"`
-}
-
-// Permits reports whether the key may be changed.
-func (p ProfileFieldsPolicy) Permits(key string) bool {
-	if p.Disabled {
-		return false
-	}
-	if p.Allowed != nil {
-		for _, k := range p.Allowed {
-			if k == key {
-				return true
-			}
-		}
-		return false
-	}
-	for _, k := range p.Disallowed {
-		if k == key {
-			return false
-		}
-	}
-	return true
 }
 
 // Server is profilestore's HTTP server.
@@ -162,9 +137,6 @@ func NewServer(cfg Config) *Server {
 
 // Handler returns the server's handler, for tests that serve it themselves.
 func (s *Server) Handler() http.Handler { return s.handler }
-
-// Router lets other packages' routes (appservice, console) join the server.
-func (s *Server) Router() *mux.Router { return s.router }
 
 // Open starts listening on the configured address.
 func (s *Server) Open() error {
@@ -244,6 +216,7 @@ func (s *Server) routes() {
 	}
 	ps.HandleFunc("/users/{userId}/history/{position}/hide", s.authed(s.limited(s.handleHide))).Methods(http.MethodPost)
 	s.roomRoutes()
+	s.appserviceRoutes()
 
 	r.HandleFunc("/health", s.handleHealth).Methods(http.MethodGet)
 	r.HandleFunc("/ready", s.handleReady).Methods(http.MethodGet)
@@ -358,6 +331,9 @@ func (s *Server) authenticate(r *http.Request) (Identity, error) {
 	token, ok := bearerToken(r)
 	if !ok {
 		return Identity{}, domain.Errorf(domain.ErrCodeMissingToken, "Missing access token")
+	}
+	if err := tokenConflict(r); err != nil {
+		return Identity{}, err
 	}
 	if s.cfg.Auth == nil {
 		return Identity{}, domain.Errorf(domain.ErrCodeUnknownToken, "No access tokens are configured")

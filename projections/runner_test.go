@@ -38,7 +38,7 @@ func openFixture(t *testing.T, dir string) *fixture {
 		t.Fatal(err)
 	}
 	sealer := domain.NewSealer(keys)
-	f := &fixture{dir: dir, store: store, keys: keys, sealer: sealer, service: domain.NewProfileService(store, sealer, domain.DefaultLimits)}
+	f := &fixture{dir: dir, store: store, keys: keys, sealer: sealer, service: domain.NewProfileService(store, sealer, domain.DefaultPolicy)}
 	t.Cleanup(func() { keys.Close(); store.Close() })
 	return f
 }
@@ -53,7 +53,7 @@ func (f *fixture) runner(t *testing.T, views *projections.Profiles) *projections
 func (f *fixture) setName(t *testing.T, user domain.UserID, name string) domain.WriteResult {
 	t.Helper()
 	v, _ := json.Marshal(name)
-	res, err := f.service.SetField(context.Background(), domain.SetField{User: user, Key: "displayname", Value: v, Meta: domain.Metadata{OccurredAt: time.Now()}}, nil)
+	res, err := f.service.SetField(context.Background(), domain.SetField{User: user, Actor: domain.ServerActor, Key: "displayname", Value: v, Meta: domain.Metadata{OccurredAt: time.Now()}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

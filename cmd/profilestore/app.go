@@ -2,12 +2,10 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"path/filepath"
 
 	"github.com/profilestore/profilestore/domain"
 	"github.com/profilestore/profilestore/eventstore"
-	"github.com/profilestore/profilestore/eventstore/bolt"
 	pshttp "github.com/profilestore/profilestore/http"
 	"github.com/profilestore/profilestore/projections"
 	"github.com/sirupsen/logrus"
@@ -43,13 +41,8 @@ func openApp(ctx context.Context, cfg Config, log *logrus.Logger) (*app, error) 
 	var err error
 	switch cfg.Store {
 	case "bolt":
-		a.store, err = bolt.Open(filepath.Join(cfg.DataDir, "events.db"), bolt.Options{Logger: log})
-		if err != nil {
-			return nil, inUse(cfg.DataDir, fmt.Errorf("open event store: %w", err))
-		}
-		if a.keyring, err = bolt.OpenKeyring(filepath.Join(cfg.DataDir, "keys.db")); err != nil {
-			a.close()
-			return nil, inUse(cfg.DataDir, fmt.Errorf("open keyring: %w", err))
+		if a.store, a.keyring, err = openBolt(cfg.DataDir, log); err != nil {
+			return nil, err
 		}
 	default:
 		// openESDB says which of the two failed.
@@ -58,12 +51,15 @@ func openApp(ctx context.Context, cfg Config, log *logrus.Logger) (*app, error) 
 		}
 	}
 	a.sealer = domain.NewSealer(a.keyring)
-	a.profiles = domain.NewProfileService(a.store, a.sealer, domain.Limits{
-		MaxDisplayNameChars: cfg.Profile.MaxDisplayNameChars,
-		MaxAvatarURLBytes:   cfg.Profile.MaxAvatarURLBytes,
+	a.profiles = domain.NewProfileService(a.store, a.sealer, domain.WritePolicy{
+		Limits: domain.Limits{
+			MaxDisplayNameChars: cfg.Profile.MaxDisplayNameChars,
+			MaxAvatarURLBytes:   cfg.Profile.MaxAvatarURLBytes,
+		},
+		Fields: cfg.Profile.Fields,
 	})
 	a.eraser = domain.NewEraser(a.keyring, a.sealer, a.profiles)
-	a.rooms = domain.NewRoomService(a.store, a.sealer, a.profiles.Limits(), a.profiles)
+	a.rooms = domain.NewRoomService(a.store, a.sealer, a.profiles.Policy(), a.profiles)
 	a.views = projections.NewProfiles()
 	a.names = projections.NewNameIndex()
 	a.stats = projections.NewActivity()
@@ -106,19 +102,15 @@ func (a *app) server(auth pshttp.Authenticator) (*pshttp.Server, error) {
 		Auth:                  auth,
 		Logger:                a.log,
 		DefaultPropagation:    a.cfg.Profile.DefaultPropagation,
-		ProfileFields:         a.cfg.Profile.Fields,
 		RequireAuthForProfile: a.cfg.Profile.RequireAuth,
 		WriteRate:             a.cfg.RateLimit.WritesPerSecond,
 		WriteBurst:            a.cfg.RateLimit.Burst,
 		ApplyWait:             a.cfg.ApplyWait,
 	}
-	addRoutes, err := a.withAppservice(&cfg)
-	if err != nil {
+	if err := a.withAppservice(&cfg); err != nil {
 		return nil, err
 	}
-	srv := pshttp.NewServer(cfg)
-	addRoutes(srv)
-	return srv, nil
+	return pshttp.NewServer(cfg), nil
 }
 
 func (a *app) close() {

@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/profilestore/profilestore/domain"
-	pshttp "github.com/profilestore/profilestore/http"
 	"github.com/sirupsen/logrus"
 	"gopkg.in/yaml.v3"
 )
@@ -58,11 +57,11 @@ type AuthConfig struct {
 
 // ProfileConfig holds profile write rules.
 type ProfileConfig struct {
-	DefaultPropagation  domain.Propagation         `yaml:"default_propagation"`
-	MaxDisplayNameChars int                        `yaml:"max_displayname_chars"`
-	MaxAvatarURLBytes   int                        `yaml:"max_avatar_url_bytes"`
-	RequireAuth         bool                       `yaml:"require_auth"`
-	Fields              pshttp.ProfileFieldsPolicy `yaml:"fields"`
+	DefaultPropagation  domain.Propagation   `yaml:"default_propagation"`
+	MaxDisplayNameChars int                  `yaml:"max_displayname_chars"`
+	MaxAvatarURLBytes   int                  `yaml:"max_avatar_url_bytes"`
+	RequireAuth         bool                 `yaml:"require_auth"`
+	Fields              domain.ProfileFields `yaml:"fields"`
 }
 
 // FeedConfig configures the change feed and the stats endpoint.

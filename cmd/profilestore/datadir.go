@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 
 	"github.com/profilestore/profilestore/eventstore/bolt"
 	"github.com/sirupsen/logrus"
@@ -55,6 +56,51 @@ func makeDataDir(dir string, say func(string)) error {
 func inUse(dir string, err error) error {
 	if errors.Is(err, bolt.ErrInUse) {
 		return fmt.Errorf("data directory %s is in use by a running profilestore (stop it, or use `profilestore backup` for a copy)", dir)
+	}
+	return err
+}
+
+// openBolt opens a data directory's log and keyring and checks that they
+// belong together (bolt.Bind): a missing or foreign keys.db would make every
+// profile read as erased, and a rebuild would erase the views for good.
+func openBolt(dir string, log *logrus.Logger) (*bolt.Store, *bolt.Keyring, error) {
+	store, err := bolt.Open(filepath.Join(dir, "events.db"), bolt.Options{Logger: log})
+	if err != nil {
+		return nil, nil, inUse(dir, fmt.Errorf("open event store: %w", err))
+	}
+	keysPath := filepath.Join(dir, "keys.db")
+	head, err := store.Head(context.Background())
+	if err != nil {
+		store.Close()
+		return nil, nil, err
+	}
+	if _, err := os.Stat(keysPath); errors.Is(err, os.ErrNotExist) && !head.IsStart() {
+		store.Close()
+		return nil, nil, keyringError(dir, fmt.Errorf("%w: %s does not exist", bolt.ErrKeyringMissing, keysPath))
+	}
+	keys, err := bolt.OpenKeyring(keysPath)
+	if err != nil {
+		store.Close()
+		return nil, nil, inUse(dir, fmt.Errorf("open keyring: %w", err))
+	}
+	if err := bolt.Bind(store, keys); err != nil {
+		keys.Close()
+		store.Close()
+		return nil, nil, keyringError(dir, err)
+	}
+	return store, keys, nil
+}
+
+// keyringError says what a refused keyring means and how to recover.
+func keyringError(dir string, err error) error {
+	const restore = "Restore the keys.db that was backed up together with this events.db " +
+		"(profilestore backup copies both; docs/OPERATIONS.md), then start again. " +
+		"Nothing was changed."
+	switch {
+	case errors.Is(err, bolt.ErrKeyringMissing):
+		return fmt.Errorf("data directory %s: the keyring keys.db is missing (%v). Without it no name, avatar or field in the log can be read, so profilestore will not start on it. %s", dir, err, restore)
+	case errors.Is(err, bolt.ErrKeyringForeign):
+		return fmt.Errorf("data directory %s: keys.db is not the keyring of this events.db (%v); the values in the log cannot be opened with it. %s", dir, err, restore)
 	}
 	return err
 }

@@ -123,15 +123,20 @@ func translateHidden(data []byte, newPos map[string]string) ([]byte, error) {
 
 func importCommand(load loader) *cobra.Command {
 	var keyring string
+	var allowUnreadable bool
 	cmd := &cobra.Command{
 		Use:   "import [file]",
 		Short: "Append an NDJSON export to an empty store (stop the server first)",
 		Long: `Read an export (a file, or standard input when the file is "-" or
 absent) into the store of an empty data directory, then build the views.
 The values in an export are sealed with the source's per-user keys: give
---keyring the source's keys.db (a copy, taken while the source was stopped)
-and it is copied into the new data directory first. Users erased before the
-export stay erased.`,
+--keyring the source's keys.db (from a backup, or a copy taken while the
+source was stopped) and it is copied into the new data directory first.
+Users erased before the export stay erased.
+
+Before appending anything, import checks that every sealed value in the
+export can be opened with the keyring (or was erased), and refuses
+otherwise; --allow-unreadable imports such values anyway, unreadable.`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cfg, log, err := load()
@@ -141,26 +146,65 @@ export stay erased.`,
 			if err := requireDataDir(cfg.DataDir); err != nil {
 				return err
 			}
+			ctx := context.Background()
+			path := ""
+			if len(args) == 1 && args[0] != "-" {
+				path = args[0]
+			} else {
+				// The export is read twice (the key check, then the
+				// import): standard input is kept in the data directory
+				// meanwhile.
+				if path, err = spool(cmd.InOrStdin(), cfg.DataDir); err != nil {
+					return err
+				}
+				defer os.Remove(path)
+			}
+			in, err := os.Open(path)
+			if err != nil {
+				return err
+			}
+			defer in.Close()
+			// Files this import creates are removed again if it refuses, so
+			// that it can be run again as it is, with the right flags.
+			var created []string
+			for _, name := range []string{"events.db", "keys.db"} {
+				if _, err := os.Stat(filepath.Join(cfg.DataDir, name)); errors.Is(err, os.ErrNotExist) {
+					created = append(created, filepath.Join(cfg.DataDir, name))
+				}
+			}
 			if keyring != "" && cfg.Store == "bolt" {
 				if err := copyKeyring(keyring, filepath.Join(cfg.DataDir, "keys.db")); err != nil {
 					return err
 				}
 			}
-			var in io.Reader = cmd.InOrStdin()
-			if len(args) == 1 && args[0] != "-" {
-				f, err := os.Open(args[0])
-				if err != nil {
-					return err
-				}
-				defer f.Close()
-				in = f
-			}
-			ctx := context.Background()
 			a, err := openExisting(ctx, cfg, log)
 			if err != nil {
 				return err
 			}
 			defer a.close()
+			if head, err := a.store.Head(ctx); err != nil {
+				return err
+			} else if !head.IsStart() {
+				return errors.New("import: the store is not empty; import into a new data directory")
+			}
+			bad, err := checkExportKeys(ctx, in, a.keyring)
+			if err != nil {
+				return err
+			}
+			if bad.values > 0 && !allowUnreadable {
+				a.close()
+				for _, f := range created {
+					os.Remove(f)
+				}
+				hint := "give the source's keys.db with --keyring"
+				if keyring != "" {
+					hint = "the keyring given with --keyring is not the one of this export; give the keys.db backed up with it"
+				}
+				return fmt.Errorf("import: %s: %s (--allow-unreadable imports them unreadable). Nothing was imported", bad, hint)
+			}
+			if _, err := in.Seek(0, io.SeekStart); err != nil {
+				return err
+			}
 			n, err := importLog(ctx, a.store, in)
 			if err != nil {
 				return err
@@ -168,12 +212,54 @@ export stay erased.`,
 			if err := a.runner.Rebuild(ctx, progressReporter("building projections")); err != nil {
 				return err
 			}
+			if bad.values > 0 {
+				fmt.Fprintf(cmd.ErrOrStderr(), "imported with --allow-unreadable: %s\n", bad)
+			}
 			fmt.Fprintf(cmd.OutOrStdout(), "imported %d events; views at position %s\n", n, a.runner.Checkpoint())
 			return nil
 		},
 	}
 	cmd.Flags().StringVar(&keyring, "keyring", "", "the source's keys.db, copied into the new data directory")
+	cmd.Flags().BoolVar(&allowUnreadable, "allow-unreadable", false, "import sealed values that the keyring cannot open (they read as erased)")
 	return cmd
+}
+
+// checkExportKeys runs a key check over an export's lines.
+func checkExportKeys(ctx context.Context, r io.Reader, keys eventstore.Keyring) (unreadable, error) {
+	c := newKeyCheck(keys)
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), maxImportLine)
+	for lineNo := 1; sc.Scan(); lineNo++ {
+		if len(sc.Bytes()) == 0 {
+			continue
+		}
+		var l exportLine
+		if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
+			return unreadable{}, fmt.Errorf("import: line %d: %w", lineNo, err)
+		}
+		rec := eventstore.RecordedEvent{Stream: l.Stream, EventData: eventstore.EventData{Type: l.Type, Data: []byte(l.Data), Metadata: []byte(l.Metadata)}}
+		if err := c.add(ctx, rec); err != nil {
+			return unreadable{}, fmt.Errorf("import: line %d: %w", lineNo, err)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return unreadable{}, fmt.Errorf("import: %w", err)
+	}
+	return c.result(ctx)
+}
+
+// spool copies standard input into a file in dir.
+func spool(r io.Reader, dir string) (string, error) {
+	f, err := os.CreateTemp(dir, "import-*.ndjson")
+	if err != nil {
+		return "", err
+	}
+	if _, err := io.Copy(f, r); err != nil {
+		f.Close()
+		os.Remove(f.Name())
+		return "", fmt.Errorf("import: read standard input: %w", err)
+	}
+	return f.Name(), f.Close()
 }
 
 // copyKeyring copies the source keyring into an empty data directory.

@@ -41,7 +41,7 @@ func seed(t *testing.T, a *app) {
 	ctx := context.Background()
 	set := func(u domain.UserID, name string) eventstore.Position {
 		v, _ := json.Marshal(name)
-		res, err := a.profiles.SetField(ctx, domain.SetField{User: u, Key: "displayname", Value: v, Meta: domain.Metadata{OccurredAt: time.Now()}}, nil)
+		res, err := a.profiles.SetField(ctx, domain.SetField{User: u, Actor: domain.ServerActor, Key: "displayname", Value: v, Meta: domain.Metadata{OccurredAt: time.Now()}}, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -64,7 +64,7 @@ func seed(t *testing.T, a *app) {
 	raw(domain.Event{Type: domain.TypeMemberJoined, Room: "!r:example.com", User: "@admin:example.com", DisplayName: &name})
 	raw(domain.Event{Type: domain.TypeEntryHidden, User: "@bob:example.com", Hidden: dead})
 	set("@carol:example.com", "Carol Erased")
-	if _, err := a.eraser.Erase(ctx, "@carol:example.com", domain.Metadata{OccurredAt: time.Now()}); err != nil {
+	if _, err := a.eraser.Erase(ctx, domain.EraseProfile{User: "@carol:example.com", Actor: domain.ServerActor, Meta: domain.Metadata{OccurredAt: time.Now()}}); err != nil {
 		t.Fatal(err)
 	}
 }

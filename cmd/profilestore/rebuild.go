@@ -9,7 +9,8 @@ import (
 )
 
 func rebuildCommand(load loader) *cobra.Command {
-	return &cobra.Command{
+	var allowUnreadable bool
+	cmd := &cobra.Command{
 		Use:   "rebuild",
 		Short: "Rebuild every projection from the event log and write a fresh snapshot (stop the server first)",
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -23,6 +24,18 @@ func rebuildCommand(load loader) *cobra.Command {
 				return err
 			}
 			defer a.close()
+			// A rebuild with a keyring that cannot open the log would
+			// replace every view with erased profiles: check first.
+			bad, err := checkLogKeys(ctx, a.store, a.keyring)
+			if err != nil {
+				return err
+			}
+			if bad.values > 0 {
+				if !allowUnreadable {
+					return fmt.Errorf("rebuild: %s. Restore the keys.db backed up with this events.db; --allow-unreadable rebuilds anyway, showing these values as erased. Nothing was changed", bad)
+				}
+				fmt.Fprintf(cmd.ErrOrStderr(), "rebuilding with --allow-unreadable: %s\n", bad)
+			}
 			start := time.Now()
 			if err := a.runner.Rebuild(ctx, progressReporter("rebuilding projections")); err != nil {
 				return err
@@ -32,4 +45,6 @@ func rebuildCommand(load loader) *cobra.Command {
 			return nil
 		},
 	}
+	cmd.Flags().BoolVar(&allowUnreadable, "allow-unreadable", false, "rebuild although sealed values cannot be opened (they read as erased)")
+	return cmd
 }

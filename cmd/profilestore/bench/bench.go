@@ -299,7 +299,7 @@ func (b *bench) startService(ctx context.Context, n int) (*App, *pshttp.Server, 
 		if tokens[i], err = pshttp.IssueToken(a.TokensFile, domain.UserID(benchUser(i)), false, "bench"); err != nil {
 			return nil, nil, nil, err
 		}
-		if _, err := a.Profiles.SetField(ctx, domain.SetField{User: domain.UserID(benchUser(i)), Key: "displayname",
+		if _, err := a.Profiles.SetField(ctx, domain.SetField{User: domain.UserID(benchUser(i)), Actor: domain.ServerActor, Key: "displayname",
 			Value: []byte(fmt.Sprintf("%q", "Bench user "+strconv.Itoa(i))), Meta: domain.Metadata{OccurredAt: time.Now()}}, nil); err != nil {
 			return nil, nil, nil, err
 		}

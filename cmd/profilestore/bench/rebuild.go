@@ -39,7 +39,7 @@ func (b *bench) rebuildBench(ctx context.Context, users int) (string, error) {
 					return
 				}
 				v, _ := json.Marshal(fmt.Sprintf("Bench user %d", i))
-				if _, err := a.Profiles.SetField(ctx, domain.SetField{User: domain.UserID(fmt.Sprintf("@r%d:bench.example", i)),
+				if _, err := a.Profiles.SetField(ctx, domain.SetField{User: domain.UserID(fmt.Sprintf("@r%d:bench.example", i)), Actor: domain.ServerActor,
 					Key: domain.KeyDisplayName, Value: v, Meta: domain.Metadata{OccurredAt: time.Now()}}, nil); err != nil {
 					firstErr.CompareAndSwap(nil, err)
 					return

@@ -102,7 +102,7 @@ func joinRooms(ctx context.Context, a *App, user domain.UserID, n int, prefix st
 		sem <- struct{}{}
 		go func(i int) {
 			defer func() { <-sem; wg.Done() }()
-			_, err := a.Rooms.ChangeMembership(ctx, domain.ChangeMembership{Room: benchRoom(prefix, i), User: user,
+			_, err := a.Rooms.ChangeMembership(ctx, domain.ChangeMembership{Room: benchRoom(prefix, i), User: user, Actor: domain.ServerActor,
 				Membership: domain.MembershipJoin, DisplayName: &name, Meta: domain.Metadata{OccurredAt: time.Now(), Source: "bench"}})
 			if err != nil {
 				select {

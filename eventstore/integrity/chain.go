@@ -1,0 +1,233 @@
+// Package integrity makes the event log tamper-evident: every event of a
+// covered stream carries the SHA-256 hash of its stored form and of its
+// stream's previous event (a hash chain per stream), and signed seals
+// (log.sealed events) commit to the heads of the streams changed since the
+// previous seal in an RFC 6962 Merkle tree. Verify walks a log and reports
+// every break; Prove and VerifyProof tie one event to a signed seal.
+//
+// Hashes cover what is stored (ciphertext, never plaintext), so destroying
+// a user's keys leaves every chain verifiable. The exact bytes hashed are
+// documented in docs/INTEGRITY.md so that anyone can re-implement the check.
+//
+// The package knows only the store port: streams of typed JSON events.
+package integrity
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/google/uuid"
+
+	"github.com/profilestore/profilestore/eventstore"
+)
+
+// Hash is a SHA-256 hash: of an event's stored form, or a Merkle root.
+type Hash [sha256.Size]byte
+
+// Zero is the predecessor hash of a stream's first event.
+var Zero Hash
+
+// String is the hash in lower-case hex, as it appears in metadata.
+func (h Hash) String() string { return hex.EncodeToString(h[:]) }
+
+// MarshalText writes the hash in lower-case hex.
+func (h Hash) MarshalText() ([]byte, error) { return []byte(h.String()), nil }
+
+// UnmarshalText reads a hash written by MarshalText.
+func (h *Hash) UnmarshalText(b []byte) error {
+	p, err := ParseHash(string(b))
+	if err != nil {
+		return err
+	}
+	*h = p
+	return nil
+}
+
+// ParseHash reads 64 lower-case hex digits.
+func ParseHash(s string) (Hash, error) {
+	var h Hash
+	if len(s) != 2*len(h) || strings.ToLower(s) != s {
+		return h, fmt.Errorf("integrity: %q is not 64 lower-case hex digits", s)
+	}
+	if _, err := hex.Decode(h[:], []byte(s)); err != nil {
+		return h, fmt.Errorf("integrity: %q is not 64 lower-case hex digits", s)
+	}
+	return h, nil
+}
+
+// Metadata members the chain adds, always the last two of the object.
+const (
+	MetaPrevHash  = "prev_hash"
+	MetaEventHash = "event_hash"
+)
+
+// eventTag starts the hashed bytes of every event (domain separation from
+// seals and Merkle nodes).
+const eventTag = "profilestore.event.v1\n"
+
+var (
+	eventHashSuffixStart = []byte(`,"` + MetaEventHash + `":"`)
+	prevHashMember       = []byte(`"` + MetaPrevHash + `":"`)
+)
+
+// eventHashSuffixLen is the length of `,"event_hash":"<64 hex>"}`.
+var eventHashSuffixLen = len(eventHashSuffixStart) + 2*sha256.Size + 2
+
+// CoveredCategories are the stream categories whose events must be chained
+// once the genesis seal is written: the history (profile-, room-) and the
+// seals themselves (log-). Other streams (the appservice transaction ledger)
+// are deduplication bookkeeping: counted in the log, not chained or sealed.
+var CoveredCategories = []string{"profile-", "room-", "log-"}
+
+// Covered reports whether a stream's events are chained and sealed.
+func Covered(stream string) bool {
+	for _, c := range CoveredCategories {
+		if strings.HasPrefix(stream, c) {
+			return true
+		}
+	}
+	return false
+}
+
+// EventHash is the hash of an event's stored form: SHA-256 over
+//
+//	"profilestore.event.v1\n" ‖ prev (32 bytes) ‖ lp(stream) ‖ u64(revision) ‖
+//	id (16 bytes) ‖ lp(type) ‖ lp(data) ‖ lp(metadata without event_hash)
+//
+// where lp(x) is u64(len(x)) ‖ x and u64 is big-endian.
+func EventHash(prev Hash, stream string, revision uint64, id uuid.UUID, typ string, data, meta []byte) Hash {
+	h := sha256.New()
+	var n [8]byte
+	lp := func(b []byte) {
+		binary.BigEndian.PutUint64(n[:], uint64(len(b)))
+		h.Write(n[:])
+		h.Write(b)
+	}
+	h.Write([]byte(eventTag))
+	h.Write(prev[:])
+	lp([]byte(stream))
+	binary.BigEndian.PutUint64(n[:], revision)
+	h.Write(n[:])
+	h.Write(id[:])
+	lp([]byte(typ))
+	lp(data)
+	lp(meta)
+	var out Hash
+	h.Sum(out[:0])
+	return out
+}
+
+// Chain links a batch of events that will be appended to stream at
+// revisions first, first+1, ...: each one's metadata gets prev_hash (the
+// hash of the event before it, prev for the first) and event_hash, and the
+// hash of the last one is returned, the stream's new head. Metadata must be
+// a JSON object (empty is taken as {}); it is replaced, not changed in place.
+func Chain(stream string, first uint64, prev Hash, events []eventstore.EventData) (Hash, error) {
+	for i := range events {
+		e := &events[i]
+		meta := bytes.TrimSpace(e.Metadata)
+		if len(meta) == 0 {
+			meta = []byte("{}")
+		}
+		if meta[0] != '{' || meta[len(meta)-1] != '}' {
+			return prev, fmt.Errorf("integrity: metadata of %s event %d is not a JSON object", stream, first+uint64(i))
+		}
+		if bytes.Contains(meta, prevHashMember) {
+			return prev, fmt.Errorf("integrity: metadata of %s event %d is chained already", stream, first+uint64(i))
+		}
+		out := make([]byte, 0, len(meta)+len(prevHashMember)+2*sha256.Size+2+eventHashSuffixLen)
+		out = append(out, meta[:len(meta)-1]...)
+		if len(bytes.TrimSpace(meta[1:len(meta)-1])) > 0 {
+			out = append(out, ',')
+		}
+		out = append(out, prevHashMember...)
+		out = hex.AppendEncode(out, prev[:])
+		out = append(out, '"', '}')
+		h := EventHash(prev, stream, first+uint64(i), e.ID, e.Type, e.Data, out)
+		out = append(out[:len(out)-1], eventHashSuffixStart...)
+		out = hex.AppendEncode(out, h[:])
+		out = append(out, '"', '}')
+		e.Metadata = out
+		prev = h
+	}
+	return prev, nil
+}
+
+// Link is what an event's stored metadata says about its place in the chain.
+type Link struct {
+	// Chained is false for an event without chain members (written before
+	// chaining, or outside the covered categories).
+	Chained bool
+	// Prev and Hash are the stored prev_hash and event_hash.
+	Prev, Hash Hash
+	// Hashed is the metadata as hashed: without the event_hash member.
+	Hashed []byte
+}
+
+// errMalformedChain is wrapped when chain members are present but not in
+// the documented form.
+var errMalformedChain = errors.New("integrity: malformed chain members in metadata")
+
+// ReadLink parses the chain members at the end of stored metadata. Metadata
+// that mentions neither member is unchained, not malformed.
+func ReadLink(meta []byte) (Link, error) {
+	if !bytes.Contains(meta, eventHashSuffixStart[1:]) && !bytes.Contains(meta, prevHashMember) {
+		return Link{Hashed: meta}, nil
+	}
+	n := len(meta)
+	if n < eventHashSuffixLen || !bytes.Equal(meta[n-eventHashSuffixLen:n-eventHashSuffixLen+len(eventHashSuffixStart)], eventHashSuffixStart) || meta[n-2] != '"' || meta[n-1] != '}' {
+		return Link{}, errMalformedChain
+	}
+	var l Link
+	if _, err := hex.Decode(l.Hash[:], meta[n-2-2*sha256.Size:n-2]); err != nil {
+		return Link{}, errMalformedChain
+	}
+	hashed := make([]byte, 0, n-eventHashSuffixLen+1)
+	hashed = append(hashed, meta[:n-eventHashSuffixLen]...)
+	hashed = append(hashed, '}')
+	// hashed ends with "prev_hash":"<64 hex>"}
+	m := len(hashed)
+	start := m - 2 - 2*sha256.Size - len(prevHashMember)
+	if start < 1 || !bytes.Equal(hashed[start:start+len(prevHashMember)], prevHashMember) {
+		return Link{}, errMalformedChain
+	}
+	if _, err := hex.Decode(l.Prev[:], hashed[m-2-2*sha256.Size:m-2]); err != nil {
+		return Link{}, errMalformedChain
+	}
+	l.Chained, l.Hashed = true, hashed
+	return l, nil
+}
+
+// HeadOf returns the hash a stream's next event links to when rec is the
+// stream's last event and prev is the hash of the event before rec: the
+// stored event_hash of a chained event, or the computed hash of an
+// unchained one (its place in the virtual chain the genesis seal covers).
+// It trusts stored hashes; Verify is what checks them.
+func HeadOf(rec *eventstore.RecordedEvent, prev Hash) Hash {
+	l, err := ReadLink(rec.Metadata)
+	if err == nil && l.Chained {
+		return l.Hash
+	}
+	return EventHash(prev, rec.Stream, rec.Revision, rec.ID, rec.Type, rec.Data, rec.Metadata)
+}
+
+// Recompute returns the hash of a stored event computed from its bytes and
+// its parsed link. A chained event is hashed with its stored prev_hash (so
+// a changed byte is reported at that event alone, and a broken link at the
+// event whose prev_hash does not match); an unchained one with prev, the
+// hash of its predecessor.
+func Recompute(rec *eventstore.RecordedEvent, prev Hash) (Hash, Link, error) {
+	l, err := ReadLink(rec.Metadata)
+	if err != nil {
+		return Hash{}, l, err
+	}
+	if l.Chained {
+		prev = l.Prev
+	}
+	return EventHash(prev, rec.Stream, rec.Revision, rec.ID, rec.Type, rec.Data, l.Hashed), l, nil
+}

@@ -1,0 +1,420 @@
+package integrity
+
+import (
+	"context"
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/profilestore/profilestore/eventstore"
+)
+
+// BreakKind names what is wrong at a place in the log.
+type BreakKind string
+
+const (
+	// Changed: the event's stored bytes do not hash to its event_hash.
+	Changed BreakKind = "changed"
+	// Missing: the stream skips revisions; events were dropped before this one.
+	Missing BreakKind = "missing"
+	// Reordered: the event's revision is not after its predecessor's.
+	Reordered BreakKind = "reordered"
+	// BrokenLink: the event's prev_hash is not its predecessor's hash.
+	BrokenLink BreakKind = "broken_link"
+	// Unchained: an event of a covered stream without chain members after
+	// the genesis seal, or after chained events of its stream.
+	Unchained BreakKind = "unchained"
+	// Malformed: chain members or a seal payload not in the documented form.
+	Malformed BreakKind = "malformed"
+	// BadRoot: a seal's Merkle root is not that of its window's heads.
+	BadRoot BreakKind = "bad_root"
+	// ForgedSeal: a seal's signature does not verify or names an unknown key.
+	ForgedSeal BreakKind = "forged_seal"
+	// MissingSeal: seals skip a sequence number, or a seal's prev_seal is
+	// not the previous seal's hash.
+	MissingSeal BreakKind = "missing_seal"
+	// Truncated: the log ends before a seal a witness kept.
+	Truncated BreakKind = "truncated"
+)
+
+// Break is one place where the log is not what its chains and seals say.
+type Break struct {
+	Kind     BreakKind `json:"kind"`
+	Stream   string    `json:"stream"`
+	Revision uint64    `json:"revision"`
+	Position string    `json:"position"`
+	Detail   string    `json:"detail"`
+}
+
+func (b Break) String() string {
+	return fmt.Sprintf("%s at %s revision %d (position %s): %s", b.Kind, b.Stream, b.Revision, b.Position, b.Detail)
+}
+
+// SealRef locates a seal in the log that was verified.
+type SealRef struct {
+	Seal
+	Position  string `json:"position"`
+	EventHash Hash   `json:"event_hash"`
+}
+
+// Report is the outcome of a verification.
+type Report struct {
+	Events uint64  `json:"events"`
+	Seals  uint64  `json:"seals"`
+	Breaks []Break `json:"breaks"`
+	// LastSeal is the last seal that verified (signature, root and chain),
+	// nil if none did.
+	LastSeal *SealRef `json:"last_seal,omitempty"`
+	// Unsealed counts covered events after the last seal's window.
+	Unsealed uint64 `json:"unsealed"`
+}
+
+// OK reports whether nothing was broken.
+func (r *Report) OK() bool { return len(r.Breaks) == 0 }
+
+// streamState is what the verifier knows of a stream's last event.
+type streamState struct {
+	revision uint64
+	hash     Hash
+	chained  bool
+}
+
+// pendingHead is a covered event of the current seal window.
+type pendingHead struct {
+	Head
+}
+
+// Verifier checks a log fed to it in log order (Add), event by event, and
+// collects every break. Memory is one entry per stream plus the current
+// seal window.
+type Verifier struct {
+	keys    []ed25519.PublicKey
+	streams map[string]*streamState
+	window  []pendingHead
+	// Predecessor, if set, is asked for the event before the first one
+	// seen of a stream whose first seen revision is not 0 (verify --since).
+	predecessor func(stream string, revision uint64) (eventstore.RecordedEvent, bool, error)
+
+	lastSeal    *SealRef
+	genesisSeen bool
+	// trustSeq: the seal with this seq starts the verification (--since):
+	// its window lies before the walk, so only its signature is checked.
+	trustSeq uint64
+	report   Report
+}
+
+// NewVerifier verifies seals with the given public keys (none: every seal
+// is reported as forged).
+func NewVerifier(keys []ed25519.PublicKey) *Verifier {
+	return &Verifier{keys: keys, streams: make(map[string]*streamState)}
+}
+
+func (v *Verifier) fail(kind BreakKind, rec *eventstore.RecordedEvent, format string, args ...any) {
+	v.report.Breaks = append(v.report.Breaks, Break{Kind: kind, Stream: rec.Stream, Revision: rec.Revision,
+		Position: rec.Position.String(), Detail: fmt.Sprintf(format, args...)})
+}
+
+// Add checks the next event of the log.
+func (v *Verifier) Add(rec *eventstore.RecordedEvent) error {
+	v.report.Events++
+	if !Covered(rec.Stream) {
+		return nil
+	}
+	st := v.streams[rec.Stream]
+	if st == nil && rec.Revision > 0 && v.predecessor != nil {
+		prev, found, err := v.predecessor(rec.Stream, rec.Revision-1)
+		if err != nil {
+			return err
+		}
+		if found {
+			h, l, err := Recompute(&prev, Zero)
+			if err != nil || !l.Chained || h != l.Hash {
+				v.fail(Changed, &prev, "the event before the verified part does not hash to its event_hash")
+			}
+			st = &streamState{revision: prev.Revision, hash: l.Hash, chained: l.Chained}
+		}
+	}
+	var prev Hash
+	if st != nil {
+		prev = st.hash
+	}
+	hash, link, err := Recompute(rec, prev)
+	var problems []string
+	kind := BreakKind("")
+	note := func(k BreakKind, format string, args ...any) {
+		if kind == "" {
+			kind = k
+		}
+		problems = append(problems, fmt.Sprintf(format, args...))
+	}
+	switch {
+	case err != nil:
+		note(Malformed, "%v", err)
+		hash = EventHash(prev, rec.Stream, rec.Revision, rec.ID, rec.Type, rec.Data, rec.Metadata)
+	case link.Chained:
+		if hash != link.Hash {
+			note(Changed, "the stored bytes hash to %s, event_hash says %s", hash, link.Hash)
+			// Successors link to the stored hash: report this event alone.
+			hash = link.Hash
+		}
+	case v.genesisSeen || (st != nil && st.chained):
+		note(Unchained, "no prev_hash / event_hash in the metadata of a chained stream")
+	}
+	switch {
+	case st == nil && rec.Revision != 0 && v.predecessor == nil:
+		note(Missing, "the stream starts at revision %d; revisions 0 to %d are missing", rec.Revision, rec.Revision-1)
+	case st != nil && rec.Revision <= st.revision:
+		note(Reordered, "revision %d comes after revision %d", rec.Revision, st.revision)
+	case st != nil && rec.Revision > st.revision+1:
+		note(Missing, "revisions %d to %d are missing", st.revision+1, rec.Revision-1)
+	}
+	if link.Chained && err == nil && link.Prev != prev && (st != nil || rec.Revision == 0) && kind != Missing && kind != Reordered {
+		note(BrokenLink, "prev_hash %s is not the hash of the stream's previous event (%s)", link.Prev, prev)
+	}
+	// An event that comes back from earlier in its stream (two events
+	// swapped) leaves the stream's state where it was, so the events after
+	// it are checked against the right predecessor.
+	if kind != Reordered {
+		if st == nil {
+			st = &streamState{}
+			v.streams[rec.Stream] = st
+		}
+		st.revision, st.hash, st.chained = rec.Revision, hash, st.chained || link.Chained
+		v.window = append(v.window, pendingHead{Head{Stream: rec.Stream, Revision: rec.Revision, Hash: hash}})
+	}
+
+	if rec.Stream == SealStream && rec.Type == SealType {
+		v.checkSeal(rec, hash, &note)
+	}
+	if len(problems) > 0 {
+		v.fail(kind, rec, "%s", strings.Join(problems, "; "))
+	}
+	return nil
+}
+
+// checkSeal checks a seal event: signature, sequence, chain to the previous
+// seal and the Merkle root of its window.
+func (v *Verifier) checkSeal(rec *eventstore.RecordedEvent, eventHash Hash, note *func(BreakKind, string, ...any)) {
+	v.report.Seals++
+	s, err := ParseSeal(rec.Data)
+	if err != nil {
+		(*note)(Malformed, "%v", err)
+		return
+	}
+	good := true
+	if err := s.VerifySignature(v.keys); err != nil {
+		(*note)(ForgedSeal, "%v", err)
+		good = false
+	}
+	trusted := v.trustSeq != 0 && s.Seq == v.trustSeq && v.lastSeal == nil
+	switch {
+	case trusted:
+	case v.lastSeal == nil && s.Seq != 1 && v.trustSeq == 0:
+		(*note)(MissingSeal, "seal %d is the first in the log; seals 1 to %d are missing", s.Seq, s.Seq-1)
+		good = false
+	case v.lastSeal != nil && s.Seq != v.lastSeal.Seq+1:
+		(*note)(MissingSeal, "seal %d follows seal %d", s.Seq, v.lastSeal.Seq)
+		good = false
+	case v.lastSeal != nil && s.PrevSeal != v.lastSeal.EventHash:
+		(*note)(MissingSeal, "prev_seal %s is not the hash of seal %d (%s)", s.PrevSeal, v.lastSeal.Seq, v.lastSeal.EventHash)
+		good = false
+	case v.lastSeal == nil && s.Seq == 1 && s.PrevSeal != Zero:
+		(*note)(MissingSeal, "the genesis seal has a prev_seal")
+		good = false
+	}
+	// Split the window at the seal's through event; what follows it (and
+	// this seal event) belongs to the next window.
+	end := -1
+	for i := len(v.window) - 1; i >= 0; i-- {
+		if v.window[i].Stream == s.Through.Stream && v.window[i].Revision == s.Through.Revision {
+			end = i
+			break
+		}
+	}
+	if !trusted {
+		if end < 0 {
+			(*note)(BadRoot, "the seal's last event (%s revision %d) is not in its window", s.Through.Stream, s.Through.Revision)
+			good = false
+		} else {
+			heads := windowHeads(v.window[:end+1])
+			t, err := NewTree(heads)
+			switch {
+			case err != nil:
+				(*note)(BadRoot, "%v", err)
+				good = false
+			case t.Root() != s.Root || uint64(len(heads)) != s.Streams:
+				(*note)(BadRoot, "the window's %d stream heads have root %s, the seal says %d with root %s", len(heads), t.Root(), s.Streams, s.Root)
+				good = false
+			}
+		}
+	}
+	if end >= 0 {
+		v.window = append(v.window[:0], v.window[end+1:]...)
+	} else if trusted {
+		v.window = v.window[:0]
+	}
+	v.genesisSeen = true
+	// Follow the seal chain from every seal, good or not, so one bad seal
+	// is reported once and not again at every later one.
+	v.lastSeal = &SealRef{Seal: s, Position: rec.Position.String(), EventHash: eventHash}
+	if good {
+		v.report.LastSeal = v.lastSeal
+	}
+}
+
+// windowHeads returns the last event of each stream in a window, sorted.
+func windowHeads(window []pendingHead) []Head {
+	last := make(map[string]int, len(window))
+	for i, h := range window {
+		last[h.Stream] = i
+	}
+	heads := make([]Head, 0, len(last))
+	for _, i := range last {
+		heads = append(heads, window[i].Head)
+	}
+	SortHeads(heads)
+	return heads
+}
+
+// Finish ends the walk. witness, if not nil, is a seal kept outside the log
+// (by a witness, or from an earlier run): a log that does not hold it is
+// reported as truncated (or forked).
+func (v *Verifier) Finish(witness *Seal) Report {
+	for _, h := range v.window {
+		if h.Stream != SealStream {
+			v.report.Unsealed++
+		}
+	}
+	if witness != nil && (v.lastSeal == nil || v.lastSeal.Seq < witness.Seq) {
+		last := uint64(0)
+		if v.lastSeal != nil {
+			last = v.lastSeal.Seq
+		}
+		v.report.Breaks = append(v.report.Breaks, Break{Kind: Truncated, Stream: SealStream, Revision: witness.Seq - 1,
+			Detail: fmt.Sprintf("the log ends after seal %d, but a witness holds seal %d (root %s): events were removed from the end", last, witness.Seq, witness.Root)})
+	}
+	return v.report
+}
+
+// CheckWitness compares a seal kept by a witness with the one of the same
+// number that the log holds; a differing one means the log was rewritten.
+func CheckWitness(found *SealRef, witness *Seal) error {
+	if found == nil || found.Seq != witness.Seq {
+		return nil
+	}
+	if found.Root != witness.Root || found.Through != witness.Through {
+		return fmt.Errorf("integrity: seal %d in the log differs from the witness's copy", witness.Seq)
+	}
+	return nil
+}
+
+// Progress is told how many events were checked so far, of about total.
+type Progress func(done, total uint64)
+
+// VerifyStore walks the whole log of a store. since, if not zero, starts
+// at that seal (which must verify) and checks only what follows it.
+func VerifyStore(ctx context.Context, store eventstore.Store, keys []ed25519.PublicKey, since uint64, witness *Seal, progress Progress) (Report, error) {
+	v := NewVerifier(keys)
+	after := eventstore.Start
+	if since != 0 {
+		seal, _, err := FindSeal(ctx, store, since)
+		if err != nil {
+			return Report{}, err
+		}
+		through, err := readOne(ctx, store, seal.Through.Stream, seal.Through.Revision)
+		if err != nil {
+			return Report{}, fmt.Errorf("integrity: --since %d: the seal's last event: %w", since, err)
+		}
+		after = through.Position
+		v.trustSeq = since
+		v.genesisSeen = true
+		v.predecessor = func(stream string, revision uint64) (eventstore.RecordedEvent, bool, error) {
+			rec, err := readOne(ctx, store, stream, revision)
+			if errors.Is(err, errNotFound) {
+				return rec, false, nil
+			}
+			return rec, err == nil, err
+		}
+	}
+	head, err := store.Head(ctx)
+	if err != nil {
+		return Report{}, err
+	}
+	total := head.Commit - min(after.Commit, head.Commit)
+	var done uint64
+	for {
+		recs, err := store.ReadAll(ctx, after, 4096)
+		if err != nil {
+			return Report{}, err
+		}
+		if len(recs) == 0 {
+			break
+		}
+		for i := range recs {
+			if err := v.Add(&recs[i]); err != nil {
+				return Report{}, err
+			}
+		}
+		after = recs[len(recs)-1].Position
+		done += uint64(len(recs))
+		if progress != nil {
+			progress(min(done, total), total)
+		}
+	}
+	r := v.Finish(witness)
+	if witness != nil {
+		if err := CheckWitness(r.LastSeal, witness); err != nil {
+			r.Breaks = append(r.Breaks, Break{Kind: ForgedSeal, Stream: SealStream, Revision: witness.Seq - 1, Detail: err.Error()})
+		}
+	}
+	return r, nil
+}
+
+var errNotFound = errors.New("integrity: event not found")
+
+func readOne(ctx context.Context, store eventstore.Store, stream string, revision uint64) (eventstore.RecordedEvent, error) {
+	recs, err := store.ReadStream(ctx, stream, revision, eventstore.Forwards, 1)
+	if err != nil {
+		return eventstore.RecordedEvent{}, err
+	}
+	if len(recs) == 0 || recs[0].Revision != revision {
+		return eventstore.RecordedEvent{}, fmt.Errorf("%w: %s revision %d", errNotFound, stream, revision)
+	}
+	return recs[0], nil
+}
+
+// FindSeal returns the seal with the given number and its event.
+func FindSeal(ctx context.Context, store eventstore.Store, seq uint64) (Seal, eventstore.RecordedEvent, error) {
+	// Seals are appended one at a time, so seal n is usually at revision
+	// n-1; search backwards from there if a conflict ever shifted them.
+	rev := seq - 1
+	for {
+		rec, err := readOne(ctx, store, SealStream, rev)
+		if err != nil {
+			return Seal{}, rec, fmt.Errorf("integrity: seal %d: %w", seq, err)
+		}
+		s, err := ParseSeal(rec.Data)
+		if err != nil {
+			return Seal{}, rec, err
+		}
+		if s.Seq == seq {
+			return s, rec, nil
+		}
+		if s.Seq < seq || rev == 0 {
+			return Seal{}, rec, fmt.Errorf("integrity: seal %d: %w", seq, errNotFound)
+		}
+		rev--
+	}
+}
+
+// LatestSeal returns the last seal of the log and its event; found is false
+// when the log has none.
+func LatestSeal(ctx context.Context, store eventstore.Store) (Seal, eventstore.RecordedEvent, bool, error) {
+	recs, err := store.ReadStream(ctx, SealStream, ^uint64(0), eventstore.Backwards, 1)
+	if err != nil || len(recs) == 0 {
+		return Seal{}, eventstore.RecordedEvent{}, false, err
+	}
+	s, err := ParseSeal(recs[0].Data)
+	return s, recs[0], err == nil, err
+}
