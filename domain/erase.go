@@ -46,23 +46,24 @@ func (e *Eraser) Erase(ctx context.Context, cmd EraseProfile) (WriteResult, erro
 	}
 	user, meta := cmd.User, cmd.Meta
 	stream := ProfileStream(user)
-	agg := e.profiles.streams.get(stream)
-	agg.mu.Lock()
-	defer agg.mu.Unlock()
-	if err := e.profiles.streams.load(ctx, stream, agg); err != nil {
-		return WriteResult{}, err
-	}
-	if !agg.exists && !cmd.InRooms {
-		return agg.result(false), nil
-	}
-	if err := e.keys.Destroy(ctx, string(user)); err != nil {
-		return WriteResult{}, fmt.Errorf("destroy keys of %s: %w", user, err)
-	}
-	e.sealer.Forget(user)
-	return e.profiles.streams.run(ctx, stream, meta.IdempotencyKey, agg, nil, func(p *Profile) ([]Event, error) {
-		if agg.lastType == TypeErased && len(p.Fields) == 0 {
-			return nil, nil // already erased, nothing written since
+	var res WriteResult
+	err := e.profiles.streams.locked(ctx, stream, func(agg *aggregate[Profile]) error {
+		if !agg.exists && !cmd.InRooms {
+			res = agg.result(false)
+			return nil
 		}
-		return []Event{{Type: TypeErased, User: user, Meta: meta}}, nil
+		if err := e.keys.Destroy(ctx, string(user)); err != nil {
+			return fmt.Errorf("destroy keys of %s: %w", user, err)
+		}
+		e.sealer.Forget(user)
+		var err error
+		res, err = e.profiles.streams.run(ctx, stream, meta.IdempotencyKey, agg, nil, func(p *Profile) ([]Event, error) {
+			if agg.lastType == TypeErased && len(p.Fields) == 0 {
+				return nil, nil // already erased, nothing written since
+			}
+			return []Event{{Type: TypeErased, User: user, Meta: meta}}, nil
+		})
+		return err
 	})
+	return res, err
 }
