@@ -102,6 +102,7 @@ func (a *app) server(auth pshttp.Authenticator) (*pshttp.Server, error) {
 		WriteRate:             a.cfg.RateLimit.WritesPerSecond,
 		WriteBurst:            a.cfg.RateLimit.Burst,
 		ApplyWait:             a.cfg.ApplyWait,
+		Collectors:            pshttp.ViewMetrics(a.viewDB, a.views.Cache(), a.roomView.Cache()),
 	}
 	if err := a.withAppservice(&cfg); err != nil {
 		return nil, err

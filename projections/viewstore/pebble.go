@@ -54,6 +54,16 @@ func OpenPebble(dir string, o PebbleOptions) (*Pebble, error) {
 	return &Pebble{db: db, dir: dir}, nil
 }
 
+// DiskBytes is the size of the engine's files.
+func (p *Pebble) DiskBytes() uint64 {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	if p.closed {
+		return 0
+	}
+	return p.db.Metrics().DiskSpaceUsage()
+}
+
 // Dir is the store's directory.
 func (p *Pebble) Dir() string { return p.dir }
 
