@@ -51,7 +51,7 @@ type Options struct {
 	// SyncInterval is how often live applying makes the view store durable
 	// (default 10 s): what a crash can lose, and a restart catch up on.
 	SyncInterval time.Duration
-	Logger      logrus.FieldLogger
+	Logger       logrus.FieldLogger
 	// OnApply, if set, is called after each applied event (metrics).
 	OnApply func(e *domain.Event)
 }
