@@ -259,7 +259,7 @@ func takeBackup(ctx context.Context, cfg Config, log *logrus.Logger, dest string
 	}); err != nil {
 		return m, err
 	}
-	return m, syncDir(dest)
+	return m, syncBackupDir(dest)
 }
 
 // writeFileFrom writes path through a temporary file, synced and renamed,
@@ -285,7 +285,8 @@ func writeFileFrom(path string, fill func(io.Writer) (int64, error)) error {
 	return os.Rename(tmp, path)
 }
 
-func syncDir(dir string) error {
+// syncBackupDir makes the backup's renames durable, and says if it cannot.
+func syncBackupDir(dir string) error {
 	d, err := os.Open(dir)
 	if err != nil {
 		return err
