@@ -259,7 +259,7 @@ func takeBackup(ctx context.Context, cfg Config, log *logrus.Logger, dest string
 	}); err != nil {
 		return m, err
 	}
-	return m, syncBackupDir(dest)
+	return m, syncDir(dest)
 }
 
 // writeFileFrom writes path through a temporary file, synced and renamed,
@@ -285,8 +285,8 @@ func writeFileFrom(path string, fill func(io.Writer) (int64, error)) error {
 	return os.Rename(tmp, path)
 }
 
-// syncBackupDir makes the backup's renames durable, and says if it cannot.
-func syncBackupDir(dir string) error {
+// syncDir makes renames in dir durable, and says if it cannot.
+func syncDir(dir string) error {
 	d, err := os.Open(dir)
 	if err != nil {
 		return err
