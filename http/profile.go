@@ -60,11 +60,19 @@ func (s *Server) profileTarget(r *http.Request) (domain.UserID, domain.UserID, e
 	if err != nil {
 		return "", "", err
 	}
+	requester, err := s.profileReader(r)
+	return user, requester, err
+}
+
+// profileReader applies the read rules of profiles: with require_auth a
+// valid token, otherwise an optional one (that only names the requester,
+// for MSC4337). It also applies X-Profilestore-Min-Position.
+func (s *Server) profileReader(r *http.Request) (domain.UserID, error) {
 	var requester domain.UserID
 	if s.cfg.RequireAuthForProfile {
 		id, err := s.authenticate(r)
 		if err != nil {
-			return "", "", err
+			return "", err
 		}
 		requester = id.User
 	} else if _, ok := bearerToken(r); ok && s.cfg.Supplier != nil && s.cfg.Auth != nil {
@@ -73,7 +81,7 @@ func (s *Server) profileTarget(r *http.Request) (domain.UserID, domain.UserID, e
 			requester = id.User
 		}
 	}
-	return user, requester, s.waitForMinPosition(r) // the profile view is never deferred
+	return requester, s.waitForMinPosition(r) // the profile view is never deferred
 }
 
 // supplement lays appservice supplements (MSC4337) over stored fields; the

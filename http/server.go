@@ -205,6 +205,7 @@ func (s *Server) routes() {
 
 	ps := prefixed{r, "/_profilestore/v1"}
 	ps.HandleFunc("/users/{userId}/erase", s.authed(s.handleErase)).Methods(http.MethodPost)
+	ps.HandleFunc("/profiles/query", s.handleProfilesQuery).Methods(http.MethodPost)
 	ps.HandleFunc("/events", s.handleFeed).Methods(http.MethodGet)
 	if s.cfg.Names != nil {
 		ps.HandleFunc("/names/search", s.authed(s.handleNamesSearch)).Methods(http.MethodGet)
