@@ -6,6 +6,7 @@ import (
 
 	"github.com/profilestore/profilestore/domain"
 	"github.com/profilestore/profilestore/eventstore"
+	"github.com/profilestore/profilestore/eventstore/integrity"
 	pshttp "github.com/profilestore/profilestore/http"
 	"github.com/profilestore/profilestore/projections"
 	"github.com/sirupsen/logrus"
@@ -26,6 +27,10 @@ type app struct {
 	rooms    *domain.RoomService
 	roomView *projections.Rooms
 	runner   *projections.Runner
+	// checker is the online integrity check; seals is the seal writer,
+	// nil without a signing key (see serve).
+	checker *integrity.Checker
+	seals   *integrity.Writer
 }
 
 // openApp opens the store and keyring and builds the domain and views; the
@@ -72,6 +77,16 @@ func openApp(ctx context.Context, cfg Config, log *logrus.Logger) (*app, error) 
 		SnapshotPath: filepath.Join(cfg.DataDir, "snapshots", "projections.snap"),
 		Logger:       log,
 	})
+	keys, err := cfg.Integrity.trustedKeys(nil)
+	if err != nil {
+		a.close()
+		return nil, err
+	}
+	a.checker = integrity.NewChecker(a.store, keys, log)
+	if a.seals, err = a.sealWriter(); err != nil {
+		a.close()
+		return nil, err
+	}
 	return a, nil
 }
 
@@ -106,6 +121,10 @@ func (a *app) server(auth pshttp.Authenticator) (*pshttp.Server, error) {
 		WriteRate:             a.cfg.RateLimit.WritesPerSecond,
 		WriteBurst:            a.cfg.RateLimit.Burst,
 		ApplyWait:             a.cfg.ApplyWait,
+		Integrity:             a.checker,
+	}
+	if a.seals != nil {
+		cfg.SealKey = a.seals.PublicKey()
 	}
 	addRoutes, err := a.withAppservice(&cfg)
 	if err != nil {

@@ -115,6 +115,9 @@ func rootCommand() *cobra.Command {
 		f.add(importCommand(load), store...),
 		f.add(benchCommand(load), "store", "esdb-url"),
 		appserviceCommand(load, f),
+		integrityCommand(load, f),
+		f.add(verifyCommand(load), store...),
+		verifyProofCommand(),
 	)
 	// Every command that takes no positional argument says so.
 	var noArgs func(*cobra.Command)

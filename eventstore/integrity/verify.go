@@ -23,7 +23,7 @@ const (
 	// BrokenLink: the event's prev_hash is not its predecessor's hash.
 	BrokenLink BreakKind = "broken_link"
 	// Unchained: an event of a covered stream without chain members after
-	// the genesis seal, or after chained events of its stream.
+	// the genesis seal.
 	Unchained BreakKind = "unchained"
 	// Malformed: chain members or a seal payload not in the documented form.
 	Malformed BreakKind = "malformed"
@@ -77,7 +77,8 @@ func (r *Report) OK() bool { return len(r.Breaks) == 0 }
 type streamState struct {
 	revision uint64
 	hash     Hash
-	chained  bool
+	// chained: the last event carried its own hash.
+	chained bool
 }
 
 // pendingHead is a covered event of the current seal window.
@@ -132,7 +133,7 @@ func (v *Verifier) Add(rec *eventstore.RecordedEvent) error {
 			if err != nil || !l.Chained || h != l.Hash {
 				v.fail(Changed, &prev, "the event before the verified part does not hash to its event_hash")
 			}
-			st = &streamState{revision: prev.Revision, hash: l.Hash, chained: l.Chained}
+			st = &streamState{revision: prev.Revision, hash: l.Hash, chained: true}
 		}
 	}
 	var prev Hash
@@ -158,8 +159,11 @@ func (v *Verifier) Add(rec *eventstore.RecordedEvent) error {
 			// Successors link to the stored hash: report this event alone.
 			hash = link.Hash
 		}
-	case v.genesisSeen || (st != nil && st.chained):
-		note(Unchained, "no prev_hash / event_hash in the metadata of a chained stream")
+	case v.genesisSeen:
+		// Before the genesis seal, unchained events are those written
+		// before chaining (or by an older binary): the virtual chain
+		// links them, and the genesis seal covers them.
+		note(Unchained, "no prev_hash / event_hash in the metadata, after the genesis seal")
 	}
 	switch {
 	case st == nil && rec.Revision != 0 && v.predecessor == nil:
@@ -170,7 +174,11 @@ func (v *Verifier) Add(rec *eventstore.RecordedEvent) error {
 		note(Missing, "revisions %d to %d are missing", st.revision+1, rec.Revision-1)
 	}
 	if link.Chained && err == nil && link.Prev != prev && (st != nil || rec.Revision == 0) && kind != Missing && kind != Reordered {
-		note(BrokenLink, "prev_hash %s is not the hash of the stream's previous event (%s)", link.Prev, prev)
+		if st != nil && !st.chained {
+			note(BrokenLink, "prev_hash %s is not the hash of the stream's earlier events (%s): events written before chaining were changed or dropped", link.Prev, prev)
+		} else {
+			note(BrokenLink, "prev_hash %s is not the hash of the stream's previous event (%s)", link.Prev, prev)
+		}
 	}
 	// An event that comes back from earlier in its stream (two events
 	// swapped) leaves the stream's state where it was, so the events after
@@ -180,7 +188,7 @@ func (v *Verifier) Add(rec *eventstore.RecordedEvent) error {
 			st = &streamState{}
 			v.streams[rec.Stream] = st
 		}
-		st.revision, st.hash, st.chained = rec.Revision, hash, st.chained || link.Chained
+		st.revision, st.hash, st.chained = rec.Revision, hash, link.Chained
 		v.window = append(v.window, pendingHead{Head{Stream: rec.Stream, Revision: rec.Revision, Hash: hash}})
 	}
 
@@ -249,10 +257,10 @@ func (v *Verifier) checkSeal(rec *eventstore.RecordedEvent, eventHash Hash, note
 			}
 		}
 	}
-	if end >= 0 {
+	// The walk of a trusted seal starts after its last event: all it has
+	// seen belongs to the next window.
+	if end >= 0 && !trusted {
 		v.window = append(v.window[:0], v.window[end+1:]...)
-	} else if trusted {
-		v.window = v.window[:0]
 	}
 	v.genesisSeen = true
 	// Follow the seal chain from every seal, good or not, so one bad seal
@@ -417,4 +425,13 @@ func LatestSeal(ctx context.Context, store eventstore.Store) (Seal, eventstore.R
 	}
 	s, err := ParseSeal(recs[0].Data)
 	return s, recs[0], err == nil, err
+}
+
+// TrustFirst makes the verifier accept the first event it sees of each
+// stream at any revision, linking to whatever it names: for a bounded
+// export (--from), whose streams start after revision 0.
+func (v *Verifier) TrustFirst() {
+	v.predecessor = func(string, uint64) (eventstore.RecordedEvent, bool, error) {
+		return eventstore.RecordedEvent{}, false, nil
+	}
 }
