@@ -12,11 +12,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gorilla/mux"
 	"github.com/profilestore/profilestore/appservice"
 
 	"github.com/profilestore/profilestore/domain"
 	"github.com/profilestore/profilestore/eventstore"
+	pshttp "github.com/profilestore/profilestore/http"
 )
 
 // FuzzTransaction sends arbitrary transaction bodies to the transaction
@@ -75,8 +75,7 @@ func FuzzTransaction(f *testing.F) {
 			Homeserver: homeserver, Logger: quietLogger()})
 		ing := appservice.NewIngester(appservice.IngesterOptions{Registration: ms.reg, Store: ms.store, Mirror: mirror,
 			LedgerWindow: 8, Logger: quietLogger()})
-		router := mux.NewRouter()
-		ing.Routes(router)
+		router := pshttp.NewServer(pshttp.Config{Appservice: ing, Logger: quietLogger()}).Handler()
 		put := func(body []byte) int {
 			n++
 			req := httptest.NewRequest(http.MethodPut, fmt.Sprintf("/_matrix/app/v1/transactions/fuzz-%d", n), bytes.NewReader(body))

@@ -452,3 +452,59 @@ func TestProfileReadsCarrySupplements(t *testing.T) {
 		t.Fatalf("metrics lack the slow appservice's timeouts:\n%s", m)
 	}
 }
+
+// TestProfilesQueryCarriesSupplements: POST /_profilestore/v1/profiles/query
+// follows GET /profile's read rules, supplements included: laid over the
+// stored keys, the single-key form asked for one key, users with nothing
+// stored still supplied.
+func TestProfilesQueryCarriesSupplements(t *testing.T) {
+	coop := newFakeAS(t, "coop", "@.*", false, func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasSuffix(r.URL.Path, "/avatar_url") {
+			w.WriteHeader(http.StatusNotFound)
+			return
+		}
+		jsonAnswer(`{"displayname":"Away","org.example.status":"away"}`)(w, r)
+	})
+	sup := newSupplier(appservice.SupplierOptions{Deadline: 500 * time.Millisecond}, coop)
+	views := projections.NewProfiles()
+	views.Apply(&domain.Event{Type: domain.TypeFieldSet, User: "@alice:example.org", Key: "displayname", Value: json.RawMessage(`"Alice"`)})
+	views.Apply(&domain.Event{Type: domain.TypeFieldSet, User: "@alice:example.org", Key: "avatar_url", Value: json.RawMessage(`"mxc://example.org/a"`)})
+	srv := httptest.NewServer(pshttp.NewServer(pshttp.Config{ProfileView: views, Supplier: sup, Logger: quietLogger()}).Handler())
+	t.Cleanup(srv.Close)
+
+	query := func(body string) (map[string]map[string]any, http.Header) {
+		t.Helper()
+		resp, err := http.Post(srv.URL+"/_profilestore/v1/profiles/query", "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var out struct {
+			Profiles map[string]map[string]any `json:"profiles"`
+		}
+		if err := json.NewDecoder(resp.Body).Decode(&out); err != nil || resp.StatusCode != 200 {
+			t.Fatalf("%d %v", resp.StatusCode, err)
+		}
+		return out.Profiles, resp.Header
+	}
+	got, hdr := query(`{"users":["@alice:example.org","@nobody:example.org"],"keys":["displayname","avatar_url","org.example.status"]}`)
+	alice, nobody := got["@alice:example.org"], got["@nobody:example.org"]
+	if alice["displayname"] != "Away" || alice["avatar_url"] != "mxc://example.org/a" || alice["org.example.status"] != "away" {
+		t.Errorf("alice: %v", alice)
+	}
+	if nobody["org.example.status"] != "away" || nobody["avatar_url"] != nil {
+		t.Errorf("a user with nothing stored: %v", nobody)
+	}
+	if hdr.Get("Cache-Control") != "no-store" {
+		t.Errorf("Cache-Control = %q", hdr.Get("Cache-Control"))
+	}
+	// One key: the appservice is asked for that key, has nothing, and the
+	// stored value stands; keys not chosen are left out.
+	got, _ = query(`{"users":["@alice:example.org"],"keys":["avatar_url"]}`)
+	if a := got["@alice:example.org"]; len(a) != 1 || a["avatar_url"] != "mxc://example.org/a" {
+		t.Errorf("single key: %v", a)
+	}
+	if p := lastRequest(coop).URL.Path; !strings.HasSuffix(p, "/avatar_url") {
+		t.Errorf("single-key query asked %s", p)
+	}
+}

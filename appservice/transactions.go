@@ -3,19 +3,14 @@ package appservice
 import (
 	"context"
 	"crypto/sha256"
-	"crypto/subtle"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
-	"net/http"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/gorilla/mux"
 	"github.com/profilestore/profilestore/domain"
 	"github.com/profilestore/profilestore/eventstore"
 	"github.com/prometheus/client_golang/prometheus"
@@ -47,7 +42,7 @@ type ledgerPayload struct {
 // IngesterOptions configure an Ingester.
 type IngesterOptions struct {
 	// Registration is profilestore's own: its hs_token guards the incoming
-	// routes and its as_token asks the homeserver for profiles.
+	// requests and its as_token asks the homeserver for profiles.
 	Registration *Registration
 	Store        eventstore.Store
 	// Mirror applies the events; nil accepts and records transactions only.
@@ -61,14 +56,13 @@ type IngesterOptions struct {
 	Logger       logrus.FieldLogger
 }
 
-// Ingester serves the appservice API a homeserver calls
-// (/_matrix/app/v1/transactions, /ping, /users) and feeds the events to the
-// mirror. Transactions are processed one at a time, in arrival order.
+// Ingester processes the transactions a homeserver sends (package http
+// serves /_matrix/app/v1 over it) and feeds their events to the mirror.
+// Transactions are processed one at a time, in arrival order.
 type Ingester struct {
 	opts    IngesterOptions
 	log     logrus.FieldLogger
 	metrics *ingestMetrics
-	hsToken [sha256.Size]byte
 
 	mu     sync.Mutex // serialises transactions
 	loaded bool
@@ -76,7 +70,8 @@ type Ingester struct {
 	order  []string          // txnIds, oldest first, for the window
 }
 
-// NewIngester returns an Ingester; its routes join a router with Routes.
+// NewIngester returns an Ingester; pass it to the HTTP server as its
+// Appservice.
 func NewIngester(opts IngesterOptions) *Ingester {
 	if opts.MaxTransactionBytes <= 0 {
 		opts.MaxTransactionBytes = defaultMaxTxnBytes
@@ -88,7 +83,6 @@ func NewIngester(opts IngesterOptions) *Ingester {
 		opts.Logger = logrus.StandardLogger()
 	}
 	in := &Ingester{opts: opts, log: opts.Logger.WithField("appservice", opts.Registration.ID), metrics: newIngestMetrics(), done: map[string]string{}}
-	in.hsToken = sha256.Sum256([]byte(opts.Registration.HSToken))
 	if opts.Mirror != nil {
 		opts.Mirror.metrics = in.metrics
 	}
@@ -98,59 +92,9 @@ func NewIngester(opts IngesterOptions) *Ingester {
 // Collectors returns the ingestion metrics for registration.
 func (in *Ingester) Collectors() []prometheus.Collector { return in.metrics.collectors() }
 
-// Routes adds the appservice API to r. Other /_matrix/app/v1 paths fall to
-// the router's not-found handler (404 M_UNRECOGNIZED).
-func (in *Ingester) Routes(r *mux.Router) {
-	r.HandleFunc("/_matrix/app/v1/transactions/{txnId}", in.authed(in.handleTransaction)).Methods(http.MethodPut)
-	r.HandleFunc("/_matrix/app/v1/ping", in.authed(in.handlePing)).Methods(http.MethodPost)
-	r.HandleFunc("/_matrix/app/v1/users/{userId}", in.authed(in.handleQueryUser)).Methods(http.MethodGet)
-	r.HandleFunc("/_matrix/app/v1/rooms/{roomAlias}", in.authed(in.handleQueryUser)).Methods(http.MethodGet)
-}
-
-// authed checks the hs_token: 401 M_MISSING_TOKEN without one, 403
-// M_FORBIDDEN for a wrong one. The legacy access_token query parameter is
-// read too (homeservers before spec v1.4 and Dendrite's legacy_auth send
-// it); when both are given they must agree.
-func (in *Ingester) authed(next http.HandlerFunc) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		var tokens []string
-		if h := r.Header.Get("Authorization"); h != "" {
-			scheme, tok, ok := strings.Cut(h, " ")
-			if !ok || !strings.EqualFold(scheme, "Bearer") {
-				writeError(w, http.StatusForbidden, domain.ErrCodeForbidden, "Malformed Authorization header")
-				return
-			}
-			tokens = append(tokens, strings.TrimSpace(tok))
-		}
-		if q := r.URL.Query().Get("access_token"); q != "" {
-			tokens = append(tokens, q)
-		}
-		if len(tokens) == 0 {
-			writeError(w, http.StatusUnauthorized, domain.ErrCodeMissingToken, "Missing hs_token")
-			return
-		}
-		for _, t := range tokens {
-			sum := sha256.Sum256([]byte(t))
-			if subtle.ConstantTimeCompare(sum[:], in.hsToken[:]) != 1 {
-				writeError(w, http.StatusForbidden, domain.ErrCodeForbidden, "Bad hs_token")
-				return
-			}
-		}
-		next(w, r)
-	}
-}
-
-func (in *Ingester) handlePing(w http.ResponseWriter, r *http.Request) {
-	// The body carries an optional transaction_id; nothing to do with it.
-	_, _ = io.Copy(io.Discard, io.LimitReader(r.Body, 64<<10))
-	writeJSON(w, http.StatusOK, struct{}{})
-}
-
-// handleQueryUser answers "no such user" (and "no such alias"): profilestore
-// creates no users or rooms on the homeserver.
-func (in *Ingester) handleQueryUser(w http.ResponseWriter, r *http.Request) {
-	writeError(w, http.StatusNotFound, domain.ErrCodeNotFound, "profilestore provides no users or rooms")
-}
+// HSToken is the token the homeserver presents on every request to
+// /_matrix/app/v1 (the registration's hs_token).
+func (in *Ingester) HSToken() string { return in.opts.Registration.HSToken }
 
 // transaction is the body of PUT /transactions/{txnId}. Events are decoded
 // one by one, so a malformed one never takes the others with it.
@@ -158,44 +102,40 @@ type transaction struct {
 	Events []json.RawMessage `json:"events"`
 }
 
-func (in *Ingester) handleTransaction(w http.ResponseWriter, r *http.Request) {
-	txnID := mux.Vars(r)["txnId"]
-	if txnID == "" || len(txnID) > 255 {
-		writeError(w, http.StatusBadRequest, domain.ErrCodeInvalidParam, "Bad transaction id")
-		return
+// Transaction processes the body of PUT /_matrix/app/v1/transactions/{txnId}
+// once: a transaction the ledger already holds with the same body is
+// acknowledged without being applied again. Errors with an errcode are the
+// request's fault (M_TOO_LARGE past MaxTransactionBytes, M_NOT_JSON,
+// M_BAD_JSON); IO.PROFILESTORE.UNAVAILABLE means the store or the homeserver
+// failed and the homeserver should retry the same transaction later.
+func (in *Ingester) Transaction(ctx context.Context, txnID string, body io.Reader) error {
+	raw, err := io.ReadAll(io.LimitReader(body, in.opts.MaxTransactionBytes+1))
+	if err != nil {
+		return domain.Errorf(domain.ErrCodeNotJSON, "Could not read the body")
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, in.opts.MaxTransactionBytes))
-	var tooBig *http.MaxBytesError
-	if errors.As(err, &tooBig) {
+	if int64(len(raw)) > in.opts.MaxTransactionBytes {
 		in.log.WithField("txn_id", txnID).Error("appservice transaction larger than the configured limit; raise appservice.max_transaction_bytes")
 		in.metrics.transactions.WithLabelValues("too_large").Inc()
-		writeError(w, http.StatusRequestEntityTooLarge, domain.ErrCodeTooLarge, fmt.Sprintf("Transactions are limited to %d bytes", in.opts.MaxTransactionBytes))
-		return
-	}
-	if err != nil {
-		writeError(w, http.StatusBadRequest, domain.ErrCodeNotJSON, "Could not read the body")
-		return
+		return domain.Errorf(domain.ErrCodeTooLarge, "Transactions are limited to %d bytes", in.opts.MaxTransactionBytes)
 	}
 	var txn transaction
-	if err := json.Unmarshal(body, &txn); err != nil {
+	if err := json.Unmarshal(raw, &txn); err != nil {
 		in.metrics.transactions.WithLabelValues("malformed").Inc()
-		writeError(w, http.StatusBadRequest, domain.ErrCodeBadJSON, "The body is not a transaction object")
-		return
+		return domain.Errorf(domain.ErrCodeBadJSON, "The body is not a transaction object")
 	}
-	sum := sha256.Sum256(body)
-	in.logReceived(txnID, body, len(txn.Events))
-	status, err := in.process(r.Context(), txnID, hex.EncodeToString(sum[:]), txn)
+	sum := sha256.Sum256(raw)
+	in.logReceived(txnID, raw, len(txn.Events))
+	status, err := in.process(ctx, txnID, hex.EncodeToString(sum[:]), txn)
 	if err != nil {
-		// The store or the homeserver failed, not the input: answer so the
-		// homeserver retries the same transaction later. Nothing is lost and,
-		// with deterministic event ids, nothing is applied twice.
+		// The store or the homeserver failed, not the input: the homeserver
+		// retries the same transaction later. Nothing is lost and, with
+		// deterministic event ids, nothing is applied twice.
 		in.log.WithError(err).WithField("txn_id", txnID).Warn("appservice transaction not processed; the homeserver will retry")
 		in.metrics.transactions.WithLabelValues("failed").Inc()
-		writeError(w, http.StatusServiceUnavailable, domain.ErrCodeUnavailable, "Could not process the transaction now; retry")
-		return
+		return domain.Errorf(domain.ErrCodeUnavailable, "Could not process the transaction now; retry")
 	}
 	in.metrics.transactions.WithLabelValues(status).Inc()
-	writeJSON(w, http.StatusOK, struct{}{})
+	return nil
 }
 
 // traceBodyLimit caps the transaction body logged at trace level.
@@ -296,20 +236,4 @@ func (in *Ingester) record(ctx context.Context, txnID, sum string, events int) e
 	}
 	in.remember(txnID, sum)
 	return nil
-}
-
-// matrixError is the Matrix error body.
-type matrixError struct {
-	ErrCode string `json:"errcode"`
-	Error   string `json:"error"`
-}
-
-func writeError(w http.ResponseWriter, status int, code, msg string) {
-	writeJSON(w, status, matrixError{ErrCode: code, Error: msg})
-}
-
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v)
 }

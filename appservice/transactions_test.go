@@ -118,8 +118,7 @@ func (ms *mirrorService) start() {
 	ms.ing = appservice.NewIngester(appservice.IngesterOptions{Registration: ms.reg, Store: ms.store, Mirror: mirror,
 		MaxTransactionBytes: 1 << 20, Logger: quietLogger()})
 	srv := pshttp.NewServer(pshttp.Config{Store: ms.store, Profiles: profiles, ProfileView: projections.NewProfiles(),
-		Logger: quietLogger(), Collectors: ms.ing.Collectors()})
-	ms.ing.Routes(srv.Router())
+		Appservice: ms.ing, Logger: quietLogger(), Collectors: ms.ing.Collectors()})
 	ms.server = httptest.NewServer(srv.Handler())
 }
 

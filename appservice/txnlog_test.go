@@ -8,8 +8,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/gorilla/mux"
 	"github.com/profilestore/profilestore/appservice"
+	pshttp "github.com/profilestore/profilestore/http"
 	"github.com/sirupsen/logrus"
 )
 
@@ -33,8 +33,7 @@ func TestTransactionBodyLoggedAtTraceOnly(t *testing.T) {
 		l.SetFormatter(&logrus.JSONFormatter{})
 		l.SetLevel(tc.level)
 		ing := appservice.NewIngester(appservice.IngesterOptions{Registration: reg, Logger: l})
-		r := mux.NewRouter()
-		ing.Routes(r)
+		r := pshttp.NewServer(pshttp.Config{Appservice: ing, Logger: l}).Handler()
 		req := httptest.NewRequest(http.MethodPut, "/_matrix/app/v1/transactions/t1", strings.NewReader(body))
 		req.Header.Set("Authorization", "Bearer "+reg.HSToken)
 		w := httptest.NewRecorder()

@@ -28,32 +28,42 @@ type EraseProfile struct {
 	User  UserID
 	Actor Actor
 	Meta  Metadata
+	// InRooms says the user has entries in rooms (the room view knows): a
+	// member joined by an admin or mirrored from the homeserver may have
+	// per-room names sealed with their key and no profile stream.
+	InRooms bool
 }
 
 // Erase destroys the user's keys and then records the erasure. The keys go
 // first: if the process dies between the two steps the data is already
 // unreadable and a retry only adds the record. Erasing an erased user
-// destroys nothing new and appends nothing (idempotent).
+// destroys nothing new and appends nothing (idempotent). Erasing a user
+// nothing was ever stored about (no profile stream, not InRooms) appends
+// nothing either: a mistyped id must not gain a stream.
 func (e *Eraser) Erase(ctx context.Context, cmd EraseProfile) (WriteResult, error) {
 	if err := e.profiles.policy.CheckErase(cmd.Actor, cmd.User); err != nil {
 		return WriteResult{}, err
 	}
 	user, meta := cmd.User, cmd.Meta
 	stream := ProfileStream(user)
-	agg := e.profiles.streams.get(stream)
-	agg.mu.Lock()
-	defer agg.mu.Unlock()
-	if err := e.profiles.streams.load(ctx, stream, agg); err != nil {
-		return WriteResult{}, err
-	}
-	if err := e.keys.Destroy(ctx, string(user)); err != nil {
-		return WriteResult{}, fmt.Errorf("destroy keys of %s: %w", user, err)
-	}
-	e.sealer.Forget(user)
-	return e.profiles.streams.run(ctx, stream, meta.IdempotencyKey, agg, nil, func(p *Profile) ([]Event, error) {
-		if agg.lastType == TypeErased && len(p.Fields) == 0 {
-			return nil, nil // already erased, nothing written since
+	var res WriteResult
+	err := e.profiles.streams.locked(ctx, stream, func(agg *aggregate[Profile]) error {
+		if !agg.exists && !cmd.InRooms {
+			res = agg.result(false)
+			return nil
 		}
-		return []Event{{Type: TypeErased, User: user, Meta: meta}}, nil
+		if err := e.keys.Destroy(ctx, string(user)); err != nil {
+			return fmt.Errorf("destroy keys of %s: %w", user, err)
+		}
+		e.sealer.Forget(user)
+		var err error
+		res, err = e.profiles.streams.run(ctx, stream, meta.IdempotencyKey, agg, nil, func(p *Profile) ([]Event, error) {
+			if agg.lastType == TypeErased && len(p.Fields) == 0 {
+				return nil, nil // already erased, nothing written since
+			}
+			return []Event{{Type: TypeErased, User: user, Meta: meta}}, nil
+		})
+		return err
 	})
+	return res, err
 }

@@ -37,6 +37,14 @@ const (
 	TypePowerLevels       = "room.power_levels_set"
 )
 
+// EventTypes returns every event type above, the catalogue of the change
+// feed's type filter.
+func EventTypes() []string {
+	return []string{TypeFieldSet, TypeFieldDeleted, TypeEntryHidden, TypeErased,
+		TypeMemberJoined, TypeMemberInvited, TypeMemberLeft, TypeMemberProfileSet, TypeMemberProfileGone,
+		TypeHistoryVisibility, TypePowerLevels}
+}
+
 // SchemaVersion is the payload version written today.
 const SchemaVersion = 1
 

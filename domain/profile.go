@@ -95,6 +95,14 @@ func (p *Profile) Apply(e *Event) {
 	}
 }
 
+// settle gives the change of a field e made the position the store gave
+// it, where a batch folded it at a provisional one.
+func (p *Profile) settle(e *Event, provisional, actual eventstore.Position) {
+	if p.AllAt[e.Key] == provisional {
+		p.AllAt[e.Key] = actual
+	}
+}
+
 // Clone returns a copy that shares no map with p (values are immutable).
 func (p Profile) Clone() Profile {
 	c := Profile{Fields: make(map[string]json.RawMessage, len(p.Fields)), ErasedAt: p.ErasedAt}

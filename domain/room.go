@@ -143,6 +143,14 @@ func (r *Room) Apply(e *Event) {
 	}
 }
 
+// settle gives the override e set the position the store gave it, where a
+// batch folded it at a provisional one.
+func (r *Room) settle(e *Event, provisional, actual eventstore.Position) {
+	if m := r.Members[e.User]; m != nil && m.OverrideAt[e.Key] == provisional {
+		m.OverrideAt[e.Key] = actual
+	}
+}
+
 // ChangeMembership is the command to join, invite, leave, kick or ban a user.
 type ChangeMembership struct {
 	Room RoomID

@@ -13,8 +13,9 @@ type GlobalProfiles interface {
 
 // RoomService runs room commands: check the actor against the write policy,
 // load the room's stream, decide, append with the expected revision, retry
-// on conflict. Loaded rooms are cached and
-// only the tail of a stream is read again.
+// on conflict. Concurrent commands on one room share an append. Loaded rooms
+// are cached (a bounded LRU, CacheSize) and only the tail of a cached stream
+// is read again.
 type RoomService struct {
 	policy   WritePolicy
 	profiles GlobalProfiles
@@ -22,10 +23,15 @@ type RoomService struct {
 }
 
 // NewRoomService returns a service writing to store; profiles supplies the
-// names of members who join or are invited without names of their own.
-func NewRoomService(store eventstore.Store, sealer *Sealer, policy WritePolicy, profiles GlobalProfiles) *RoomService {
-	return &RoomService{policy: policy, profiles: profiles, streams: newStreams[Room](store, sealer)}
+// names of members who join or are invited without names of their own. It
+// caches DefaultCachedRooms rooms unless CacheSize says otherwise.
+func NewRoomService(store eventstore.Store, sealer *Sealer, policy WritePolicy, profiles GlobalProfiles, opts ...ServiceOption) *RoomService {
+	o := applyOptions(DefaultCachedRooms, opts)
+	return &RoomService{policy: policy, profiles: profiles, streams: newStreams[Room](store, sealer, o.cacheSize)}
 }
+
+// CacheStats describes the room cache.
+func (s *RoomService) CacheStats() CacheStats { return s.streams.stats() }
 
 // ChangeMembership joins, invites, removes or bans a user. A join or invite
 // without names takes the user's global displayname and avatar_url.
@@ -54,11 +60,8 @@ func (s *RoomService) ChangeMembership(ctx context.Context, cmd ChangeMembership
 
 // SetMemberProfile sets a per-room override.
 func (s *RoomService) SetMemberProfile(ctx context.Context, cmd SetMemberProfile) (WriteResult, error) {
-	if err := s.policy.CheckProfileWrite(cmd.Actor, cmd.User, cmd.Field); err != nil {
-		return WriteResult{}, err
-	}
 	var err error
-	if cmd.ClearedAt, err = s.clearedAt(ctx, cmd.User, cmd.Field); err != nil {
+	if cmd.ClearedAt, err = s.memberProfileWrite(ctx, cmd.Actor, cmd.User, cmd.Field); err != nil {
 		return WriteResult{}, err
 	}
 	return s.run(ctx, cmd.Room, cmd.Meta.IdempotencyKey, func(r *Room) ([]Event, error) {
@@ -68,11 +71,8 @@ func (s *RoomService) SetMemberProfile(ctx context.Context, cmd SetMemberProfile
 
 // ClearMemberProfile removes a per-room override.
 func (s *RoomService) ClearMemberProfile(ctx context.Context, cmd ClearMemberProfile) (WriteResult, error) {
-	if err := s.policy.CheckProfileWrite(cmd.Actor, cmd.User, cmd.Field); err != nil {
-		return WriteResult{}, err
-	}
 	var err error
-	if cmd.ClearedAt, err = s.clearedAt(ctx, cmd.User, cmd.Field); err != nil {
+	if cmd.ClearedAt, err = s.memberProfileWrite(ctx, cmd.Actor, cmd.User, cmd.Field); err != nil {
 		return WriteResult{}, err
 	}
 	return s.run(ctx, cmd.Room, cmd.Meta.IdempotencyKey, func(r *Room) ([]Event, error) {
@@ -100,9 +100,13 @@ func (s *RoomService) SetPowerLevels(ctx context.Context, cmd SetPowerLevels) (W
 	})
 }
 
-// clearedAt reads where the user's last propagate_to=all change of field
-// landed, which the room stream alone cannot know.
-func (s *RoomService) clearedAt(ctx context.Context, user UserID, field string) (eventstore.Position, error) {
+// memberProfileWrite checks that actor may change user's per-room field and
+// reads where the user's last propagate_to=all change of field landed, which
+// the room stream alone cannot know.
+func (s *RoomService) memberProfileWrite(ctx context.Context, actor Actor, user UserID, field string) (eventstore.Position, error) {
+	if err := s.policy.CheckProfileWrite(actor, user, field); err != nil {
+		return eventstore.Start, err
+	}
 	if s.profiles == nil {
 		return eventstore.Start, nil
 	}
@@ -114,12 +118,5 @@ func (s *RoomService) clearedAt(ctx context.Context, user UserID, field string) 
 }
 
 func (s *RoomService) run(ctx context.Context, room RoomID, idemKey string, decide func(*Room) ([]Event, error)) (WriteResult, error) {
-	stream := RoomStream(room)
-	agg := s.streams.get(stream)
-	agg.mu.Lock()
-	defer agg.mu.Unlock()
-	if err := s.streams.load(ctx, stream, agg); err != nil {
-		return WriteResult{}, err
-	}
-	return s.streams.run(ctx, stream, idemKey, agg, nil, decide)
+	return s.streams.submit(ctx, RoomStream(room), &command[Room]{idemKey: idemKey, decide: decide})
 }

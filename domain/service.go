@@ -36,17 +36,23 @@ type WriteResult struct {
 
 // ProfileService runs profile commands: check the actor against the write
 // policy, load the user's stream, decide, append with the expected revision,
-// retry on conflict. Loaded profiles are cached and only the tail of a
-// stream is read again.
+// retry on conflict. Concurrent commands on one user share an append. Loaded
+// profiles are cached (a bounded LRU, CacheSize) and only the tail of a
+// cached stream is read again.
 type ProfileService struct {
 	streams *streams[Profile, *Profile]
 	policy  WritePolicy
 }
 
-// NewProfileService returns a service writing to store under policy.
-func NewProfileService(store eventstore.Store, sealer *Sealer, policy WritePolicy) *ProfileService {
-	return &ProfileService{streams: newStreams[Profile](store, sealer), policy: policy}
+// NewProfileService returns a service writing to store under policy; it
+// caches DefaultCachedProfiles profiles unless CacheSize says otherwise.
+func NewProfileService(store eventstore.Store, sealer *Sealer, policy WritePolicy, opts ...ServiceOption) *ProfileService {
+	o := applyOptions(DefaultCachedProfiles, opts)
+	return &ProfileService{streams: newStreams[Profile](store, sealer, o.cacheSize), policy: policy}
 }
+
+// CacheStats describes the profile cache.
+func (s *ProfileService) CacheStats() CacheStats { return s.streams.stats() }
 
 // Policy returns the write policy in force.
 func (s *ProfileService) Policy() WritePolicy { return s.policy }
@@ -104,7 +110,8 @@ func (s *ProfileService) HideEntry(ctx context.Context, cmd HideEntry, history U
 // gained since this service last looked.
 func (s *ProfileService) Profile(ctx context.Context, user UserID) (Profile, WriteResult, error) {
 	stream := ProfileStream(user)
-	agg := s.streams.get(stream)
+	agg := s.streams.acquire(stream)
+	defer s.streams.release(stream, agg)
 	agg.mu.Lock()
 	defer agg.mu.Unlock()
 	if err := s.streams.catchUp(ctx, stream, agg); err != nil {
@@ -115,12 +122,6 @@ func (s *ProfileService) Profile(ctx context.Context, user UserID) (Profile, Wri
 
 func (s *ProfileService) run(ctx context.Context, user UserID, idemKey string, pre Precondition, decide func(*Profile) ([]Event, error)) (WriteResult, error) {
 	stream := ProfileStream(user)
-	agg := s.streams.get(stream)
-	agg.mu.Lock()
-	defer agg.mu.Unlock()
-	if err := s.streams.load(ctx, stream, agg); err != nil {
-		return WriteResult{}, err
-	}
 	var check func(*aggregate[Profile]) error
 	if pre != nil {
 		lookedOnce := false
@@ -138,5 +139,5 @@ func (s *ProfileService) run(ctx context.Context, user UserID, idemKey string, p
 			return nil
 		}
 	}
-	return s.streams.run(ctx, stream, idemKey, agg, check, decide)
+	return s.streams.submit(ctx, stream, &command[Profile]{idemKey: idemKey, check: check, decide: decide})
 }

@@ -2,6 +2,7 @@ package http
 
 import (
 	"encoding/json"
+	"errors"
 	"net/http"
 	"strconv"
 
@@ -30,6 +31,14 @@ var statusOf = map[string]int{
 	domain.ErrCodeUnavailable:     http.StatusBadGateway,
 }
 
+// bodyTooLargeError is a request body over the cap: 413 M_TOO_LARGE, as the
+// spec's M_TOO_LARGE ("the request or entity was too large") asks. A value
+// too long for its field is M_TOO_LARGE with 400, as Synapse answers it.
+type bodyTooLargeError struct{ err *domain.Error }
+
+func (e bodyTooLargeError) Error() string { return e.err.Error() }
+func (e bodyTooLargeError) Unwrap() error { return e.err }
+
 // matrixError is the body of every error response.
 type matrixError struct {
 	ErrCode      string `json:"errcode"`
@@ -57,6 +66,9 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	status, ok := statusOf[code]
 	if !ok {
 		status = http.StatusBadRequest
+	}
+	if errors.As(err, new(bodyTooLargeError)) {
+		status = http.StatusRequestEntityTooLarge
 	}
 	writeJSON(w, status, matrixError{ErrCode: code, Error: domain.ErrorMessage(err)})
 }

@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -117,13 +118,27 @@ func parseFeedQuery(r *http.Request) (feedQuery, error) {
 		}
 		q.types = make(map[string]bool, len(parts))
 		for _, p := range parts {
-			if p == "" {
-				return q, domain.Errorf(domain.ErrCodeInvalidParam, "empty event type")
+			// An unknown type, or one outside the chosen categories, would
+			// match nothing and leave the feed idle for ever.
+			if !slices.Contains(domain.EventTypes(), p) {
+				return q, domain.Errorf(domain.ErrCodeInvalidParam, "type %q is not an event type (docs/EVENTS.md lists them)", p)
+			}
+			if !q.filter.Match(feedCategoryOf(p)) {
+				return q, domain.Errorf(domain.ErrCodeInvalidParam, "type %s is not in the chosen categories", p)
 			}
 			q.types[p] = true
 		}
 	}
 	return q, nil
+}
+
+// feedCategoryOf is the stream category an event type is written to:
+// profile.* types to profile streams, room.* types to room streams.
+func feedCategoryOf(eventType string) string {
+	if strings.HasPrefix(eventType, "profile.") {
+		return domain.ProfileCategory
+	}
+	return domain.RoomCategory
 }
 
 // handleFeed streams the log as Server-Sent Events: the stored events after

@@ -178,6 +178,10 @@ func TestFeedAccessAndLimits(t *testing.T) {
 		{"?category=" + strings.Repeat("room,", 205), analyticsToken, 400, "M_INVALID_PARAM"},
 		{"?type=" + strings.Repeat("a,", 16) + "b", analyticsToken, 400, "M_INVALID_PARAM"},
 		{"?type=profile.erased,", analyticsToken, 400, "M_INVALID_PARAM"},
+		{"?type=bogus", analyticsToken, 400, "M_INVALID_PARAM"},
+		{"?type=profile.field_set,profile.Field_set", analyticsToken, 400, "M_INVALID_PARAM"},
+		{"?category=profile&type=room.member_joined", analyticsToken, 400, "M_INVALID_PARAM"},
+		{"?category=room&type=profile.erased", analyticsToken, 400, "M_INVALID_PARAM"},
 	} {
 		_, r := ts.openFeed(tc.query, tc.token)
 		if r.Status != tc.status || r.errcode(t) != tc.errcode {
@@ -185,8 +189,11 @@ func TestFeedAccessAndLimits(t *testing.T) {
 		}
 	}
 	// At the limits: 16 types and 1024 bytes are fine.
-	if _, r := ts.openFeed("?type="+strings.Repeat("a,", 15)+"b", analyticsToken); r.Status != 200 {
-		t.Errorf("16 types: %d", r.Status)
+	if _, r := ts.openFeed("?type="+strings.Repeat("profile.field_set,", 15)+"room.member_joined", analyticsToken); r.Status != 200 {
+		t.Errorf("16 types: %d %s", r.Status, r.Body)
+	}
+	if _, r := ts.openFeed("?category=room&type=room.member_joined", analyticsToken); r.Status != 200 {
+		t.Errorf("a type in its category: %d %s", r.Status, r.Body)
 	}
 	if _, r := ts.openFeed("?category="+strings.Repeat("room,", 203)+"room", ts.tokens[admin]); r.Status != 200 {
 		t.Errorf("1019-byte category: %d %s", r.Status, r.Body)

@@ -6,6 +6,7 @@ import (
 
 	"github.com/profilestore/profilestore/domain"
 	"github.com/profilestore/profilestore/eventstore"
+	"github.com/profilestore/profilestore/projections"
 )
 
 // handleErase erases a user's profile data (the domain says who may). The
@@ -20,12 +21,17 @@ func (s *Server) handleErase(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, domain.Errorf(domain.ErrCodeForbidden, "Erasure is not enabled on this server"))
 		return
 	}
+	inRooms, err := s.hasRoomEntries(r, user)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
 	id, _ := identity(r)
 	source := "client"
 	if id.Admin && id.User != user {
 		source = "admin"
 	}
-	res, err := s.cfg.Eraser.Erase(r.Context(), domain.EraseProfile{User: user, Actor: actor(r),
+	res, err := s.cfg.Eraser.Erase(r.Context(), domain.EraseProfile{User: user, Actor: actor(r), InRooms: inRooms,
 		Meta: domain.Metadata{OccurredAt: time.Now().UTC(), Actor: id.User, Source: source}})
 	if err != nil {
 		s.writeError(w, r, err)
@@ -34,6 +40,19 @@ func (s *Server) handleErase(w http.ResponseWriter, r *http.Request) {
 	requestLogger(r, s.log).WithField("user_id", user).WithField("actor", id.User).Info("user erased")
 	s.afterWriteSettled(w, r, res)
 	writeJSON(w, http.StatusOK, map[string]bool{"erased": true})
+}
+
+// hasRoomEntries reports whether any room holds an entry of user (once the
+// room view has caught up), for erasure of users without a profile stream.
+func (s *Server) hasRoomEntries(r *http.Request, user domain.UserID) (bool, error) {
+	if s.cfg.RoomView == nil {
+		return false, nil
+	}
+	if err := s.waitForPosition(r); err != nil {
+		return false, err
+	}
+	page, err := s.cfg.RoomView.UserHistory(user, projections.HistoryQuery{Viewer: projections.Viewer{Admin: true}, Limit: 1, Backwards: true})
+	return len(page.Entries) > 0, err
 }
 
 // handleHide hides an entry of a user's history (a deadname, say) from

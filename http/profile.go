@@ -60,11 +60,19 @@ func (s *Server) profileTarget(r *http.Request) (domain.UserID, domain.UserID, e
 	if err != nil {
 		return "", "", err
 	}
+	requester, err := s.profileReader(r)
+	return user, requester, err
+}
+
+// profileReader applies the read rules of profiles: with require_auth a
+// valid token, otherwise an optional one (that only names the requester,
+// for MSC4337). It also applies X-Profilestore-Min-Position.
+func (s *Server) profileReader(r *http.Request) (domain.UserID, error) {
 	var requester domain.UserID
 	if s.cfg.RequireAuthForProfile {
 		id, err := s.authenticate(r)
 		if err != nil {
-			return "", "", err
+			return "", err
 		}
 		requester = id.User
 	} else if _, ok := bearerToken(r); ok && s.cfg.Supplier != nil && s.cfg.Auth != nil {
@@ -73,7 +81,7 @@ func (s *Server) profileTarget(r *http.Request) (domain.UserID, domain.UserID, e
 			requester = id.User
 		}
 	}
-	return user, requester, s.waitForMinPosition(r) // the profile view is never deferred
+	return requester, s.waitForMinPosition(r) // the profile view is never deferred
 }
 
 // supplement lays appservice supplements (MSC4337) over stored fields; the
@@ -236,7 +244,7 @@ func (s *Server) readJSONObject(w http.ResponseWriter, r *http.Request) (map[str
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes))
 	var tooBig *http.MaxBytesError
 	if errors.As(err, &tooBig) {
-		return nil, domain.Errorf(domain.ErrCodeTooLarge, "The request body is larger than %d bytes", s.cfg.MaxBodyBytes)
+		return nil, bodyTooLargeError{domain.Errorf(domain.ErrCodeTooLarge, "The request body is larger than %d bytes", s.cfg.MaxBodyBytes)}
 	}
 	if err != nil {
 		return nil, domain.Errorf(domain.ErrCodeNotJSON, "Could not read the request body")
@@ -287,6 +295,12 @@ func (s *Server) handleDeleteProfileField(w http.ResponseWriter, r *http.Request
 	s.finishProfileWrite(w, r, start, res, err)
 }
 
+// Limits of the user directory search.
+const (
+	defaultDirectoryResults = 10
+	maxDirectoryResults     = 50
+)
+
 type directoryResult struct {
 	UserID      domain.UserID `json:"user_id"`
 	DisplayName string        `json:"display_name,omitempty"`
@@ -305,18 +319,21 @@ func (s *Server) handleDirectorySearch(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, domain.Errorf(domain.ErrCodeMissingParam, "search_term is required"))
 		return
 	}
-	if err := json.Unmarshal(rawTerm, &term); err != nil {
+	if err := json.Unmarshal(rawTerm, &term); err != nil || string(rawTerm) == "null" {
 		s.writeError(w, r, domain.Errorf(domain.ErrCodeInvalidParam, "search_term must be a string"))
 		return
 	}
-	limit := 10
+	// limit is optional; given, it is a positive integer (null or -1 would
+	// otherwise read as the default or as 0). Above the cap it is capped,
+	// as Synapse does.
+	limit := defaultDirectoryResults
 	if rawLimit, ok := obj["limit"]; ok {
-		if err := json.Unmarshal(rawLimit, &limit); err != nil {
-			s.writeError(w, r, domain.Errorf(domain.ErrCodeInvalidParam, "limit must be an integer"))
+		if err := json.Unmarshal(rawLimit, &limit); err != nil || string(rawLimit) == "null" || limit < 1 {
+			s.writeError(w, r, domain.Errorf(domain.ErrCodeInvalidParam, "limit must be a positive integer"))
 			return
 		}
 	}
-	limit = min(max(limit, 0), 50)
+	limit = min(limit, maxDirectoryResults)
 	if err := s.waitForPosition(r); err != nil {
 		s.writeError(w, r, err)
 		return

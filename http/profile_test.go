@@ -84,7 +84,7 @@ func TestMatrixProfileVectors(t *testing.T) {
 		{"displayname too long", "PUT", p + "@alice:example.com/displayname", A, `{"displayname":"` + strings.Repeat("n", 257) + `"}`, 400, "M_TOO_LARGE", "", false, nil},
 		{"avatar not mxc", "PUT", p + "@alice:example.com/avatar_url", A, `{"avatar_url":"https://x/y"}`, 400, "M_INVALID_PARAM", "", false, nil},
 		{"encoded user id", "GET", p + "%40alice%3Aexample.com/displayname", "", "", 200, "", `{"displayname":"Alice"}`, false, nil},
-		{"body over the cap", "PUT", p + "@alice:example.com/org.example.big", A, `{"org.example.big":"` + strings.Repeat("x", 300<<10) + `"}`, 400, "M_TOO_LARGE", "", false, nil},
+		{"body over the cap", "PUT", p + "@alice:example.com/org.example.big", A, `{"org.example.big":"` + strings.Repeat("x", 300<<10) + `"}`, 413, "M_TOO_LARGE", "", false, nil},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -122,7 +122,7 @@ func TestRoomRoutesRefuseBadInput(t *testing.T) {
 		{"PUT", v1 + "/members/" + string(bob), root, map[string]string{}, 400, "M_MISSING_PARAM"},
 		{"PUT", v1 + "/members/" + string(bob), root, "not json", 400, "M_NOT_JSON"},
 		{"PUT", v1 + "/members/" + string(bob), root, map[string]any{"membership": "join", "avatar_url": 3}, 400, "M_INVALID_PARAM"},
-		{"PUT", v1 + "/members/" + string(bob), root, strings.Repeat(" ", 300<<10) + "{}", 400, "M_TOO_LARGE"},
+		{"PUT", v1 + "/members/" + string(bob), root, strings.Repeat(" ", 300<<10) + "{}", 413, "M_TOO_LARGE"},
 		{"PUT", v1 + "/members/" + string(bob) + "/profile/displayname", alice, map[string]string{"displayname": "x"}, 403, "M_FORBIDDEN"},
 		{"PUT", v1 + "/members/" + string(bob) + "/profile/displayname", bob, map[string]string{"displayname": "x"}, 403, "M_FORBIDDEN"}, // not joined
 		{"PUT", v1 + "/members/" + string(alice) + "/profile/m.tz", alice, map[string]string{"m.tz": "x"}, 400, "M_INVALID_PARAM"},

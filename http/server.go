@@ -1,7 +1,9 @@
 // Package http serves profilestore over HTTP: the Matrix client profile API,
-// profilestore's own routes, health and metrics. It only translates between
-// HTTP and the domain; it imports net/http itself, so callers alias one of
-// the two.
+// the application-service API a homeserver calls, profilestore's own routes,
+// the change feed, the moderator console, health and metrics. It only
+// translates: handlers parse a request, call the domain (which decides who
+// may write what) or a view, and map errors to Matrix errors. It imports
+// net/http itself, so callers alias one of the two.
 package http
 
 import (
@@ -77,6 +79,9 @@ type Config struct {
 	Integrity *integrity.Checker
 	SealKey   ed25519.PublicKey
 
+	// Appservice, if set, is served on /_matrix/app/v1 to the homeserver
+	// (http/appservice.go).
+	Appservice Appservice
 	// Supplier, if set, adds appservice supplements (MSC4337) to every
 	// client profile read.
 	Supplier ProfileSupplier
@@ -140,9 +145,6 @@ func NewServer(cfg Config) *Server {
 
 // Handler returns the server's handler, for tests that serve it themselves.
 func (s *Server) Handler() http.Handler { return s.handler }
-
-// Router lets other packages' routes (appservice, console) join the server.
-func (s *Server) Router() *mux.Router { return s.router }
 
 // Open starts listening on the configured address.
 func (s *Server) Open() error {
@@ -210,6 +212,7 @@ func (s *Server) routes() {
 
 	ps := prefixed{r, "/_profilestore/v1"}
 	ps.HandleFunc("/users/{userId}/erase", s.authed(s.handleErase)).Methods(http.MethodPost)
+	ps.HandleFunc("/profiles/query", s.handleProfilesQuery).Methods(http.MethodPost)
 	ps.HandleFunc("/events", s.handleFeed).Methods(http.MethodGet)
 	if s.cfg.Integrity != nil {
 		ps.HandleFunc("/integrity", s.handleIntegrity).Methods(http.MethodGet)
@@ -227,6 +230,7 @@ func (s *Server) routes() {
 	}
 	ps.HandleFunc("/users/{userId}/history/{position}/hide", s.authed(s.limited(s.handleHide))).Methods(http.MethodPost)
 	s.roomRoutes()
+	s.appserviceRoutes()
 
 	r.HandleFunc("/health", s.handleHealth).Methods(http.MethodGet)
 	r.HandleFunc("/ready", s.handleReady).Methods(http.MethodGet)
@@ -341,6 +345,9 @@ func (s *Server) authenticate(r *http.Request) (Identity, error) {
 	token, ok := bearerToken(r)
 	if !ok {
 		return Identity{}, domain.Errorf(domain.ErrCodeMissingToken, "Missing access token")
+	}
+	if err := tokenConflict(r); err != nil {
+		return Identity{}, err
 	}
 	if s.cfg.Auth == nil {
 		return Identity{}, domain.Errorf(domain.ErrCodeUnknownToken, "No access tokens are configured")

@@ -2,6 +2,7 @@ package http_test
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"io"
 	"net"
@@ -9,6 +10,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/profilestore/profilestore/domain"
+	"github.com/profilestore/profilestore/eventstore"
 	pshttp "github.com/profilestore/profilestore/http"
 )
 
@@ -227,5 +230,69 @@ func TestMemberProfileNullAndNotJoined(t *testing.T) {
 	m := ts.do("GET", "/_profilestore/v1/rooms/!r:example.com/members", ts.tokens[admin], nil)
 	if !strings.Contains(string(m.Body), `"displayname":"Nick"`) {
 		t.Errorf("the override did not survive the refused null: %s", m.Body)
+	}
+}
+
+// TestEraseOfANeverSeenUserAppendsNothing: erasing a user nothing was ever
+// stored about answers like any erase and creates no stream; a user known
+// only from a room is still erased.
+func TestEraseOfANeverSeenUserAppendsNothing(t *testing.T) {
+	ts := newTestService(t)
+	before := ts.head()
+	// Who may erase is checked first: the answer tells nobody else whether
+	// the user was ever seen.
+	if r := ts.do("POST", "/_profilestore/v1/users/@never:example.com/erase", ts.tokens[bob], `{}`); r.Status != 403 || r.errcode(t) != "M_FORBIDDEN" {
+		t.Errorf("bob erasing another user: %d %s, want 403 M_FORBIDDEN", r.Status, r.Body)
+	}
+	r := ts.do("POST", "/_profilestore/v1/users/@never:example.com/erase", ts.tokens[admin], `{}`)
+	if r.Status != 200 || r.json(t)["erased"] != true {
+		t.Fatalf("erase: %d %s", r.Status, r.Body)
+	}
+	if after := ts.head(); after != before {
+		t.Errorf("erasing a never-seen user moved the log from %s to %s", before, after)
+	}
+	recs, err := ts.store.ReadStream(context.Background(), domain.ProfileStream("@never:example.com"), 0, eventstore.Forwards, 10)
+	if err != nil || len(recs) != 0 {
+		t.Errorf("the never-seen user has a stream: %v %v", recs, err)
+	}
+
+	// Known only as a room member with a per-room name: erased for real.
+	if r := ts.do("PUT", "/_profilestore/v1/rooms/!r:example.com/members/@roomonly:example.com", ts.tokens[admin], `{"membership":"join","displayname":"Only Here"}`); r.Status != 200 {
+		t.Fatalf("join: %d %s", r.Status, r.Body)
+	}
+	before = ts.head()
+	if r := ts.do("POST", "/_profilestore/v1/users/@roomonly:example.com/erase", ts.tokens[admin], `{}`); r.Status != 200 {
+		t.Fatalf("erase: %d %s", r.Status, r.Body)
+	}
+	if after := ts.head(); after == before {
+		t.Errorf("a user known from a room was not erased")
+	}
+	if m := ts.do("GET", "/_profilestore/v1/rooms/!r:example.com/members", ts.tokens[admin], nil); strings.Contains(string(m.Body), "Only Here") {
+		t.Errorf("the erased per-room name is still shown: %s", m.Body)
+	}
+}
+
+// TestDirectorySearchRefusesNullAndBadLimits: search_term null and a limit
+// that is not a positive integer are 400 M_INVALID_PARAM; a large limit is
+// capped.
+func TestDirectorySearchRefusesNullAndBadLimits(t *testing.T) {
+	ts := newTestService(t)
+	for _, body := range []string{
+		`{"search_term":null}`,
+		`{"search_term":"a","limit":-1}`,
+		`{"search_term":"a","limit":0}`,
+		`{"search_term":"a","limit":null}`,
+		`{"search_term":"a","limit":1.5}`,
+		`{"search_term":"a","limit":"5"}`,
+	} {
+		t.Run(body, func(t *testing.T) {
+			r := ts.do("POST", "/_matrix/client/v3/user_directory/search", ts.tokens[alice], body)
+			if r.Status != 400 || r.errcode(t) != "M_INVALID_PARAM" {
+				t.Errorf("%d %s, want 400 M_INVALID_PARAM", r.Status, r.Body)
+			}
+		})
+	}
+	if r := ts.do("POST", "/_matrix/client/v3/user_directory/search", ts.tokens[alice], `{"search_term":"a","limit":1000}`); r.Status != 200 {
+		t.Errorf("a large limit: %d %s", r.Status, r.Body)
 	}
 }

@@ -126,13 +126,10 @@ func (a *app) server(auth pshttp.Authenticator) (*pshttp.Server, error) {
 	if a.seals != nil {
 		cfg.SealKey = a.seals.PublicKey()
 	}
-	addRoutes, err := a.withAppservice(&cfg)
-	if err != nil {
+	if err := a.withAppservice(&cfg); err != nil {
 		return nil, err
 	}
-	srv := pshttp.NewServer(cfg)
-	addRoutes(srv)
-	return srv, nil
+	return pshttp.NewServer(cfg), nil
 }
 
 func (a *app) close() {

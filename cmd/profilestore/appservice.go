@@ -54,32 +54,31 @@ func (c *AppserviceConfig) registrationPath(dataDir string) string {
 	return filepath.Join(dataDir, "appservice-registration.yaml")
 }
 
-// withAppservice adds the appservice side to the server configuration and
-// returns a function that adds its routes to the built server.
-func (a *app) withAppservice(cfg *pshttp.Config) (func(*pshttp.Server), error) {
+// withAppservice adds the appservice side to the server configuration.
+func (a *app) withAppservice(cfg *pshttp.Config) error {
 	ac := a.cfg.Appservice
 	if len(ac.Registrations) > 0 {
 		auth, err := appserviceAuth(ac, cfg.Auth)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		cfg.Auth = auth
 	}
 	if ac.Supplements.Enabled {
 		regs, err := appservice.LoadRegistrations(ac.Supplements.Registrations)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		sup := appservice.NewSupplier(appservice.SupplierOptions{Registrations: regs, Deadline: ac.Supplements.Deadline, Logger: a.log})
 		cfg.Supplier = sup
 		cfg.Collectors = append(cfg.Collectors, sup.Collectors()...)
 	}
 	if !ac.Enabled {
-		return func(*pshttp.Server) {}, nil
+		return nil
 	}
 	reg, err := appservice.LoadRegistration(ac.registrationPath(a.cfg.DataDir))
 	if err != nil {
-		return nil, fmt.Errorf("appservice: %w (create it with: profilestore appservice register)", err)
+		return fmt.Errorf("appservice: %w (create it with: profilestore appservice register)", err)
 	}
 	hsURL := ac.HomeserverURL
 	if hsURL == "" {
@@ -92,8 +91,9 @@ func (a *app) withAppservice(cfg *pshttp.Config) (func(*pshttp.Server), error) {
 	mirror := appservice.NewMirror(appservice.MirrorOptions{Registration: reg, Profiles: a.profiles, Rooms: a.rooms, Homeserver: hs, Logger: a.log})
 	ing := appservice.NewIngester(appservice.IngesterOptions{Registration: reg, Store: a.store, Mirror: mirror,
 		MaxTransactionBytes: ac.MaxTransactionBytes, Logger: a.log})
+	cfg.Appservice = ing
 	cfg.Collectors = append(cfg.Collectors, ing.Collectors()...)
-	return func(s *pshttp.Server) { ing.Routes(s.Router()) }, nil
+	return nil
 }
 
 // appserviceAuth puts the configured appservices' as_tokens in front of next.

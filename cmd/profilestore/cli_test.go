@@ -233,3 +233,45 @@ func TestStartupLog(t *testing.T) {
 		t.Error("the start-up log shows the store password")
 	}
 }
+
+func TestTokenListAndRevoke(t *testing.T) {
+	dir := t.TempDir()
+	a, _, err := run2(t, "token", "issue", "--data-dir", dir, "--comment", "laptop", "--expires", "720h", "@alice:example.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _, err := run2(t, "token", "issue", "--data-dir", dir, "--admin", "@bob:example.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b = strings.TrimSpace(a), strings.TrimSpace(b)
+	out, _, err := run2(t, "token", "list", "--data-dir", dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 3 || !strings.Contains(lines[1], "@alice:example.com") || !strings.Contains(lines[1], "laptop") ||
+		strings.Contains(lines[1], "never") || !strings.Contains(lines[2], "yes") || !strings.Contains(lines[2], "never") {
+		t.Fatalf("token list:\n%s", out)
+	}
+	if strings.Contains(out, a) || strings.Contains(out, b) {
+		t.Fatal("token list shows a token")
+	}
+	bobHash := strings.Fields(lines[2])[0]
+	if out, _, err := run2(t, "token", "revoke", "--data-dir", dir, bobHash[:8]); err != nil || !strings.Contains(out, "revoked "+bobHash+" of @bob:example.com") {
+		t.Fatalf("revoke by prefix: %q %v", out, err)
+	}
+	if out, _, err := run2(t, "token", "revoke", "--data-dir", dir, a); err != nil || !strings.Contains(out, "of @alice:example.com") {
+		t.Fatalf("revoke by token: %q %v", out, err)
+	}
+	if _, _, err := run2(t, "token", "revoke", "--data-dir", dir, "--user", "@alice:example.com"); err == nil || !strings.Contains(err.Error(), "no token matches") {
+		t.Fatalf("revoke with nothing left: %v", err)
+	}
+	var ue usageError
+	if _, _, err := run2(t, "token", "revoke", "--data-dir", dir, "--user", "@alice:example.com", "abcdef"); !errors.As(err, &ue) {
+		t.Errorf("revoke with a prefix and --user: %v", err)
+	}
+	if _, _, err := run2(t, "token", "issue", "--data-dir", dir, "--expires", "30 days", "@c:example.com"); err == nil || !strings.Contains(err.Error(), "like 720h") {
+		t.Errorf("bad --expires: %v", err)
+	}
+}
