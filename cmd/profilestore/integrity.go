@@ -328,6 +328,7 @@ func verifyExport(path string, keys []ed25519.PublicKey, bounded bool, witness *
 	progress := progressReporter("verifying " + filepath.Base(path))
 	counter := &countingReader{r: f}
 	v := integrity.NewVerifier(keys)
+	v.SetWitness(witness)
 	if bounded {
 		v.TrustFirst()
 	}
@@ -356,7 +357,7 @@ func verifyExport(path string, keys []ed25519.PublicKey, bounded bool, witness *
 	if progress != nil {
 		progress(total, total)
 	}
-	return v.Finish(witness), nil
+	return v.Finish(), nil
 }
 
 func parseExportLine(b []byte) (eventstore.RecordedEvent, error) {

@@ -260,3 +260,18 @@ func TestProofsCheckOfflineWithThePublicKey(t *testing.T) {
 		t.Fatalf("proof of no event: %v", err)
 	}
 }
+
+// TestWitnessCopyExposesARewrittenSeal: a log rewritten and re-signed by
+// whoever holds the key verifies on its own; the seal a witness copied
+// earlier does not match it.
+func TestWitnessCopyExposesARewrittenSeal(t *testing.T) {
+	l := history(t)
+	ctx := context.Background()
+	kept, rec, err := integrity.FindSeal(ctx, l.store, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kept.Root[0] ^= 1 // the log's seal 2 is not what the witness saw
+	r := l.verify(t, &kept)
+	expectBreaks(t, r, integrity.Break{Kind: integrity.ForgedSeal, Stream: integrity.SealStream, Revision: rec.Revision, Position: rec.Position.String()})
+}

@@ -102,8 +102,15 @@ type Verifier struct {
 	// trustSeq: the seal with this seq starts the verification (--since):
 	// its window lies before the walk, so only its signature is checked.
 	trustSeq uint64
-	report   Report
+	// witness is a seal kept outside the log (SetWitness).
+	witness *Seal
+	report  Report
 }
+
+// SetWitness gives the verifier a seal a witness kept: the log's seal of
+// that number must be the same, and a log that ends before it is reported
+// as truncated.
+func (v *Verifier) SetWitness(s *Seal) { v.witness = s }
 
 // NewVerifier verifies seals with the given public keys (none: every seal
 // is reported as forged).
@@ -231,6 +238,10 @@ func (v *Verifier) checkSeal(rec *eventstore.RecordedEvent, eventHash Hash, note
 		(*note)(MissingSeal, "the genesis seal has a prev_seal")
 		good = false
 	}
+	if w := v.witness; w != nil && w.Seq == s.Seq && (w.Root != s.Root || w.Through != s.Through || w.PrevSeal != s.PrevSeal || !w.SealedAt.Equal(s.SealedAt)) {
+		(*note)(ForgedSeal, "seal %d differs from the copy a witness kept (root %s): the log was rewritten", s.Seq, w.Root)
+		good = false
+	}
 	// Split the window at the seal's through event; what follows it (and
 	// this seal event) belongs to the next window.
 	end := -1
@@ -285,36 +296,23 @@ func windowHeads(window []pendingHead) []Head {
 	return heads
 }
 
-// Finish ends the walk. witness, if not nil, is a seal kept outside the log
-// (by a witness, or from an earlier run): a log that does not hold it is
-// reported as truncated (or forked).
-func (v *Verifier) Finish(witness *Seal) Report {
+// Finish ends the walk and returns the report. A log that ends before the
+// witness's seal (SetWitness) is reported as truncated.
+func (v *Verifier) Finish() Report {
 	for _, h := range v.window {
 		if h.Stream != SealStream {
 			v.report.Unsealed++
 		}
 	}
-	if witness != nil && (v.lastSeal == nil || v.lastSeal.Seq < witness.Seq) {
+	if w := v.witness; w != nil && (v.lastSeal == nil || v.lastSeal.Seq < w.Seq) {
 		last := uint64(0)
 		if v.lastSeal != nil {
 			last = v.lastSeal.Seq
 		}
-		v.report.Breaks = append(v.report.Breaks, Break{Kind: Truncated, Stream: SealStream, Revision: witness.Seq - 1,
-			Detail: fmt.Sprintf("the log ends after seal %d, but a witness holds seal %d (root %s): events were removed from the end", last, witness.Seq, witness.Root)})
+		v.report.Breaks = append(v.report.Breaks, Break{Kind: Truncated, Stream: SealStream, Revision: w.Seq - 1,
+			Detail: fmt.Sprintf("the log ends after seal %d, but a witness holds seal %d (root %s): events were removed from the end", last, w.Seq, w.Root)})
 	}
 	return v.report
-}
-
-// CheckWitness compares a seal kept by a witness with the one of the same
-// number that the log holds; a differing one means the log was rewritten.
-func CheckWitness(found *SealRef, witness *Seal) error {
-	if found == nil || found.Seq != witness.Seq {
-		return nil
-	}
-	if found.Root != witness.Root || found.Through != witness.Through {
-		return fmt.Errorf("integrity: seal %d in the log differs from the witness's copy", witness.Seq)
-	}
-	return nil
 }
 
 // Progress is told how many events were checked so far, of about total.
@@ -324,6 +322,7 @@ type Progress func(done, total uint64)
 // at that seal (which must verify) and checks only what follows it.
 func VerifyStore(ctx context.Context, store eventstore.Store, keys []ed25519.PublicKey, since uint64, witness *Seal, progress Progress) (Report, error) {
 	v := NewVerifier(keys)
+	v.SetWitness(witness)
 	after := eventstore.Start
 	if since != 0 {
 		seal, _, err := FindSeal(ctx, store, since)
@@ -370,13 +369,7 @@ func VerifyStore(ctx context.Context, store eventstore.Store, keys []ed25519.Pub
 			progress(min(done, total), total)
 		}
 	}
-	r := v.Finish(witness)
-	if witness != nil {
-		if err := CheckWitness(r.LastSeal, witness); err != nil {
-			r.Breaks = append(r.Breaks, Break{Kind: ForgedSeal, Stream: SealStream, Revision: witness.Seq - 1, Detail: err.Error()})
-		}
-	}
-	return r, nil
+	return v.Finish(), nil
 }
 
 var errNotFound = errors.New("integrity: event not found")
