@@ -330,3 +330,11 @@ func TestHumanErrorDropsErrcodes(t *testing.T) {
 		t.Errorf("humanError: %q", got)
 	}
 }
+
+func TestAppserviceRegisterSaysItCreatesTheDataDir(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "new")
+	_, stderr, err := run2(t, "appservice", "register", "--server-name", "example.org", "--data-dir", dir)
+	if err != nil || !strings.Contains(stderr, "created a new data directory "+dir) {
+		t.Fatalf("%q %v", stderr, err)
+	}
+}
