@@ -296,3 +296,21 @@ func TestDirectorySearchRefusesNullAndBadLimits(t *testing.T) {
 		t.Errorf("a large limit: %d %s", r.Status, r.Body)
 	}
 }
+
+// TestRoomLookalikesAccessIsMembers holds what docs/SECURITY.md says of
+// look-alikes: the same readers as /members (members joined now,
+// moderators, admins), not moderators only.
+func TestRoomLookalikesAccessIsMembers(t *testing.T) {
+	ts := newTestService(t)
+	ts.ok("PUT", v1+"/members/"+string(alice), admin, map[string]string{"membership": "join", "displayname": "Alice"})
+	if r := ts.do("GET", v1+"/lookalikes", ts.tokens[alice], nil); r.Status != 200 {
+		t.Errorf("a joined member: %d %s, want 200", r.Status, r.Body)
+	}
+	if r := ts.do("GET", v1+"/lookalikes", ts.tokens[bob], nil); r.Status != 403 || r.errcode(t) != "M_FORBIDDEN" {
+		t.Errorf("a non-member: %d %s, want 403 M_FORBIDDEN", r.Status, r.Body)
+	}
+	ts.ok("PUT", v1+"/members/"+string(alice), admin, map[string]string{"membership": "leave"})
+	if r := ts.do("GET", v1+"/lookalikes", ts.tokens[alice], nil); r.Status != 403 {
+		t.Errorf("a member who left: %d %s, want 403", r.Status, r.Body)
+	}
+}
