@@ -60,11 +60,8 @@ func (s *RoomService) ChangeMembership(ctx context.Context, cmd ChangeMembership
 
 // SetMemberProfile sets a per-room override.
 func (s *RoomService) SetMemberProfile(ctx context.Context, cmd SetMemberProfile) (WriteResult, error) {
-	if err := s.policy.CheckProfileWrite(cmd.Actor, cmd.User, cmd.Field); err != nil {
-		return WriteResult{}, err
-	}
 	var err error
-	if cmd.ClearedAt, err = s.clearedAt(ctx, cmd.User, cmd.Field); err != nil {
+	if cmd.ClearedAt, err = s.memberProfileWrite(ctx, cmd.Actor, cmd.User, cmd.Field); err != nil {
 		return WriteResult{}, err
 	}
 	return s.run(ctx, cmd.Room, cmd.Meta.IdempotencyKey, func(r *Room) ([]Event, error) {
@@ -74,11 +71,8 @@ func (s *RoomService) SetMemberProfile(ctx context.Context, cmd SetMemberProfile
 
 // ClearMemberProfile removes a per-room override.
 func (s *RoomService) ClearMemberProfile(ctx context.Context, cmd ClearMemberProfile) (WriteResult, error) {
-	if err := s.policy.CheckProfileWrite(cmd.Actor, cmd.User, cmd.Field); err != nil {
-		return WriteResult{}, err
-	}
 	var err error
-	if cmd.ClearedAt, err = s.clearedAt(ctx, cmd.User, cmd.Field); err != nil {
+	if cmd.ClearedAt, err = s.memberProfileWrite(ctx, cmd.Actor, cmd.User, cmd.Field); err != nil {
 		return WriteResult{}, err
 	}
 	return s.run(ctx, cmd.Room, cmd.Meta.IdempotencyKey, func(r *Room) ([]Event, error) {
@@ -106,9 +100,13 @@ func (s *RoomService) SetPowerLevels(ctx context.Context, cmd SetPowerLevels) (W
 	})
 }
 
-// clearedAt reads where the user's last propagate_to=all change of field
-// landed, which the room stream alone cannot know.
-func (s *RoomService) clearedAt(ctx context.Context, user UserID, field string) (eventstore.Position, error) {
+// memberProfileWrite checks that actor may change user's per-room field and
+// reads where the user's last propagate_to=all change of field landed, which
+// the room stream alone cannot know.
+func (s *RoomService) memberProfileWrite(ctx context.Context, actor Actor, user UserID, field string) (eventstore.Position, error) {
+	if err := s.policy.CheckProfileWrite(actor, user, field); err != nil {
+		return eventstore.Start, err
+	}
 	if s.profiles == nil {
 		return eventstore.Start, nil
 	}

@@ -89,9 +89,16 @@ func TestDataDirInUse(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	for _, args := range [][]string{{"rebuild"}, {"export"}} {
+	for _, args := range [][]string{{"rebuild"}, {"import", "/dev/null"}} {
 		_, _, err := run2(t, append(args, "--data-dir", dir)...)
 		if err == nil || !strings.Contains(err.Error(), "in use by a running profilestore") || !strings.Contains(err.Error(), "backup") {
+			t.Errorf("%v: %v", args, err)
+		}
+	}
+	// export and backup ask the server over its socket; this holder has none.
+	for _, args := range [][]string{{"export"}, {"backup", filepath.Join(t.TempDir(), "b")}} {
+		_, _, err := run2(t, append(args, "--data-dir", dir)...)
+		if err == nil || !strings.Contains(err.Error(), "is in use, but the server's control socket") {
 			t.Errorf("%v: %v", args, err)
 		}
 	}

@@ -55,10 +55,19 @@ func makeDataDir(dir string, say func(string)) error {
 // inUse turns the store's lock error into what the operator should do.
 func inUse(dir string, err error) error {
 	if errors.Is(err, bolt.ErrInUse) {
-		return fmt.Errorf("data directory %s is in use by a running profilestore (stop it, or use `profilestore backup` for a copy)", dir)
+		return dataDirInUse{dir}
 	}
 	return err
 }
+
+// dataDirInUse is bolt.ErrInUse told for people.
+type dataDirInUse struct{ dir string }
+
+func (e dataDirInUse) Error() string {
+	return fmt.Sprintf("data directory %s is in use by a running profilestore (stop it, or use `profilestore backup` for a copy)", e.dir)
+}
+
+func (e dataDirInUse) Unwrap() error { return bolt.ErrInUse }
 
 // openBolt opens a data directory's log and keyring and checks that they
 // belong together (bolt.Bind): a missing or foreign keys.db would make every

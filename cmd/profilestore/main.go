@@ -113,6 +113,7 @@ func rootCommand() *cobra.Command {
 		f.add(rebuildCommand(load), store...),
 		f.add(exportCommand(load), store...),
 		f.add(importCommand(load), store...),
+		f.add(backupCommand(load), "data-dir", "tokens-file"),
 		f.add(benchCommand(load), "store", "esdb-url"),
 		appserviceCommand(load, f),
 	)
