@@ -184,19 +184,13 @@ func (a *app) rebuildViews(ctx context.Context, progress func(applied, total uin
 	if err := os.Rename(fresh, cur); err != nil {
 		return err
 	}
-	syncDir(a.cfg.DataDir)
+	if err := syncDir(a.cfg.DataDir); err != nil {
+		return err
+	}
 	if err := os.RemoveAll(old); err != nil {
 		return err
 	}
 	return a.openViews(cur)
-}
-
-// syncDir makes renames in dir durable.
-func syncDir(dir string) {
-	if d, err := os.Open(dir); err == nil {
-		_ = d.Sync()
-		d.Close()
-	}
 }
 
 func (a *app) close() {
