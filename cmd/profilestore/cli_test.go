@@ -32,7 +32,7 @@ func run2(t *testing.T, args ...string) (string, string, error) {
 // creates nothing, instead of a fresh empty store that "succeeds".
 func TestOfflineCommandsNeedDataDir(t *testing.T) {
 	t.Setenv("PROFILESTORE_LOG_LEVEL", "error")
-	for _, args := range [][]string{{"rebuild"}, {"export"}, {"import", "/dev/null"}} {
+	for _, args := range [][]string{{"rebuild"}, {"export"}, {"import", "/dev/null"}, {"verify"}, {"integrity", "seal"}} {
 		t.Run(args[0], func(t *testing.T) {
 			dir := filepath.Join(t.TempDir(), "typo")
 			_, _, err := run2(t, append(args, "--data-dir", dir)...)
