@@ -310,7 +310,11 @@ func (s *Server) middleware(next http.Handler) http.Handler {
 		log := s.log.WithFields(logrus.Fields{"request_id": reqID, "method": r.Method, "route": route})
 		ctx := context.WithValue(r.Context(), loggerKey{}, log)
 		rec := &statusRecorder{ResponseWriter: w}
-		if err := checkQuery(r); err != nil {
+		err := checkQuery(r)
+		if err == nil {
+			err = checkHeaders(r)
+		}
+		if err != nil {
 			s.writeError(rec, r.WithContext(ctx), err)
 		} else {
 			next.ServeHTTP(rec, r.WithContext(ctx))
