@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -194,6 +196,17 @@ func (c *Config) validate() error {
 	}
 	if c.LogFormat != "text" && c.LogFormat != "json" {
 		return fmt.Errorf("config: log_format %q is not text or json", c.LogFormat)
+	}
+	if _, port, err := net.SplitHostPort(c.Listen); err != nil || port == "" {
+		return fmt.Errorf("config: listen %q is not a host:port address (like %s, or :8318 for every interface)", c.Listen, defaultListen)
+	}
+	for name, u := range map[string]string{"auth.homeserver_url": c.Auth.HomeserverURL, "appservice.homeserver_url": c.Appservice.HomeserverURL} {
+		if u == "" {
+			continue
+		}
+		if p, err := url.Parse(u); err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" {
+			return fmt.Errorf("config: %s %q is not an http(s) URL (like https://matrix.example.com)", name, u)
+		}
 	}
 	for name, d := range map[string]time.Duration{"apply_wait": c.ApplyWait, "auth.cache_ttl": c.Auth.CacheTTL,
 		"auth.negative_cache_ttl": c.Auth.NegativeTTL, "feed.heartbeat": c.Feed.Heartbeat,
