@@ -8,6 +8,7 @@ import (
 
 	"github.com/profilestore/profilestore/domain"
 	"github.com/profilestore/profilestore/eventstore"
+	"github.com/profilestore/profilestore/eventstore/integrity"
 	pshttp "github.com/profilestore/profilestore/http"
 	"github.com/profilestore/profilestore/projections"
 	"github.com/profilestore/profilestore/projections/viewstore"
@@ -29,7 +30,11 @@ type app struct {
 	rooms    *domain.RoomService
 	roomView *projections.Rooms
 	runner   *projections.Runner
-	viewDB   *projections.DB
+	// checker is the online integrity check; seals is the seal writer,
+	// nil without a signing key (see serve).
+	checker *integrity.Checker
+	seals   *integrity.Writer
+	viewDB  *projections.DB
 }
 
 // openApp opens the store and keyring and builds the domain and views; the
@@ -61,10 +66,20 @@ func openApp(ctx context.Context, cfg Config, log *logrus.Logger) (*app, error) 
 			MaxAvatarURLBytes:   cfg.Profile.MaxAvatarURLBytes,
 		},
 		Fields: cfg.Profile.Fields,
-	})
+	}, domain.CacheSize(cfg.CommandCache.Profiles))
 	a.eraser = domain.NewEraser(a.keyring, a.sealer, a.profiles)
-	a.rooms = domain.NewRoomService(a.store, a.sealer, a.profiles.Policy(), a.profiles)
+	a.rooms = domain.NewRoomService(a.store, a.sealer, a.profiles.Policy(), a.profiles, domain.CacheSize(cfg.CommandCache.Rooms))
 	if err := a.openViews(viewsDir(cfg.DataDir)); err != nil {
+		a.close()
+		return nil, err
+	}
+	keys, err := cfg.Integrity.trustedKeys(nil)
+	if err != nil {
+		a.close()
+		return nil, err
+	}
+	a.checker = integrity.NewChecker(a.store, keys, log)
+	if a.seals, err = a.sealWriter(); err != nil {
 		a.close()
 		return nil, err
 	}
@@ -103,6 +118,10 @@ func (a *app) server(auth pshttp.Authenticator) (*pshttp.Server, error) {
 		WriteBurst:            a.cfg.RateLimit.Burst,
 		ApplyWait:             a.cfg.ApplyWait,
 		Collectors:            pshttp.ViewMetrics(a.viewDB, a.views.Cache(), a.roomView.Cache()),
+		Integrity:             a.checker,
+	}
+	if a.seals != nil {
+		cfg.SealKey = a.seals.PublicKey()
 	}
 	if err := a.withAppservice(&cfg); err != nil {
 		return nil, err

@@ -32,7 +32,7 @@ func run2(t *testing.T, args ...string) (string, string, error) {
 // creates nothing, instead of a fresh empty store that "succeeds".
 func TestOfflineCommandsNeedDataDir(t *testing.T) {
 	t.Setenv("PROFILESTORE_LOG_LEVEL", "error")
-	for _, args := range [][]string{{"rebuild"}, {"export"}, {"import", "/dev/null"}} {
+	for _, args := range [][]string{{"rebuild"}, {"export"}, {"import", "/dev/null"}, {"verify"}, {"integrity", "seal"}} {
 		t.Run(args[0], func(t *testing.T) {
 			dir := filepath.Join(t.TempDir(), "typo")
 			_, _, err := run2(t, append(args, "--data-dir", dir)...)
@@ -120,6 +120,8 @@ func TestConfigStrict(t *testing.T) {
 		{"propagation", "profile:\n  default_propagation: some\n", `"some" is not one of all, unchanged, none`, "M_"},
 		{"admin", "auth:\n  admins: [alice]\n", `auth.admins[0] "alice" is not a Matrix user id`, "M_"},
 		{"yaml", "listen: [\n", "not valid YAML", ""},
+		{"listen", "listen: localhost\n", `listen "localhost" is not a host:port address`, ""},
+		{"homeserver url", "auth:\n  mode: homeserver\n  homeserver_url: matrix.example.com\n", `auth.homeserver_url "matrix.example.com" is not an http(s) URL`, ""},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			if err := os.WriteFile(path, []byte(c.yaml), 0o600); err != nil {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/sstable"
 )
 
 // Pebble is a Store on github.com/cockroachdb/pebble/v2, an LSM tree.
@@ -46,6 +47,13 @@ func OpenPebble(dir string, o PebbleOptions) (*Pebble, error) {
 		MemTableSize:                o.MemTableBytes,
 		MemTableStopWritesThreshold: 4,
 		Logger:                      quietLogger{},
+	}
+	// Tables are not compressed: a compressed block can hold a name as
+	// back-references to other bytes, which a scan for leftover plaintext
+	// after an erasure would not see; the values are small varint records
+	// and keys are prefix-compressed anyway.
+	for i := range opts.Levels {
+		opts.Levels[i].Compression = func() *sstable.CompressionProfile { return sstable.NoCompression }
 	}
 	db, err := pebble.Open(dir, opts)
 	if err != nil {
