@@ -13,6 +13,7 @@ import (
 
 	"github.com/profilestore/profilestore/appservice"
 	"github.com/profilestore/profilestore/domain"
+	"github.com/profilestore/profilestore/eventstore"
 	pshttp "github.com/profilestore/profilestore/http"
 	"github.com/profilestore/profilestore/projections"
 	"github.com/prometheus/client_golang/prometheus"
@@ -398,9 +399,7 @@ func TestProfileReadsCarrySupplements(t *testing.T) {
 		}
 	})
 	sup := newSupplier(appservice.SupplierOptions{Deadline: 150 * time.Millisecond}, coop, slow)
-	views := projections.NewProfiles()
-	views.Apply(&domain.Event{Type: domain.TypeFieldSet, User: "@alice:example.org", Key: "displayname", Value: json.RawMessage(`"Alice"`)})
-	views.Apply(&domain.Event{Type: domain.TypeFieldSet, User: "@alice:example.org", Key: "avatar_url", Value: json.RawMessage(`"mxc://example.org/a"`)})
+	views := aliceView(t)
 	srv := httptest.NewServer(pshttp.NewServer(pshttp.Config{ProfileView: views, Supplier: sup, Collectors: sup.Collectors(), Logger: quietLogger()}).Handler())
 	t.Cleanup(srv.Close)
 
@@ -466,9 +465,7 @@ func TestProfilesQueryCarriesSupplements(t *testing.T) {
 		jsonAnswer(`{"displayname":"Away","org.example.status":"away"}`)(w, r)
 	})
 	sup := newSupplier(appservice.SupplierOptions{Deadline: 500 * time.Millisecond}, coop)
-	views := projections.NewProfiles()
-	views.Apply(&domain.Event{Type: domain.TypeFieldSet, User: "@alice:example.org", Key: "displayname", Value: json.RawMessage(`"Alice"`)})
-	views.Apply(&domain.Event{Type: domain.TypeFieldSet, User: "@alice:example.org", Key: "avatar_url", Value: json.RawMessage(`"mxc://example.org/a"`)})
+	views := aliceView(t)
 	srv := httptest.NewServer(pshttp.NewServer(pshttp.Config{ProfileView: views, Supplier: sup, Logger: quietLogger()}).Handler())
 	t.Cleanup(srv.Close)
 
@@ -507,4 +504,19 @@ func TestProfilesQueryCarriesSupplements(t *testing.T) {
 	if p := lastRequest(coop).URL.Path; !strings.HasSuffix(p, "/avatar_url") {
 		t.Errorf("single-key query asked %s", p)
 	}
+}
+
+// aliceView is a profiles view over a fresh view store holding Alice's
+// display name and avatar, as the server's own fields beside supplements.
+func aliceView(t *testing.T) *projections.Profiles {
+	t.Helper()
+	db := openViews(t, t.TempDir())
+	t.Cleanup(func() { db.Close() })
+	views := projections.NewProfiles(db, 0)
+	if err := projections.ApplyEvents(db, []projections.View{views},
+		&domain.Event{Type: domain.TypeFieldSet, User: "@alice:example.org", Key: "displayname", Value: json.RawMessage(`"Alice"`), Position: eventstore.Position{Commit: 1, Prepare: 1}},
+		&domain.Event{Type: domain.TypeFieldSet, User: "@alice:example.org", Key: "avatar_url", Value: json.RawMessage(`"mxc://example.org/a"`), Position: eventstore.Position{Commit: 2, Prepare: 2}}); err != nil {
+		t.Fatal(err)
+	}
+	return views
 }

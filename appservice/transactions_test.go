@@ -21,6 +21,7 @@ import (
 	"github.com/profilestore/profilestore/eventstore/bolt"
 	pshttp "github.com/profilestore/profilestore/http"
 	"github.com/profilestore/profilestore/projections"
+	"github.com/profilestore/profilestore/projections/viewstore"
 )
 
 // fixturePath is a copy of shared/reference/fixtures/dendrite-as-transaction.json:
@@ -86,6 +87,17 @@ type mirrorService struct {
 	sealer *domain.Sealer
 	server *httptest.Server
 	ing    *appservice.Ingester
+	views  *projections.DB
+}
+
+// openViews opens a view store in dir for a test server; the caller closes it.
+func openViews(t testing.TB, dir string) *projections.DB {
+	t.Helper()
+	db, _, err := projections.OpenDB(filepath.Join(dir, "views"), viewstore.PebbleOptions{CacheBytes: 8 << 20, MemTableBytes: 4 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return db
 }
 
 func newMirrorService(t testing.TB) *mirrorService {
@@ -117,7 +129,8 @@ func (ms *mirrorService) start() {
 		Homeserver: appservice.NewHomeserverProfiles(ms.hs.URL, ms.reg.ASToken, nil, time.Minute), Logger: quietLogger()})
 	ms.ing = appservice.NewIngester(appservice.IngesterOptions{Registration: ms.reg, Store: ms.store, Mirror: mirror,
 		MaxTransactionBytes: 1 << 20, Logger: quietLogger()})
-	srv := pshttp.NewServer(pshttp.Config{Store: ms.store, Profiles: profiles, ProfileView: projections.NewProfiles(),
+	ms.views = openViews(ms.t, ms.dir)
+	srv := pshttp.NewServer(pshttp.Config{Store: ms.store, Profiles: profiles, ProfileView: projections.NewProfiles(ms.views, 0),
 		Appservice: ms.ing, Logger: quietLogger(), Collectors: ms.ing.Collectors()})
 	ms.server = httptest.NewServer(srv.Handler())
 }
@@ -127,6 +140,7 @@ func (ms *mirrorService) stop() {
 		return
 	}
 	ms.server.Close()
+	ms.views.Close()
 	ms.keys.Close()
 	ms.store.Close()
 	ms.server = nil

@@ -17,6 +17,7 @@ import (
 	"github.com/profilestore/profilestore/eventstore/bolt"
 	pshttp "github.com/profilestore/profilestore/http"
 	"github.com/profilestore/profilestore/projections"
+	"github.com/profilestore/profilestore/projections/viewstore"
 	"github.com/sirupsen/logrus"
 )
 
@@ -32,6 +33,7 @@ type testService struct {
 	stats  *projections.Activity
 	sealer *domain.Sealer
 	runner *projections.Runner
+	db     *projections.DB
 	tokens map[domain.UserID]string // user -> access token
 	server *httptest.Server
 	stop   func()
@@ -70,15 +72,18 @@ func newTestServiceIn(t testing.TB, dir string, opts ...serviceOption) *testServ
 	log := logrus.New()
 	log.SetOutput(io.Discard)
 	sealer := domain.NewSealer(keys)
-	views, roomViews := projections.NewProfiles(), projections.NewRooms()
-	names, stats := projections.NewNameIndex(), projections.NewActivity()
-	runner := projections.NewRunner(projections.Options{Store: store, Sealer: sealer, Views: []projections.View{views}, Deferred: []projections.View{roomViews, names, stats},
-		SnapshotPath: filepath.Join(dir, "snapshots", "projections.snap"), Logger: log})
+	db, _, err := projections.OpenDB(filepath.Join(dir, "views"), viewstore.PebbleOptions{CacheBytes: 8 << 20, MemTableBytes: 4 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	views, roomViews := projections.NewProfiles(db, 0), projections.NewRooms(db, 0)
+	names, stats := projections.NewNameIndex(db), projections.NewActivity(db)
+	runner := projections.NewRunner(projections.Options{Store: store, Sealer: sealer, DB: db, Views: []projections.View{views}, Deferred: []projections.View{roomViews, names, stats}, Logger: log})
 	if err := runner.Start(context.Background(), nil); err != nil {
 		t.Fatal(err)
 	}
 	tokensPath := filepath.Join(dir, "tokens.yaml")
-	ts := &testService{t: t, dir: dir, store: store, views: views, names: names, stats: stats, sealer: sealer, runner: runner, tokens: map[domain.UserID]string{}}
+	ts := &testService{t: t, dir: dir, store: store, db: db, views: views, names: names, stats: stats, sealer: sealer, runner: runner, tokens: map[domain.UserID]string{}}
 	for _, u := range []struct {
 		id    domain.UserID
 		admin bool
@@ -112,6 +117,7 @@ func newTestServiceIn(t testing.TB, dir string, opts ...serviceOption) *testServ
 		srv.Close() // ends change feeds
 		ts.server.Close()
 		runner.Close()
+		db.Close()
 		keys.Close()
 		store.Close()
 	}

@@ -1,14 +1,15 @@
 package projections
 
 import (
-	"encoding/gob"
+	"bytes"
 	"encoding/json"
+	"errors"
 	"sort"
-	"sync"
 	"time"
 
 	"github.com/profilestore/profilestore/domain"
 	"github.com/profilestore/profilestore/eventstore"
+	"github.com/profilestore/profilestore/projections/viewstore"
 )
 
 // NameIndex is every display name ever used, normalised (domain.FoldName) and
@@ -16,21 +17,24 @@ import (
 // (globally or in a room) and when. An erased user's names leave the view
 // at once; a hidden entry stays (admins and moderators see it) but is marked
 // so that readers without those rights never see it.
+//
+// In the view store: "nu" user, position -> a use; "ns" skeleton, user ->
+// the user has uses of it (equal folds imply equal skeletons, so this one
+// index finds exact, case-insensitive and look-alike matches alike); "nh"
+// user, position -> hidden, including entries hidden before the view saw
+// them.
 type NameIndex struct {
-	mu    sync.RWMutex
-	users map[domain.UserID]*userNames
-	// bySkel maps a skeleton to the users with uses of it (and how many).
-	// Equal folds imply equal skeletons, so this one index finds exact,
-	// case-insensitive and look-alike matches alike.
-	bySkel map[string]map[domain.UserID]int
+	db           *DB
+	count, added int64
 }
 
-type userNames struct {
-	Uses []NameUse
-	// Hidden holds the positions (tokens) of the user's hidden entries,
-	// including ones hidden before the view saw them.
-	Hidden map[string]bool
-}
+const (
+	prefixNameUse    = "nu"
+	prefixNameSkel   = "ns"
+	prefixNameHidden = "nh"
+)
+
+var keyNamesCount = []byte("meta\x00names.count")
 
 // NameUse is one moment a user took a display name.
 type NameUse struct {
@@ -44,59 +48,92 @@ type NameUse struct {
 	Hidden bool
 }
 
-// NewNameIndex returns an empty view.
-func NewNameIndex() *NameIndex {
-	v := &NameIndex{}
-	v.Reset()
+// NewNameIndex returns the view over db.
+func NewNameIndex(db *DB) *NameIndex {
+	v := &NameIndex{db: db}
+	if raw, ok, err := db.store.Get(keyNamesCount); err == nil && ok {
+		d := dec{b: raw}
+		v.count = int64(d.uint())
+	}
 	return v
 }
 
-// Name identifies the view in snapshots.
+// Name identifies the view in logs and metrics.
 func (v *NameIndex) Name() string { return "names" }
 
-// Reset empties the view before a rebuild.
-func (v *NameIndex) Reset() {
-	v.mu.Lock()
-	v.users = make(map[domain.UserID]*userNames)
-	v.bySkel = make(map[string]map[domain.UserID]int)
-	v.mu.Unlock()
+// Committed publishes the count of the committed transaction.
+func (v *NameIndex) Committed() { v.count, v.added = v.count+v.added, 0 }
+
+// Aborted drops the open transaction's count.
+func (v *NameIndex) Aborted() { v.added = 0 }
+
+func encodeUse(u NameUse) []byte {
+	var w enc
+	w.str(u.Name)
+	w.str(string(u.Room))
+	w.int(u.At.UnixNano())
+	w.bool(u.Hidden)
+	return w.b
+}
+
+func decodeUse(user domain.UserID, key, raw []byte) (NameUse, error) {
+	d := dec{b: raw}
+	u := NameUse{User: user, Name: d.str(), Room: domain.RoomID(d.str())}
+	u.At = time.Unix(0, d.int()).UTC()
+	u.Hidden = d.bool()
+	u.Position = readPos(key[len(key)-16:])
+	return u, d.err
 }
 
 // Apply records the display names an event carries, hides entries and
 // forgets erased users.
-func (v *NameIndex) Apply(e *domain.Event) {
+func (v *NameIndex) Apply(tx viewstore.Txn, e *domain.Event) error {
 	if e.User == "" {
-		return
+		return nil
 	}
 	switch e.Type {
 	case domain.TypeErased:
-		v.mu.Lock()
-		v.forgetLocked(e.User)
-		v.mu.Unlock()
-		return
+		return v.forget(tx, e.User)
 	case domain.TypeEntryHidden:
-		v.mu.Lock()
-		u := v.userLocked(e.User)
-		u.Hidden[e.Hidden.String()] = true
-		for i := range u.Uses {
-			if u.Uses[i].Position == e.Hidden {
-				u.Uses[i].Hidden = true
-			}
+		if err := tx.Set(posKey(e.Hidden, prefixNameHidden, string(e.User)), nil); err != nil {
+			return err
 		}
-		v.mu.Unlock()
-		return
+		k := posKey(e.Hidden, prefixNameUse, string(e.User))
+		raw, ok, err := tx.Get(k)
+		if err != nil || !ok {
+			return err
+		}
+		use, err := decodeUse(e.User, k, raw)
+		if err != nil {
+			return err
+		}
+		use.Hidden = true
+		return tx.Set(k, encodeUse(use))
 	}
 	name, ok := displayNameOf(e)
 	if !ok || e.Erased {
-		return
+		return nil
 	}
 	use := NameUse{Name: name, User: e.User, Room: e.Room, Position: e.Position, At: e.Meta.OccurredAt}
-	v.mu.Lock()
-	u := v.userLocked(e.User)
-	use.Hidden = u.Hidden[e.Position.String()]
-	u.Uses = append(u.Uses, use)
-	v.indexLocked(use, 1)
-	v.mu.Unlock()
+	_, hidden, err := tx.Get(posKey(e.Position, prefixNameHidden, string(e.User)))
+	if err != nil {
+		return err
+	}
+	use.Hidden = hidden
+	if err := tx.Set(posKey(e.Position, prefixNameUse, string(e.User)), encodeUse(use)); err != nil {
+		return err
+	}
+	if err := tx.Set(keyOf(prefixNameSkel, domain.NameSkeleton(name), string(e.User)), nil); err != nil {
+		return err
+	}
+	v.added++
+	return v.putCount(tx)
+}
+
+func (v *NameIndex) putCount(tx viewstore.Txn) error {
+	var w enc
+	w.uint(uint64(max(v.count+v.added, 0)))
+	return tx.Set(keyNamesCount, w.b)
 }
 
 // displayNameOf returns the display name an event gives its user.
@@ -120,42 +157,62 @@ func displayNameOf(e *domain.Event) (string, bool) {
 	return "", false
 }
 
-func (v *NameIndex) userLocked(u domain.UserID) *userNames {
-	n := v.users[u]
-	if n == nil {
-		n = &userNames{Hidden: make(map[string]bool)}
-		v.users[u] = n
+// forget drops every name of an erased user, and the hidden marks, which
+// would only say that something once existed.
+func (v *NameIndex) forget(tx viewstore.Txn, user domain.UserID) error {
+	var keys [][]byte
+	skels := map[string]bool{}
+	lo := rangeOf(prefixNameUse, string(user))
+	var derr error
+	err := tx.Scan(lo, viewstore.PrefixEnd(lo), false, func(k, val []byte) bool {
+		use, err := decodeUse(user, k, val)
+		if err != nil {
+			derr = err
+			return false
+		}
+		keys = append(keys, bytes.Clone(k))
+		skels[domain.NameSkeleton(use.Name)] = true
+		return true
+	})
+	if err != nil || derr != nil {
+		return errors.Join(err, derr)
 	}
-	return n
+	hl := rangeOf(prefixNameHidden, string(user))
+	if err := tx.Scan(hl, viewstore.PrefixEnd(hl), false, func(k, _ []byte) bool {
+		keys = append(keys, bytes.Clone(k))
+		return true
+	}); err != nil {
+		return err
+	}
+	for s := range skels {
+		keys = append(keys, keyOf(prefixNameSkel, s, string(user)))
+	}
+	uses := 0
+	for _, k := range keys {
+		if bytes.HasPrefix(k, lo) {
+			uses++
+		}
+		if err := tx.Delete(k); err != nil {
+			return err
+		}
+	}
+	v.added -= int64(uses)
+	return v.putCount(tx)
 }
 
-func (v *NameIndex) indexLocked(use NameUse, delta int) {
-	key := domain.NameSkeleton(use.Name)
-	m := v.bySkel[key]
-	if m == nil {
-		m = make(map[domain.UserID]int)
-		v.bySkel[key] = m
-	}
-	m[use.User] += delta
-	if m[use.User] <= 0 {
-		delete(m, use.User)
-	}
-	if len(m) == 0 {
-		delete(v.bySkel, key)
-	}
-}
-
-// forgetLocked drops every name of an erased user, and the hidden marks,
-// which would only say that something once existed.
-func (v *NameIndex) forgetLocked(u domain.UserID) {
-	n := v.users[u]
-	if n == nil {
-		return
-	}
-	for _, use := range n.Uses {
-		v.indexLocked(use, -1)
-	}
-	delete(v.users, u)
+// uses calls fn for each use of the user, in log order, until it returns false.
+func (v *NameIndex) uses(r viewstore.Reader, user domain.UserID, fn func(NameUse) bool) error {
+	lo := rangeOf(prefixNameUse, string(user))
+	var derr error
+	err := r.Scan(lo, viewstore.PrefixEnd(lo), false, func(k, val []byte) bool {
+		use, err := decodeUse(user, k, val)
+		if err != nil {
+			derr = err
+			return false
+		}
+		return fn(use)
+	})
+	return errors.Join(err, derr)
 }
 
 // NameVisibility decides which uses a reader may see; nil sees everything.
@@ -214,39 +271,46 @@ func (v *NameIndex) Search(q string, limit int, visible NameVisibility) ([]NameM
 		name string
 	}
 	found := make(map[key]*NameMatch)
-	v.mu.RLock()
-	for user := range v.bySkel[skel] {
-		for _, use := range v.users[user].Uses {
-			if visible != nil && !visible(use) {
-				continue
-			}
-			var kind MatchKind
-			switch {
-			case use.Name == q:
-				kind = MatchExact
-			case domain.FoldName(use.Name) == fold:
-				kind = MatchFolded
-			case domain.NameSkeleton(use.Name) == skel:
-				kind = MatchLookalike
-			default:
-				continue
-			}
-			k := key{user, use.Name}
-			m := found[k]
-			if m == nil {
-				m = &NameMatch{Name: use.Name, User: user, Match: kind, First: use.At, FirstPosition: use.Position, Hidden: true}
-				found[k] = m
-			}
-			m.Last, m.LastPosition = use.At, use.Position
-			m.Hidden = m.Hidden && use.Hidden
-			if use.Room == "" {
-				m.Global = true
-			} else if !containsRoom(m.Rooms, use.Room) {
-				m.Rooms = append(m.Rooms, use.Room)
-			}
+	v.db.read(func(r viewstore.Reader) {
+		lo := rangeOf(prefixNameSkel, skel)
+		var users []domain.UserID
+		_ = r.Scan(lo, viewstore.PrefixEnd(lo), false, func(k, _ []byte) bool {
+			users = append(users, domain.UserID(k[len(lo):]))
+			return true
+		})
+		for _, user := range users {
+			_ = v.uses(r, user, func(use NameUse) bool {
+				if visible != nil && !visible(use) {
+					return true
+				}
+				var kind MatchKind
+				switch {
+				case use.Name == q:
+					kind = MatchExact
+				case domain.FoldName(use.Name) == fold:
+					kind = MatchFolded
+				case domain.NameSkeleton(use.Name) == skel:
+					kind = MatchLookalike
+				default:
+					return true
+				}
+				k := key{user, use.Name}
+				m := found[k]
+				if m == nil {
+					m = &NameMatch{Name: use.Name, User: user, Match: kind, First: use.At, FirstPosition: use.Position, Hidden: true}
+					found[k] = m
+				}
+				m.Last, m.LastPosition = use.At, use.Position
+				m.Hidden = m.Hidden && use.Hidden
+				if use.Room == "" {
+					m.Global = true
+				} else if !containsRoom(m.Rooms, use.Room) {
+					m.Rooms = append(m.Rooms, use.Room)
+				}
+				return true
+			})
 		}
-	}
-	v.mu.RUnlock()
+	})
 	out := make([]NameMatch, 0, len(found))
 	for _, m := range found {
 		out = append(out, *m)
@@ -279,68 +343,30 @@ func containsRoom(rooms []domain.RoomID, r domain.RoomID) bool {
 
 // UserNames returns the names a user used, in log order, that the reader may see.
 func (v *NameIndex) UserNames(u domain.UserID, visible NameVisibility) []NameUse {
-	v.mu.RLock()
-	defer v.mu.RUnlock()
-	n := v.users[u]
-	if n == nil {
-		return nil
-	}
-	out := make([]NameUse, 0, len(n.Uses))
-	for _, use := range n.Uses {
-		if visible == nil || visible(use) {
-			out = append(out, use)
-		}
-	}
+	var out []NameUse
+	v.db.read(func(r viewstore.Reader) {
+		_ = v.uses(r, u, func(use NameUse) bool {
+			if visible == nil || visible(use) {
+				out = append(out, use)
+			}
+			return true
+		})
+	})
 	return out
 }
 
 // IsHidden reports whether the user hid the entry at pos.
 func (v *NameIndex) IsHidden(u domain.UserID, pos eventstore.Position) bool {
-	v.mu.RLock()
-	defer v.mu.RUnlock()
-	n := v.users[u]
-	return n != nil && n.Hidden[pos.String()]
+	hidden := false
+	v.db.read(func(r viewstore.Reader) {
+		_, hidden, _ = r.Get(posKey(pos, prefixNameHidden, string(u)))
+	})
+	return hidden
 }
 
 // Len returns how many name uses the view holds.
 func (v *NameIndex) Len() int {
-	v.mu.RLock()
-	defer v.mu.RUnlock()
-	total := 0
-	for _, n := range v.users {
-		total += len(n.Uses)
-	}
-	return total
-}
-
-type namesSnapshot struct {
-	Users map[domain.UserID]*userNames
-}
-
-// Save writes the view to a snapshot; erased users are not in it.
-func (v *NameIndex) Save(enc *gob.Encoder) error {
-	v.mu.RLock()
-	defer v.mu.RUnlock()
-	return enc.Encode(namesSnapshot{Users: v.users})
-}
-
-// Load replaces the view with a snapshot's contents and rebuilds the indexes.
-func (v *NameIndex) Load(dec *gob.Decoder) error {
-	var s namesSnapshot
-	if err := dec.Decode(&s); err != nil {
-		return err
-	}
-	v.Reset()
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	for u, n := range s.Users {
-		if n.Hidden == nil {
-			n.Hidden = make(map[string]bool)
-		}
-		v.users[u] = n
-		for _, use := range n.Uses {
-			v.indexLocked(use, 1)
-		}
-	}
-	return nil
+	v.db.mu.RLock()
+	defer v.db.mu.RUnlock()
+	return int(v.count)
 }

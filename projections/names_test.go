@@ -1,8 +1,6 @@
 package projections_test
 
 import (
-	"bytes"
-	"encoding/gob"
 	"encoding/json"
 	"testing"
 	"time"
@@ -49,15 +47,17 @@ const (
 )
 
 func TestNamesSearchRanksExactFoldedLookalike(t *testing.T) {
-	v := projections.NewNameIndex()
+	db := projections.OpenTestDB(t)
+	v := projections.NewNameIndex(db)
+	a := projections.NewDirect(t, db, v)
 	ev := &nameEvents{t0: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
-	v.Apply(ev.global(mod, "Admin"))
-	v.Apply(ev.join(roomA, mod, "Admin"))
-	v.Apply(ev.roomName(roomB, eve, "\u0410dmin"))
-	v.Apply(ev.global(dana, "ADMIN"))
-	v.Apply(ev.global(dana, "Dana"))
-	v.Apply(ev.global(eve, "Eve")) // not an admin look-alike
-	v.Apply(ev.next(domain.Event{Type: domain.TypeFieldSet, User: eve, Key: "org.example.note", Value: json.RawMessage(`"Admin"`)}))
+	a.Apply(ev.global(mod, "Admin"))
+	a.Apply(ev.join(roomA, mod, "Admin"))
+	a.Apply(ev.roomName(roomB, eve, "\u0410dmin"))
+	a.Apply(ev.global(dana, "ADMIN"))
+	a.Apply(ev.global(dana, "Dana"))
+	a.Apply(ev.global(eve, "Eve")) // not an admin look-alike
+	a.Apply(ev.next(domain.Event{Type: domain.TypeFieldSet, User: eve, Key: "org.example.note", Value: json.RawMessage(`"Admin"`)}))
 
 	got, more := v.Search("Admin", 10, nil)
 	if more || len(got) != 3 {
@@ -91,12 +91,14 @@ func TestNamesSearchRanksExactFoldedLookalike(t *testing.T) {
 }
 
 func TestNamesHiddenAndErased(t *testing.T) {
-	v := projections.NewNameIndex()
+	db := projections.OpenTestDB(t)
+	v := projections.NewNameIndex(db)
+	a := projections.NewDirect(t, db, v)
 	ev := &nameEvents{t0: time.Now()}
 	old := ev.global(dana, "Deadname Marker")
-	v.Apply(old)
-	v.Apply(ev.global(dana, "Dana"))
-	v.Apply(ev.next(domain.Event{Type: domain.TypeEntryHidden, User: dana, Hidden: old.Position}))
+	a.Apply(old)
+	a.Apply(ev.global(dana, "Dana"))
+	a.Apply(ev.next(domain.Event{Type: domain.TypeEntryHidden, User: dana, Hidden: old.Position}))
 	if !v.IsHidden(dana, old.Position) {
 		t.Fatal("entry not hidden")
 	}
@@ -108,35 +110,31 @@ func TestNamesHiddenAndErased(t *testing.T) {
 		t.Errorf("admins see hidden names marked hidden: %+v", got)
 	}
 
-	v.Apply(ev.join(roomA, dana, "Dana in A"))
-	v.Apply(ev.global(eve, "Dana"))
-	v.Apply(ev.next(domain.Event{Type: domain.TypeErased, User: dana}))
+	a.Apply(ev.join(roomA, dana, "Dana in A"))
+	a.Apply(ev.global(eve, "Dana"))
+	a.Apply(ev.next(domain.Event{Type: domain.TypeErased, User: dana}))
 	// After erasure, replayed events decode as erased and must not come back.
-	v.Apply(ev.next(domain.Event{Type: domain.TypeFieldSet, User: dana, Key: domain.KeyDisplayName, Erased: true}))
+	a.Apply(ev.next(domain.Event{Type: domain.TypeFieldSet, User: dana, Key: domain.KeyDisplayName, Erased: true}))
 	if got, _ := v.Search("Dana", 10, nil); len(got) != 1 || got[0].User != eve {
 		t.Errorf("after erasure: %+v", got)
 	}
 	if len(v.UserNames(dana, nil)) != 0 || v.IsHidden(dana, old.Position) {
 		t.Error("erased user still has names or hidden marks")
 	}
-	var buf bytes.Buffer
-	if err := v.Save(gob.NewEncoder(&buf)); err != nil {
+	if err := db.Purge(); err != nil {
 		t.Fatal(err)
 	}
-	for _, marker := range []string{"Deadname Marker", "Dana in A", string(dana)} {
-		if bytes.Contains(buf.Bytes(), []byte(marker)) {
-			t.Errorf("snapshot holds %q after erasure", marker)
+	for _, marker := range []string{"Deadname Marker", "Dana in A"} {
+		if f := projections.FileHolding(t, db, marker); f != "" {
+			t.Errorf("%s holds %q after erasure", f, marker)
 		}
 	}
-	loaded := projections.NewNameIndex()
-	if err := loaded.Load(gob.NewDecoder(&buf)); err != nil {
-		t.Fatal(err)
-	}
+	loaded := projections.NewNameIndex(db)
 	if got, _ := loaded.Search("dana", 10, nil); len(got) != 1 || got[0].User != eve || got[0].Match != projections.MatchFolded {
 		t.Errorf("after load: %+v", got)
 	}
 	// Writes after erasure are indexed again.
-	v.Apply(ev.global(dana, "Dana Again"))
+	a.Apply(ev.global(dana, "Dana Again"))
 	if got, _ := v.Search("dana again", 10, nil); len(got) != 1 {
 		t.Errorf("new name after erasure: %+v", got)
 	}

@@ -1,38 +1,70 @@
 package projections
 
 import (
-	"encoding/gob"
+	"bytes"
 	"encoding/json"
 	"sort"
 	"strings"
-	"sync"
+	"unicode"
 
+	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/profilestore/profilestore/domain"
 	"github.com/profilestore/profilestore/eventstore"
+	"github.com/profilestore/profilestore/projections/viewstore"
 )
 
 // Profiles is the global profile of every user, the fold of its
-// profile-<user> stream, and the user directory over it.
+// profile-<user> stream, and the user directory over it. Profiles live in
+// the view store under "p"; the directory's word index under "pd"; a
+// bounded cache keeps the hot ones decoded.
 type Profiles struct {
-	mu    sync.RWMutex
-	users map[domain.UserID]*profileEntry
+	db    *DB
+	cache *lru.Cache[domain.UserID, *profileEntry]
+	// pending are the entries the open transaction changed.
+	pending map[domain.UserID]*profileEntry
+	count   int64 // users with a profile stream, committed
+	added   int64 // users added by the open transaction
+	stats   *CacheStats
 }
 
 type profileEntry struct {
 	Fields   map[string]json.RawMessage
 	Revision uint64
 	Position eventstore.Position
-	// lowerName is the case-folded display name the directory matches on.
-	lowerName string
+	// indexed are the directory words the committed entry is indexed under.
+	indexed []string
 }
 
-// NewProfiles returns an empty view.
-func NewProfiles() *Profiles {
-	return &Profiles{users: make(map[domain.UserID]*profileEntry)}
+const (
+	prefixProfile   = "p"
+	prefixDirectory = "pd"
+)
+
+var keyProfileCount = []byte("meta\x00profiles.count")
+
+// DefaultCacheEntries is the size of each view cache unless configured.
+const DefaultCacheEntries = 100_000
+
+// NewProfiles returns the view over db, caching at most cacheEntries
+// decoded profiles (DefaultCacheEntries when ≤ 0).
+func NewProfiles(db *DB, cacheEntries int) *Profiles {
+	if cacheEntries <= 0 {
+		cacheEntries = DefaultCacheEntries
+	}
+	c, _ := lru.New[domain.UserID, *profileEntry](cacheEntries)
+	v := &Profiles{db: db, cache: c, pending: map[domain.UserID]*profileEntry{}, stats: newCacheStats("profiles", cacheEntries, c.Len)}
+	if raw, ok, err := db.store.Get(keyProfileCount); err == nil && ok {
+		d := dec{b: raw}
+		v.count = int64(d.uint())
+	}
+	return v
 }
 
-// Name identifies the view in snapshots.
+// Name identifies the view in logs and metrics.
 func (v *Profiles) Name() string { return "profiles" }
+
+// Cache reports the view cache's size and hit rate.
+func (v *Profiles) Cache() *CacheStats { return v.stats }
 
 // ProfileState is a user's profile as the view holds it.
 type ProfileState struct {
@@ -44,11 +76,71 @@ type ProfileState struct {
 	Position eventstore.Position
 }
 
+func encodeProfile(e *profileEntry) []byte {
+	var w enc
+	w.uint(e.Revision)
+	w.pos(e.Position)
+	keys := make([]string, 0, len(e.Fields))
+	for k := range e.Fields {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	w.uint(uint64(len(keys)))
+	for _, k := range keys {
+		w.str(k)
+		w.raw(e.Fields[k])
+	}
+	w.uint(uint64(len(e.indexed)))
+	for _, t := range e.indexed {
+		w.str(t)
+	}
+	return w.b
+}
+
+func decodeProfile(b []byte) (*profileEntry, error) {
+	d := dec{b: b}
+	e := &profileEntry{Revision: d.uint(), Position: d.pos()}
+	if n := d.uint(); n > 0 && d.err == nil {
+		e.Fields = make(map[string]json.RawMessage, n)
+		for range n {
+			k := d.str()
+			e.Fields[k] = d.raw()
+		}
+	}
+	for n := d.uint(); n > 0 && d.err == nil; n-- {
+		e.indexed = append(e.indexed, d.str())
+	}
+	return e, d.err
+}
+
+// load reads a committed entry through the cache (nil when there is none).
+func (v *Profiles) load(r viewstore.Reader, u domain.UserID) (*profileEntry, error) {
+	if e, ok := v.cache.Get(u); ok {
+		v.stats.hit()
+		return e, nil
+	}
+	v.stats.miss()
+	raw, ok, err := r.Get(keyOf(prefixProfile, string(u)))
+	if err != nil || !ok {
+		return nil, err
+	}
+	e, err := decodeProfile(raw)
+	if err != nil {
+		return nil, err
+	}
+	v.cache.Add(u, e)
+	return e, nil
+}
+
+func (v *Profiles) committed(u domain.UserID) *profileEntry {
+	var e *profileEntry
+	v.db.read(func(r viewstore.Reader) { e, _ = v.load(r, u) })
+	return e
+}
+
 // Get returns a copy of the user's profile.
 func (v *Profiles) Get(u domain.UserID) ProfileState {
-	v.mu.RLock()
-	defer v.mu.RUnlock()
-	e := v.users[u]
+	e := v.committed(u)
 	if e == nil {
 		return ProfileState{}
 	}
@@ -61,9 +153,7 @@ func (v *Profiles) Get(u domain.UserID) ProfileState {
 
 // Field returns one value of the user's profile, with the stream revision.
 func (v *Profiles) Field(u domain.UserID, key string) (value json.RawMessage, ok bool, revision uint64, exists bool) {
-	v.mu.RLock()
-	defer v.mu.RUnlock()
-	e := v.users[u]
+	e := v.committed(u)
 	if e == nil {
 		return nil, false, 0, false
 	}
@@ -73,28 +163,129 @@ func (v *Profiles) Field(u domain.UserID, key string) (value json.RawMessage, ok
 
 // Len returns how many users have a profile stream.
 func (v *Profiles) Len() int {
-	v.mu.RLock()
-	defer v.mu.RUnlock()
-	return len(v.users)
+	v.db.mu.RLock()
+	defer v.db.mu.RUnlock()
+	return int(v.count)
 }
 
-// Apply folds a profile event into the view.
-func (v *Profiles) Apply(e *domain.Event) {
-	if e.Room != "" || e.User == "" {
-		return
+// Apply folds a profile event into the view. An event at or before the
+// position the user's entry already has is skipped: the primary stage
+// commits ahead of the checkpoint, so a restart may offer it again.
+func (v *Profiles) Apply(tx viewstore.Txn, e *domain.Event) error {
+	if e.Room != "" || e.User == "" || e.Type == "" {
+		return nil
 	}
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	entry := v.users[e.User]
+	entry := v.pending[e.User]
 	if entry == nil {
+		old, err := v.load(tx, e.User)
+		if err != nil {
+			return err
+		}
+		if old != nil && !old.Position.Before(e.Position) {
+			return nil
+		}
 		entry = &profileEntry{}
-		v.users[e.User] = entry
+		if old != nil {
+			entry.Fields = make(map[string]json.RawMessage, len(old.Fields))
+			for k, val := range old.Fields {
+				entry.Fields[k] = val
+			}
+			entry.indexed = old.indexed
+		} else {
+			v.added++
+		}
+		v.pending[e.User] = entry
+	} else if !entry.Position.Before(e.Position) {
+		return nil
 	}
 	p := domain.Profile{Fields: entry.Fields}
 	p.Apply(e)
 	entry.Fields = p.Fields
 	entry.Revision, entry.Position = e.Revision, e.Position
-	entry.lowerName = strings.ToLower(p.DisplayName())
+	words := directoryWords(e.User, p.DisplayName(), len(p.Fields) > 0)
+	if !slicesEqual(words, entry.indexed) {
+		for _, w := range entry.indexed {
+			if err := tx.Delete(keyOf(prefixDirectory, w, string(e.User))); err != nil {
+				return err
+			}
+		}
+		for _, w := range words {
+			if err := tx.Set(keyOf(prefixDirectory, w, string(e.User)), nil); err != nil {
+				return err
+			}
+		}
+		entry.indexed = words
+	}
+	if err := tx.Set(keyOf(prefixProfile, string(e.User)), encodeProfile(entry)); err != nil {
+		return err
+	}
+	if v.added > 0 {
+		var w enc
+		w.uint(uint64(v.count + v.added))
+		return tx.Set(keyProfileCount, w.b)
+	}
+	return nil
+}
+
+// Committed publishes the entries of the committed transaction.
+func (v *Profiles) Committed() {
+	for u, e := range v.pending {
+		v.cache.Add(u, e)
+	}
+	clear(v.pending)
+	v.count += v.added
+	v.added = 0
+}
+
+// Aborted drops the open transaction's entries.
+func (v *Profiles) Aborted() {
+	clear(v.pending)
+	v.added = 0
+}
+
+func slicesEqual(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// directoryWords are the words a user is found by: the case-folded words
+// of the display name and of the user id's localpart, and each of them
+// whole. A user with no profile fields is not in the directory.
+func directoryWords(u domain.UserID, displayName string, listed bool) []string {
+	if !listed {
+		return nil
+	}
+	seen := map[string]bool{}
+	var out []string
+	add := func(w string) {
+		if w != "" && !seen[w] {
+			seen[w] = true
+			out = append(out, w)
+		}
+	}
+	name := strings.ToLower(displayName)
+	local := strings.ToLower(strings.TrimPrefix(string(u), "@"))
+	add(name)
+	add(local)
+	for _, w := range splitWords(name) {
+		add(w)
+	}
+	for _, w := range splitWords(local) {
+		add(w)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func splitWords(s string) []string {
+	return strings.FieldsFunc(s, func(r rune) bool { return !unicode.IsLetter(r) && !unicode.IsDigit(r) })
 }
 
 // DirectoryResult is one user found by Search.
@@ -104,87 +295,84 @@ type DirectoryResult struct {
 	AvatarURL   string
 }
 
-// Search finds users whose id or display name contains term, case-insensitively,
-// best matches first (exact, then prefix, then substring; ties by user id).
-// It returns at most limit results and whether more matched.
+// maxDirectoryCandidates bounds the users one search examines.
+const maxDirectoryCandidates = 2000
+
+// Search finds users whose display name or user id has a word starting
+// with the term's first word and contains the whole term, case-
+// insensitively, best matches first (exact, then prefix, then substring;
+// ties by user id). It reads the word index, never every user. It returns
+// at most limit results and whether more matched.
 func (v *Profiles) Search(term string, limit int) ([]DirectoryResult, bool) {
 	term = strings.ToLower(strings.TrimSpace(term))
+	words := splitWords(term)
+	if term == "" {
+		return nil, false
+	}
+	probe := term
+	if len(words) > 0 {
+		probe = words[0]
+	}
 	type hit struct {
 		rank int
 		id   domain.UserID
+		e    *profileEntry
 	}
 	var hits []hit
-	v.mu.RLock()
-	for id, e := range v.users {
-		if len(e.Fields) == 0 {
-			continue
+	truncated := false
+	v.db.read(func(r viewstore.Reader) {
+		lo := keyOf(prefixDirectory, probe)
+		seen := map[domain.UserID]bool{}
+		var ids []domain.UserID
+		_ = r.Scan(lo, viewstore.PrefixEnd(lo), false, func(k, _ []byte) bool {
+			i := bytes.LastIndexByte(k, 0)
+			id := domain.UserID(k[i+1:])
+			if !seen[id] {
+				seen[id] = true
+				ids = append(ids, id)
+			}
+			if len(ids) >= maxDirectoryCandidates {
+				truncated = true
+				return false
+			}
+			return true
+		})
+		for _, id := range ids {
+			e, err := v.load(r, id)
+			if err != nil || e == nil || len(e.Fields) == 0 {
+				continue
+			}
+			p := domain.Profile{Fields: e.Fields}
+			name := strings.ToLower(p.DisplayName())
+			lid := strings.ToLower(string(id))
+			rank := -1
+			switch {
+			case name == term || lid == term || lid[1:] == term:
+				rank = 0
+			case strings.HasPrefix(name, term) || strings.HasPrefix(lid[1:], term):
+				rank = 1
+			case strings.Contains(name, term) || strings.Contains(lid, term):
+				rank = 2
+			}
+			if rank >= 0 {
+				hits = append(hits, hit{rank, id, e})
+			}
 		}
-		lid := strings.ToLower(string(id))
-		rank := -1
-		switch {
-		case e.lowerName == term || lid == term || lid[1:] == term:
-			rank = 0
-		case strings.HasPrefix(e.lowerName, term) || strings.HasPrefix(lid[1:], term):
-			rank = 1
-		case strings.Contains(e.lowerName, term) || strings.Contains(lid, term):
-			rank = 2
-		}
-		if rank >= 0 {
-			hits = append(hits, hit{rank, id})
-		}
-	}
+	})
 	sort.Slice(hits, func(i, j int) bool {
 		if hits[i].rank != hits[j].rank {
 			return hits[i].rank < hits[j].rank
 		}
 		return hits[i].id < hits[j].id
 	})
-	limited := len(hits) > limit
-	if limited {
+	limited := len(hits) > limit || truncated
+	if len(hits) > limit {
 		hits = hits[:limit]
 	}
 	out := make([]DirectoryResult, len(hits))
 	for i, h := range hits {
-		p := domain.Profile{Fields: v.users[h.id].Fields}
+		p := domain.Profile{Fields: h.e.Fields}
 		out[i] = DirectoryResult{UserID: h.id, DisplayName: p.DisplayName(), AvatarURL: p.AvatarURL()}
 	}
-	v.mu.RUnlock()
 	return out, limited
-}
-
-type profilesSnapshot struct {
-	Users map[domain.UserID]*profileEntry
-}
-
-// Save writes the view to a snapshot.
-func (v *Profiles) Save(enc *gob.Encoder) error {
-	v.mu.RLock()
-	defer v.mu.RUnlock()
-	return enc.Encode(profilesSnapshot{Users: v.users})
-}
-
-// Load replaces the view with a snapshot's contents.
-func (v *Profiles) Load(dec *gob.Decoder) error {
-	var s profilesSnapshot
-	if err := dec.Decode(&s); err != nil {
-		return err
-	}
-	if s.Users == nil {
-		s.Users = make(map[domain.UserID]*profileEntry)
-	}
-	for _, e := range s.Users {
-		p := domain.Profile{Fields: e.Fields}
-		e.lowerName = strings.ToLower(p.DisplayName())
-	}
-	v.mu.Lock()
-	v.users = s.Users
-	v.mu.Unlock()
-	return nil
-}
-
-// Reset empties the view before a rebuild.
-func (v *Profiles) Reset() {
-	v.mu.Lock()
-	v.users = make(map[domain.UserID]*profileEntry)
-	v.mu.Unlock()
 }

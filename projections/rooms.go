@@ -1,12 +1,15 @@
 package projections
 
 import (
+	"encoding/binary"
+	"encoding/json"
 	"sort"
-	"sync"
 	"time"
 
+	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/profilestore/profilestore/domain"
 	"github.com/profilestore/profilestore/eventstore"
+	"github.com/profilestore/profilestore/projections/viewstore"
 )
 
 // Rooms is the per-room view: who is in each room with which displayname and
@@ -18,21 +21,60 @@ import (
 // A member's value in a room is computed on read from three facts (see
 // value): the member's per-room override, the user's last propagated global
 // change, and the value at join. Only the history entries fan out: a global
-// change appends one 16-byte reference to the history of each room whose
-// value it changed, which costs microseconds for ten thousand rooms.
+// change appends one reference to the history of each room whose value it
+// changed. Everything lives in the view store (key prefixes below), with
+// bounded caches of decoded objects in front of it.
 type Rooms struct {
-	mu    sync.RWMutex
-	rooms map[domain.RoomID]*roomState
-	users map[domain.UserID]*userState
-	// changes holds every event the view recorded, once; histories refer to
-	// it by index so a global change shared by many rooms is stored once.
-	changes []*change
-	// times maps timestamps to positions for as-of reads (see PositionAt).
-	times []timeMark
-	// hidden are positions hidden by profile.entry_hidden.
-	hidden map[eventstore.Position]bool
-	last   eventstore.Position
+	db *DB
+	// Committed state, decoded, in bounded caches; the view store has it all.
+	users   *lru.Cache[domain.UserID, *userState]
+	rooms   *lru.Cache[domain.RoomID, *roomState]
+	members *lru.Cache[memberKey, *memberRec]
+	changes *lru.Cache[uint32, *change]
+	stats   *CacheStats
+	// last is the position of the last event applied; nChanges the
+	// changes recorded; mark the newest time mark (see markTime).
+	last     eventstore.Position
+	nChanges uint32
+	mark     timeMark
+	// tx is what the open transaction changed, not yet readable.
+	tx roomsTxn
 }
+
+// roomsTxn holds the objects the open transaction changed, decoded, so
+// that later events of the same transaction see them.
+type roomsTxn struct {
+	users    map[domain.UserID]*userState
+	rooms    map[domain.RoomID]*roomState
+	members  map[memberKey]*memberRec
+	changes  map[uint32]*change
+	last     eventstore.Position
+	nChanges uint32
+	mark     timeMark
+	open     bool
+}
+
+type memberKey struct {
+	room domain.RoomID
+	user domain.UserID
+}
+
+// Key prefixes of the rooms view.
+const (
+	prefixChange    = "c"  // change index -> change
+	prefixUser      = "ru" // user -> userState
+	prefixUserHist  = "uh" // user, position -> change index
+	prefixTouched   = "ut" // user, room: the user has history in the room
+	prefixJoined    = "uj" // user, room: the user is joined to the room now
+	prefixRoom      = "rs" // room -> roomState
+	prefixMember    = "rm" // room, user -> memberRec
+	prefixEntry     = "re" // room, position -> roomEntry
+	prefixUserEntry = "rb" // room, user, position -> roomEntry
+	prefixTime      = "t"  // milliseconds -> position
+	prefixHidden    = "hd" // position: the entry is hidden
+)
+
+var keyRoomsMeta = []byte("meta\x00rooms")
 
 // field indexes the two values rooms show.
 const (
@@ -64,13 +106,15 @@ const (
 var stateNames = [...]string{domain.MembershipLeave, domain.MembershipJoin, domain.MembershipInvite, domain.MembershipBan}
 
 // propChange is a global change of one field that reached rooms
-// (propagate_to all or unchanged).
+// (propagate_to all or unchanged), or a per-room override.
 type propChange struct {
 	pos eventstore.Position
 	val *string
 	ci  uint32 // the change that made it
 }
 
+// userState is what room values are computed from for one user; the
+// user's history, rooms touched and rooms joined are key ranges.
 type userState struct {
 	global [numFields]*string
 	// globalRef is where global[f] came from (for hiding, see entry).
@@ -79,20 +123,11 @@ type userState struct {
 	prop [numFields][]propChange
 	// allAt are the positions of changes with propagate_to all, per field.
 	allAt [numFields][]eventstore.Position
-	// joined are the rooms the user is joined to now: the fan-out set.
-	joined map[domain.RoomID]*memberRec
-	// history indexes changes about the user (global and per-room).
-	history []uint32
-	// touched are the rooms the user has history in.
-	touched map[domain.RoomID]struct{}
 }
 
 // memberRec is one user in one room: every membership period in order.
 type memberRec struct {
 	periods []period
-	// room is the room this record belongs to, so a global change reaches
-	// the room's state without a map lookup per room.
-	room *roomState
 }
 
 // period starts at a membership event and lasts until the next.
@@ -106,19 +141,16 @@ type period struct {
 	ovr [numFields][]propChange
 }
 
+// roomState is a room's visibility and power levels; members and history
+// are key ranges.
 type roomState struct {
-	members map[domain.UserID]*memberRec
-	entries []roomEntry
-	// byUser indexes entries by user, for ?user= and user histories.
-	byUser map[domain.UserID][]uint32
-	vis    []visMark
-	pl     *domain.PowerLevels
+	vis []visMark
+	pl  *domain.PowerLevels
 }
 
 // roomEntry is one line of a room's history: a change and, for global
 // changes (which are shared by rooms), where the value the room showed
-// before came from. It holds no pointer, so the garbage collector never
-// scans the millions of entries a busy server keeps.
+// before came from.
 type roomEntry struct {
 	c   uint32
 	old valueRef
@@ -130,44 +162,6 @@ type roomEntry struct {
 type valueRef uint32
 
 const refNames valueRef = 1 << 31
-
-// source is value's counterpart that names where the value came from.
-func (u *userState) source(p *period, f int, at eventstore.Position) valueRef {
-	names := func() valueRef {
-		if p.names[f] == nil {
-			return 0
-		}
-		return valueRef(p.ci+1) | refNames
-	}
-	if p.state != stJoin {
-		return names()
-	}
-	if i := lastLE(p.ovr[f], propPos, at); i >= 0 && p.ovr[f][i].val != nil {
-		o := p.ovr[f][i]
-		if a := lastLE(u.allAt[f], posPos, at); a < 0 || u.allAt[f][a].Before(o.pos) {
-			return valueRef(o.ci + 1)
-		}
-	}
-	if i := lastLE(u.prop[f], propPos, at); i >= 0 && p.pos.Before(u.prop[f][i].pos) {
-		if u.prop[f][i].val == nil {
-			return 0
-		}
-		return valueRef(u.prop[f][i].ci + 1)
-	}
-	return names()
-}
-
-// resolve returns the value a reference names (nil once erased).
-func (v *Rooms) resolve(ref valueRef, f int) *string {
-	if ref == 0 {
-		return nil
-	}
-	c := v.changes[uint32(ref&^refNames)-1]
-	if ref&refNames != 0 {
-		return c.names[f]
-	}
-	return c.new
-}
 
 type visMark struct {
 	pos eventstore.Position
@@ -238,49 +232,68 @@ type change struct {
 	by       domain.UserID
 }
 
-// NewRooms returns an empty view.
-func NewRooms() *Rooms {
-	v := &Rooms{}
-	v.reset()
+// NewRooms returns the view over db, caching at most cacheEntries decoded
+// objects of each kind (users, rooms, members, changes; DefaultCacheEntries
+// when ≤ 0).
+func NewRooms(db *DB, cacheEntries int) *Rooms {
+	if cacheEntries <= 0 {
+		cacheEntries = DefaultCacheEntries
+	}
+	v := &Rooms{db: db}
+	v.users, _ = lru.New[domain.UserID, *userState](cacheEntries)
+	v.rooms, _ = lru.New[domain.RoomID, *roomState](cacheEntries)
+	v.members, _ = lru.New[memberKey, *memberRec](cacheEntries)
+	v.changes, _ = lru.New[uint32, *change](cacheEntries)
+	v.stats = newCacheStats("rooms", 4*cacheEntries, func() int {
+		return v.users.Len() + v.rooms.Len() + v.members.Len() + v.changes.Len()
+	})
+	if raw, ok, err := db.store.Get(keyRoomsMeta); err == nil && ok {
+		d := dec{b: raw}
+		v.last, v.nChanges = d.pos(), uint32(d.uint())
+		v.mark = timeMark{ms: d.int(), pos: d.pos()}
+	}
 	return v
 }
 
-func (v *Rooms) reset() {
-	v.rooms = make(map[domain.RoomID]*roomState)
-	v.users = make(map[domain.UserID]*userState)
-	v.changes = nil
-	v.times = nil
-	v.hidden = make(map[eventstore.Position]bool)
-	v.last = eventstore.Start
-}
-
-// Name identifies the view in snapshots.
+// Name identifies the view in logs and metrics.
 func (v *Rooms) Name() string { return "rooms" }
 
-// Reset empties the view before a rebuild.
-func (v *Rooms) Reset() {
-	v.mu.Lock()
-	v.reset()
-	v.mu.Unlock()
+// Cache reports the view caches' size and hit rate.
+func (v *Rooms) Cache() *CacheStats { return v.stats }
+
+// begin readies the transaction state on the first event of a transaction.
+func (v *Rooms) begin() {
+	if v.tx.open {
+		return
+	}
+	v.tx = roomsTxn{open: true, last: v.last, nChanges: v.nChanges, mark: v.mark,
+		users: map[domain.UserID]*userState{}, rooms: map[domain.RoomID]*roomState{},
+		members: map[memberKey]*memberRec{}, changes: map[uint32]*change{}}
 }
 
-func (v *Rooms) user(u domain.UserID) *userState {
-	s := v.users[u]
-	if s == nil {
-		s = &userState{joined: make(map[domain.RoomID]*memberRec), touched: make(map[domain.RoomID]struct{})}
-		v.users[u] = s
+// Committed publishes what the committed transaction changed.
+func (v *Rooms) Committed() {
+	if !v.tx.open {
+		return
 	}
-	return s
+	for k, o := range v.tx.users {
+		v.users.Add(k, o)
+	}
+	for k, o := range v.tx.rooms {
+		v.rooms.Add(k, o)
+	}
+	for k, o := range v.tx.members {
+		v.members.Add(k, o)
+	}
+	for k, o := range v.tx.changes {
+		v.changes.Add(k, o)
+	}
+	v.last, v.nChanges, v.mark = v.tx.last, v.tx.nChanges, v.tx.mark
+	v.tx = roomsTxn{}
 }
 
-func (v *Rooms) room(r domain.RoomID) *roomState {
-	s := v.rooms[r]
-	if s == nil {
-		s = &roomState{members: make(map[domain.UserID]*memberRec), byUser: make(map[domain.UserID][]uint32)}
-		v.rooms[r] = s
-	}
-	return s
-}
+// Aborted drops what the open transaction changed.
+func (v *Rooms) Aborted() { v.tx = roomsTxn{} }
 
 // lastLE returns the index of the last element whose position is ≤ at, or -1.
 func lastLE[T any](s []T, pos func(*T) eventstore.Position, at eventstore.Position) int {
@@ -297,24 +310,37 @@ func periodPos(p *period) eventstore.Position           { return p.pos }
 func visPos(m *visMark) eventstore.Position             { return m.pos }
 
 // value is what the member shows for field f at position at, in a period
-// that began at or before it: the per-room override if one is set and no
-// propagate_to=all change came after it; otherwise the value at join,
-// replaced by the last later global change that propagated. O(1) when at is
-// the present, O(log n) in the past.
-func (u *userState) value(p *period, f int, at eventstore.Position) *string {
+// that began at or before it, and which change set it: the per-room
+// override if one is set and no propagate_to=all change came after it;
+// otherwise the value at join, replaced by the last later global change
+// that propagated. O(1) when at is the present, O(log n) in the past.
+func (u *userState) value(p *period, f int, at eventstore.Position) (*string, valueRef) {
+	names := func() (*string, valueRef) {
+		if p.names[f] == nil {
+			return nil, 0
+		}
+		return p.names[f], valueRef(p.ci+1) | refNames
+	}
 	if p.state != stJoin {
-		return p.names[f] // invites show the names given; global changes reach joined rooms only
+		return names() // invites show the names given; global changes reach joined rooms only
+	}
+	if u == nil {
+		return names()
 	}
 	if i := lastLE(p.ovr[f], propPos, at); i >= 0 && p.ovr[f][i].val != nil {
 		o := p.ovr[f][i]
 		if a := lastLE(u.allAt[f], posPos, at); a < 0 || u.allAt[f][a].Before(o.pos) {
-			return o.val
+			return o.val, valueRef(o.ci + 1)
 		}
 	}
 	if i := lastLE(u.prop[f], propPos, at); i >= 0 && p.pos.Before(u.prop[f][i].pos) {
-		return u.prop[f][i].val
+		c := u.prop[f][i]
+		if c.val == nil {
+			return nil, 0
+		}
+		return c.val, valueRef(c.ci + 1)
 	}
-	return p.names[f]
+	return names()
 }
 
 // hasOverride reports whether the member's current override of f is in force.
@@ -360,7 +386,7 @@ func stringValue(raw []byte) *string {
 		return nil
 	}
 	var s string
-	if err := jsonUnmarshal(raw, &s); err != nil || s == "" {
+	if err := json.Unmarshal(raw, &s); err != nil || s == "" {
 		return nil
 	}
 	return &s
@@ -373,66 +399,190 @@ func sameValue(a, b *string) bool {
 	return *a == *b
 }
 
-// Apply folds one event into the view. It never fails: events it cannot
-// use are skipped.
-func (v *Rooms) Apply(e *domain.Event) {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	v.last = e.Position
-	v.markTime(e)
-	switch e.Type {
-	case domain.TypeFieldSet, domain.TypeFieldDeleted:
-		if e.Room == "" && e.User != "" {
-			v.applyGlobal(e)
-		}
-	case domain.TypeEntryHidden:
-		v.hidden[e.Hidden] = true
-	case domain.TypeErased:
-		v.erase(e.User)
-	case domain.TypeMemberJoined, domain.TypeMemberInvited, domain.TypeMemberLeft:
-		if e.Room != "" && e.User != "" {
-			v.applyMembership(e)
-		}
-	case domain.TypeMemberProfileSet, domain.TypeMemberProfileGone:
-		if e.Room != "" && e.User != "" {
-			v.applyOverride(e)
-		}
-	case domain.TypeHistoryVisibility:
-		if e.Room != "" {
-			r := v.room(e.Room)
-			r.vis = append(r.vis, visMark{pos: e.Position, vis: e.Visibility})
-		}
-	case domain.TypePowerLevels:
-		if e.Room != "" {
-			v.room(e.Room).pl = e.PowerLevels
-		}
+// applier is one Apply call: the transaction, and the first storage error.
+type applier struct {
+	v   *Rooms
+	tx  viewstore.Txn
+	err error
+}
+
+func (a *applier) fail(err error) {
+	if a.err == nil && err != nil {
+		a.err = err
 	}
 }
 
-// erase drops every name of the user the view holds, so that none stays
-// readable through any read after profile.erased; a rebuild then decodes
-// them as erased anyway. It costs O(the user's history), not O(the log).
-func (v *Rooms) erase(user domain.UserID) {
-	u := v.users[user]
-	if u == nil {
-		return
+func (a *applier) set(key, value []byte) { a.fail(a.tx.Set(key, value)) }
+
+// Apply folds one event into the view. Events it cannot use are skipped;
+// an error is a view store failure.
+func (v *Rooms) Apply(tx viewstore.Txn, e *domain.Event) error {
+	v.begin()
+	a := &applier{v: v, tx: tx}
+	v.tx.last = e.Position
+	a.markTime(e)
+	switch e.Type {
+	case domain.TypeFieldSet, domain.TypeFieldDeleted:
+		if e.Room == "" && e.User != "" {
+			a.applyGlobal(e)
+		}
+	case domain.TypeEntryHidden:
+		a.set(posKey(e.Hidden, prefixHidden), nil)
+	case domain.TypeErased:
+		a.erase(e.User)
+	case domain.TypeMemberJoined, domain.TypeMemberInvited, domain.TypeMemberLeft:
+		if e.Room != "" && e.User != "" {
+			a.applyMembership(e)
+		}
+	case domain.TypeMemberProfileSet, domain.TypeMemberProfileGone:
+		if e.Room != "" && e.User != "" {
+			a.applyOverride(e)
+		}
+	case domain.TypeHistoryVisibility:
+		if e.Room != "" {
+			r := a.room(e.Room)
+			r.vis = append(r.vis, visMark{pos: e.Position, vis: e.Visibility})
+			a.putRoom(e.Room, r)
+		}
+	case domain.TypePowerLevels:
+		if e.Room != "" {
+			r := a.room(e.Room)
+			r.pl = e.PowerLevels
+			a.putRoom(e.Room, r)
+		}
 	}
+	var w enc
+	w.pos(v.tx.last)
+	w.uint(uint64(v.tx.nChanges))
+	w.int(v.tx.mark.ms)
+	w.pos(v.tx.mark.pos)
+	a.set(keyRoomsMeta, w.b)
+	return a.err
+}
+
+// The applier's loaders return objects it may change: the transaction's
+// own, or a fresh copy of the committed one (readers share those), or a
+// new one. put writes an object to the transaction.
+
+func (a *applier) user(id domain.UserID) *userState {
+	if u := a.v.tx.users[id]; u != nil {
+		return u
+	}
+	raw, ok, err := a.tx.Get(keyOf(prefixUser, string(id)))
+	a.fail(err)
+	u := &userState{}
+	if ok {
+		u = decodeUserState(raw, a)
+	}
+	a.v.tx.users[id] = u
+	return u
+}
+
+func (a *applier) putUser(id domain.UserID, u *userState) {
+	a.set(keyOf(prefixUser, string(id)), encodeUserState(u))
+}
+
+func (a *applier) room(id domain.RoomID) *roomState {
+	if r := a.v.tx.rooms[id]; r != nil {
+		return r
+	}
+	raw, ok, err := a.tx.Get(keyOf(prefixRoom, string(id)))
+	a.fail(err)
+	r := &roomState{}
+	if ok {
+		r = decodeRoomState(raw, a)
+	}
+	a.v.tx.rooms[id] = r
+	return r
+}
+
+func (a *applier) putRoom(id domain.RoomID, r *roomState) {
+	a.set(keyOf(prefixRoom, string(id)), encodeRoomState(r))
+}
+
+// member returns the user's record in the room, nil when there is none.
+func (a *applier) member(room domain.RoomID, user domain.UserID) *memberRec {
+	k := memberKey{room, user}
+	if m := a.v.tx.members[k]; m != nil {
+		return m
+	}
+	raw, ok, err := a.tx.Get(keyOf(prefixMember, string(room), string(user)))
+	a.fail(err)
+	if !ok {
+		return nil
+	}
+	m := decodeMember(raw, a)
+	a.v.tx.members[k] = m
+	return m
+}
+
+func (a *applier) putMember(room domain.RoomID, user domain.UserID, m *memberRec) {
+	a.v.tx.members[memberKey{room, user}] = m
+	a.set(keyOf(prefixMember, string(room), string(user)), encodeMember(m))
+}
+
+func (a *applier) change(ci uint32) *change {
+	if c := a.v.tx.changes[ci]; c != nil {
+		return c
+	}
+	raw, ok, err := a.tx.Get(changeKey(ci))
+	a.fail(err)
+	c := &change{}
+	if ok {
+		c = decodeChange(raw, a)
+	}
+	a.v.tx.changes[ci] = c
+	return c
+}
+
+func (a *applier) putChange(ci uint32, c *change) {
+	a.v.tx.changes[ci] = c
+	a.set(changeKey(ci), encodeChange(c))
+}
+
+func changeKey(ci uint32) []byte {
+	return binary.BigEndian.AppendUint32(keyOf(prefixChange), ci)
+}
+
+// erase drops every name of the user the view holds, so that none stays
+// readable through any read after profile.erased (the runner then purges
+// the store's files); a rebuild decodes them as erased anyway. It costs
+// O(the user's history), not O(the log).
+func (a *applier) erase(user domain.UserID) {
+	u := a.user(user)
 	u.global = [numFields]*string{}
 	for f := range numFields {
 		for i := range u.prop[f] {
 			u.prop[f][i].val = nil
 		}
 	}
-	for _, ci := range u.history {
-		c := v.changes[ci]
+	a.putUser(user, u)
+	hist := rangeOf(prefixUserHist, string(user))
+	var cis []uint32
+	a.fail(a.tx.Scan(hist, viewstore.PrefixEnd(hist), false, func(_, val []byte) bool {
+		cis = append(cis, binary.BigEndian.Uint32(val))
+		return true
+	}))
+	for _, ci := range cis {
+		c := a.change(ci)
 		c.old, c.new, c.names = nil, nil, [numFields]*string{}
+		a.putChange(ci, c)
 	}
-	for roomID := range u.touched {
-		r := v.rooms[roomID]
-		for _, i := range r.byUser[user] {
-			r.entries[i].old = 0
+	for _, room := range a.rangeRooms(prefixTouched, user) {
+		lo := rangeOf(prefixUserEntry, string(room), string(user))
+		type kv struct{ k, v []byte }
+		var entries []kv
+		a.fail(a.tx.Scan(lo, viewstore.PrefixEnd(lo), false, func(k, val []byte) bool {
+			entries = append(entries, kv{append([]byte(nil), k...), append([]byte(nil), val...)})
+			return true
+		}))
+		for _, en := range entries {
+			re := decodeEntry(en.v)
+			re.old = 0
+			a.set(en.k, encodeEntry(re))
+			a.set(posKey(readPos(en.k[len(en.k)-16:]), prefixEntry, string(room)), encodeEntry(re))
 		}
-		if m := r.members[user]; m != nil {
+		if m := a.member(room, user); m != nil {
 			for i := range m.periods {
 				p := &m.periods[i]
 				p.names = [numFields]*string{}
@@ -442,50 +592,61 @@ func (v *Rooms) erase(user domain.UserID) {
 					}
 				}
 			}
+			a.putMember(room, user, m)
 		}
 	}
+}
+
+// rangeRooms lists the rooms of a user-and-room key range (touched, joined).
+func (a *applier) rangeRooms(prefix string, user domain.UserID) []domain.RoomID {
+	var out []domain.RoomID
+	lo := rangeOf(prefix, string(user))
+	a.fail(a.tx.Scan(lo, viewstore.PrefixEnd(lo), false, func(k, _ []byte) bool {
+		out = append(out, domain.RoomID(k[len(lo):]))
+		return true
+	}))
+	return out
 }
 
 // markTime keeps the running maximum of occurred_at against positions, so a
 // timestamp maps to the last position at or before it even if clocks of
 // several writers disagree slightly.
-func (v *Rooms) markTime(e *domain.Event) {
+func (a *applier) markTime(e *domain.Event) {
 	ms := e.Meta.OccurredAt.UnixMilli()
-	if n := len(v.times); n > 0 && ms <= v.times[n-1].ms {
-		v.times[n-1].pos = e.Position
-		return
+	m := &a.v.tx.mark
+	if m.pos.IsStart() || ms > m.ms {
+		m.ms = ms
 	}
-	v.times = append(v.times, timeMark{ms: ms, pos: e.Position})
+	m.pos = e.Position
+	var w enc
+	w.pos(m.pos)
+	a.set(binary.BigEndian.AppendUint64(keyOf(prefixTime), uint64(m.ms)), w.b)
 }
 
-func (v *Rooms) newChange(e *domain.Event, k kind) (*change, uint32) {
+func (a *applier) newChange(e *domain.Event, k kind) (*change, uint32) {
 	c := &change{pos: e.Position, ms: e.Meta.OccurredAt.UnixMilli(), user: e.User, room: e.Room, kind: k,
 		typ: e.Type, actor: e.Meta.Actor, source: e.Meta.Source, by: e.By, prop: e.PropagateTo}
-	v.changes = append(v.changes, c)
-	idx := uint32(len(v.changes) - 1)
-	u := v.user(e.User)
-	u.history = append(u.history, idx)
-	return c, idx
+	ci := a.v.tx.nChanges
+	a.v.tx.nChanges++
+	a.v.tx.changes[ci] = c
+	a.set(posKey(e.Position, prefixUserHist, string(e.User)), binary.BigEndian.AppendUint32(nil, ci))
+	return c, ci
 }
 
-func (v *Rooms) addEntry(room domain.RoomID, r *roomState, user domain.UserID, u *userState, ci uint32, old valueRef) {
-	appendEntry(r, user, ci, old)
-	u.touched[room] = struct{}{}
+// addEntry adds a line to a room's history and marks the room touched.
+func (a *applier) addEntry(room domain.RoomID, user domain.UserID, pos eventstore.Position, ci uint32, old valueRef) {
+	val := encodeEntry(roomEntry{c: ci, old: old})
+	a.set(posKey(pos, prefixEntry, string(room)), val)
+	a.set(posKey(pos, prefixUserEntry, string(room), string(user)), val)
+	a.set(keyOf(prefixTouched, string(user), string(room)), nil)
 }
 
-// appendEntry adds a line to a room's history; rooms a user is joined to
-// are already in its touched set, so the global fan-out skips that write.
-func appendEntry(r *roomState, user domain.UserID, ci uint32, old valueRef) {
-	r.entries = append(r.entries, roomEntry{c: ci, old: old})
-	r.byUser[user] = append(r.byUser[user], uint32(len(r.entries)-1))
-}
-
-func (v *Rooms) applyGlobal(e *domain.Event) {
+func (a *applier) applyGlobal(e *domain.Event) {
 	f, ok := fieldIndex(e.Key)
 	if !ok {
 		return // custom fields never appear in rooms
 	}
-	u := v.user(e.User)
+	u := a.user(e.User)
 	var val *string
 	if e.Type == domain.TypeFieldSet && !e.Erased {
 		val = stringValue(e.Value)
@@ -494,7 +655,7 @@ func (v *Rooms) applyGlobal(e *domain.Event) {
 	if f == fAvatarURL {
 		k = kGlobalAvatar
 	}
-	c, ci := v.newChange(e, k)
+	c, ci := a.newChange(e, k)
 	c.field, c.old, c.new, c.oldRef = uint8(f), u.global[f], val, u.globalRef[f]
 	u.global[f], u.globalRef[f] = val, 0
 	if val != nil {
@@ -504,38 +665,43 @@ func (v *Rooms) applyGlobal(e *domain.Event) {
 	if prop == "" {
 		prop = domain.PropagateUnchanged // events from before propagation was recorded
 	}
-	if prop == domain.PropagateNone {
-		return
-	}
-	// Only the history fans out; the room values follow from u.prop below.
-	for _, m := range u.joined {
-		p := m.current()
-		if prop == domain.PropagateUnchanged && u.hasOverride(p, f) {
-			continue
+	if prop != domain.PropagateNone {
+		// Only the history fans out; the room values follow from u.prop below.
+		last := a.v.tx.last
+		for _, room := range a.rangeRooms(prefixJoined, e.User) {
+			m := a.member(room, e.User)
+			p := m.current()
+			if p == nil || (prop == domain.PropagateUnchanged && u.hasOverride(p, f)) {
+				continue
+			}
+			if before, src := u.value(p, f, last); !sameValue(before, val) {
+				a.addEntry(room, e.User, e.Position, ci, src)
+			}
 		}
-		if before := u.value(p, f, v.last); !sameValue(before, val) {
-			appendEntry(m.room, e.User, ci, u.source(p, f, v.last))
+		u.prop[f] = append(u.prop[f], propChange{pos: e.Position, val: val, ci: ci})
+		if prop == domain.PropagateAll {
+			u.allAt[f] = append(u.allAt[f], e.Position)
 		}
 	}
-	u.prop[f] = append(u.prop[f], propChange{pos: e.Position, val: val, ci: ci})
-	if prop == domain.PropagateAll {
-		u.allAt[f] = append(u.allAt[f], e.Position)
-	}
+	a.putChange(ci, c)
+	a.putUser(e.User, u)
 }
 
-func (v *Rooms) applyMembership(e *domain.Event) {
-	r := v.room(e.Room)
-	u := v.user(e.User)
-	m := r.members[e.User]
+func (a *applier) applyMembership(e *domain.Event) {
+	u := a.user(e.User)
+	m := a.member(e.Room, e.User)
 	if m == nil {
-		m = &memberRec{room: r}
-		r.members[e.User] = m
+		m = &memberRec{}
+	}
+	if _, ok := a.v.tx.rooms[e.Room]; !ok {
+		a.putRoom(e.Room, a.room(e.Room)) // the room exists from its first member on
 	}
 	cur := m.current()
 	var k kind
 	next := period{pos: e.Position}
 	var names [numFields]*string
 	var namesRef [numFields]valueRef
+	last := a.v.tx.last
 	switch e.Type {
 	case domain.TypeMemberJoined:
 		k, next.state = kJoin, stJoin
@@ -559,35 +725,32 @@ func (v *Rooms) applyMembership(e *domain.Event) {
 		}
 		if cur != nil {
 			for f := range numFields {
-				names[f] = u.value(cur, f, v.last)
-				namesRef[f] = u.source(cur, f, v.last)
+				names[f], namesRef[f] = u.value(cur, f, last)
 			}
 		}
 	}
-	c, ci := v.newChange(e, k)
+	c, ci := a.newChange(e, k)
 	c.names, c.namesRef = names, namesRef
 	next.ci = ci
 	m.periods = append(m.periods, next)
+	a.putMember(e.Room, e.User, m)
+	joined := keyOf(prefixJoined, string(e.User), string(e.Room))
 	if next.state == stJoin {
-		u.joined[e.Room] = m
+		a.set(joined, nil)
 	} else {
-		delete(u.joined, e.Room)
+		a.fail(a.tx.Delete(joined))
 	}
-	v.addEntry(e.Room, r, e.User, u, ci, 0)
+	a.putChange(ci, c)
+	a.addEntry(e.Room, e.User, e.Position, ci, 0)
 }
 
-func (v *Rooms) applyOverride(e *domain.Event) {
+func (a *applier) applyOverride(e *domain.Event) {
 	f, ok := fieldIndex(e.Key)
 	if !ok {
 		return
 	}
-	r := v.room(e.Room)
-	u := v.user(e.User)
-	m := r.members[e.User]
-	p := (*period)(nil)
-	if m != nil {
-		p = m.current()
-	}
+	m := a.member(e.Room, e.User)
+	p := m.current()
 	if p == nil || p.state != stJoin {
 		return // overrides exist only while joined; the decision refuses others
 	}
@@ -605,29 +768,217 @@ func (v *Rooms) applyOverride(e *domain.Event) {
 			k = kRoomAvatar
 		}
 	}
-	before, beforeRef := u.value(p, f, v.last), u.source(p, f, v.last)
-	c, ci := v.newChange(e, k)
+	u := a.user(e.User)
+	last := a.v.tx.last
+	before, beforeRef := u.value(p, f, last)
+	c, ci := a.newChange(e, k)
 	p.ovr[f] = append(p.ovr[f], propChange{pos: e.Position, val: val, ci: ci})
-	c.field, c.old, c.new, c.oldRef = uint8(f), before, u.value(p, f, v.last), beforeRef
-	v.addEntry(e.Room, r, e.User, u, ci, 0)
+	c.field, c.old, c.oldRef = uint8(f), before, beforeRef
+	c.new, _ = u.value(p, f, last)
+	a.putMember(e.Room, e.User, m)
+	a.putChange(ci, c)
+	a.addEntry(e.Room, e.User, e.Position, ci, 0)
 }
 
 // Position returns the position of the last event applied.
 func (v *Rooms) Position() eventstore.Position {
-	v.mu.RLock()
-	defer v.mu.RUnlock()
+	v.db.mu.RLock()
+	defer v.db.mu.RUnlock()
 	return v.last
 }
 
 // PositionAt returns the position of the last event that occurred at or
 // before t (Start when none did), for as-of reads by timestamp.
 func (v *Rooms) PositionAt(t time.Time) eventstore.Position {
-	v.mu.RLock()
-	defer v.mu.RUnlock()
+	pos := eventstore.Start
 	ms := t.UnixMilli()
-	i := sort.Search(len(v.times), func(i int) bool { return v.times[i].ms > ms }) - 1
-	if i < 0 {
-		return eventstore.Start
+	if ms < 0 {
+		return pos
 	}
-	return v.times[i].pos
+	v.db.read(func(r viewstore.Reader) {
+		lo := keyOf(prefixTime)
+		hi := binary.BigEndian.AppendUint64(keyOf(prefixTime), uint64(ms)+1)
+		_ = r.Scan(lo, hi, true, func(_, val []byte) bool {
+			d := dec{b: val}
+			pos = d.pos()
+			return false
+		})
+	})
+	return pos
+}
+
+// Encodings of the rooms view's values.
+
+func encProps(w *enc, ps []propChange) {
+	w.uint(uint64(len(ps)))
+	for _, p := range ps {
+		w.pos(p.pos)
+		w.opt(p.val)
+		w.uint(uint64(p.ci))
+	}
+}
+
+func decProps(d *dec) []propChange {
+	n := d.uint()
+	if n == 0 || d.err != nil {
+		return nil
+	}
+	out := make([]propChange, 0, min(n, 1<<16))
+	for ; n > 0 && d.err == nil; n-- {
+		out = append(out, propChange{pos: d.pos(), val: d.opt(), ci: uint32(d.uint())})
+	}
+	return out
+}
+
+func encodeUserState(u *userState) []byte {
+	var w enc
+	for f := range numFields {
+		w.opt(u.global[f])
+		w.uint(uint64(u.globalRef[f]))
+		encProps(&w, u.prop[f])
+		w.uint(uint64(len(u.allAt[f])))
+		for _, p := range u.allAt[f] {
+			w.pos(p)
+		}
+	}
+	return w.b
+}
+
+// decodeUserState decodes a user; a corrupt value is reported to the
+// applier or reader given (errs), which may be nil.
+func decodeUserState(raw []byte, errs interface{ fail(error) }) *userState {
+	d := dec{b: raw}
+	u := &userState{}
+	for f := range numFields {
+		u.global[f] = d.opt()
+		u.globalRef[f] = valueRef(d.uint())
+		u.prop[f] = decProps(&d)
+		for n := d.uint(); n > 0 && d.err == nil; n-- {
+			u.allAt[f] = append(u.allAt[f], d.pos())
+		}
+	}
+	if errs != nil {
+		errs.fail(d.err)
+	}
+	return u
+}
+
+func encodeMember(m *memberRec) []byte {
+	var w enc
+	w.uint(uint64(len(m.periods)))
+	for _, p := range m.periods {
+		w.pos(p.pos)
+		w.uint(uint64(p.state))
+		w.uint(uint64(p.ci))
+		for f := range numFields {
+			w.opt(p.names[f])
+			encProps(&w, p.ovr[f])
+		}
+	}
+	return w.b
+}
+
+func decodeMember(raw []byte, errs interface{ fail(error) }) *memberRec {
+	d := dec{b: raw}
+	m := &memberRec{}
+	for n := d.uint(); n > 0 && d.err == nil; n-- {
+		p := period{pos: d.pos(), state: uint8(d.uint()), ci: uint32(d.uint())}
+		for f := range numFields {
+			p.names[f] = d.opt()
+			p.ovr[f] = decProps(&d)
+		}
+		m.periods = append(m.periods, p)
+	}
+	if errs != nil {
+		errs.fail(d.err)
+	}
+	return m
+}
+
+func encodeRoomState(r *roomState) []byte {
+	var w enc
+	w.uint(uint64(len(r.vis)))
+	for _, m := range r.vis {
+		w.pos(m.pos)
+		w.str(m.vis)
+	}
+	var pl []byte
+	if r.pl != nil {
+		pl, _ = json.Marshal(r.pl)
+	}
+	w.raw(pl)
+	return w.b
+}
+
+func decodeRoomState(raw []byte, errs interface{ fail(error) }) *roomState {
+	d := dec{b: raw}
+	r := &roomState{}
+	for n := d.uint(); n > 0 && d.err == nil; n-- {
+		r.vis = append(r.vis, visMark{pos: d.pos(), vis: d.str()})
+	}
+	if pl := d.raw(); len(pl) > 0 && d.err == nil {
+		r.pl = &domain.PowerLevels{}
+		if err := json.Unmarshal(pl, r.pl); err != nil {
+			d.err = errCorrupt
+		}
+	}
+	if errs != nil {
+		errs.fail(d.err)
+	}
+	return r
+}
+
+func encodeChange(c *change) []byte {
+	var w enc
+	w.pos(c.pos)
+	w.int(c.ms)
+	w.str(string(c.user))
+	w.str(string(c.room))
+	w.uint(uint64(c.kind))
+	w.uint(uint64(c.field))
+	w.str(string(c.prop))
+	w.opt(c.old)
+	w.opt(c.new)
+	for f := range numFields {
+		w.opt(c.names[f])
+		w.uint(uint64(c.namesRef[f]))
+	}
+	w.uint(uint64(c.oldRef))
+	w.str(c.typ)
+	w.str(string(c.actor))
+	w.str(c.source)
+	w.str(string(c.by))
+	return w.b
+}
+
+func decodeChange(raw []byte, errs interface{ fail(error) }) *change {
+	d := dec{b: raw}
+	c := &change{pos: d.pos(), ms: d.int(), user: domain.UserID(d.str()), room: domain.RoomID(d.str()),
+		kind: kind(d.uint()), field: uint8(d.uint()), prop: domain.Propagation(d.str())}
+	c.old, c.new = d.opt(), d.opt()
+	for f := range numFields {
+		c.names[f] = d.opt()
+		c.namesRef[f] = valueRef(d.uint())
+	}
+	c.oldRef = valueRef(d.uint())
+	c.typ, c.actor, c.source, c.by = d.str(), domain.UserID(d.str()), d.str(), domain.UserID(d.str())
+	if int(c.kind) >= len(kindNames) || c.field >= numFields {
+		d.err = errCorrupt
+	}
+	if errs != nil {
+		errs.fail(d.err)
+	}
+	return c
+}
+
+func encodeEntry(e roomEntry) []byte {
+	var w enc
+	w.uint(uint64(e.c))
+	w.uint(uint64(e.old))
+	return w.b
+}
+
+func decodeEntry(raw []byte) roomEntry {
+	d := dec{b: raw}
+	return roomEntry{c: uint32(d.uint()), old: valueRef(d.uint())}
 }

@@ -1,7 +1,9 @@
 package projections
 
 import (
-	"encoding/json"
+	"bytes"
+	"encoding/binary"
+	"fmt"
 	"slices"
 	"sort"
 	"strings"
@@ -9,9 +11,8 @@ import (
 
 	"github.com/profilestore/profilestore/domain"
 	"github.com/profilestore/profilestore/eventstore"
+	"github.com/profilestore/profilestore/projections/viewstore"
 )
-
-var jsonUnmarshal = json.Unmarshal
 
 // Viewer is who reads a room or user history.
 type Viewer struct {
@@ -137,26 +138,36 @@ func parseToken(s string) (boundary, error) {
 	return boundary{pos: pos, after: s[0] == 'a'}, nil
 }
 
-// paginate walks n position-ordered items from a boundary, offering each to
-// take (which reports whether it kept it) until limit are kept or the scan
-// cap is reached, and returns the page's start and end tokens.
-func paginate(n int, posAt func(i int) eventstore.Position, q HistoryQuery, last eventstore.Position, take func(i int) bool) (string, string, error) {
+// pageLimit is the query's limit, defaulted and capped.
+func pageLimit(q HistoryQuery) int {
 	limit := q.Limit
 	if limit <= 0 {
 		limit = 100
 	}
-	limit = min(limit, MaxHistoryLimit)
-	var b boundary
+	return min(limit, MaxHistoryLimit)
+}
+
+// startBoundary is where a query starts: its token, or the first (forwards)
+// or newest (backwards) entry.
+func startBoundary(q HistoryQuery, last eventstore.Position) (boundary, error) {
 	if q.From == "" {
-		b = boundary{pos: eventstore.Start, after: true}
+		b := boundary{pos: eventstore.Start, after: true}
 		if q.Backwards {
 			b.pos = last
 		}
-	} else {
-		var err error
-		if b, err = parseToken(q.From); err != nil {
-			return "", "", err
-		}
+		return b, nil
+	}
+	return parseToken(q.From)
+}
+
+// paginate walks n position-ordered items from a boundary, offering each to
+// take (which reports whether it kept it) until limit are kept or the scan
+// cap is reached, and returns the page's start and end tokens.
+func paginate(n int, posAt func(i int) eventstore.Position, q HistoryQuery, last eventstore.Position, take func(i int) bool) (string, string, error) {
+	limit := pageLimit(q)
+	b, err := startBoundary(q, last)
+	if err != nil {
+		return "", "", err
 	}
 	first := sort.Search(n, func(i int) bool {
 		if b.after {
@@ -184,7 +195,167 @@ func paginate(n int, posAt func(i int) eventstore.Position, q HistoryQuery, last
 	return b.token(), end.token(), nil
 }
 
-func (v *Rooms) visibilityAt(r *roomState, pos eventstore.Position) string {
+// paginateRange is paginate over a position-ordered key range of the view
+// store (keys are the range's prefix and a position).
+func paginateRange(r viewstore.Reader, prefix []byte, q HistoryQuery, last eventstore.Position, take func(pos eventstore.Position, val []byte) bool) (string, string, error) {
+	limit := pageLimit(q)
+	b, err := startBoundary(q, last)
+	if err != nil {
+		return "", "", err
+	}
+	at := appendPos(bytes.Clone(prefix), b.pos)
+	lo, hi := prefix, viewstore.PrefixEnd(prefix)
+	switch {
+	case !q.Backwards && b.after:
+		lo = append(at, 0) // after pos
+	case !q.Backwards:
+		lo = at // from pos
+	case b.after:
+		hi = append(at, 0) // up to pos
+	default:
+		hi = at // before pos
+	}
+	kept, scanned, cap := 0, 0, limit*scanFactor
+	var lastScanned eventstore.Position
+	more := false
+	err = r.Scan(lo, hi, q.Backwards, func(k, val []byte) bool {
+		if kept >= limit || scanned >= cap {
+			more = true
+			return false
+		}
+		pos := readPos(k[len(k)-16:])
+		if take(pos, val) {
+			kept++
+		}
+		scanned++
+		lastScanned = pos
+		return true
+	})
+	if err != nil {
+		return "", "", err
+	}
+	if !more {
+		return b.token(), "", nil // nothing further in this direction
+	}
+	end := boundary{pos: lastScanned, after: !q.Backwards}
+	return b.token(), end.token(), nil
+}
+
+// roomsReader reads committed state through the caches; what it returns
+// is shared and must not be changed.
+type roomsReader struct {
+	v *Rooms
+	r viewstore.Reader
+	// err is the first view store failure.
+	err error
+}
+
+func (rr *roomsReader) fail(err error) {
+	if rr.err == nil && err != nil {
+		rr.err = err
+	}
+}
+
+func (rr *roomsReader) get(key []byte) ([]byte, bool) {
+	raw, ok, err := rr.r.Get(key)
+	rr.fail(err)
+	return raw, ok
+}
+
+func (rr *roomsReader) room(id domain.RoomID) *roomState {
+	if r, ok := rr.v.rooms.Get(id); ok {
+		rr.v.stats.hit()
+		return r
+	}
+	rr.v.stats.miss()
+	raw, ok := rr.get(keyOf(prefixRoom, string(id)))
+	if !ok {
+		return nil
+	}
+	r := decodeRoomState(raw, rr)
+	rr.v.rooms.Add(id, r)
+	return r
+}
+
+func (rr *roomsReader) user(id domain.UserID) *userState {
+	if u, ok := rr.v.users.Get(id); ok {
+		rr.v.stats.hit()
+		return u
+	}
+	rr.v.stats.miss()
+	raw, ok := rr.get(keyOf(prefixUser, string(id)))
+	if !ok {
+		return nil
+	}
+	u := decodeUserState(raw, rr)
+	rr.v.users.Add(id, u)
+	return u
+}
+
+func (rr *roomsReader) member(room domain.RoomID, user domain.UserID) *memberRec {
+	k := memberKey{room, user}
+	if m, ok := rr.v.members.Get(k); ok {
+		rr.v.stats.hit()
+		return m
+	}
+	rr.v.stats.miss()
+	raw, ok := rr.get(keyOf(prefixMember, string(room), string(user)))
+	if !ok {
+		return nil
+	}
+	m := decodeMember(raw, rr)
+	rr.v.members.Add(k, m)
+	return m
+}
+
+func (rr *roomsReader) change(ci uint32) *change {
+	if c, ok := rr.v.changes.Get(ci); ok {
+		rr.v.stats.hit()
+		return c
+	}
+	rr.v.stats.miss()
+	raw, ok := rr.get(changeKey(ci))
+	if !ok {
+		rr.fail(errCorrupt)
+		return &change{}
+	}
+	c := decodeChange(raw, rr)
+	rr.v.changes.Add(ci, c)
+	return c
+}
+
+func (rr *roomsReader) hidden(pos eventstore.Position) bool {
+	_, ok := rr.get(posKey(pos, prefixHidden))
+	return ok
+}
+
+// resolve returns the value a reference names (nil once erased).
+func (rr *roomsReader) resolve(ref valueRef, f int) *string {
+	if ref == 0 {
+		return nil
+	}
+	c := rr.change(uint32(ref&^refNames) - 1)
+	if ref&refNames != 0 {
+		return c.names[f]
+	}
+	return c.new
+}
+
+// read runs fn against committed state and returns the first view store
+// failure as an internal error.
+func (v *Rooms) read(fn func(rr *roomsReader) error) error {
+	var err error
+	v.db.read(func(r viewstore.Reader) {
+		rr := &roomsReader{v: v, r: r}
+		err = fn(rr)
+		if err == nil && rr.err != nil {
+			err = fmt.Errorf("%w: %v", errStorage, rr.err)
+		}
+	})
+	return err
+}
+
+func visibilityAt(r *roomState, pos eventstore.Position) string {
 	if i := lastLE(r.vis, visPos, pos); i >= 0 {
 		return r.vis[i].vis
 	}
@@ -200,8 +371,8 @@ func seesAll(r *roomState, viewer Viewer) bool {
 // access checks that the viewer may read the room at all: admins,
 // moderators and members joined now. Unknown rooms read as forbidden to
 // everyone but admins, so that room ids cannot be probed.
-func (v *Rooms) access(room domain.RoomID, viewer Viewer) (*roomState, error) {
-	r := v.rooms[room]
+func (rr *roomsReader) access(room domain.RoomID, viewer Viewer) (*roomState, error) {
+	r := rr.room(room)
 	if r == nil {
 		if viewer.Admin {
 			return nil, domain.Errorf(domain.ErrCodeNotFound, "Unknown room")
@@ -211,7 +382,7 @@ func (v *Rooms) access(room domain.RoomID, viewer Viewer) (*roomState, error) {
 	if seesAll(r, viewer) {
 		return r, nil
 	}
-	if p := r.members[viewer.User].current(); p == nil || p.state != stJoin {
+	if p := rr.member(room, viewer.User).current(); p == nil || p.state != stJoin {
 		return nil, domain.Errorf(domain.ErrCodeForbidden, "You are not a member of this room")
 	}
 	return r, nil
@@ -220,14 +391,15 @@ func (v *Rooms) access(room domain.RoomID, viewer Viewer) (*roomState, error) {
 // visibleTo applies history_visibility at the time of pos: shared and
 // world_readable show everything to current members; invited and joined
 // only what happened while the viewer was invited or joined (their own
-// membership event counts with the state it set).
-func (v *Rooms) visibleTo(r *roomState, viewer Viewer, pos eventstore.Position) bool {
-	switch v.visibilityAt(r, pos) {
+// membership event counts with the state it set). own is the viewer's
+// record in the room.
+func visibleTo(r *roomState, own *memberRec, pos eventstore.Position) bool {
+	switch visibilityAt(r, pos) {
 	case domain.VisibilityInvited:
-		p := r.members[viewer.User].stateAt(pos)
+		p := own.stateAt(pos)
 		return p != nil && (p.state == stJoin || p.state == stInvite)
 	case domain.VisibilityJoined:
-		p := r.members[viewer.User].stateAt(pos)
+		p := own.stateAt(pos)
 		return p != nil && p.state == stJoin
 	}
 	return true
@@ -238,42 +410,65 @@ func (v *Rooms) visibleTo(r *roomState, viewer Viewer, pos eventstore.Position) 
 // Admins and moderators read any position; members joined now read the
 // positions history_visibility lets them see.
 func (v *Rooms) Members(room domain.RoomID, at *eventstore.Position, viewer Viewer) ([]Member, eventstore.Position, error) {
-	v.mu.RLock()
-	defer v.mu.RUnlock()
-	r, err := v.access(room, viewer)
+	var out []Member
+	pos := eventstore.Start
+	err := v.read(func(rr *roomsReader) error {
+		r, err := rr.access(room, viewer)
+		if err != nil {
+			return err
+		}
+		pos = v.last
+		if at != nil && at.Before(v.last) {
+			pos = *at
+			if !seesAll(r, viewer) && !visibleTo(r, rr.member(room, viewer.User), pos) {
+				return domain.Errorf(domain.ErrCodeForbidden, "The room's history visibility hides this point in time from you")
+			}
+		}
+		lo := rangeOf(prefixMember, string(room))
+		type rec struct {
+			id domain.UserID
+			m  *memberRec
+		}
+		var recs []rec
+		rr.fail(rr.r.Scan(lo, viewstore.PrefixEnd(lo), false, func(k, val []byte) bool {
+			id := domain.UserID(k[len(lo):])
+			m, ok := v.members.Get(memberKey{room, id})
+			if !ok {
+				m = decodeMember(val, rr)
+			}
+			recs = append(recs, rec{id, m})
+			return true
+		}))
+		for _, rc := range recs {
+			p := rc.m.stateAt(pos)
+			if p == nil || (p.state != stJoin && p.state != stInvite) {
+				continue
+			}
+			u := rr.user(rc.id)
+			dn, _ := u.value(p, fDisplayName, pos)
+			av, _ := u.value(p, fAvatarURL, pos)
+			out = append(out, Member{User: rc.id, Membership: stateNames[p.state], DisplayName: dn, AvatarURL: av})
+		}
+		return nil
+	})
 	if err != nil {
-		return nil, eventstore.Start, err
+		return nil, pos, err
 	}
-	pos := v.last
-	if at != nil && at.Before(v.last) {
-		pos = *at
-		if !seesAll(r, viewer) && !v.visibleTo(r, viewer, pos) {
-			return nil, pos, domain.Errorf(domain.ErrCodeForbidden, "The room's history visibility hides this point in time from you")
-		}
+	if out == nil {
+		out = []Member{}
 	}
-	out := make([]Member, 0, len(r.members))
-	for id, m := range r.members {
-		p := m.stateAt(pos)
-		if p == nil || (p.state != stJoin && p.state != stInvite) {
-			continue
-		}
-		u := v.users[id]
-		out = append(out, Member{User: id, Membership: stateNames[p.state],
-			DisplayName: u.value(p, fDisplayName, pos), AvatarURL: u.value(p, fAvatarURL, pos)})
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].User < out[j].User })
 	return out, pos, nil
 }
 
-// entry renders a change; roomOld is the room's value before a global
+// entry renders a change; roomOldRef names the room's value before a global
 // change that reached room (ignored for other changes).
-func (v *Rooms) entry(c *change, room domain.RoomID, roomOldRef valueRef, showHidden bool) HistoryEntry {
+func (rr *roomsReader) entry(c *change, room domain.RoomID, roomOldRef valueRef, showHidden bool) HistoryEntry {
 	e := HistoryEntry{Position: c.pos, Time: time.UnixMilli(c.ms).UTC(), Room: room, User: c.user, Kind: kindNames[c.kind],
 		Cause: Cause{Type: c.typ, Actor: c.actor, Source: c.source, By: c.by, PropagateTo: c.prop}}
 	// A value set by a hidden entry stays hidden where it shows up again as
 	// the old value of a later entry (a rename away from a deadname).
 	hiddenSource := func(ref valueRef) bool {
-		return !showHidden && ref != 0 && v.hidden[v.changes[uint32(ref&^refNames)-1].pos]
+		return !showHidden && ref != 0 && rr.hidden(rr.change(uint32(ref&^refNames)-1).pos)
 	}
 	switch c.kind {
 	case kJoin, kInvite:
@@ -291,7 +486,7 @@ func (v *Rooms) entry(c *change, room domain.RoomID, roomOldRef valueRef, showHi
 		old, ref := c.old, c.oldRef
 		if c.room == "" && room != "" {
 			ref = roomOldRef
-			old = v.resolve(ref, int(c.field))
+			old = rr.resolve(ref, int(c.field))
 		}
 		if hiddenSource(ref) {
 			old, e.OldHidden = nil, true
@@ -302,7 +497,7 @@ func (v *Rooms) entry(c *change, room domain.RoomID, roomOldRef valueRef, showHi
 			e.Old.AvatarURL, e.New.AvatarURL = old, c.new
 		}
 	}
-	if v.hidden[c.pos] {
+	if rr.hidden(c.pos) {
 		e.Hidden = true
 		if !showHidden {
 			e.Old, e.New = Names{}, Names{}
@@ -315,28 +510,31 @@ func (v *Rooms) entry(c *change, room domain.RoomID, roomOldRef valueRef, showHi
 // invites, leaves, kicks, bans, per-room changes and the global changes that
 // changed what the room showed, each with old and new values.
 func (v *Rooms) RoomHistory(room domain.RoomID, q HistoryQuery) (HistoryPage, error) {
-	v.mu.RLock()
-	defer v.mu.RUnlock()
-	r, err := v.access(room, q.Viewer)
-	if err != nil {
-		return HistoryPage{}, err
-	}
-	all := seesAll(r, q.Viewer)
 	var page HistoryPage
-	n, at := len(r.entries), func(i int) int { return i }
-	if q.User != "" {
-		idx := r.byUser[q.User]
-		n, at = len(idx), func(i int) int { return int(idx[i]) }
-	}
-	posAt := func(i int) eventstore.Position { return v.changes[r.entries[at(i)].c].pos }
-	page.Start, page.End, err = paginate(n, posAt, q, v.last, func(i int) bool {
-		re := r.entries[at(i)]
-		c := v.changes[re.c]
-		if !q.keeps(c) || (!all && !v.visibleTo(r, q.Viewer, c.pos)) {
-			return false
+	err := v.read(func(rr *roomsReader) error {
+		r, err := rr.access(room, q.Viewer)
+		if err != nil {
+			return err
 		}
-		page.Entries = append(page.Entries, v.entry(c, room, re.old, all))
-		return true
+		all := seesAll(r, q.Viewer)
+		var own *memberRec
+		if !all {
+			own = rr.member(room, q.Viewer.User)
+		}
+		prefix := rangeOf(prefixEntry, string(room))
+		if q.User != "" {
+			prefix = rangeOf(prefixUserEntry, string(room), string(q.User))
+		}
+		page.Start, page.End, err = paginateRange(rr.r, prefix, q, v.last, func(_ eventstore.Position, val []byte) bool {
+			re := decodeEntry(val)
+			c := rr.change(re.c)
+			if !q.keeps(c) || (!all && !visibleTo(r, own, c.pos)) {
+				return false
+			}
+			page.Entries = append(page.Entries, rr.entry(c, room, re.old, all))
+			return true
+		})
+		return err
 	})
 	return page, err
 }
@@ -346,77 +544,86 @@ func (v *Rooms) RoomHistory(room domain.RoomID, q HistoryQuery) (HistoryPage, er
 // the rooms they moderate (global changes as they reached those rooms);
 // anyone else is refused.
 func (v *Rooms) UserHistory(user domain.UserID, q HistoryQuery) (HistoryPage, error) {
-	v.mu.RLock()
-	defer v.mu.RUnlock()
-	u := v.users[user]
 	var page HistoryPage
-	var err error
-	if q.Viewer.Admin || q.Viewer.User == user {
-		var hist []uint32
-		if u != nil {
-			hist = u.history
+	err := v.read(func(rr *roomsReader) error {
+		var err error
+		if q.Viewer.Admin || q.Viewer.User == user {
+			page.Start, page.End, err = paginateRange(rr.r, rangeOf(prefixUserHist, string(user)), q, v.last, func(_ eventstore.Position, val []byte) bool {
+				c := rr.change(binary.BigEndian.Uint32(val))
+				if !q.keeps(c) {
+					return false
+				}
+				page.Entries = append(page.Entries, rr.entry(c, c.room, 0, true))
+				return true
+			})
+			return err
 		}
-		posAt := func(i int) eventstore.Position { return v.changes[hist[i]].pos }
-		page.Start, page.End, err = paginate(len(hist), posAt, q, v.last, func(i int) bool {
-			c := v.changes[hist[i]]
+		type ref struct {
+			room domain.RoomID
+			pos  eventstore.Position
+			e    roomEntry
+		}
+		var refs []ref
+		for _, roomID := range rr.rooms(prefixTouched, user) {
+			if !rr.room(roomID).pl.IsModerator(q.Viewer.User) {
+				continue
+			}
+			lo := rangeOf(prefixUserEntry, string(roomID), string(user))
+			rr.fail(rr.r.Scan(lo, viewstore.PrefixEnd(lo), false, func(k, val []byte) bool {
+				refs = append(refs, ref{roomID, readPos(k[len(k)-16:]), decodeEntry(val)})
+				return true
+			}))
+		}
+		if len(refs) == 0 {
+			return domain.Errorf(domain.ErrCodeForbidden, "You may not read this user's history")
+		}
+		sort.Slice(refs, func(i, j int) bool {
+			if c := refs[i].pos.Compare(refs[j].pos); c != 0 {
+				return c < 0
+			}
+			return strings.Compare(string(refs[i].room), string(refs[j].room)) < 0
+		})
+		// A global change that reached several moderated rooms is shown once.
+		uniq := refs[:0]
+		for i, r := range refs {
+			if i == 0 || r.pos != uniq[len(uniq)-1].pos {
+				uniq = append(uniq, r)
+			}
+		}
+		posAt := func(i int) eventstore.Position { return uniq[i].pos }
+		page.Start, page.End, err = paginate(len(uniq), posAt, q, v.last, func(i int) bool {
+			c := rr.change(uniq[i].e.c)
 			if !q.keeps(c) {
 				return false
 			}
-			page.Entries = append(page.Entries, v.entry(c, c.room, 0, true))
+			page.Entries = append(page.Entries, rr.entry(c, uniq[i].room, uniq[i].e.old, true))
 			return true
 		})
-		return page, err
-	}
-	type ref struct {
-		room domain.RoomID
-		e    roomEntry
-	}
-	var refs []ref
-	if u != nil {
-		for roomID := range u.touched {
-			r := v.rooms[roomID]
-			if !r.pl.IsModerator(q.Viewer.User) {
-				continue
-			}
-			for _, i := range r.byUser[user] {
-				refs = append(refs, ref{roomID, r.entries[i]})
-			}
-		}
-	}
-	if len(refs) == 0 {
-		return HistoryPage{}, domain.Errorf(domain.ErrCodeForbidden, "You may not read this user's history")
-	}
-	sort.Slice(refs, func(i, j int) bool {
-		if c := v.changes[refs[i].e.c].pos.Compare(v.changes[refs[j].e.c].pos); c != 0 {
-			return c < 0
-		}
-		return strings.Compare(string(refs[i].room), string(refs[j].room)) < 0
-	})
-	// A global change that reached several moderated rooms is shown once.
-	uniq := refs[:0]
-	for i, r := range refs {
-		if i == 0 || v.changes[r.e.c].pos != v.changes[uniq[len(uniq)-1].e.c].pos {
-			uniq = append(uniq, r)
-		}
-	}
-	posAt := func(i int) eventstore.Position { return v.changes[uniq[i].e.c].pos }
-	page.Start, page.End, err = paginate(len(uniq), posAt, q, v.last, func(i int) bool {
-		c := v.changes[uniq[i].e.c]
-		if !q.keeps(c) {
-			return false
-		}
-		page.Entries = append(page.Entries, v.entry(c, uniq[i].room, uniq[i].e.old, true))
-		return true
+		return err
 	})
 	return page, err
 }
 
+// rooms lists the rooms of a user-and-room key range (touched, joined).
+func (rr *roomsReader) rooms(prefix string, user domain.UserID) []domain.RoomID {
+	var out []domain.RoomID
+	lo := rangeOf(prefix, string(user))
+	rr.fail(rr.r.Scan(lo, viewstore.PrefixEnd(lo), false, func(k, _ []byte) bool {
+		out = append(out, domain.RoomID(k[len(lo):]))
+		return true
+	}))
+	return out
+}
+
 // IsModerator reports whether user moderates the room now.
 func (v *Rooms) IsModerator(room domain.RoomID, user domain.UserID) bool {
-	v.mu.RLock()
-	defer v.mu.RUnlock()
-	r := v.rooms[room]
-	return r != nil && r.pl.IsModerator(user)
+	mod := false
+	_ = v.read(func(rr *roomsReader) error {
+		r := rr.room(room)
+		mod = r != nil && r.pl.IsModerator(user)
+		return nil
+	})
+	return mod
 }
 
 // ModeratedRooms returns the rooms user moderates now (power level at least
@@ -425,52 +632,27 @@ func (v *Rooms) IsModerator(room domain.RoomID, user domain.UserID) bool {
 // O(all rooms); someone named in a room's power levels who never was a
 // member there is not found, which suits a console listing rooms to review.
 func (v *Rooms) ModeratedRooms(user domain.UserID) []domain.RoomID {
-	v.mu.RLock()
-	defer v.mu.RUnlock()
-	u := v.users[user]
-	if u == nil {
-		return nil
-	}
 	var out []domain.RoomID
-	for roomID := range u.touched {
-		if v.rooms[roomID].pl.IsModerator(user) {
-			out = append(out, roomID)
+	_ = v.read(func(rr *roomsReader) error {
+		for _, roomID := range rr.rooms(prefixTouched, user) {
+			if r := rr.room(roomID); r != nil && r.pl.IsModerator(user) {
+				out = append(out, roomID)
+			}
 		}
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
+		return nil
+	})
 	return out
-}
-
-// Stats reports the view's size, for memory figures.
-type Stats struct {
-	Rooms, Users, Members, Entries, Changes int
-}
-
-// Stats counts what the view holds.
-func (v *Rooms) Stats() Stats {
-	v.mu.RLock()
-	defer v.mu.RUnlock()
-	s := Stats{Rooms: len(v.rooms), Users: len(v.users), Changes: len(v.changes)}
-	for _, r := range v.rooms {
-		s.Members += len(r.members)
-		s.Entries += len(r.entries)
-	}
-	return s
 }
 
 // UserEntry reports whether pos is an entry of the user's own history (a
 // global or per-room change or a membership event of theirs), and whether
 // it is already hidden.
 func (v *Rooms) UserEntry(user domain.UserID, pos eventstore.Position) (found, hidden bool) {
-	v.mu.RLock()
-	defer v.mu.RUnlock()
-	u := v.users[user]
-	if u == nil {
-		return false, false
-	}
-	i := sort.Search(len(u.history), func(i int) bool { return !v.changes[u.history[i]].pos.Before(pos) })
-	if i == len(u.history) || v.changes[u.history[i]].pos != pos {
-		return false, false
-	}
-	return true, v.hidden[pos]
+	_ = v.read(func(rr *roomsReader) error {
+		if _, ok := rr.get(posKey(pos, prefixUserHist, string(user))); ok {
+			found, hidden = true, rr.hidden(pos)
+		}
+		return nil
+	})
+	return found, hidden
 }

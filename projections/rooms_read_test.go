@@ -13,7 +13,7 @@ func (f *feeder) powerLevels(room domain.RoomID, users map[domain.UserID]int) {
 }
 
 func TestModeratedRoomsAreTheRoomsWhereTheUserMayKickNow(t *testing.T) {
-	f := &feeder{v: projections.NewRooms()}
+	f := newFeeder(t)
 	const mod = domain.UserID("@mod:x")
 	for _, r := range []domain.RoomID{"!b:x", "!a:x", "!plain:x", "!demoted:x"} {
 		f.join(r, mod, "Mod")
@@ -40,7 +40,7 @@ func TestModeratedRoomsAreTheRoomsWhereTheUserMayKickNow(t *testing.T) {
 }
 
 func TestRoomHistoryKindFilterPagesThroughMatchesOnly(t *testing.T) {
-	f := &feeder{v: projections.NewRooms()}
+	f := newFeeder(t)
 	for _, u := range []domain.UserID{"@a:x", "@b:x", "@c:x"} {
 		f.join("!r:x", u, string(u))
 		f.rename(u, "renamed "+string(u), domain.PropagateUnchanged)

@@ -1,72 +1,65 @@
 // Package projections turns the event log into the views profilestore
 // serves. One runner subscribes to the log from its checkpoint and applies
-// each event to every view in log order, so all views agree on one position;
-// views keep their state in memory and are saved with that checkpoint in
-// versioned snapshots.
+// each event to every view in log order. Views keep their state on disk, in
+// a view store (see DB), and every applied batch is committed together with
+// the checkpoint, so a restart opens the store and catches up from there.
 package projections
 
 import (
-	"bufio"
 	"context"
-	"encoding/gob"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"runtime"
 	"sync"
 	"time"
 
 	"github.com/profilestore/profilestore/domain"
 	"github.com/profilestore/profilestore/eventstore"
+	"github.com/profilestore/profilestore/projections/viewstore"
 	"github.com/sirupsen/logrus"
 )
 
-// SnapshotVersion changes whenever any view's snapshot layout or fold
-// changes; a snapshot of another version is ignored and the views rebuilt.
-const SnapshotVersion = 4
-
-// View is one projection.
+// View is one projection over the view store.
 type View interface {
-	// Name identifies the view in snapshots and logs.
+	// Name identifies the view in logs and metrics.
 	Name() string
-	// Apply folds one decoded event; it must not fail (a view skips what it
-	// cannot use).
-	Apply(e *domain.Event)
-	Save(enc *gob.Encoder) error
-	Load(dec *gob.Decoder) error
-	Reset()
+	// Apply folds one decoded event into tx. Events a view cannot use are
+	// skipped; an error is a view store failure.
+	Apply(tx viewstore.Txn, e *domain.Event) error
+	// Committed is called once the transaction Apply wrote to has
+	// committed, with readers held off: the view publishes what it cached.
+	Committed()
+	// Aborted drops what Apply cached since the last commit.
+	Aborted()
 }
 
 // Options configure a Runner.
 type Options struct {
 	Store  eventstore.Store
 	Sealer *domain.Sealer
-	Views  []View
+	// DB is the view store every view keeps its state in.
+	DB    *DB
+	Views []View
 	// Deferred views are applied after Views for each event, once the event
 	// is acknowledged: a write waits for Views only (WaitForAcknowledged),
 	// so work that grows with the user's rooms (history fan-out) does not
 	// lengthen writes. Readers of deferred views call Settle.
 	Deferred []View
-	// SnapshotPath is the snapshot file; empty disables snapshots.
-	SnapshotPath string
-	// SnapshotEvery saves a snapshot after this many applied events (default 100,000).
-	SnapshotEvery int
-	// SnapshotInterval saves a snapshot at most this often when events were applied (default 1 min).
-	SnapshotInterval time.Duration
-	Logger           logrus.FieldLogger
+	// BatchEvents bounds the events one transaction applies while catching
+	// up (default 4096).
+	BatchEvents int
+	Logger      logrus.FieldLogger
 	// OnApply, if set, is called after each applied event (metrics).
 	OnApply func(e *domain.Event)
 }
 
-// Runner keeps the views up to date with the log.
+// Runner keeps the views up to date with the log. Views (the primary
+// stage) commit each live event before it is acknowledged; their folds are
+// idempotent by position, so they may run ahead of the checkpoint. The
+// deferred stage commits its views together with the checkpoint.
 type Runner struct {
 	opts Options
 	log  logrus.FieldLogger
-
-	// applyMu serialises applying and saving.
-	applyMu sync.Mutex
 
 	mu         sync.Mutex
 	checkpoint eventstore.Position
@@ -76,19 +69,10 @@ type Runner struct {
 	acked        chan struct{} // closed and replaced whenever acknowledged moves
 	failed       error
 
-	sinceSnapshot int
-	lastSnapshot  time.Time
-	catchingUp    bool // set while catchUp reads the log in batches
-
-	cancel context.CancelFunc
-	done   chan struct{}
-
-	// While following the log live, deferred views run in their own
-	// goroutine behind the primary ones: the primary stage hands each event
-	// over on deferred and never waits for a deferred view's work.
+	cancel       context.CancelFunc
+	done         chan struct{}
 	deferred     chan deferredItem
 	deferredDone chan struct{}
-	snapshots    chan chan error // snapshot requests served by the deferred stage
 }
 
 // deferredItem is an event the primary views have applied.
@@ -98,19 +82,16 @@ type deferredItem struct {
 	decoded bool
 }
 
-// NewRunner returns a runner; Start loads the snapshot and begins applying.
+// NewRunner returns a runner; Start catches up and begins applying.
 func NewRunner(opts Options) *Runner {
-	if opts.SnapshotEvery <= 0 {
-		opts.SnapshotEvery = 100_000
-	}
-	if opts.SnapshotInterval <= 0 {
-		opts.SnapshotInterval = time.Minute
+	if opts.BatchEvents <= 0 {
+		opts.BatchEvents = 4096
 	}
 	log := opts.Logger
 	if log == nil {
 		log = logrus.StandardLogger()
 	}
-	return &Runner{opts: opts, log: log, advanced: make(chan struct{}), acked: make(chan struct{}), lastSnapshot: time.Now()}
+	return &Runner{opts: opts, log: log, advanced: make(chan struct{}), acked: make(chan struct{})}
 }
 
 // Checkpoint returns the position of the last event applied to every view.
@@ -120,19 +101,18 @@ func (r *Runner) Checkpoint() eventstore.Position {
 	return r.checkpoint
 }
 
-// Start loads the snapshot (rebuilding from the log when there is no usable
-// one), catches up to the log's current head, then follows the log live.
-// progress, if set, is called while catching up with applied and total event
-// counts (estimates with EventStoreDB positions).
+// Start reads the checkpoint from the view store, catches up to the log's
+// current head, then follows the log live. progress, if set, is called
+// while catching up with applied and total event counts (estimates with
+// EventStoreDB positions).
 func (r *Runner) Start(ctx context.Context, progress func(applied, total uint64)) error {
-	if err := r.loadSnapshot(); errors.Is(err, os.ErrNotExist) {
-		r.log.Info("projections: no snapshot yet; building the views from the log")
-	} else if err != nil {
-		r.log.WithError(err).Warn("projections: no usable snapshot; rebuilding from the log")
-		for _, v := range r.allViews() {
-			v.Reset()
-		}
-		r.setCheckpoint(eventstore.Start)
+	cp, err := r.opts.DB.Checkpoint()
+	if err != nil {
+		return fmt.Errorf("projections: read checkpoint: %w", err)
+	}
+	r.setCheckpoint(cp)
+	if cp.IsStart() {
+		r.log.Info("projections: building the views from the log")
 	}
 	head, err := r.opts.Store.Head(ctx)
 	if err != nil {
@@ -141,40 +121,32 @@ func (r *Runner) Start(ctx context.Context, progress func(applied, total uint64)
 	if err := r.catchUp(ctx, head, progress); err != nil {
 		return err
 	}
-	if r.opts.SnapshotPath != "" && r.sinceSnapshot >= r.opts.SnapshotEvery {
-		// A long catch-up is not lost if the process stops soon after.
-		if err := r.SaveSnapshot(); err != nil {
-			r.log.WithError(err).Warn("projections: snapshot failed")
-		}
-	}
 	subCtx, cancel := context.WithCancel(context.Background())
 	r.cancel = cancel
 	r.done = make(chan struct{})
-	if len(r.opts.Deferred) > 0 {
-		r.deferred = make(chan deferredItem, 4096)
-		r.deferredDone = make(chan struct{})
-		r.snapshots = make(chan chan error)
-		go r.runDeferred()
-	}
+	r.deferred = make(chan deferredItem, 4096)
+	r.deferredDone = make(chan struct{})
+	go r.runDeferred()
 	go r.follow(subCtx)
 	return nil
 }
 
-// catchUp applies the log up to head with batched reads, the fast path of a rebuild.
+// catchUp applies the log up to head with batched reads, one transaction
+// per batch: the fast path of a rebuild and of a restart.
 func (r *Runner) catchUp(ctx context.Context, head eventstore.Position, progress func(applied, total uint64)) error {
-	r.catchingUp = true
-	defer func() { r.catchingUp = false }()
 	start := r.Checkpoint()
 	var applied uint64
 	for r.Checkpoint().Before(head) {
-		recs, err := r.opts.Store.ReadAll(ctx, r.Checkpoint(), 4096)
+		recs, err := r.opts.Store.ReadAll(ctx, r.Checkpoint(), r.opts.BatchEvents)
 		if err != nil {
 			return fmt.Errorf("projections: read log: %w", err)
 		}
 		if len(recs) == 0 {
 			break
 		}
-		r.applyBatch(ctx, recs)
+		if err := r.applyBatch(ctx, recs); err != nil {
+			return err
+		}
 		applied += uint64(len(recs))
 		if progress != nil {
 			progress(applied, head.Commit-start.Commit)
@@ -205,10 +177,11 @@ func (r *Runner) follow(ctx context.Context) {
 				}
 				break
 			}
-			if r.deferred == nil {
-				r.applyBatch(ctx, []eventstore.RecordedEvent{rec})
-			} else {
-				r.applyLive(ctx, rec)
+			if err := r.applyLive(ctx, rec); err != nil {
+				r.fail(err)
+				r.log.WithError(err).Error("projections: the view store failed; the views stop here")
+				_ = sub.Close()
+				return
 			}
 		}
 	}
@@ -220,98 +193,153 @@ func (r *Runner) acknowledgedPosition() eventstore.Position {
 	return r.acknowledged
 }
 
-// applyLive is the primary stage of the live pipeline: decode, apply the
-// primary views, acknowledge, and hand the event to the deferred stage.
-func (r *Runner) applyLive(ctx context.Context, rec eventstore.RecordedEvent) {
-	r.applyMu.Lock()
+// applyLive is the primary stage of the live pipeline: decode, apply and
+// commit the primary views, acknowledge, and hand the event to the
+// deferred stage.
+func (r *Runner) applyLive(ctx context.Context, rec eventstore.RecordedEvent) error {
 	if !r.acknowledgedPosition().Before(rec.Position) {
-		r.applyMu.Unlock()
-		return // seen already (a resubscription overlaps)
+		return nil // seen already (a resubscription overlaps)
 	}
 	item := deferredItem{pos: rec.Position}
 	e, err := domain.Decode(ctx, r.opts.Sealer, rec)
 	if err != nil {
 		r.log.WithError(err).WithField("stream", rec.Stream).Warn("projections: skipping an event that cannot be decoded")
 	} else {
-		for _, v := range r.opts.Views {
-			v.Apply(&e)
+		if err := r.commit(r.opts.Views, []*domain.Event{&e}, nil); err != nil {
+			return err
 		}
 		item.e, item.decoded = e, true
 	}
 	r.setAcknowledged(rec.Position)
-	r.applyMu.Unlock()
-	// Outside the lock: a snapshot pauses this stage by taking the lock and
-	// drains what was handed over, which needs this send to go through.
 	r.deferred <- item
+	return nil
+}
+
+// commit applies events to views in one transaction and commits it, with
+// the checkpoint when one is given; views publish under the readers' lock.
+func (r *Runner) commit(views []View, events []*domain.Event, checkpoint *eventstore.Position) error {
+	if len(views) == 0 && checkpoint == nil {
+		return nil
+	}
+	tx, err := r.opts.DB.store.Begin()
+	if err != nil {
+		return fmt.Errorf("%w: %v", errStorage, err)
+	}
+	abort := func(err error) error {
+		tx.Discard()
+		for _, v := range views {
+			v.Aborted()
+		}
+		return fmt.Errorf("%w: %v", errStorage, err)
+	}
+	for _, e := range events {
+		for _, v := range views {
+			if err := v.Apply(tx, e); err != nil {
+				return abort(fmt.Errorf("%s: %w", v.Name(), err))
+			}
+		}
+	}
+	if checkpoint != nil {
+		if err := tx.Set(keyCheckpoint, []byte(checkpoint.String())); err != nil {
+			return abort(err)
+		}
+	}
+	db := r.opts.DB
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	if err := tx.Commit(); err != nil {
+		for _, v := range views {
+			v.Aborted()
+		}
+		return fmt.Errorf("%w: %v", errStorage, err)
+	}
+	for _, v := range views {
+		v.Committed()
+	}
+	return nil
+}
+
+// ApplyEvents applies events to views over db in one transaction, outside
+// any runner: for benchmarks and tools that build a view from events they
+// make themselves. The views must not belong to a started runner.
+func ApplyEvents(db *DB, views []View, events ...*domain.Event) error {
+	r := &Runner{opts: Options{DB: db}}
+	return r.commit(views, events, nil)
 }
 
 // runDeferred is the deferred stage: it applies deferred views in log
-// order, moves the checkpoint, and writes snapshots.
+// order, in transactions of whatever has queued up, each committed with
+// the checkpoint it reaches.
 func (r *Runner) runDeferred() {
 	defer close(r.deferredDone)
+	var events []*domain.Event
 	for {
-		select {
-		case item, ok := <-r.deferred:
-			if !ok {
-				return
-			}
-			erased := r.applyDeferred(&item)
-			pos := item.pos
-			if r.opts.SnapshotPath != "" && (erased || r.snapshotDue()) {
-				var err error
-				if pos, err = r.pausedSnapshot(pos); err != nil {
-					r.log.WithError(err).Warn("projections: snapshot failed")
+		item, ok := <-r.deferred
+		if !ok {
+			return
+		}
+		events = events[:0]
+		last := item.pos
+		erased := r.take(&item, &events)
+		// Whatever else has queued goes into the same transaction, up to
+		// a bound; an erasure ends the transaction so it is purged at once.
+	drain:
+		for len(events) < r.opts.BatchEvents && !erased {
+			select {
+			case next, ok := <-r.deferred:
+				if !ok {
+					break drain
 				}
+				last = next.pos
+				erased = r.take(&next, &events)
+			default:
+				break drain
 			}
-			r.setCheckpoint(pos)
-		case reply := <-r.snapshots:
-			pos, err := r.pausedSnapshot(r.Checkpoint())
-			r.setCheckpoint(pos)
-			reply <- err
+		}
+		if err := r.finish(events, last, erased); err != nil {
+			r.fail(err)
+			r.log.WithError(err).Error("projections: the view store failed; the deferred views stop here")
+			for range r.deferred {
+			}
+			return
 		}
 	}
 }
 
-// applyDeferred applies one event to the deferred views; it reports an erasure.
-func (r *Runner) applyDeferred(item *deferredItem) bool {
-	r.sinceSnapshot++
+// take queues a decoded item's event and reports whether it is an erasure.
+func (r *Runner) take(item *deferredItem, events *[]*domain.Event) bool {
 	if !item.decoded {
 		return false
 	}
-	for _, v := range r.opts.Deferred {
-		v.Apply(&item.e)
-	}
-	if r.opts.OnApply != nil {
-		r.opts.OnApply(&item.e)
-	}
-	if item.e.Type == domain.TypeErased {
-		// Another instance may have destroyed the keys: drop the ciphers
-		// this process still holds for them.
-		r.opts.Sealer.Forget(item.e.User)
-		return true
-	}
-	return false
+	*events = append(*events, &item.e)
+	return item.e.Type == domain.TypeErased
 }
 
-func (r *Runner) snapshotDue() bool {
-	if r.catchingUp {
-		return false // one snapshot at the end of a rebuild, not one per 100,000 events
+// finish commits the deferred views' transaction with its checkpoint. The
+// one home of the erasure rule: after an erasure the store is purged before
+// the checkpoint moves, so whoever waits for an erasure sees it done only
+// once no file of the view store holds the erased values.
+func (r *Runner) finish(events []*domain.Event, last eventstore.Position, erased bool) error {
+	if err := r.commit(r.opts.Deferred, events, &last); err != nil {
+		return err
 	}
-	return r.sinceSnapshot >= r.opts.SnapshotEvery || time.Since(r.lastSnapshot) > r.opts.SnapshotInterval
-}
-
-// pausedSnapshot stops the primary stage, lets the deferred views catch up
-// with it so every view stands at one position, saves them, and returns that
-// position. It runs on the deferred stage's goroutine.
-func (r *Runner) pausedSnapshot(pos eventstore.Position) (eventstore.Position, error) {
-	r.applyMu.Lock()
-	defer r.applyMu.Unlock()
-	for pos.Before(r.acknowledgedPosition()) {
-		item := <-r.deferred
-		r.applyDeferred(&item)
-		pos = item.pos
+	for _, e := range events {
+		if r.opts.OnApply != nil {
+			r.opts.OnApply(e)
+		}
+		if e.Type == domain.TypeErased {
+			// Another instance may have destroyed the keys: drop the
+			// ciphers this process still holds for them.
+			r.opts.Sealer.Forget(e.User)
+		}
 	}
-	return pos, r.saveSnapshotLocked(pos)
+	if erased {
+		if err := r.opts.DB.store.Purge(); err != nil {
+			return fmt.Errorf("%w: purge after erasure: %v", errStorage, err)
+		}
+	}
+	r.setCheckpoint(last)
+	return nil
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) bool {
@@ -325,11 +353,11 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 	}
 }
 
-func (r *Runner) applyBatch(ctx context.Context, recs []eventstore.RecordedEvent) {
-	r.applyMu.Lock()
+// applyBatch applies a batch read while catching up to every view, in one
+// transaction with its checkpoint.
+func (r *Runner) applyBatch(ctx context.Context, recs []eventstore.RecordedEvent) error {
 	decoded := r.decodeAll(ctx, recs, r.Checkpoint())
-	// An erasure must not survive in a snapshot: the snapshot is rewritten
-	// as soon as the views have dropped the user's values.
+	events := make([]*domain.Event, 0, len(recs))
 	erased := false
 	for i := range recs {
 		rec, d := &recs[i], &decoded[i]
@@ -337,26 +365,17 @@ func (r *Runner) applyBatch(ctx context.Context, recs []eventstore.RecordedEvent
 			r.log.WithError(d.err).WithField("stream", rec.Stream).Warn("projections: skipping an event that cannot be decoded")
 		}
 		if d.skip || d.err != nil {
-			r.sinceSnapshot++
 			continue
 		}
-		for _, v := range r.opts.Views {
-			v.Apply(&d.e)
-		}
-		r.setAcknowledged(rec.Position)
-		item := deferredItem{pos: rec.Position, e: d.e, decoded: true}
-		erased = r.applyDeferred(&item) || erased
+		events = append(events, &d.e)
+		erased = erased || d.e.Type == domain.TypeErased
 	}
-	last := recs[len(recs)-1].Position
-	// The snapshot is written before the checkpoint moves, so whoever waits
-	// for an erasure sees it only once no snapshot holds the erased values.
-	if r.opts.SnapshotPath != "" && (erased || r.snapshotDue()) {
-		if err := r.saveSnapshotLocked(last); err != nil {
-			r.log.WithError(err).Warn("projections: snapshot failed")
-		}
-	}
-	r.setCheckpoint(last)
-	r.applyMu.Unlock()
+	all := append(append([]View(nil), r.opts.Views...), r.opts.Deferred...)
+	saved := r.opts.Deferred
+	r.opts.Deferred = all
+	err := r.finish(events, recs[len(recs)-1].Position, erased)
+	r.opts.Deferred = saved
+	return err
 }
 
 type decodedEvent struct {
@@ -395,11 +414,6 @@ func (r *Runner) decodeAll(ctx context.Context, recs []eventstore.RecordedEvent,
 	}
 	wg.Wait()
 	return out
-}
-
-// allViews returns Views then Deferred: the order of snapshots.
-func (r *Runner) allViews() []View {
-	return append(append([]View(nil), r.opts.Views...), r.opts.Deferred...)
 }
 
 func (r *Runner) setAcknowledged(p eventstore.Position) {
@@ -477,158 +491,42 @@ func (r *Runner) wait(ctx context.Context, pos eventstore.Position, acknowledged
 	}
 }
 
-// Healthy reports the last subscription failure, if the runner is failing.
+// Healthy reports the last subscription or view store failure, if the
+// runner is failing.
 func (r *Runner) Healthy() error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.failed
 }
 
-// Close stops following the log and saves a final snapshot.
+// Close stops following the log; the deferred stage commits what it was
+// handed. The view store stays open (its owner closes it).
 func (r *Runner) Close() error {
 	if r.cancel != nil {
 		r.cancel()
 		<-r.done
 		r.cancel = nil
-		if r.deferred != nil {
-			close(r.deferred) // the deferred stage applies what it was handed, then ends
-			<-r.deferredDone
-			r.deferred = nil
-		}
+		close(r.deferred)
+		<-r.deferredDone
+		r.deferred = nil
 	}
-	return r.SaveSnapshot()
-}
-
-// SaveSnapshot writes the views and their checkpoint to the snapshot file
-// atomically (temp file, fsync, rename, fsync of the directory).
-func (r *Runner) SaveSnapshot() error {
-	if r.opts.SnapshotPath == "" {
-		return nil
-	}
-	if r.deferred != nil {
-		reply := make(chan error, 1)
-		select {
-		case r.snapshots <- reply:
-			return <-reply
-		case <-r.deferredDone:
-		}
-	}
-	r.applyMu.Lock()
-	defer r.applyMu.Unlock()
-	return r.saveSnapshotLocked(r.Checkpoint())
-}
-
-type snapshotHeader struct {
-	Format     string   `json:"format"`
-	Version    int      `json:"version"`
-	Checkpoint string   `json:"checkpoint"`
-	Views      []string `json:"views"`
-}
-
-const snapshotFormat = "profilestore-projections"
-
-func (r *Runner) viewNames() []string {
-	var names []string
-	for _, v := range r.allViews() {
-		names = append(names, v.Name())
-	}
-	return names
-}
-
-func (r *Runner) saveSnapshotLocked(checkpoint eventstore.Position) error {
-	path := r.opts.SnapshotPath
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return err
-	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".snapshot-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name()) // no-op after the rename
-	w := bufio.NewWriterSize(tmp, 1<<20)
-	hdr, _ := json.Marshal(snapshotHeader{Format: snapshotFormat, Version: SnapshotVersion, Checkpoint: checkpoint.String(), Views: r.viewNames()})
-	w.Write(hdr)
-	w.WriteByte('\n')
-	enc := gob.NewEncoder(w)
-	for _, v := range r.allViews() {
-		if err := v.Save(enc); err != nil {
-			tmp.Close()
-			return fmt.Errorf("snapshot %s: %w", v.Name(), err)
-		}
-	}
-	if err := w.Flush(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return err
-	}
-	if dir, err := os.Open(filepath.Dir(path)); err == nil {
-		_ = dir.Sync()
-		dir.Close()
-	}
-	r.sinceSnapshot = 0
-	r.lastSnapshot = time.Now()
 	return nil
 }
 
-// loadSnapshot restores the views; any error means "rebuild".
-func (r *Runner) loadSnapshot() error {
-	if r.opts.SnapshotPath == "" {
-		return errors.New("snapshots disabled")
-	}
-	f, err := os.Open(r.opts.SnapshotPath)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	br := bufio.NewReaderSize(f, 1<<20)
-	line, err := br.ReadBytes('\n')
-	if err != nil {
-		return fmt.Errorf("snapshot header: %w", err)
-	}
-	var hdr snapshotHeader
-	if err := json.Unmarshal(line, &hdr); err != nil {
-		return fmt.Errorf("snapshot header: %w", err)
-	}
-	if hdr.Format != snapshotFormat || hdr.Version != SnapshotVersion || fmt.Sprint(hdr.Views) != fmt.Sprint(r.viewNames()) {
-		return fmt.Errorf("snapshot is version %d of %v; want version %d of %v", hdr.Version, hdr.Views, SnapshotVersion, r.viewNames())
-	}
-	cp, err := eventstore.ParsePosition(hdr.Checkpoint)
-	if err != nil {
-		return err
-	}
-	dec := gob.NewDecoder(br)
-	for _, v := range r.allViews() {
-		if err := v.Load(dec); err != nil {
-			return fmt.Errorf("snapshot %s: %w", v.Name(), err)
-		}
-	}
-	r.setCheckpoint(cp)
-	r.log.WithField("checkpoint", cp.String()).Info("projections: loaded snapshot")
-	return nil
-}
-
-// Rebuild drops the snapshot and every view's state and applies the whole
-// log again, reporting progress; the runner must not be started.
+// Rebuild applies the whole log to views in an empty view store, reporting
+// progress; the runner must not be started.
 func (r *Runner) Rebuild(ctx context.Context, progress func(applied, total uint64)) error {
-	for _, v := range r.allViews() {
-		v.Reset()
+	cp, err := r.opts.DB.Checkpoint()
+	if err != nil {
+		return err
+	}
+	if !cp.IsStart() {
+		return fmt.Errorf("projections: rebuild needs an empty view store (this one is at %s)", cp)
 	}
 	r.setCheckpoint(eventstore.Start)
 	head, err := r.opts.Store.Head(ctx)
 	if err != nil {
 		return err
 	}
-	if err := r.catchUp(ctx, head, progress); err != nil {
-		return err
-	}
-	return r.SaveSnapshot()
+	return r.catchUp(ctx, head, progress)
 }

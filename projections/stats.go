@@ -1,12 +1,11 @@
 package projections
 
 import (
-	"encoding/gob"
 	"sort"
-	"sync"
 	"time"
 
 	"github.com/profilestore/profilestore/domain"
+	"github.com/profilestore/profilestore/projections/viewstore"
 )
 
 // Activity counts changes per day (UTC, by occurred_at) for the stats endpoint
@@ -18,100 +17,142 @@ import (
 // or clear, and for a room on every per-room rename there and every global
 // rename that reached it: propagate_to all reaches every room the user is
 // in, unchanged the ones without a per-room name, none no room.
+//
+// In the view store: "ad" day -> profile and room event counts; "au" day,
+// user and "ar" day, room -> renames; "am" user, room -> whether the user
+// has a per-room name there (the little of the room model the counts need
+// to attribute a propagated global rename to rooms).
 type Activity struct {
-	mu   sync.RWMutex
-	days map[string]*dayStats
-	// membership and overrides are the little of the room model the counts
-	// need to attribute a propagated global rename to rooms.
-	membership map[domain.UserID]map[domain.RoomID]bool // room -> has a per-room name
+	db *DB
 }
 
-type dayStats struct {
-	Profile, Room int
-	UserRenames   map[domain.UserID]int
-	RoomRenames   map[domain.RoomID]int
-}
+const (
+	prefixActDay    = "ad"
+	prefixActUser   = "au"
+	prefixActRoom   = "ar"
+	prefixActMember = "am"
+)
 
-// NewActivity returns an empty view.
-func NewActivity() *Activity {
-	v := &Activity{}
-	v.Reset()
-	return v
-}
+// NewActivity returns the view over db.
+func NewActivity(db *DB) *Activity { return &Activity{db: db} }
 
-// Name identifies the view in snapshots.
+// Name identifies the view in logs and metrics.
 func (v *Activity) Name() string { return "stats" }
 
-// Reset empties the view before a rebuild.
-func (v *Activity) Reset() {
-	v.mu.Lock()
-	v.days = make(map[string]*dayStats)
-	v.membership = make(map[domain.UserID]map[domain.RoomID]bool)
-	v.mu.Unlock()
-}
+// Committed has nothing to publish: the view caches nothing.
+func (v *Activity) Committed() {}
+
+// Aborted has nothing to drop.
+func (v *Activity) Aborted() {}
 
 const dayLayout = "2006-01-02"
 
-// Apply counts one event.
-func (v *Activity) Apply(e *domain.Event) {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	d := v.day(e.Meta.OccurredAt)
-	if e.Room != "" {
-		d.Room++
-	} else {
-		d.Profile++
+// add adds n to the counters at key (one or two varints).
+func add(tx viewstore.Txn, key []byte, deltas ...uint64) error {
+	raw, _, err := tx.Get(key)
+	if err != nil {
+		return err
 	}
-	switch e.Type {
-	case domain.TypeMemberJoined, domain.TypeMemberInvited:
-		if v.membership[e.User] == nil {
-			v.membership[e.User] = make(map[domain.RoomID]bool)
+	d := dec{b: raw}
+	var w enc
+	for _, x := range deltas {
+		var cur uint64
+		if len(d.b) > 0 {
+			cur = d.uint()
 		}
-		if _, in := v.membership[e.User][e.Room]; !in {
-			v.membership[e.User][e.Room] = false
-		}
-	case domain.TypeMemberLeft:
-		delete(v.membership[e.User], e.Room)
-	case domain.TypeMemberProfileSet, domain.TypeMemberProfileGone:
-		if e.Key != domain.KeyDisplayName {
-			return
-		}
-		if rooms := v.membership[e.User]; rooms != nil {
-			if _, in := rooms[e.Room]; in {
-				rooms[e.Room] = e.Type == domain.TypeMemberProfileSet
-			}
-		}
-		d.UserRenames[e.User]++
-		d.RoomRenames[e.Room]++
-	case domain.TypeFieldSet, domain.TypeFieldDeleted:
-		if e.Key != domain.KeyDisplayName {
-			return
-		}
-		d.UserRenames[e.User]++
-		for room, override := range v.membership[e.User] {
-			switch e.PropagateTo {
-			case domain.PropagateNone:
-				continue
-			case domain.PropagateAll:
-				v.membership[e.User][room] = false
-			default:
-				if override {
-					continue
-				}
-			}
-			d.RoomRenames[room]++
-		}
+		w.uint(cur + x)
 	}
+	return tx.Set(key, w.b)
 }
 
-func (v *Activity) day(t time.Time) *dayStats {
-	k := t.UTC().Format(dayLayout)
-	d := v.days[k]
-	if d == nil {
-		d = &dayStats{UserRenames: make(map[domain.UserID]int), RoomRenames: make(map[domain.RoomID]int)}
-		v.days[k] = d
+func readCounts(raw []byte, n int) []int {
+	d := dec{b: raw}
+	out := make([]int, n)
+	for i := range out {
+		if len(d.b) > 0 {
+			out[i] = int(d.uint())
+		}
 	}
-	return d
+	return out
+}
+
+// Apply counts one event.
+func (v *Activity) Apply(tx viewstore.Txn, e *domain.Event) error {
+	day := e.Meta.OccurredAt.UTC().Format(dayLayout)
+	if e.Room != "" {
+		if err := add(tx, keyOf(prefixActDay, day), 0, 1); err != nil {
+			return err
+		}
+	} else if err := add(tx, keyOf(prefixActDay, day), 1, 0); err != nil {
+		return err
+	}
+	member := func(room domain.RoomID) []byte { return keyOf(prefixActMember, string(e.User), string(room)) }
+	switch e.Type {
+	case domain.TypeMemberJoined, domain.TypeMemberInvited:
+		_, in, err := tx.Get(member(e.Room))
+		if err != nil || in {
+			return err
+		}
+		return tx.Set(member(e.Room), []byte{0})
+	case domain.TypeMemberLeft:
+		return tx.Delete(member(e.Room))
+	case domain.TypeMemberProfileSet, domain.TypeMemberProfileGone:
+		if e.Key != domain.KeyDisplayName {
+			return nil
+		}
+		if _, in, err := tx.Get(member(e.Room)); err != nil {
+			return err
+		} else if in {
+			override := byte(0)
+			if e.Type == domain.TypeMemberProfileSet {
+				override = 1
+			}
+			if err := tx.Set(member(e.Room), []byte{override}); err != nil {
+				return err
+			}
+		}
+		if err := add(tx, keyOf(prefixActUser, day, string(e.User)), 1); err != nil {
+			return err
+		}
+		return add(tx, keyOf(prefixActRoom, day, string(e.Room)), 1)
+	case domain.TypeFieldSet, domain.TypeFieldDeleted:
+		if e.Key != domain.KeyDisplayName {
+			return nil
+		}
+		if err := add(tx, keyOf(prefixActUser, day, string(e.User)), 1); err != nil {
+			return err
+		}
+		if e.PropagateTo == domain.PropagateNone {
+			return nil
+		}
+		type membership struct {
+			room     domain.RoomID
+			override bool
+		}
+		var rooms []membership
+		lo := rangeOf(prefixActMember, string(e.User))
+		if err := tx.Scan(lo, viewstore.PrefixEnd(lo), false, func(k, val []byte) bool {
+			rooms = append(rooms, membership{domain.RoomID(k[len(lo):]), len(val) == 1 && val[0] == 1})
+			return true
+		}); err != nil {
+			return err
+		}
+		for _, m := range rooms {
+			if e.PropagateTo == domain.PropagateAll {
+				if m.override {
+					if err := tx.Set(member(m.room), []byte{0}); err != nil {
+						return err
+					}
+				}
+			} else if m.override {
+				continue
+			}
+			if err := add(tx, keyOf(prefixActRoom, day, string(m.room)), 1); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // DayCount is one day of activity.
@@ -150,22 +191,29 @@ func (v *Activity) Report(from, to time.Time, top int) ActivityReport {
 	var r ActivityReport
 	users := make(map[domain.UserID]int)
 	rooms := make(map[domain.RoomID]int)
-	v.mu.RLock()
-	for day := from; !day.After(to); day = day.AddDate(0, 0, 1) {
-		dc := DayCount{Day: day}
-		if d := v.days[day.Format(dayLayout)]; d != nil {
-			dc.ProfileChanges, dc.RoomChanges = d.Profile, d.Room
-			for u, n := range d.UserRenames {
-				users[u] += n
+	v.db.read(func(rd viewstore.Reader) {
+		for day := from; !day.After(to); day = day.AddDate(0, 0, 1) {
+			dc := DayCount{Day: day}
+			k := day.Format(dayLayout)
+			if raw, ok, err := rd.Get(keyOf(prefixActDay, k)); err == nil && ok {
+				c := readCounts(raw, 2)
+				dc.ProfileChanges, dc.RoomChanges = c[0], c[1]
+			}
+			lo := rangeOf(prefixActUser, k)
+			_ = rd.Scan(lo, viewstore.PrefixEnd(lo), false, func(key, val []byte) bool {
+				n := readCounts(val, 1)[0]
+				users[domain.UserID(key[len(lo):])] += n
 				dc.Renames += n
-			}
-			for room, n := range d.RoomRenames {
-				rooms[room] += n
-			}
+				return true
+			})
+			lo = rangeOf(prefixActRoom, k)
+			_ = rd.Scan(lo, viewstore.PrefixEnd(lo), false, func(key, val []byte) bool {
+				rooms[domain.RoomID(key[len(lo):])] += readCounts(val, 1)[0]
+				return true
+			})
+			r.Days = append(r.Days, dc)
 		}
-		r.Days = append(r.Days, dc)
-	}
-	v.mu.RUnlock()
+	})
 	for u, n := range users {
 		r.TopUsers = append(r.TopUsers, UserCount{u, n})
 	}
@@ -188,43 +236,4 @@ func (v *Activity) Report(from, to time.Time, top int) ActivityReport {
 func truncateDay(t time.Time) time.Time {
 	y, m, d := t.UTC().Date()
 	return time.Date(y, m, d, 0, 0, 0, 0, time.UTC)
-}
-
-type activitySnapshot struct {
-	Days       map[string]*dayStats
-	Membership map[domain.UserID]map[domain.RoomID]bool
-}
-
-// Save writes the view to a snapshot.
-func (v *Activity) Save(enc *gob.Encoder) error {
-	v.mu.RLock()
-	defer v.mu.RUnlock()
-	return enc.Encode(activitySnapshot{Days: v.days, Membership: v.membership})
-}
-
-// Load replaces the view with a snapshot's contents.
-func (v *Activity) Load(dec *gob.Decoder) error {
-	var s activitySnapshot
-	if err := dec.Decode(&s); err != nil {
-		return err
-	}
-	v.Reset()
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	for k, d := range s.Days {
-		if d.UserRenames == nil {
-			d.UserRenames = make(map[domain.UserID]int)
-		}
-		if d.RoomRenames == nil {
-			d.RoomRenames = make(map[domain.RoomID]int)
-		}
-		v.days[k] = d
-	}
-	for u, rooms := range s.Membership {
-		if rooms == nil {
-			rooms = make(map[domain.RoomID]bool)
-		}
-		v.membership[u] = rooms
-	}
-	return nil
 }

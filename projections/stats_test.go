@@ -1,8 +1,6 @@
 package projections_test
 
 import (
-	"bytes"
-	"encoding/gob"
 	"testing"
 	"time"
 
@@ -11,25 +9,27 @@ import (
 )
 
 func TestStatsCountsRenamesPerDayUserAndRoom(t *testing.T) {
-	v := projections.NewActivity()
+	db := projections.OpenTestDB(t)
+	v := projections.NewActivity(db)
+	a := projections.NewDirect(t, db, v)
 	day1 := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
 	ev := &nameEvents{t0: day1} // one event per hour
-	v.Apply(ev.join(roomA, dana, "Dana"))
-	v.Apply(ev.join(roomB, dana, "Dana"))
-	v.Apply(ev.join(roomA, eve, "Eve"))
-	v.Apply(ev.roomName(roomB, dana, "Dana in B")) // a per-room rename: dana, room B
-	v.Apply(ev.global(dana, "Dana 2"))             // unchanged: reaches A, not B (override)
+	a.Apply(ev.join(roomA, dana, "Dana"))
+	a.Apply(ev.join(roomB, dana, "Dana"))
+	a.Apply(ev.join(roomA, eve, "Eve"))
+	a.Apply(ev.roomName(roomB, dana, "Dana in B")) // a per-room rename: dana, room B
+	a.Apply(ev.global(dana, "Dana 2"))             // unchanged: reaches A, not B (override)
 	e := ev.global(eve, "Eve 2")
 	e.PropagateTo = domain.PropagateNone // reaches no room
-	v.Apply(e)
+	a.Apply(e)
 	e = ev.global(dana, "Dana 3")
 	e.PropagateTo = domain.PropagateAll // reaches A and B, clears B's override
-	v.Apply(e)
-	v.Apply(ev.global(dana, "Dana 4")) // unchanged again: B has no override any more
-	v.Apply(ev.next(domain.Event{Type: domain.TypeMemberLeft, Room: roomA, User: dana, Membership: "leave"}))
-	v.Apply(ev.global(dana, "Dana 5")) // only B now
+	a.Apply(e)
+	a.Apply(ev.global(dana, "Dana 4")) // unchanged again: B has no override any more
+	a.Apply(ev.next(domain.Event{Type: domain.TypeMemberLeft, Room: roomA, User: dana, Membership: "leave"}))
+	a.Apply(ev.global(dana, "Dana 5")) // only B now
 	ev.t0 = day1.AddDate(0, 0, 2)
-	v.Apply(ev.global(eve, "Eve 3")) // two days later
+	a.Apply(ev.global(eve, "Eve 3")) // two days later
 
 	r := v.Report(day1, day1.AddDate(0, 0, 1), 10)
 	if len(r.Days) != 2 || r.Days[0].RoomChanges != 5 || r.Days[0].ProfileChanges != 5 || r.Days[0].Renames != 6 || r.Days[1] != (projections.DayCount{Day: day1.AddDate(0, 0, 1)}) {
@@ -47,15 +47,8 @@ func TestStatsCountsRenamesPerDayUserAndRoom(t *testing.T) {
 		t.Errorf("top 1 over six days: %+v", r)
 	}
 
-	var buf bytes.Buffer
-	if err := v.Save(gob.NewEncoder(&buf)); err != nil {
-		t.Fatal(err)
-	}
-	loaded := projections.NewActivity()
-	if err := loaded.Load(gob.NewDecoder(&buf)); err != nil {
-		t.Fatal(err)
-	}
-	loaded.Apply(ev.global(dana, "Dana 6")) // membership survived the snapshot: counts for B
+	loaded := projections.NewActivity(db)
+	projections.NewDirect(t, db, loaded).Apply(ev.global(dana, "Dana 6")) // membership is in the store: counts for B
 	if r := loaded.Report(day1, day1.AddDate(0, 0, 5), 10); r.TopRooms[0] != (projections.RoomCount{Room: roomB, N: 5}) {
 		t.Errorf("after load: %+v", r.TopRooms)
 	}

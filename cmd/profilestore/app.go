@@ -2,12 +2,15 @@ package main
 
 import (
 	"context"
+	"fmt"
+	"os"
 	"path/filepath"
 
 	"github.com/profilestore/profilestore/domain"
 	"github.com/profilestore/profilestore/eventstore"
 	pshttp "github.com/profilestore/profilestore/http"
 	"github.com/profilestore/profilestore/projections"
+	"github.com/profilestore/profilestore/projections/viewstore"
 	"github.com/sirupsen/logrus"
 )
 
@@ -26,6 +29,7 @@ type app struct {
 	rooms    *domain.RoomService
 	roomView *projections.Rooms
 	runner   *projections.Runner
+	viewDB   *projections.DB
 }
 
 // openApp opens the store and keyring and builds the domain and views; the
@@ -60,18 +64,10 @@ func openApp(ctx context.Context, cfg Config, log *logrus.Logger) (*app, error) 
 	})
 	a.eraser = domain.NewEraser(a.keyring, a.sealer, a.profiles)
 	a.rooms = domain.NewRoomService(a.store, a.sealer, a.profiles.Policy(), a.profiles)
-	a.views = projections.NewProfiles()
-	a.names = projections.NewNameIndex()
-	a.stats = projections.NewActivity()
-	a.roomView = projections.NewRooms()
-	a.runner = projections.NewRunner(projections.Options{
-		Store:        a.store,
-		Sealer:       a.sealer,
-		Views:        []projections.View{a.views},
-		Deferred:     []projections.View{a.roomView, a.names, a.stats},
-		SnapshotPath: filepath.Join(cfg.DataDir, "snapshots", "projections.snap"),
-		Logger:       log,
-	})
+	if err := a.openViews(viewsDir(cfg.DataDir)); err != nil {
+		a.close()
+		return nil, err
+	}
 	return a, nil
 }
 
@@ -113,7 +109,97 @@ func (a *app) server(auth pshttp.Authenticator) (*pshttp.Server, error) {
 	return pshttp.NewServer(cfg), nil
 }
 
+// viewsDir is where the views live: on the instance's own disk, also when
+// the log is on EventStoreDB.
+func viewsDir(dataDir string) string { return filepath.Join(dataDir, "views") }
+
+// openViews opens the view store in dir and builds the views and their
+// runner over it. The order of the views is the order they apply events in.
+func (a *app) openViews(dir string) error {
+	db, created, err := projections.OpenDB(dir, viewstore.PebbleOptions{CacheBytes: int64(a.cfg.Views.BlockCacheMB) << 20})
+	if err != nil {
+		return fmt.Errorf("open the view store: %w (is another profilestore using this data directory?)", err)
+	}
+	if created {
+		// Views of a data directory from before views were kept on disk
+		// were snapshots: derived data, replaced by the view store.
+		old := filepath.Join(a.cfg.DataDir, "snapshots")
+		if _, err := os.Stat(old); err == nil {
+			a.log.WithField("path", old).Info("upgrading the data directory: the views are built from the log once, and the old snapshots removed")
+			_ = os.RemoveAll(old)
+		}
+	}
+	a.viewDB = db
+	n := a.cfg.Views.CacheEntries
+	a.views = projections.NewProfiles(db, n)
+	a.names = projections.NewNameIndex(db)
+	a.stats = projections.NewActivity(db)
+	a.roomView = projections.NewRooms(db, n)
+	a.runner = projections.NewRunner(projections.Options{
+		Store:    a.store,
+		Sealer:   a.sealer,
+		DB:       db,
+		Views:    []projections.View{a.views},
+		Deferred: []projections.View{a.roomView, a.names, a.stats},
+		Logger:   a.log,
+	})
+	return nil
+}
+
+// rebuildViews builds every view from the log into a fresh view store
+// beside the current one and swaps it in; the old views serve until the
+// swap. The runner must not be started.
+func (a *app) rebuildViews(ctx context.Context, progress func(applied, total uint64)) error {
+	cur := viewsDir(a.cfg.DataDir)
+	fresh, old := cur+".rebuild", cur+".old"
+	if err := os.RemoveAll(fresh); err != nil {
+		return err
+	}
+	db, _, err := projections.OpenDB(fresh, viewstore.PebbleOptions{CacheBytes: int64(a.cfg.Views.BlockCacheMB) << 20})
+	if err != nil {
+		return err
+	}
+	n := a.cfg.Views.CacheEntries
+	views := []projections.View{projections.NewProfiles(db, n)}
+	deferred := []projections.View{projections.NewRooms(db, n), projections.NewNameIndex(db), projections.NewActivity(db)}
+	runner := projections.NewRunner(projections.Options{Store: a.store, Sealer: a.sealer, DB: db, Views: views, Deferred: deferred, Logger: a.log})
+	if err := runner.Rebuild(ctx, progress); err != nil {
+		db.Close()
+		os.RemoveAll(fresh)
+		return err
+	}
+	if err := db.Close(); err != nil {
+		return err
+	}
+	if err := a.viewDB.Close(); err != nil {
+		return err
+	}
+	a.viewDB = nil
+	if err := os.RemoveAll(old); err != nil {
+		return err
+	}
+	if err := os.Rename(cur, old); err != nil && !os.IsNotExist(err) {
+		return err
+	}
+	if err := os.Rename(fresh, cur); err != nil {
+		return err
+	}
+	if err := syncDir(a.cfg.DataDir); err != nil {
+		return err
+	}
+	if err := os.RemoveAll(old); err != nil {
+		return err
+	}
+	return a.openViews(cur)
+}
+
 func (a *app) close() {
+	if a.runner != nil {
+		a.runner.Close()
+	}
+	if a.viewDB != nil {
+		a.viewDB.Close()
+	}
 	if a.keyring != nil {
 		a.keyring.Close()
 	}

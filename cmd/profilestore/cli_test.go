@@ -4,12 +4,14 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/profilestore/profilestore/domain"
 	"github.com/profilestore/profilestore/eventstore/bolt"
 	"github.com/sirupsen/logrus"
 )
@@ -89,9 +91,16 @@ func TestDataDirInUse(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	for _, args := range [][]string{{"rebuild"}, {"export"}} {
+	for _, args := range [][]string{{"rebuild"}, {"import", "/dev/null"}} {
 		_, _, err := run2(t, append(args, "--data-dir", dir)...)
 		if err == nil || !strings.Contains(err.Error(), "in use by a running profilestore") || !strings.Contains(err.Error(), "backup") {
+			t.Errorf("%v: %v", args, err)
+		}
+	}
+	// export and backup ask the server over its socket; this holder has none.
+	for _, args := range [][]string{{"export"}, {"backup", filepath.Join(t.TempDir(), "b")}} {
+		_, _, err := run2(t, append(args, "--data-dir", dir)...)
+		if err == nil || !strings.Contains(err.Error(), "is in use, but the server's control socket") {
 			t.Errorf("%v: %v", args, err)
 		}
 	}
@@ -273,5 +282,51 @@ func TestTokenListAndRevoke(t *testing.T) {
 	}
 	if _, _, err := run2(t, "token", "issue", "--data-dir", dir, "--expires", "30 days", "@c:example.com"); err == nil || !strings.Contains(err.Error(), "like 720h") {
 		t.Errorf("bad --expires: %v", err)
+	}
+}
+
+// TestOfflineCommandsNeedAStore: an existing directory without events.db
+// (the parent of the data directory, say) is not exported, rebuilt or
+// backed up as an empty store, and nothing is created in it.
+func TestOfflineCommandsNeedAStore(t *testing.T) {
+	t.Setenv("PROFILESTORE_LOG_LEVEL", "error")
+	for _, args := range [][]string{{"rebuild"}, {"export"}, {"backup", filepath.Join(t.TempDir(), "b")}} {
+		t.Run(args[0], func(t *testing.T) {
+			dir := t.TempDir()
+			_, _, err := run2(t, append(args, "--data-dir", dir)...)
+			if err == nil || !strings.Contains(err.Error(), "holds no events.db") {
+				t.Fatalf("%v: %v", args, err)
+			}
+			if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+				t.Errorf("%v created %v", args, entries)
+			}
+		})
+	}
+}
+
+// TestArgumentMessages are words, not cobra's "accepts 1 arg(s)".
+func TestArgumentMessages(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"rebuild", "extra"}, `profilestore rebuild takes no arguments (got "extra")`},
+		{[]string{"token", "issue"}, "profilestore token issue needs @user:server"},
+		{[]string{"backup"}, "profilestore backup needs DIR"},
+		{[]string{"token", "bogus"}, `unknown command "bogus" for "profilestore token"`},
+	} {
+		t.Run(strings.Join(c.args, "_"), func(t *testing.T) {
+			_, _, err := run2(t, c.args...)
+			if err == nil || err.Error() != c.want {
+				t.Fatalf("%v: %v, want %q", c.args, err, c.want)
+			}
+		})
+	}
+}
+
+func TestHumanErrorDropsErrcodes(t *testing.T) {
+	err := fmt.Errorf("registration: %w", domain.Errorf(domain.ErrCodeInvalidParam, "Invalid server name"))
+	if got := humanError(err); got != "registration: Invalid server name" {
+		t.Errorf("humanError: %q", got)
 	}
 }

@@ -39,8 +39,21 @@ type Config struct {
 	// Appservice runs profilestore beside a homeserver (docs/APPSERVICE.md).
 	Appservice AppserviceConfig `yaml:"appservice"`
 
+	// Views sizes the view store's caches.
+	Views ViewsConfig `yaml:"views"`
+
 	// ApplyWait bounds read-your-writes waits.
 	ApplyWait time.Duration `yaml:"apply_wait"`
+}
+
+// ViewsConfig sizes the memory the views use; the views themselves live on
+// disk in the data directory's views/ folder.
+type ViewsConfig struct {
+	// CacheEntries is how many decoded objects each view cache keeps
+	// (profiles; room users, rooms, members and changes each).
+	CacheEntries int `yaml:"cache_entries"`
+	// BlockCacheMB is the view store's block cache.
+	BlockCacheMB int `yaml:"block_cache_mb"`
 }
 
 // AuthConfig chooses how client access tokens are checked.
@@ -101,6 +114,7 @@ func defaultConfig() Config {
 		},
 		RateLimit: RateLimitConfig{WritesPerSecond: 10, Burst: 30},
 		ApplyWait: 5 * time.Second,
+		Views:     ViewsConfig{CacheEntries: 100_000, BlockCacheMB: 64},
 		Feed:      FeedConfig{Heartbeat: 15 * time.Second},
 	}
 }

@@ -22,6 +22,20 @@ func openExisting(ctx context.Context, cfg Config, log *logrus.Logger) (*app, er
 	return openApp(ctx, cfg, log)
 }
 
+// requireStore is requireDataDir for the commands that read a store:
+// rebuild, export and backup of a directory without events.db would create
+// an empty store and "succeed" on nothing (a wrong but existing directory,
+// such as the parent of the data directory).
+func requireStore(cfg Config) error {
+	if err := requireDataDir(cfg.DataDir); err != nil || cfg.Store != "bolt" {
+		return err
+	}
+	if _, err := os.Stat(filepath.Join(cfg.DataDir, "events.db")); errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("%s holds no events.db: it is not a data directory (check --data-dir, or data_dir, PROFILESTORE_DATA_DIR)", cfg.DataDir)
+	}
+	return nil
+}
+
 // requireDataDir fails unless dir is an existing directory.
 func requireDataDir(dir string) error {
 	fi, err := os.Stat(dir)
@@ -55,10 +69,19 @@ func makeDataDir(dir string, say func(string)) error {
 // inUse turns the store's lock error into what the operator should do.
 func inUse(dir string, err error) error {
 	if errors.Is(err, bolt.ErrInUse) {
-		return fmt.Errorf("data directory %s is in use by a running profilestore (stop it, or use `profilestore backup` for a copy)", dir)
+		return dataDirInUse{dir}
 	}
 	return err
 }
+
+// dataDirInUse is bolt.ErrInUse told for people.
+type dataDirInUse struct{ dir string }
+
+func (e dataDirInUse) Error() string {
+	return fmt.Sprintf("data directory %s is in use by a running profilestore (stop it, or use `profilestore backup` for a copy)", e.dir)
+}
+
+func (e dataDirInUse) Unwrap() error { return bolt.ErrInUse }
 
 // openBolt opens a data directory's log and keyring and checks that they
 // belong together (bolt.Bind): a missing or foreign keys.db would make every

@@ -4,12 +4,14 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"time"
 
 	"github.com/profilestore/profilestore/eventstore"
+	"github.com/profilestore/profilestore/eventstore/bolt"
 	"github.com/spf13/cobra"
 )
 
@@ -78,7 +80,8 @@ func exportCommand(load loader) *cobra.Command {
 		Use:   "export",
 		Short: "Write the event log (or a part of it) as NDJSON; values stay sealed",
 		Long: `Write the event log as NDJSON, one event per line (docs/EVENTS.md), to
-standard output or --output. --from / --to bound it by position (after
+standard output or --output. It works while a server runs on the data
+directory (the server writes the export). --from / --to bound it by position (after
 --from, up to and including --to); --since / --until by the time the store
 recorded each event (RFC 3339, --until exclusive). A progress bar is drawn
 on a terminal.`,
@@ -95,11 +98,17 @@ on a terminal.`,
 			if ctx == nil {
 				ctx = context.Background()
 			}
-			a, err := openExisting(ctx, cfg, log)
-			if err != nil {
+			if err := requireStore(cfg); err != nil {
 				return err
 			}
-			defer a.close()
+			a, err := openExisting(ctx, cfg, log)
+			live := errors.Is(err, bolt.ErrInUse)
+			if err != nil && !live {
+				return err
+			}
+			if !live {
+				defer a.close()
+			}
 			w := cmd.OutOrStdout()
 			if output != "" && output != "-" {
 				f, err := os.OpenFile(output, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
@@ -109,7 +118,13 @@ on a terminal.`,
 				defer f.Close()
 				w = f
 			}
-			n, err := exportLog(ctx, a.store, b, w, progressReporter("exporting"))
+			var n uint64
+			if live {
+				// A server runs on the data directory: it exports for us.
+				err = remoteExport(ctx, cfg.DataDir, from, to, since, until, w)
+			} else {
+				n, err = exportLog(ctx, a.store, b, w, progressReporter("exporting"))
+			}
 			if err != nil {
 				return err
 			}
@@ -118,7 +133,9 @@ on a terminal.`,
 					return err
 				}
 			}
-			log.WithField("events", n).Info("export finished")
+			if !live {
+				log.WithField("events", n).Info("export finished")
+			}
 			return nil
 		},
 	}

@@ -167,7 +167,7 @@ otherwise; --allow-unreadable imports such values anyway, unreadable.`,
 			// Files this import creates are removed again if it refuses, so
 			// that it can be run again as it is, with the right flags.
 			var created []string
-			for _, name := range []string{"events.db", "keys.db"} {
+			for _, name := range []string{"events.db", "keys.db", "views"} {
 				if _, err := os.Stat(filepath.Join(cfg.DataDir, name)); errors.Is(err, os.ErrNotExist) {
 					created = append(created, filepath.Join(cfg.DataDir, name))
 				}
@@ -194,7 +194,7 @@ otherwise; --allow-unreadable imports such values anyway, unreadable.`,
 			if bad.values > 0 && !allowUnreadable {
 				a.close()
 				for _, f := range created {
-					os.Remove(f)
+					os.RemoveAll(f)
 				}
 				hint := "give the source's keys.db with --keyring"
 				if keyring != "" {

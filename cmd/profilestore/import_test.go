@@ -79,7 +79,7 @@ type viewDigest struct {
 
 func digest(t *testing.T, a *app) viewDigest {
 	t.Helper()
-	if err := a.runner.Rebuild(context.Background(), nil); err != nil {
+	if err := a.rebuildViews(context.Background(), nil); err != nil {
 		t.Fatal(err)
 	}
 	d := viewDigest{Profiles: map[domain.UserID]domain.Profile{}}

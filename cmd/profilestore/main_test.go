@@ -74,8 +74,8 @@ func TestServeTokenRebuildExport(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatalf("serve: %v", err)
 	}
-	if _, err := os.Stat(filepath.Join(dir, "snapshots", "projections.snap")); err != nil {
-		t.Errorf("no snapshot after a clean stop: %v", err)
+	if m, _ := filepath.Glob(filepath.Join(dir, "views", "MANIFEST-*")); len(m) == 0 {
+		t.Error("no view store after a clean stop")
 	}
 	out, err := run(t, context.Background(), "rebuild", "--data-dir", dir)
 	if err != nil || !strings.Contains(out, "(1 profiles)") {

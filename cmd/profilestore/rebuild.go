@@ -12,13 +12,16 @@ func rebuildCommand(load loader) *cobra.Command {
 	var allowUnreadable bool
 	cmd := &cobra.Command{
 		Use:   "rebuild",
-		Short: "Rebuild every projection from the event log and write a fresh snapshot (stop the server first)",
+		Short: "Rebuild every view from the event log into a fresh view store and swap it in (stop the server first)",
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cfg, log, err := load()
 			if err != nil {
 				return err
 			}
 			ctx := context.Background()
+			if err := requireStore(cfg); err != nil {
+				return err
+			}
 			a, err := openExisting(ctx, cfg, log)
 			if err != nil {
 				return err
@@ -37,7 +40,7 @@ func rebuildCommand(load loader) *cobra.Command {
 				fmt.Fprintf(cmd.ErrOrStderr(), "rebuilding with --allow-unreadable: %s\n", bad)
 			}
 			start := time.Now()
-			if err := a.runner.Rebuild(ctx, progressReporter("rebuilding projections")); err != nil {
+			if err := a.rebuildViews(ctx, progressReporter("rebuilding the views")); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "rebuilt projections to position %s in %s (%d profiles)\n",

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"syscall"
 
+	"github.com/profilestore/profilestore/eventstore/bolt"
 	"github.com/schollz/progressbar/v3"
 	"github.com/sirupsen/logrus"
 	"github.com/spf13/cobra"
@@ -30,6 +31,13 @@ func serveCommand(load loader) *cobra.Command {
 				return err
 			}
 			defer a.close()
+			if store, ok := a.store.(*bolt.Store); ok {
+				ctl, err := startControl(a, store, a.keyring.(*bolt.Keyring))
+				if err != nil {
+					return err
+				}
+				defer ctl.Close()
+			}
 			if err := a.runner.Start(ctx, progressReporter("catching up projections")); err != nil {
 				return err
 			}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"testing"
@@ -156,5 +157,41 @@ func TestKeyringDestroyed(t *testing.T) {
 	}
 	if g, err := k.Destroyed("u"); err != nil || g != 1 {
 		t.Fatalf("after Destroy: %d %v, want 1", g, err)
+	}
+}
+
+// TestCopyToIsAStore: the copies of a log and its keyring open as a bound
+// pair with the same events.
+func TestCopyToIsAStore(t *testing.T) {
+	src := t.TempDir()
+	s, k := pair(t, src)
+	if err := bolt.Bind(s, k); err != nil {
+		t.Fatal(err)
+	}
+	populate(t, s, k)
+	dst := t.TempDir()
+	for name, c := range map[string]interface {
+		CopyTo(w io.Writer) (int64, error)
+	}{"events.db": s, "keys.db": k} {
+		f, err := os.Create(filepath.Join(dst, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n, err := c.CopyTo(f); err != nil || n == 0 {
+			t.Fatalf("CopyTo %s: %d %v", name, n, err)
+		}
+		f.Close()
+	}
+	closePair(s, k)
+	s, k = pair(t, dst)
+	defer closePair(s, k)
+	if err := bolt.Bind(s, k); err != nil {
+		t.Fatalf("the copies are not a pair: %v", err)
+	}
+	if head, _ := s.Head(context.Background()); head.Commit != 1 {
+		t.Errorf("copied head %v, want 1", head)
+	}
+	if _, err := k.Lookup(context.Background(), "@alice:example.com", 1); err != nil {
+		t.Errorf("copied key: %v", err)
 	}
 }

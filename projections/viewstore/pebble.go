@@ -1,0 +1,275 @@
+package viewstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+)
+
+// Pebble is a Store on github.com/cockroachdb/pebble/v2, an LSM tree.
+// Its write-ahead log is off: the event log is the truth, and a crash loses
+// only memtable batches newer than the last flush, a whole-batch prefix.
+type Pebble struct {
+	mu     sync.RWMutex
+	db     *pebble.DB
+	dir    string
+	closed bool
+}
+
+// PebbleOptions size the engine.
+type PebbleOptions struct {
+	// CacheBytes is the block cache (default 64 MiB).
+	CacheBytes int64
+	// MemTableBytes is each memtable (default 32 MiB).
+	MemTableBytes uint64
+}
+
+// OpenPebble opens (creating if needed) a pebble store in dir.
+func OpenPebble(dir string, o PebbleOptions) (*Pebble, error) {
+	if o.CacheBytes <= 0 {
+		o.CacheBytes = 64 << 20
+	}
+	if o.MemTableBytes == 0 {
+		o.MemTableBytes = 32 << 20
+	}
+	cache := pebble.NewCache(o.CacheBytes)
+	defer cache.Unref()
+	opts := &pebble.Options{
+		Cache:                       cache,
+		DisableWAL:                  true,
+		MemTableSize:                o.MemTableBytes,
+		MemTableStopWritesThreshold: 4,
+		Logger:                      quietLogger{},
+	}
+	db, err := pebble.Open(dir, opts)
+	if err != nil {
+		return nil, fmt.Errorf("open view store %s: %w", dir, err)
+	}
+	return &Pebble{db: db, dir: dir}, nil
+}
+
+// Dir is the store's directory.
+func (p *Pebble) Dir() string { return p.dir }
+
+// quietLogger keeps pebble's informational lines out of the service's log;
+// fatal errors still stop the process, as pebble requires.
+type quietLogger struct{}
+
+func (quietLogger) Infof(string, ...any) {}
+func (quietLogger) Errorf(format string, args ...any) {
+	fmt.Printf("pebble: "+format+"\n", args...)
+}
+func (quietLogger) Fatalf(format string, args ...any) {
+	panic(fmt.Sprintf("pebble: "+format, args...))
+}
+
+func (p *Pebble) Get(key []byte) ([]byte, bool, error) {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	if p.closed {
+		return nil, false, ErrClosed
+	}
+	v, closer, err := p.db.Get(key)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	out := append([]byte(nil), v...)
+	closer.Close()
+	return out, true, nil
+}
+
+func (p *Pebble) Scan(lower, upper []byte, reverse bool, fn func(k, v []byte) bool) error {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	if p.closed {
+		return ErrClosed
+	}
+	return scan(p.db, lower, upper, reverse, fn)
+}
+
+type iterable interface {
+	NewIter(*pebble.IterOptions) (*pebble.Iterator, error)
+}
+
+func scan(src iterable, lower, upper []byte, reverse bool, fn func(k, v []byte) bool) error {
+	it, err := src.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
+	if err != nil {
+		return err
+	}
+	if reverse {
+		for ok := it.Last(); ok; ok = it.Prev() {
+			if !fn(it.Key(), it.Value()) {
+				break
+			}
+		}
+	} else {
+		for ok := it.First(); ok; ok = it.Next() {
+			if !fn(it.Key(), it.Value()) {
+				break
+			}
+		}
+	}
+	return it.Close()
+}
+
+// Begin opens an indexed batch: its reads see its own writes over the
+// committed state.
+func (p *Pebble) Begin() (Txn, error) {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	if p.closed {
+		return nil, ErrClosed
+	}
+	return &pebbleTxn{p: p, b: p.db.NewIndexedBatch()}, nil
+}
+
+type pebbleTxn struct {
+	p    *Pebble
+	b    *pebble.Batch
+	done bool
+}
+
+func (t *pebbleTxn) Get(key []byte) ([]byte, bool, error) {
+	v, closer, err := t.b.Get(key)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	out := append([]byte(nil), v...)
+	closer.Close()
+	return out, true, nil
+}
+
+func (t *pebbleTxn) Scan(lower, upper []byte, reverse bool, fn func(k, v []byte) bool) error {
+	return scan(t.b, lower, upper, reverse, fn)
+}
+
+func (t *pebbleTxn) Set(key, value []byte) error { return t.b.Set(key, value, nil) }
+func (t *pebbleTxn) Delete(key []byte) error     { return t.b.Delete(key, nil) }
+func (t *pebbleTxn) Len() int                    { return int(t.b.Count()) }
+
+func (t *pebbleTxn) Commit() error {
+	t.p.mu.RLock()
+	defer t.p.mu.RUnlock()
+	if t.p.closed {
+		return ErrClosed
+	}
+	t.done = true
+	defer t.b.Close()
+	return t.b.Commit(pebble.NoSync)
+}
+
+func (t *pebbleTxn) Discard() {
+	if !t.done {
+		t.done = true
+		t.b.Close()
+	}
+}
+
+// Purge flushes the memtables and compacts the whole key space, so the
+// files keep only live values: no overwritten or deleted value survives in
+// an older table.
+func (p *Pebble) Purge() error {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	if p.closed {
+		return ErrClosed
+	}
+	if err := p.db.Flush(); err != nil {
+		return err
+	}
+	first, last, ok, err := p.bounds()
+	if err != nil || !ok {
+		return err
+	}
+	if err := p.db.Compact(context.Background(), first, append(last, 0), true); err != nil {
+		return err
+	}
+	return p.awaitObsoleteDeleted()
+}
+
+// awaitObsoleteDeleted waits until pebble's background cleaner has removed
+// every table file the compaction made obsolete, so that Purge answers
+// only once the old bytes are gone from the directory.
+func (p *Pebble) awaitObsoleteDeleted() error {
+	live := map[string]bool{}
+	levels, err := p.db.SSTables()
+	if err != nil {
+		return err
+	}
+	for _, level := range levels {
+		for _, t := range level {
+			live[fmt.Sprintf("%06d.sst", t.FileNum)] = true
+		}
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		names, err := os.ReadDir(p.dir)
+		if err != nil {
+			return err
+		}
+		stale := ""
+		for _, n := range names {
+			if strings.HasSuffix(n.Name(), ".sst") && !live[n.Name()] {
+				stale = n.Name()
+			}
+		}
+		if stale == "" {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("viewstore: obsolete table %s was not deleted in time", stale)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func (p *Pebble) bounds() (first, last []byte, ok bool, err error) {
+	it, err := p.db.NewIter(nil)
+	if err != nil {
+		return nil, nil, false, err
+	}
+	if it.First() {
+		first = append([]byte(nil), it.Key()...)
+		it.Last()
+		last = append([]byte(nil), it.Key()...)
+		ok = true
+	}
+	return first, last, ok, it.Close()
+}
+
+// Sync flushes the memtables: with the WAL off, that is what makes
+// committed batches durable.
+func (p *Pebble) Sync() error {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	if p.closed {
+		return ErrClosed
+	}
+	return p.db.Flush()
+}
+
+func (p *Pebble) Close() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return nil
+	}
+	p.closed = true
+	ferr := p.db.Flush()
+	if err := p.db.Close(); err != nil {
+		return err
+	}
+	return ferr
+}

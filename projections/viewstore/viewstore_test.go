@@ -1,0 +1,259 @@
+package viewstore
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+type engine struct {
+	name string
+	open func(t testing.TB, dir string) Store
+}
+
+var engines = []engine{
+	{"pebble", func(t testing.TB, dir string) Store {
+		s, err := OpenPebble(filepath.Join(dir, "views"), PebbleOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}},
+	{"bolt", func(t testing.TB, dir string) Store {
+		s, err := OpenBolt(filepath.Join(dir, "views.db"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}},
+}
+
+func scanKeys(t *testing.T, s Reader, lo, hi []byte, reverse bool) string {
+	t.Helper()
+	var out []string
+	if err := s.Scan(lo, hi, reverse, func(k, v []byte) bool {
+		out = append(out, string(k)+"="+string(v))
+		return true
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return fmt.Sprint(out)
+}
+
+func TestStore(t *testing.T) {
+	for _, e := range engines {
+		t.Run(e.name, func(t *testing.T) {
+			dir := t.TempDir()
+			s := e.open(t, dir)
+			tx, err := s.Begin()
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, k := range []string{"a/1", "a/2", "a/3", "b/1", "c"} {
+				must(t, tx.Set([]byte(k), []byte("v"+k)))
+			}
+			must(t, tx.Delete([]byte("a/2")))
+			if v, ok, err := tx.Get([]byte("a/3")); err != nil || !ok || string(v) != "va/3" {
+				t.Fatalf("a transaction does not read its own write: %q %v %v", v, ok, err)
+			}
+			if got, want := scanKeys(t, tx, []byte("a/"), PrefixEnd([]byte("a/")), false), "[a/1=va/1 a/3=va/3]"; got != want {
+				t.Fatalf("scan inside the transaction = %s, want %s", got, want)
+			}
+			if _, ok, err := s.Get([]byte("a/1")); err != nil || ok {
+				t.Fatalf("an uncommitted write is visible to readers (%v, %v)", ok, err)
+			}
+			must(t, tx.Commit())
+			if v, ok, err := s.Get([]byte("a/1")); err != nil || !ok || string(v) != "va/1" {
+				t.Fatalf("Get a/1 = %q %v %v", v, ok, err)
+			}
+			if _, ok, err := s.Get([]byte("a/2")); err != nil || ok {
+				t.Fatalf("deleted a/2 still there (%v, %v)", ok, err)
+			}
+			if got, want := scanKeys(t, s, []byte("a/"), PrefixEnd([]byte("a/")), false), "[a/1=va/1 a/3=va/3]"; got != want {
+				t.Fatalf("prefix scan = %s, want %s", got, want)
+			}
+			if got, want := scanKeys(t, s, []byte("a/"), nil, true), "[c=vc b/1=vb/1 a/3=va/3 a/1=va/1]"; got != want {
+				t.Fatalf("reverse scan = %s, want %s", got, want)
+			}
+			if got, want := scanKeys(t, s, []byte("a/2"), []byte("b/1"), true), "[a/3=va/3]"; got != want {
+				t.Fatalf("bounded reverse scan = %s, want %s", got, want)
+			}
+			if err := s.Close(); err != nil {
+				t.Fatal(err)
+			}
+			s = e.open(t, dir)
+			defer s.Close()
+			if got, want := scanKeys(t, s, nil, nil, false), "[a/1=va/1 a/3=va/3 b/1=vb/1 c=vc]"; got != want {
+				t.Fatalf("after reopen = %s, want %s", got, want)
+			}
+		})
+	}
+}
+
+func TestPrefixEnd(t *testing.T) {
+	for _, c := range []struct{ in, want []byte }{
+		{[]byte("a/"), []byte("a0")},
+		{[]byte{'a', 0xff}, []byte("b")},
+		{[]byte{0xff, 0xff}, nil},
+	} {
+		if got := PrefixEnd(c.in); !bytes.Equal(got, c.want) {
+			t.Errorf("PrefixEnd(%q) = %q, want %q", c.in, got, c.want)
+		}
+	}
+}
+
+// TestPebblePurgeLeavesNoOldValue overwrites and deletes a marker and checks
+// that after Purge no file of the store holds its bytes, while before it one
+// does (so the scan can fail).
+func TestPebblePurgeLeavesNoOldValue(t *testing.T) {
+	dir := t.TempDir()
+	s, err := OpenPebble(filepath.Join(dir, "views"), PebbleOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	marker := []byte("Marker-Name-7f3a9c")
+	tx, err := s.Begin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 1000 {
+		must(t, tx.Set(fmt.Appendf(nil, "k/%04d", i), []byte("filler")))
+	}
+	must(t, tx.Set([]byte("k/secret"), marker))
+	must(t, tx.Set([]byte("m/secret"), marker))
+	must(t, tx.Commit())
+	if err := s.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if !dirHolds(t, dir, marker) {
+		t.Fatal("the marker is not in the files before purge: the scan cannot fail")
+	}
+	if tx, err = s.Begin(); err != nil {
+		t.Fatal(err)
+	}
+	must(t, tx.Set([]byte("k/secret"), []byte("erased")))
+	must(t, tx.Delete([]byte("m/secret")))
+	must(t, tx.Commit())
+	if err := s.Purge(); err != nil {
+		t.Fatal(err)
+	}
+	if dirHolds(t, dir, marker) {
+		t.Fatal("an overwritten value survives Purge")
+	}
+	if v, ok, err := s.Get([]byte("k/secret")); err != nil || !ok || string(v) != "erased" {
+		t.Fatalf("Get after purge = %q %v %v", v, ok, err)
+	}
+}
+
+func dirHolds(t *testing.T, dir string, marker []byte) bool {
+	t.Helper()
+	found := false
+	err := filepath.Walk(dir, func(p string, fi os.FileInfo, err error) error {
+		if os.IsNotExist(err) {
+			return nil
+		}
+		if err != nil || fi.IsDir() {
+			return err
+		}
+		data, err := os.ReadFile(p)
+		if os.IsNotExist(err) {
+			return nil // deleted by the engine while we walked
+		}
+		if err != nil {
+			return err
+		}
+		if bytes.Contains(data, marker) {
+			t.Logf("%s holds the marker", p)
+			found = true
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return found
+}
+
+// BenchmarkEngine compares the engines on the views' access pattern: batches
+// of writes to scattered keys (a global rename fanning out history lines),
+// point reads of recently written keys, and short prefix scans (a history
+// page).
+func BenchmarkEngine(b *testing.B) {
+	for _, e := range engines {
+		b.Run(e.name+"/batch4096", func(b *testing.B) {
+			s := e.open(b, b.TempDir())
+			defer s.Close()
+			r := rand.New(rand.NewPCG(1, 2))
+			val := bytes.Repeat([]byte("x"), 40)
+			b.ResetTimer()
+			for range b.N {
+				tx, err := s.Begin()
+				if err != nil {
+					b.Fatal(err)
+				}
+				for range 4096 {
+					must(b, tx.Set(key(r.Uint64N(1<<20)), val))
+				}
+				must(b, tx.Commit())
+			}
+			b.ReportMetric(float64(b.N*4096)/b.Elapsed().Seconds(), "keys/s")
+		})
+		b.Run(e.name+"/get", func(b *testing.B) {
+			s := e.open(b, b.TempDir())
+			defer s.Close()
+			fill(b, s, 200_000)
+			r := rand.New(rand.NewPCG(3, 4))
+			b.ResetTimer()
+			for range b.N {
+				if _, _, err := s.Get(key(r.Uint64N(200_000))); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		b.Run(e.name+"/scan100", func(b *testing.B) {
+			s := e.open(b, b.TempDir())
+			defer s.Close()
+			fill(b, s, 200_000)
+			r := rand.New(rand.NewPCG(5, 6))
+			b.ResetTimer()
+			for range b.N {
+				n := 0
+				if err := s.Scan(key(r.Uint64N(199_000)), nil, false, func(k, v []byte) bool { n++; return n < 100 }); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+func key(i uint64) []byte { return binary.BigEndian.AppendUint64([]byte("h/"), i) }
+
+func fill(b *testing.B, s Store, n int) {
+	val := bytes.Repeat([]byte("x"), 40)
+	tx, err := s.Begin()
+	if err != nil {
+		b.Fatal(err)
+	}
+	for i := range n {
+		must(b, tx.Set(key(uint64(i)), val))
+		if tx.Len() == 4096 || i == n-1 {
+			must(b, tx.Commit())
+			if tx, err = s.Begin(); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	tx.Discard()
+}
+
+func must(t testing.TB, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
