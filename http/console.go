@@ -137,6 +137,12 @@ func (s *Server) consoleAuthed(next func(http.ResponseWriter, *http.Request, Ide
 			s.render(w, r, http.StatusUnauthorized, "signin", consolePage{Title: "Sign in", Error: "Your session is no longer valid; sign in again."}, nil)
 			return
 		}
+		// Who moderates what is read from the room view: let it catch up
+		// with acknowledged writes first (a moderator made a moment ago).
+		if err := s.waitForPosition(r); err != nil {
+			s.renderError(w, r, id, err)
+			return
+		}
 		if !s.consoleAllowed(id) {
 			s.render(w, r, http.StatusForbidden, "refused", consolePage{Title: "Not available", Who: id.User,
 				Error: "The console is for server admins and room moderators. Your account is neither, so there is nothing here for you to review."}, nil)
