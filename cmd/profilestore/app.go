@@ -8,6 +8,7 @@ import (
 
 	"github.com/profilestore/profilestore/domain"
 	"github.com/profilestore/profilestore/eventstore"
+	"github.com/profilestore/profilestore/eventstore/integrity"
 	pshttp "github.com/profilestore/profilestore/http"
 	"github.com/profilestore/profilestore/projections"
 	"github.com/profilestore/profilestore/projections/viewstore"
@@ -29,7 +30,11 @@ type app struct {
 	rooms    *domain.RoomService
 	roomView *projections.Rooms
 	runner   *projections.Runner
-	viewDB   *projections.DB
+	// checker is the online integrity check; seals is the seal writer,
+	// nil without a signing key (see serve).
+	checker *integrity.Checker
+	seals   *integrity.Writer
+	viewDB  *projections.DB
 }
 
 // openApp opens the store and keyring and builds the domain and views; the
@@ -68,6 +73,16 @@ func openApp(ctx context.Context, cfg Config, log *logrus.Logger) (*app, error) 
 		a.close()
 		return nil, err
 	}
+	keys, err := cfg.Integrity.trustedKeys(nil)
+	if err != nil {
+		a.close()
+		return nil, err
+	}
+	a.checker = integrity.NewChecker(a.store, keys, log)
+	if a.seals, err = a.sealWriter(); err != nil {
+		a.close()
+		return nil, err
+	}
 	return a, nil
 }
 
@@ -102,6 +117,10 @@ func (a *app) server(auth pshttp.Authenticator) (*pshttp.Server, error) {
 		WriteRate:             a.cfg.RateLimit.WritesPerSecond,
 		WriteBurst:            a.cfg.RateLimit.Burst,
 		ApplyWait:             a.cfg.ApplyWait,
+		Integrity:             a.checker,
+	}
+	if a.seals != nil {
+		cfg.SealKey = a.seals.PublicKey()
 	}
 	if err := a.withAppservice(&cfg); err != nil {
 		return nil, err

@@ -32,7 +32,7 @@ func run2(t *testing.T, args ...string) (string, string, error) {
 // creates nothing, instead of a fresh empty store that "succeeds".
 func TestOfflineCommandsNeedDataDir(t *testing.T) {
 	t.Setenv("PROFILESTORE_LOG_LEVEL", "error")
-	for _, args := range [][]string{{"rebuild"}, {"export"}, {"import", "/dev/null"}} {
+	for _, args := range [][]string{{"rebuild"}, {"export"}, {"import", "/dev/null"}, {"verify"}, {"integrity", "seal"}} {
 		t.Run(args[0], func(t *testing.T) {
 			dir := filepath.Join(t.TempDir(), "typo")
 			_, _, err := run2(t, append(args, "--data-dir", dir)...)
@@ -328,5 +328,13 @@ func TestHumanErrorDropsErrcodes(t *testing.T) {
 	err := fmt.Errorf("registration: %w", domain.Errorf(domain.ErrCodeInvalidParam, "Invalid server name"))
 	if got := humanError(err); got != "registration: Invalid server name" {
 		t.Errorf("humanError: %q", got)
+	}
+}
+
+func TestAppserviceRegisterSaysItCreatesTheDataDir(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "new")
+	_, stderr, err := run2(t, "appservice", "register", "--server-name", "example.org", "--data-dir", dir)
+	if err != nil || !strings.Contains(stderr, "created a new data directory "+dir) {
+		t.Fatalf("%q %v", stderr, err)
 	}
 }

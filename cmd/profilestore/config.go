@@ -39,6 +39,9 @@ type Config struct {
 	// Appservice runs profilestore beside a homeserver (docs/APPSERVICE.md).
 	Appservice AppserviceConfig `yaml:"appservice"`
 
+	// Integrity configures seals (docs/INTEGRITY.md).
+	Integrity IntegrityConfig `yaml:"integrity"`
+
 	// Views sizes the view store's caches.
 	Views ViewsConfig `yaml:"views"`
 
@@ -116,6 +119,7 @@ func defaultConfig() Config {
 		ApplyWait: 5 * time.Second,
 		Views:     ViewsConfig{CacheEntries: 100_000, BlockCacheMB: 64},
 		Feed:      FeedConfig{Heartbeat: 15 * time.Second},
+		Integrity: IntegrityConfig{SealEvery: 1000, SealInterval: 10 * time.Second},
 	}
 }
 
@@ -148,6 +152,7 @@ func loadConfig(path string) (Config, error) {
 	env("PROFILESTORE_AUTH_MODE", &cfg.Auth.Mode)
 	env("PROFILESTORE_TOKENS_FILE", &cfg.Auth.TokensFile)
 	env("PROFILESTORE_HOMESERVER_URL", &cfg.Auth.HomeserverURL)
+	env("PROFILESTORE_INTEGRITY_SIGNING_KEY", &cfg.Integrity.SigningKey)
 	if v := os.Getenv("PROFILESTORE_WRITES_PER_SECOND"); v != "" {
 		f, err := strconv.ParseFloat(v, 64)
 		if err != nil || f < 0 || math.IsInf(f, 0) || math.IsNaN(f) {
@@ -213,6 +218,9 @@ func (c *Config) validate() error {
 		if _, err := domain.ParseHistoricalUserID(string(u)); err != nil {
 			return fmt.Errorf("config: auth.admins[%d] %q is not a Matrix user id (@name:server)", i, u)
 		}
+	}
+	if err := c.Integrity.validate(c.DataDir); err != nil {
+		return err
 	}
 	for i, h := range c.Feed.AnalyticsTokenSHA256 {
 		if b, err := hex.DecodeString(h); err != nil || len(b) != sha256.Size {

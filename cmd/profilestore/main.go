@@ -128,6 +128,9 @@ func rootCommand() *cobra.Command {
 		f.add(backupCommand(load), "data-dir", "tokens-file"),
 		f.add(benchCommand(load), "store", "esdb-url"),
 		appserviceCommand(load, f),
+		integrityCommand(load, f),
+		f.add(verifyCommand(load), store...),
+		verifyProofCommand(),
 	)
 	// Every command that takes no positional argument says so.
 	var noArgs func(*cobra.Command)

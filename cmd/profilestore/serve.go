@@ -55,6 +55,11 @@ func serveCommand(load loader) *cobra.Command {
 				a.runner.Close()
 				return err
 			}
+			if a.seals != nil {
+				go a.seals.Run(ctx)
+			} else {
+				log.Warn("no integrity.signing_key: events are hash-chained but not sealed (create a key with `profilestore integrity keygen`)")
+			}
 			logStartup(log, cfg, srv.URL())
 			<-ctx.Done()
 			log.Info("shutting down")
