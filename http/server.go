@@ -140,6 +140,7 @@ func NewServer(cfg Config) *Server {
 	s.limiter = newWriteLimiter(cfg.WriteRate, cfg.WriteBurst)
 	s.metrics = NewMetrics(cfg.Store, cfg.Runner)
 	s.metrics.Registry.MustRegister(cfg.Collectors...)
+	s.metrics.Registry.MustRegister(newCommandCaches(cfg.Profiles, cfg.RoomService))
 	s.routes()
 	s.handler = s.middleware(s.router)
 	return s
