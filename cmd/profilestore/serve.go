@@ -31,35 +31,35 @@ func serveCommand(load loader) *cobra.Command {
 				return err
 			}
 			defer a.close()
-			if store, ok := a.store.(*bolt.Store); ok {
-				ctl, err := startControl(a, store, a.keyring.(*bolt.Keyring))
+			if store, ok := a.Store.(*bolt.Store); ok {
+				ctl, err := startControl(a, store, a.Keyring.(*bolt.Keyring))
 				if err != nil {
 					return err
 				}
 				defer ctl.Close()
 			}
-			if err := a.runner.Start(ctx, progressReporter("catching up projections")); err != nil {
+			if err := a.Runner.Start(ctx, progressReporter("catching up projections")); err != nil {
 				return err
 			}
 			auth, err := a.authenticator()
 			if err != nil {
-				a.runner.Close()
+				a.Runner.Close()
 				return err
 			}
 			srv, err := a.server(auth)
 			if err != nil {
-				a.runner.Close()
+				a.Runner.Close()
 				return err
 			}
 			if err := srv.Open(); err != nil {
-				a.runner.Close()
+				a.Runner.Close()
 				return err
 			}
 			logStartup(log, cfg, srv.URL())
 			<-ctx.Done()
 			log.Info("shutting down")
 			srv.Close()
-			return a.runner.Close()
+			return a.Runner.Close()
 		},
 	}
 }
