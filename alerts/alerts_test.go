@@ -19,6 +19,7 @@ import (
 	"github.com/profilestore/profilestore/eventstore"
 	"github.com/profilestore/profilestore/eventstore/bolt"
 	"github.com/profilestore/profilestore/projections"
+	"github.com/profilestore/profilestore/projections/viewstore"
 	"github.com/sirupsen/logrus"
 )
 
@@ -139,6 +140,7 @@ type service struct {
 	keys   *bolt.Keyring
 	sealer *domain.Sealer
 	runner *projections.Runner
+	views  *projections.DB
 	rooms  *projections.Rooms
 	cancel context.CancelFunc
 	done   sync.WaitGroup
@@ -156,8 +158,12 @@ func open(t *testing.T, dir string) *service {
 	}
 	log := logrus.New()
 	log.SetOutput(io.Discard)
-	s := &service{t: t, dir: dir, store: store, keys: keys, sealer: domain.NewSealer(keys), rooms: projections.NewRooms()}
-	s.runner = projections.NewRunner(projections.Options{Store: store, Sealer: s.sealer, Views: []projections.View{projections.NewProfiles()},
+	views, _, err := projections.OpenDB(filepath.Join(dir, "views"), viewstore.PebbleOptions{CacheBytes: 8 << 20, MemTableBytes: 4 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &service{t: t, dir: dir, store: store, keys: keys, views: views, sealer: domain.NewSealer(keys), rooms: projections.NewRooms(views, 0)}
+	s.runner = projections.NewRunner(projections.Options{Store: store, Sealer: s.sealer, DB: views, Views: []projections.View{projections.NewProfiles(views, 0)},
 		Deferred: []projections.View{s.rooms}, Logger: log})
 	if err := s.runner.Start(context.Background(), nil); err != nil {
 		t.Fatal(err)
@@ -197,6 +203,7 @@ func (s *service) stop() {
 		s.done.Wait()
 	}
 	s.runner.Close()
+	s.views.Close()
 	s.keys.Close()
 	s.store.Close()
 }

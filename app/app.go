@@ -165,7 +165,9 @@ func (a *App) RebuildViews(ctx context.Context, progress func(applied, total uin
 	if err := os.Rename(fresh, cur); err != nil {
 		return err
 	}
-	syncDir(a.opts.DataDir)
+	if err := syncDir(a.opts.DataDir); err != nil {
+		return err
+	}
 	if err := os.RemoveAll(old); err != nil {
 		return err
 	}
@@ -173,11 +175,13 @@ func (a *App) RebuildViews(ctx context.Context, progress func(applied, total uin
 }
 
 // syncDir makes renames in dir durable.
-func syncDir(dir string) {
-	if d, err := os.Open(dir); err == nil {
-		_ = d.Sync()
-		d.Close()
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
 	}
+	defer d.Close()
+	return d.Sync()
 }
 
 // ViewStore is the open view store (tests sync it to inspect its files).

@@ -15,6 +15,7 @@ import (
 
 	"github.com/profilestore/profilestore/domain"
 	"github.com/profilestore/profilestore/eventstore"
+	"github.com/profilestore/profilestore/eventstore/integrity"
 )
 
 // Limits of the change feed's query.
@@ -100,12 +101,15 @@ func parseFeedQuery(r *http.Request) (feedQuery, error) {
 				q.filter.StreamPrefixes = append(q.filter.StreamPrefixes, domain.ProfileCategory)
 			case "room":
 				q.filter.StreamPrefixes = append(q.filter.StreamPrefixes, domain.RoomCategory)
+			case "log":
+				// Seals (log.sealed), so witnesses keep copies.
+				q.filter.StreamPrefixes = append(q.filter.StreamPrefixes, integrity.SealStream)
 			default:
-				return q, domain.Errorf(domain.ErrCodeInvalidParam, "category must be profile or room")
+				return q, domain.Errorf(domain.ErrCodeInvalidParam, "category must be profile, room or log")
 			}
 		}
 	} else {
-		q.filter.StreamPrefixes = []string{domain.ProfileCategory, domain.RoomCategory}
+		q.filter.StreamPrefixes = []string{domain.ProfileCategory, domain.RoomCategory, integrity.SealStream}
 	}
 	if t := r.URL.Query().Get("type"); t != "" {
 		parts := strings.Split(t, ",")

@@ -26,6 +26,11 @@ func checkQuery(r *http.Request) error {
 		if !utf8.ValidString(name) {
 			return domain.Errorf(domain.ErrCodeInvalidParam, "A query parameter name is not valid UTF-8")
 		}
+		// No route takes a parameter twice; two values could be read
+		// differently by a proxy and by us.
+		if len(values) > 1 {
+			return domain.Errorf(domain.ErrCodeInvalidParam, "The query parameter %s is given more than once", name)
+		}
 		for _, v := range values {
 			if !utf8.ValidString(v) {
 				return domain.Errorf(domain.ErrCodeInvalidParam, "The query parameter %s is not valid UTF-8", name)
@@ -33,6 +38,71 @@ func checkQuery(r *http.Request) error {
 		}
 	}
 	return nil
+}
+
+// maxIdempotencyKeyBytes bounds the Idempotency-Key header.
+const maxIdempotencyKeyBytes = 255
+
+// checkHeaders refuses request headers the handlers would otherwise have
+// to drop silently: an Idempotency-Key over the limit would make a retry
+// write twice.
+func checkHeaders(r *http.Request) error {
+	if len(r.Header.Get("Idempotency-Key")) > maxIdempotencyKeyBytes {
+		return domain.Errorf(domain.ErrCodeInvalidParam, "Idempotency-Key is longer than %d bytes", maxIdempotencyKeyBytes)
+	}
+	return nil
+}
+
+// checkBody refuses a JSON body that Go's decoder would silently change:
+// bytes that are not UTF-8 (RFC 8259 requires it) and \u escapes of lone
+// surrogates both decode to U+FFFD. body is valid JSON.
+func checkBody(body []byte) error {
+	if !utf8.Valid(body) {
+		return domain.Errorf(domain.ErrCodeNotJSON, "The body is not valid UTF-8")
+	}
+	for i := 0; i < len(body); i++ {
+		if body[i] != '\\' {
+			continue
+		}
+		// In valid JSON a backslash is inside a string and starts an escape.
+		if i+5 >= len(body) || body[i+1] != 'u' {
+			i++ // a two-character escape such as \\ or \"
+			continue
+		}
+		r, ok := hex4(body[i+2 : i+6])
+		switch {
+		case ok && r >= 0xD800 && r <= 0xDBFF:
+			// A high surrogate must be followed by a low one.
+			if i+11 < len(body) && body[i+6] == '\\' && body[i+7] == 'u' {
+				if lo, ok := hex4(body[i+8 : i+12]); ok && lo >= 0xDC00 && lo <= 0xDFFF {
+					i += 11
+					continue
+				}
+			}
+			return domain.Errorf(domain.ErrCodeBadJSON, "The body holds a lone surrogate escape (\\u%04X): strings must be valid Unicode", r)
+		case ok && r >= 0xDC00 && r <= 0xDFFF:
+			return domain.Errorf(domain.ErrCodeBadJSON, "The body holds a lone surrogate escape (\\u%04X): strings must be valid Unicode", r)
+		}
+		i += 5
+	}
+	return nil
+}
+
+func hex4(b []byte) (rune, bool) {
+	var r rune
+	for _, c := range b {
+		switch {
+		case c >= '0' && c <= '9':
+			r = r<<4 | rune(c-'0')
+		case c >= 'a' && c <= 'f':
+			r = r<<4 | rune(c-'a'+10)
+		case c >= 'A' && c <= 'F':
+			r = r<<4 | rune(c-'A'+10)
+		default:
+			return 0, false
+		}
+	}
+	return r, true
 }
 
 // net/http answers a request it cannot parse itself, before any handler

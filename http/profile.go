@@ -252,6 +252,9 @@ func (s *Server) readJSONObject(w http.ResponseWriter, r *http.Request) (map[str
 	if !json.Valid(body) {
 		return nil, domain.Errorf(domain.ErrCodeNotJSON, "Content not JSON")
 	}
+	if err := checkBody(body); err != nil {
+		return nil, err
+	}
 	var obj map[string]json.RawMessage
 	if err := json.Unmarshal(body, &obj); err != nil || obj == nil {
 		return nil, domain.Errorf(domain.ErrCodeBadJSON, "The body must be a JSON object")

@@ -422,7 +422,8 @@ func (s *Server) handlePutPowerLevels(w http.ResponseWriter, r *http.Request) {
 	pl := domain.PowerLevels{Kick: 50}
 	for key, dst := range map[string]any{"users": &pl.Users, "users_default": &pl.UsersDefault, "kick": &pl.Kick} {
 		if raw, ok := obj[key]; ok {
-			if err := json.Unmarshal(raw, dst); err != nil {
+			// null would leave the default in place unsaid: refuse it.
+			if err := json.Unmarshal(raw, dst); err != nil || string(raw) == "null" {
 				s.writeError(w, r, domain.Errorf(domain.ErrCodeInvalidParam, "%s has the wrong type", key))
 				return
 			}

@@ -8,6 +8,7 @@ package http
 
 import (
 	"context"
+	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
@@ -23,6 +24,7 @@ import (
 	"github.com/gorilla/mux"
 	"github.com/profilestore/profilestore/domain"
 	"github.com/profilestore/profilestore/eventstore"
+	"github.com/profilestore/profilestore/eventstore/integrity"
 	"github.com/profilestore/profilestore/projections"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sirupsen/logrus"
@@ -70,6 +72,12 @@ type Config struct {
 	// FeedHeartbeat is how often an idle change feed sends a comment line
 	// (default 15 s).
 	FeedHeartbeat time.Duration
+
+	// Integrity serves the integrity routes (http/integrity.go): the online
+	// check and its trusted keys; SealKey is the public key seals are
+	// signed with now, nil when this instance does not seal.
+	Integrity *integrity.Checker
+	SealKey   ed25519.PublicKey
 
 	// Appservice, if set, is served on /_matrix/app/v1 to the homeserver
 	// (http/appservice.go).
@@ -206,6 +214,11 @@ func (s *Server) routes() {
 	ps.HandleFunc("/users/{userId}/erase", s.authed(s.handleErase)).Methods(http.MethodPost)
 	ps.HandleFunc("/profiles/query", s.handleProfilesQuery).Methods(http.MethodPost)
 	ps.HandleFunc("/events", s.handleFeed).Methods(http.MethodGet)
+	if s.cfg.Integrity != nil {
+		ps.HandleFunc("/integrity", s.handleIntegrity).Methods(http.MethodGet)
+		ps.HandleFunc("/integrity/proof", s.handleIntegrityProof).Methods(http.MethodGet)
+		ps.HandleFunc("/integrity/check", s.authed(s.handleIntegrityCheck)).Methods(http.MethodPost)
+	}
 	if s.cfg.Names != nil {
 		ps.HandleFunc("/names/search", s.authed(s.handleNamesSearch)).Methods(http.MethodGet)
 	}
@@ -297,7 +310,11 @@ func (s *Server) middleware(next http.Handler) http.Handler {
 		log := s.log.WithFields(logrus.Fields{"request_id": reqID, "method": r.Method, "route": route})
 		ctx := context.WithValue(r.Context(), loggerKey{}, log)
 		rec := &statusRecorder{ResponseWriter: w}
-		if err := checkQuery(r); err != nil {
+		err := checkQuery(r)
+		if err == nil {
+			err = checkHeaders(r)
+		}
+		if err != nil {
 			s.writeError(rec, r.WithContext(ctx), err)
 		} else {
 			next.ServeHTTP(rec, r.WithContext(ctx))

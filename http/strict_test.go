@@ -296,3 +296,73 @@ func TestDirectorySearchRefusesNullAndBadLimits(t *testing.T) {
 		t.Errorf("a large limit: %d %s", r.Status, r.Body)
 	}
 }
+
+// TestRoomLookalikesAccessIsMembers holds what docs/SECURITY.md says of
+// look-alikes: the same readers as /members (members joined now,
+// moderators, admins), not moderators only.
+func TestRoomLookalikesAccessIsMembers(t *testing.T) {
+	ts := newTestService(t)
+	ts.ok("PUT", v1+"/members/"+string(alice), admin, map[string]string{"membership": "join", "displayname": "Alice"})
+	if r := ts.do("GET", v1+"/lookalikes", ts.tokens[alice], nil); r.Status != 200 {
+		t.Errorf("a joined member: %d %s, want 200", r.Status, r.Body)
+	}
+	if r := ts.do("GET", v1+"/lookalikes", ts.tokens[bob], nil); r.Status != 403 || r.errcode(t) != "M_FORBIDDEN" {
+		t.Errorf("a non-member: %d %s, want 403 M_FORBIDDEN", r.Status, r.Body)
+	}
+	ts.ok("PUT", v1+"/members/"+string(alice), admin, map[string]string{"membership": "leave"})
+	if r := ts.do("GET", v1+"/lookalikes", ts.tokens[alice], nil); r.Status != 403 {
+		t.Errorf("a member who left: %d %s, want 403", r.Status, r.Body)
+	}
+}
+
+// TestBodiesAndHeadersAreNotSilentlyChanged: a body with bytes that are
+// not UTF-8 or with a lone surrogate escape (which Go's decoder turns into
+// U+FFFD), a parameter given twice, an over-long Idempotency-Key (which
+// was dropped, so a retry wrote twice) and a null power level are refused,
+// and nothing is appended.
+func TestBodiesAndHeadersAreNotSilentlyChanged(t *testing.T) {
+	ts := newTestService(t)
+	const dn = "/_matrix/client/v3/profile/@alice:example.com/displayname"
+	cases := []struct {
+		name, method, path, body string
+		headers                  []string
+		status                   int
+		errcode                  string
+	}{
+		{"body not UTF-8", "PUT", dn, "{\"displayname\":\"x\xff\"}", nil, 400, "M_NOT_JSON"},
+		{"lone high surrogate", "PUT", dn, `{"displayname":"x\ud800"}`, nil, 400, "M_BAD_JSON"},
+		{"lone low surrogate", "PUT", dn, `{"displayname":"\udc00x"}`, nil, 400, "M_BAD_JSON"},
+		{"high surrogate then a non-surrogate escape", "PUT", dn, `{"displayname":"\ud800\u0041"}`, nil, 400, "M_BAD_JSON"},
+		{"lone surrogate in a key", "PUT", "/_matrix/client/v3/profile/@alice:example.com/org.example.x", `{"org.example.x":{"\ud83d":1}}`, nil, 400, "M_BAD_JSON"},
+		{"surrogate in the directory search", "POST", "/_matrix/client/v3/user_directory/search", `{"search_term":"\udfff"}`, nil, 400, "M_BAD_JSON"},
+		{"parameter twice", "PUT", dn + "?propagate_to=all&propagate_to=none", `{"displayname":"x"}`, nil, 400, "M_INVALID_PARAM"},
+		{"Idempotency-Key over 255 bytes", "PUT", dn, `{"displayname":"x"}`, []string{"Idempotency-Key", strings.Repeat("k", 256)}, 400, "M_INVALID_PARAM"},
+		{"null kick level", "PUT", v1 + "/power_levels", `{"kick":null}`, nil, 400, "M_INVALID_PARAM"},
+		{"null users", "PUT", v1 + "/power_levels", `{"users":null}`, nil, 400, "M_INVALID_PARAM"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			before := ts.head()
+			r := ts.do(c.method, c.path, ts.tokens[admin], c.body, c.headers...)
+			if r.Status != c.status || r.errcode(t) != c.errcode {
+				t.Errorf("%d %s, want %d %s", r.Status, r.Body, c.status, c.errcode)
+			}
+			if after := ts.head(); after != before {
+				t.Errorf("the log moved from %s to %s", before, after)
+			}
+		})
+	}
+	// What is valid still passes: a surrogate pair, escaped backslashes
+	// before a u, U+FFFD written as itself, a key of 255 bytes.
+	for _, body := range []string{`{"displayname":"smile \ud83d\ude00"}`, `{"displayname":"a\\ud800"}`, `{"displayname":"\ufffd"}`} {
+		if r := ts.do("PUT", dn, ts.tokens[alice], body); r.Status != 200 {
+			t.Errorf("%s: %d %s", body, r.Status, r.Body)
+		}
+	}
+	if r := ts.do("PUT", dn, ts.tokens[alice], `{"displayname":"ok"}`, "Idempotency-Key", strings.Repeat("k", 255)); r.Status != 200 {
+		t.Errorf("a 255-byte Idempotency-Key: %d %s", r.Status, r.Body)
+	}
+	if r := ts.do("GET", dn, "", nil); r.json(t)["displayname"] != "ok" {
+		t.Errorf("after the valid writes: %s", r.Body)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	psapp "github.com/profilestore/profilestore/app"
 	"github.com/profilestore/profilestore/domain"
 	"github.com/profilestore/profilestore/eventstore"
+	"github.com/profilestore/profilestore/eventstore/integrity"
 	pshttp "github.com/profilestore/profilestore/http"
 	"github.com/profilestore/profilestore/projections/viewstore"
 	"github.com/sirupsen/logrus"
@@ -17,6 +18,10 @@ type app struct {
 	*psapp.App
 	cfg Config
 	log *logrus.Logger
+	// checker is the online integrity check; seals is the seal writer,
+	// nil without a signing key (see serve).
+	checker *integrity.Checker
+	seals   *integrity.Writer
 }
 
 // openApp opens the data directory's log and keyring and wires the app over
@@ -61,7 +66,18 @@ func openApp(ctx context.Context, cfg Config, log *logrus.Logger) (*app, error) 
 		store.Close()
 		return nil, err
 	}
-	return &app{App: wired, cfg: cfg, log: log}, nil
+	a := &app{App: wired, cfg: cfg, log: log}
+	keys, err := cfg.Integrity.trustedKeys(nil)
+	if err != nil {
+		a.close()
+		return nil, err
+	}
+	a.checker = integrity.NewChecker(a.Store, keys, log)
+	if a.seals, err = a.sealWriter(); err != nil {
+		a.close()
+		return nil, err
+	}
+	return a, nil
 }
 
 // authenticator builds the configured client token check.
@@ -85,6 +101,10 @@ func (a *app) server(auth pshttp.Authenticator) (*pshttp.Server, error) {
 	cfg.WriteRate = a.cfg.RateLimit.WritesPerSecond
 	cfg.WriteBurst = a.cfg.RateLimit.Burst
 	cfg.ApplyWait = a.cfg.ApplyWait
+	cfg.Integrity = a.checker
+	if a.seals != nil {
+		cfg.SealKey = a.seals.PublicKey()
+	}
 	if err := a.withAppservice(&cfg); err != nil {
 		return nil, err
 	}

@@ -142,6 +142,11 @@ func appserviceCommand(load loader, f *cliFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			// Registering comes before the first serve, so like serve and
+			// token issue it may create the data directory, and says so.
+			if err := makeDataDir(filepath.Dir(path), func(m string) { fmt.Fprintln(cmd.ErrOrStderr(), m) }); err != nil {
+				return err
+			}
 			if err := reg.WriteFile(path); err != nil {
 				return err
 			}

@@ -162,7 +162,7 @@ views are rebuilt from the log. See docs/OPERATIONS.md.`,
 			if cfg.Store != "bolt" {
 				return errors.New("backup copies the embedded store; on EventStoreDB the keys live in the database: back it up with EventStoreDB's own tools (docs/ESDB.md)")
 			}
-			if err := requireDataDir(cfg.DataDir); err != nil {
+			if err := requireStore(cfg); err != nil {
 				return err
 			}
 			dest := args[0]
@@ -285,6 +285,7 @@ func writeFileFrom(path string, fill func(io.Writer) (int64, error)) error {
 	return os.Rename(tmp, path)
 }
 
+// syncDir makes renames in dir durable, and says if it cannot.
 func syncDir(dir string) error {
 	d, err := os.Open(dir)
 	if err != nil {

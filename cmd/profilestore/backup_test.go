@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/profilestore/profilestore/eventstore"
 )
@@ -233,5 +234,54 @@ func TestBackupStopped(t *testing.T) {
 	}
 	if _, _, err := run2(t, "backup", "--data-dir", src, dest); err == nil || !strings.Contains(err.Error(), "not empty") {
 		t.Errorf("backup into a full directory: %v", err)
+	}
+}
+
+// TestTokenRevokeOnRunningServer: "profilestore token revoke" while serve
+// runs; the token is refused within a second, without a restart.
+func TestTokenRevokeOnRunningServer(t *testing.T) {
+	t.Setenv("PROFILESTORE_LOG_LEVEL", "error")
+	t.Setenv("PROFILESTORE_WRITES_PER_SECOND", "0") // the polling must meet no 429
+	dir := t.TempDir()
+	token, err := run(t, context.Background(), "token", "issue", "--data-dir", dir, "@alice:example.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	token = strings.TrimSpace(token)
+	base, _ := serveIn(t, dir)
+	if _, err := put(base, token, "@alice:example.com", "Alice"); err != nil {
+		t.Fatalf("before revocation: %v", err)
+	}
+	if _, _, err := run2(t, "token", "revoke", "--data-dir", dir, "--user", "@alice:example.com"); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(time.Second)
+	for {
+		_, err := put(base, token, "@alice:example.com", "Alice "+time.Now().Format(time.StampNano))
+		if err != nil && strings.Contains(err.Error(), "401") && strings.Contains(err.Error(), "M_UNKNOWN_TOKEN") {
+			return
+		}
+		if err != nil {
+			t.Fatalf("after revocation: %v", err)
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the revoked token still writes after a second")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestServeWithoutControlSocket: a data directory whose path is too long
+// for a unix socket still serves; backup then says why it cannot.
+func TestServeWithoutControlSocket(t *testing.T) {
+	t.Setenv("PROFILESTORE_LOG_LEVEL", "error")
+	dir := filepath.Join(t.TempDir(), strings.Repeat("d", 110))
+	base, _ := serveIn(t, dir)
+	if _, status := displayName(t, base, "@nobody:example.com"); status != 404 {
+		t.Fatalf("profile read: %d", status)
+	}
+	_, _, err := run2(t, "backup", "--data-dir", dir, filepath.Join(t.TempDir(), "b"))
+	if err == nil || !strings.Contains(err.Error(), "control socket") {
+		t.Fatalf("backup: %v", err)
 	}
 }

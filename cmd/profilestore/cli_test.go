@@ -4,12 +4,14 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/profilestore/profilestore/domain"
 	"github.com/profilestore/profilestore/eventstore/bolt"
 	"github.com/sirupsen/logrus"
 )
@@ -30,7 +32,7 @@ func run2(t *testing.T, args ...string) (string, string, error) {
 // creates nothing, instead of a fresh empty store that "succeeds".
 func TestOfflineCommandsNeedDataDir(t *testing.T) {
 	t.Setenv("PROFILESTORE_LOG_LEVEL", "error")
-	for _, args := range [][]string{{"rebuild"}, {"export"}, {"import", "/dev/null"}} {
+	for _, args := range [][]string{{"rebuild"}, {"export"}, {"import", "/dev/null"}, {"verify"}, {"integrity", "seal"}} {
 		t.Run(args[0], func(t *testing.T) {
 			dir := filepath.Join(t.TempDir(), "typo")
 			_, _, err := run2(t, append(args, "--data-dir", dir)...)
@@ -118,6 +120,8 @@ func TestConfigStrict(t *testing.T) {
 		{"propagation", "profile:\n  default_propagation: some\n", `"some" is not one of all, unchanged, none`, "M_"},
 		{"admin", "auth:\n  admins: [alice]\n", `auth.admins[0] "alice" is not a Matrix user id`, "M_"},
 		{"yaml", "listen: [\n", "not valid YAML", ""},
+		{"listen", "listen: localhost\n", `listen "localhost" is not a host:port address`, ""},
+		{"homeserver url", "auth:\n  mode: homeserver\n  homeserver_url: matrix.example.com\n", `auth.homeserver_url "matrix.example.com" is not an http(s) URL`, ""},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			if err := os.WriteFile(path, []byte(c.yaml), 0o600); err != nil {
@@ -280,5 +284,59 @@ func TestTokenListAndRevoke(t *testing.T) {
 	}
 	if _, _, err := run2(t, "token", "issue", "--data-dir", dir, "--expires", "30 days", "@c:example.com"); err == nil || !strings.Contains(err.Error(), "like 720h") {
 		t.Errorf("bad --expires: %v", err)
+	}
+}
+
+// TestOfflineCommandsNeedAStore: an existing directory without events.db
+// (the parent of the data directory, say) is not exported, rebuilt or
+// backed up as an empty store, and nothing is created in it.
+func TestOfflineCommandsNeedAStore(t *testing.T) {
+	t.Setenv("PROFILESTORE_LOG_LEVEL", "error")
+	for _, args := range [][]string{{"rebuild"}, {"export"}, {"backup", filepath.Join(t.TempDir(), "b")}} {
+		t.Run(args[0], func(t *testing.T) {
+			dir := t.TempDir()
+			_, _, err := run2(t, append(args, "--data-dir", dir)...)
+			if err == nil || !strings.Contains(err.Error(), "holds no events.db") {
+				t.Fatalf("%v: %v", args, err)
+			}
+			if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+				t.Errorf("%v created %v", args, entries)
+			}
+		})
+	}
+}
+
+// TestArgumentMessages are words, not cobra's "accepts 1 arg(s)".
+func TestArgumentMessages(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"rebuild", "extra"}, `profilestore rebuild takes no arguments (got "extra")`},
+		{[]string{"token", "issue"}, "profilestore token issue needs @user:server"},
+		{[]string{"backup"}, "profilestore backup needs DIR"},
+		{[]string{"token", "bogus"}, `unknown command "bogus" for "profilestore token"`},
+	} {
+		t.Run(strings.Join(c.args, "_"), func(t *testing.T) {
+			_, _, err := run2(t, c.args...)
+			if err == nil || err.Error() != c.want {
+				t.Fatalf("%v: %v, want %q", c.args, err, c.want)
+			}
+		})
+	}
+}
+
+func TestHumanErrorDropsErrcodes(t *testing.T) {
+	err := fmt.Errorf("registration: %w", domain.Errorf(domain.ErrCodeInvalidParam, "Invalid server name"))
+	if got := humanError(err); got != "registration: Invalid server name" {
+		t.Errorf("humanError: %q", got)
+	}
+}
+
+func TestAppserviceRegisterSaysItCreatesTheDataDir(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "new")
+	_, stderr, err := run2(t, "appservice", "register", "--server-name", "example.org", "--data-dir", dir)
+	if err != nil || !strings.Contains(stderr, "created a new data directory "+dir) {
+		t.Fatalf("%q %v", stderr, err)
 	}
 }

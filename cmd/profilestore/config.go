@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -38,6 +40,9 @@ type Config struct {
 	Feed      FeedConfig      `yaml:"feed"`
 	// Appservice runs profilestore beside a homeserver (docs/APPSERVICE.md).
 	Appservice AppserviceConfig `yaml:"appservice"`
+
+	// Integrity configures seals (docs/INTEGRITY.md).
+	Integrity IntegrityConfig `yaml:"integrity"`
 
 	// Views sizes the view store's caches.
 	Views ViewsConfig `yaml:"views"`
@@ -116,6 +121,7 @@ func defaultConfig() Config {
 		ApplyWait: 5 * time.Second,
 		Views:     ViewsConfig{CacheEntries: 100_000, BlockCacheMB: 64},
 		Feed:      FeedConfig{Heartbeat: 15 * time.Second},
+		Integrity: IntegrityConfig{SealEvery: 1000, SealInterval: 10 * time.Second},
 	}
 }
 
@@ -148,6 +154,7 @@ func loadConfig(path string) (Config, error) {
 	env("PROFILESTORE_AUTH_MODE", &cfg.Auth.Mode)
 	env("PROFILESTORE_TOKENS_FILE", &cfg.Auth.TokensFile)
 	env("PROFILESTORE_HOMESERVER_URL", &cfg.Auth.HomeserverURL)
+	env("PROFILESTORE_INTEGRITY_SIGNING_KEY", &cfg.Integrity.SigningKey)
 	if v := os.Getenv("PROFILESTORE_WRITES_PER_SECOND"); v != "" {
 		f, err := strconv.ParseFloat(v, 64)
 		if err != nil || f < 0 || math.IsInf(f, 0) || math.IsNaN(f) {
@@ -168,6 +175,17 @@ func (c *Config) validate() error {
 	}
 	if c.LogFormat != "text" && c.LogFormat != "json" {
 		return fmt.Errorf("config: log_format %q is not text or json", c.LogFormat)
+	}
+	if _, port, err := net.SplitHostPort(c.Listen); err != nil || port == "" {
+		return fmt.Errorf("config: listen %q is not a host:port address (like %s, or :8318 for every interface)", c.Listen, defaultListen)
+	}
+	for name, u := range map[string]string{"auth.homeserver_url": c.Auth.HomeserverURL, "appservice.homeserver_url": c.Appservice.HomeserverURL} {
+		if u == "" {
+			continue
+		}
+		if p, err := url.Parse(u); err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" {
+			return fmt.Errorf("config: %s %q is not an http(s) URL (like https://matrix.example.com)", name, u)
+		}
 	}
 	for name, d := range map[string]time.Duration{"apply_wait": c.ApplyWait, "auth.cache_ttl": c.Auth.CacheTTL,
 		"auth.negative_cache_ttl": c.Auth.NegativeTTL, "feed.heartbeat": c.Feed.Heartbeat,
@@ -213,6 +231,9 @@ func (c *Config) validate() error {
 		if _, err := domain.ParseHistoricalUserID(string(u)); err != nil {
 			return fmt.Errorf("config: auth.admins[%d] %q is not a Matrix user id (@name:server)", i, u)
 		}
+	}
+	if err := c.Integrity.validate(c.DataDir); err != nil {
+		return err
 	}
 	for i, h := range c.Feed.AnalyticsTokenSHA256 {
 		if b, err := hex.DecodeString(h); err != nil || len(b) != sha256.Size {

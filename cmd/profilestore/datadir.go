@@ -22,6 +22,20 @@ func openExisting(ctx context.Context, cfg Config, log *logrus.Logger) (*app, er
 	return openApp(ctx, cfg, log)
 }
 
+// requireStore is requireDataDir for the commands that read a store:
+// rebuild, export and backup of a directory without events.db would create
+// an empty store and "succeed" on nothing (a wrong but existing directory,
+// such as the parent of the data directory).
+func requireStore(cfg Config) error {
+	if err := requireDataDir(cfg.DataDir); err != nil || cfg.Store != "bolt" {
+		return err
+	}
+	if _, err := os.Stat(filepath.Join(cfg.DataDir, "events.db")); errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("%s holds no events.db: it is not a data directory (check --data-dir, or data_dir, PROFILESTORE_DATA_DIR)", cfg.DataDir)
+	}
+	return nil
+}
+
 // requireDataDir fails unless dir is an existing directory.
 func requireDataDir(dir string) error {
 	fi, err := os.Stat(dir)

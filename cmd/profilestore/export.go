@@ -98,6 +98,9 @@ on a terminal.`,
 			if ctx == nil {
 				ctx = context.Background()
 			}
+			if err := requireStore(cfg); err != nil {
+				return err
+			}
 			a, err := openExisting(ctx, cfg, log)
 			live := errors.Is(err, bolt.ErrInUse)
 			if err != nil && !live {

@@ -9,6 +9,7 @@ import (
 	"runtime/debug"
 	"strings"
 
+	"github.com/profilestore/profilestore/domain"
 	"github.com/sirupsen/logrus"
 	"github.com/spf13/cobra"
 )
@@ -37,13 +38,24 @@ func buildVersion() string {
 func main() {
 	cmd, err := rootCommand().ExecuteC()
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "profilestore:", err)
+		fmt.Fprintln(os.Stderr, "profilestore:", humanError(err))
 		var ue usageError
 		if errors.As(err, &ue) || strings.HasPrefix(err.Error(), "unknown command") {
 			fmt.Fprint(os.Stderr, "\n", cmd.UsageString())
 		}
 		os.Exit(1)
 	}
+}
+
+// humanError is err's message without Matrix errcodes: "M_INVALID_PARAM:
+// Invalid user id" is for API clients, an operator reads "Invalid user id".
+func humanError(err error) string {
+	msg := err.Error()
+	var de *domain.Error
+	if errors.As(err, &de) {
+		msg = strings.Replace(msg, de.Error(), de.Message, 1)
+	}
+	return msg
 }
 
 // cliFlags are the configuration flags. Each command registers only those
@@ -116,6 +128,9 @@ func rootCommand() *cobra.Command {
 		f.add(backupCommand(load), "data-dir", "tokens-file"),
 		f.add(benchCommand(load), "store", "esdb-url"),
 		appserviceCommand(load, f),
+		integrityCommand(load, f),
+		f.add(verifyCommand(load), store...),
+		verifyProofCommand(),
 	)
 	// Every command that takes no positional argument says so.
 	var noArgs func(*cobra.Command)
@@ -142,18 +157,33 @@ func rootCommand() *cobra.Command {
 // of its sub-commands.
 func groupArgs(cmd *cobra.Command, args []string) error {
 	if len(args) == 0 {
-		return fmt.Errorf("%s needs a sub-command", cmd.CommandPath())
+		return usageError{fmt.Errorf("%s needs a sub-command", cmd.CommandPath())}
 	}
-	return fmt.Errorf("unknown command %q for %q", args[0], cmd.CommandPath())
+	return usageError{fmt.Errorf("unknown command %q for %q", args[0], cmd.CommandPath())}
 }
 
-// asUsage marks argument errors as usage errors.
+// asUsage marks argument errors as usage errors, in words: cobra's own say
+// "accepts 1 arg(s), received 0".
 func asUsage(check cobra.PositionalArgs) cobra.PositionalArgs {
 	return func(cmd *cobra.Command, args []string) error {
-		if err := check(cmd, args); err != nil {
-			return usageError{err}
+		err := check(cmd, args)
+		if err == nil {
+			return nil
 		}
-		return nil
+		var ue usageError
+		if errors.As(err, &ue) {
+			return err
+		}
+		want := strings.TrimSpace(strings.TrimPrefix(cmd.Use, cmd.Name()))
+		switch {
+		case want == "" && len(args) > 0:
+			err = fmt.Errorf("%s takes no arguments (got %q)", cmd.CommandPath(), strings.Join(args, " "))
+		case len(args) == 0 && want != "":
+			err = fmt.Errorf("%s needs %s", cmd.CommandPath(), want)
+		case want != "":
+			err = fmt.Errorf("%s takes %s, not %q", cmd.CommandPath(), want, strings.Join(args, " "))
+		}
+		return usageError{err}
 	}
 }
 

@@ -19,6 +19,9 @@ func rebuildCommand(load loader) *cobra.Command {
 				return err
 			}
 			ctx := context.Background()
+			if err := requireStore(cfg); err != nil {
+				return err
+			}
 			a, err := openExisting(ctx, cfg, log)
 			if err != nil {
 				return err

@@ -32,11 +32,13 @@ func serveCommand(load loader) *cobra.Command {
 			}
 			defer a.close()
 			if store, ok := a.Store.(*bolt.Store); ok {
-				ctl, err := startControl(a, store, a.Keyring.(*bolt.Keyring))
-				if err != nil {
-					return err
+				// Without the socket the service still runs; only backup
+				// and export must then wait for it to stop.
+				if ctl, err := startControl(a, store, a.Keyring.(*bolt.Keyring)); err != nil {
+					log.WithError(err).Warn("backup and export are unavailable while this server runs")
+				} else {
+					defer ctl.Close()
 				}
-				defer ctl.Close()
 			}
 			if err := a.Runner.Start(ctx, progressReporter("catching up projections")); err != nil {
 				return err
@@ -54,6 +56,11 @@ func serveCommand(load loader) *cobra.Command {
 			if err := srv.Open(); err != nil {
 				a.Runner.Close()
 				return err
+			}
+			if a.seals != nil {
+				go a.seals.Run(ctx)
+			} else {
+				log.Warn("no integrity.signing_key: events are hash-chained but not sealed (create a key with `profilestore integrity keygen`)")
 			}
 			logStartup(log, cfg, srv.URL())
 			<-ctx.Done()

@@ -2,7 +2,9 @@ package bolt_test
 
 import (
 	"errors"
+	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/sirupsen/logrus"
@@ -63,5 +65,18 @@ func TestOpenInUse(t *testing.T) {
 	defer k.Close()
 	if _, err := bolt.OpenKeyring(k.Path()); !errors.Is(err, bolt.ErrInUse) {
 		t.Fatalf("second OpenKeyring: %v, want ErrInUse", err)
+	}
+}
+
+// TestOpenErrorNamesThePathOnce: "bolt: open X: open X: is a directory"
+// named the file twice.
+func TestOpenErrorNamesThePathOnce(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "events.db")
+	if err := os.Mkdir(path, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	_, err := bolt.Open(path, bolt.Options{Logger: quietLogger()})
+	if err == nil || strings.Count(err.Error(), path) != 1 {
+		t.Fatalf("Open: %v, want the path named once", err)
 	}
 }

@@ -109,7 +109,7 @@ func openKeyDB(path string) (*bolt.DB, error) {
 		return nil, err
 	}
 	if err != nil {
-		return nil, fmt.Errorf("bolt: keyring %s: %w", path, err)
+		return nil, withPath("bolt: keyring", path, err)
 	}
 	db.MaxBatchDelay = keyBatchDelay
 	return db, nil

@@ -39,6 +39,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -90,7 +91,26 @@ func openDB(path string, timeout time.Duration, opts *bolt.Options) (*bolt.DB, e
 	if errors.Is(err, bolterrors.ErrTimeout) {
 		return nil, fmt.Errorf("%w: %s", ErrInUse, path)
 	}
+	var pe *fs.PathError
+	if errors.As(err, &pe) && pe.Path == path {
+		// "open events.db: permission denied" names the file already.
+		return nil, errPathNamed{err}
+	}
 	return db, err
+}
+
+// errPathNamed marks an error that already names the file, so that callers
+// do not name it a second time.
+type errPathNamed struct{ error }
+
+func (e errPathNamed) Unwrap() error { return e.error }
+
+// withPath prefixes what failed, naming the file unless err does.
+func withPath(what, path string, err error) error {
+	if _, ok := err.(errPathNamed); ok {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	return fmt.Errorf("%s %s: %w", what, path, err)
 }
 
 // Options tunes a Store; the zero value is ready to use.
@@ -147,7 +167,7 @@ func Open(path string, opts Options) (*Store, error) {
 		return nil, err
 	}
 	if err != nil {
-		return nil, fmt.Errorf("bolt: open %s: %w", path, err)
+		return nil, withPath("bolt: open", path, err)
 	}
 	var head uint64
 	err = db.Update(func(tx *bolt.Tx) error {

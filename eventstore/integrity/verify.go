@@ -23,7 +23,7 @@ const (
 	// BrokenLink: the event's prev_hash is not its predecessor's hash.
 	BrokenLink BreakKind = "broken_link"
 	// Unchained: an event of a covered stream without chain members after
-	// the genesis seal, or after chained events of its stream.
+	// the genesis seal.
 	Unchained BreakKind = "unchained"
 	// Malformed: chain members or a seal payload not in the documented form.
 	Malformed BreakKind = "malformed"
@@ -77,7 +77,8 @@ func (r *Report) OK() bool { return len(r.Breaks) == 0 }
 type streamState struct {
 	revision uint64
 	hash     Hash
-	chained  bool
+	// chained: the last event carried its own hash.
+	chained bool
 }
 
 // pendingHead is a covered event of the current seal window.
@@ -101,8 +102,15 @@ type Verifier struct {
 	// trustSeq: the seal with this seq starts the verification (--since):
 	// its window lies before the walk, so only its signature is checked.
 	trustSeq uint64
-	report   Report
+	// witness is a seal kept outside the log (SetWitness).
+	witness *Seal
+	report  Report
 }
+
+// SetWitness gives the verifier a seal a witness kept: the log's seal of
+// that number must be the same, and a log that ends before it is reported
+// as truncated.
+func (v *Verifier) SetWitness(s *Seal) { v.witness = s }
 
 // NewVerifier verifies seals with the given public keys (none: every seal
 // is reported as forged).
@@ -132,7 +140,7 @@ func (v *Verifier) Add(rec *eventstore.RecordedEvent) error {
 			if err != nil || !l.Chained || h != l.Hash {
 				v.fail(Changed, &prev, "the event before the verified part does not hash to its event_hash")
 			}
-			st = &streamState{revision: prev.Revision, hash: l.Hash, chained: l.Chained}
+			st = &streamState{revision: prev.Revision, hash: l.Hash, chained: true}
 		}
 	}
 	var prev Hash
@@ -158,8 +166,11 @@ func (v *Verifier) Add(rec *eventstore.RecordedEvent) error {
 			// Successors link to the stored hash: report this event alone.
 			hash = link.Hash
 		}
-	case v.genesisSeen || (st != nil && st.chained):
-		note(Unchained, "no prev_hash / event_hash in the metadata of a chained stream")
+	case v.genesisSeen:
+		// Before the genesis seal, unchained events are those written
+		// before chaining (or by an older binary): the virtual chain
+		// links them, and the genesis seal covers them.
+		note(Unchained, "no prev_hash / event_hash in the metadata, after the genesis seal")
 	}
 	switch {
 	case st == nil && rec.Revision != 0 && v.predecessor == nil:
@@ -170,7 +181,11 @@ func (v *Verifier) Add(rec *eventstore.RecordedEvent) error {
 		note(Missing, "revisions %d to %d are missing", st.revision+1, rec.Revision-1)
 	}
 	if link.Chained && err == nil && link.Prev != prev && (st != nil || rec.Revision == 0) && kind != Missing && kind != Reordered {
-		note(BrokenLink, "prev_hash %s is not the hash of the stream's previous event (%s)", link.Prev, prev)
+		if st != nil && !st.chained {
+			note(BrokenLink, "prev_hash %s is not the hash of the stream's earlier events (%s): events written before chaining were changed or dropped", link.Prev, prev)
+		} else {
+			note(BrokenLink, "prev_hash %s is not the hash of the stream's previous event (%s)", link.Prev, prev)
+		}
 	}
 	// An event that comes back from earlier in its stream (two events
 	// swapped) leaves the stream's state where it was, so the events after
@@ -180,7 +195,7 @@ func (v *Verifier) Add(rec *eventstore.RecordedEvent) error {
 			st = &streamState{}
 			v.streams[rec.Stream] = st
 		}
-		st.revision, st.hash, st.chained = rec.Revision, hash, st.chained || link.Chained
+		st.revision, st.hash, st.chained = rec.Revision, hash, link.Chained
 		v.window = append(v.window, pendingHead{Head{Stream: rec.Stream, Revision: rec.Revision, Hash: hash}})
 	}
 
@@ -223,6 +238,10 @@ func (v *Verifier) checkSeal(rec *eventstore.RecordedEvent, eventHash Hash, note
 		(*note)(MissingSeal, "the genesis seal has a prev_seal")
 		good = false
 	}
+	if w := v.witness; w != nil && w.Seq == s.Seq && (w.Root != s.Root || w.Through != s.Through || w.PrevSeal != s.PrevSeal || !w.SealedAt.Equal(s.SealedAt)) {
+		(*note)(ForgedSeal, "seal %d differs from the copy a witness kept (root %s): the log was rewritten", s.Seq, w.Root)
+		good = false
+	}
 	// Split the window at the seal's through event; what follows it (and
 	// this seal event) belongs to the next window.
 	end := -1
@@ -249,10 +268,10 @@ func (v *Verifier) checkSeal(rec *eventstore.RecordedEvent, eventHash Hash, note
 			}
 		}
 	}
-	if end >= 0 {
+	// The walk of a trusted seal starts after its last event: all it has
+	// seen belongs to the next window.
+	if end >= 0 && !trusted {
 		v.window = append(v.window[:0], v.window[end+1:]...)
-	} else if trusted {
-		v.window = v.window[:0]
 	}
 	v.genesisSeen = true
 	// Follow the seal chain from every seal, good or not, so one bad seal
@@ -277,36 +296,23 @@ func windowHeads(window []pendingHead) []Head {
 	return heads
 }
 
-// Finish ends the walk. witness, if not nil, is a seal kept outside the log
-// (by a witness, or from an earlier run): a log that does not hold it is
-// reported as truncated (or forked).
-func (v *Verifier) Finish(witness *Seal) Report {
+// Finish ends the walk and returns the report. A log that ends before the
+// witness's seal (SetWitness) is reported as truncated.
+func (v *Verifier) Finish() Report {
 	for _, h := range v.window {
 		if h.Stream != SealStream {
 			v.report.Unsealed++
 		}
 	}
-	if witness != nil && (v.lastSeal == nil || v.lastSeal.Seq < witness.Seq) {
+	if w := v.witness; w != nil && (v.lastSeal == nil || v.lastSeal.Seq < w.Seq) {
 		last := uint64(0)
 		if v.lastSeal != nil {
 			last = v.lastSeal.Seq
 		}
-		v.report.Breaks = append(v.report.Breaks, Break{Kind: Truncated, Stream: SealStream, Revision: witness.Seq - 1,
-			Detail: fmt.Sprintf("the log ends after seal %d, but a witness holds seal %d (root %s): events were removed from the end", last, witness.Seq, witness.Root)})
+		v.report.Breaks = append(v.report.Breaks, Break{Kind: Truncated, Stream: SealStream, Revision: w.Seq - 1,
+			Detail: fmt.Sprintf("the log ends after seal %d, but a witness holds seal %d (root %s): events were removed from the end", last, w.Seq, w.Root)})
 	}
 	return v.report
-}
-
-// CheckWitness compares a seal kept by a witness with the one of the same
-// number that the log holds; a differing one means the log was rewritten.
-func CheckWitness(found *SealRef, witness *Seal) error {
-	if found == nil || found.Seq != witness.Seq {
-		return nil
-	}
-	if found.Root != witness.Root || found.Through != witness.Through {
-		return fmt.Errorf("integrity: seal %d in the log differs from the witness's copy", witness.Seq)
-	}
-	return nil
 }
 
 // Progress is told how many events were checked so far, of about total.
@@ -316,6 +322,7 @@ type Progress func(done, total uint64)
 // at that seal (which must verify) and checks only what follows it.
 func VerifyStore(ctx context.Context, store eventstore.Store, keys []ed25519.PublicKey, since uint64, witness *Seal, progress Progress) (Report, error) {
 	v := NewVerifier(keys)
+	v.SetWitness(witness)
 	after := eventstore.Start
 	if since != 0 {
 		seal, _, err := FindSeal(ctx, store, since)
@@ -362,13 +369,7 @@ func VerifyStore(ctx context.Context, store eventstore.Store, keys []ed25519.Pub
 			progress(min(done, total), total)
 		}
 	}
-	r := v.Finish(witness)
-	if witness != nil {
-		if err := CheckWitness(r.LastSeal, witness); err != nil {
-			r.Breaks = append(r.Breaks, Break{Kind: ForgedSeal, Stream: SealStream, Revision: witness.Seq - 1, Detail: err.Error()})
-		}
-	}
-	return r, nil
+	return v.Finish(), nil
 }
 
 var errNotFound = errors.New("integrity: event not found")
@@ -417,4 +418,13 @@ func LatestSeal(ctx context.Context, store eventstore.Store) (Seal, eventstore.R
 	}
 	s, err := ParseSeal(recs[0].Data)
 	return s, recs[0], err == nil, err
+}
+
+// TrustFirst makes the verifier accept the first event it sees of each
+// stream at any revision, linking to whatever it names: for a bounded
+// export (--from), whose streams start after revision 0.
+func (v *Verifier) TrustFirst() {
+	v.predecessor = func(string, uint64) (eventstore.RecordedEvent, bool, error) {
+		return eventstore.RecordedEvent{}, false, nil
+	}
 }
