@@ -30,6 +30,9 @@ type Options struct {
 	DataDir string
 	// Policy is the write policy; nil means domain.DefaultPolicy.
 	Policy *domain.WritePolicy
+	// CachedProfiles and CachedRooms bound the command side's aggregate
+	// caches (0: the domain's defaults).
+	CachedProfiles, CachedRooms int
 	// ViewCacheEntries bounds the views' in-memory caches (0: their default).
 	ViewCacheEntries int
 	// ViewStore tunes the view store (block cache, memtables).
@@ -79,13 +82,21 @@ func New(store eventstore.Store, keyring eventstore.Keyring, opts Options) (*App
 		opts.Logger = logrus.StandardLogger()
 	}
 	a := &App{Store: store, Keyring: keyring, Sealer: domain.NewSealer(keyring), opts: opts}
-	a.Profiles = domain.NewProfileService(store, a.Sealer, policy)
+	a.Profiles = domain.NewProfileService(store, a.Sealer, policy, cacheSize(opts.CachedProfiles)...)
 	a.Eraser = domain.NewEraser(keyring, a.Sealer, a.Profiles)
-	a.Rooms = domain.NewRoomService(store, a.Sealer, policy, a.Profiles)
+	a.Rooms = domain.NewRoomService(store, a.Sealer, policy, a.Profiles, cacheSize(opts.CachedRooms)...)
 	if err := a.openViews(ViewsDir(opts.DataDir)); err != nil {
 		return nil, err
 	}
 	return a, nil
+}
+
+// cacheSize is the service option of a configured cache size; none for 0.
+func cacheSize(n int) []domain.ServiceOption {
+	if n <= 0 {
+		return nil
+	}
+	return []domain.ServiceOption{domain.CacheSize(n)}
 }
 
 // newViews builds the views over db and the runner that applies the log to

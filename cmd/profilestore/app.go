@@ -59,6 +59,8 @@ func openApp(ctx context.Context, cfg Config, log *logrus.Logger) (*app, error) 
 		Policy:           &policy,
 		ViewCacheEntries: cfg.Views.CacheEntries,
 		ViewStore:        viewstore.PebbleOptions{CacheBytes: int64(cfg.Views.BlockCacheMB) << 20},
+		CachedProfiles:   cfg.CommandCache.Profiles,
+		CachedRooms:      cfg.CommandCache.Rooms,
 		Logger:           log,
 	})
 	if err != nil {

@@ -49,6 +49,9 @@ type Config struct {
 
 	// ApplyWait bounds read-your-writes waits.
 	ApplyWait time.Duration `yaml:"apply_wait"`
+
+	// CommandCache bounds the state the command side keeps in memory.
+	CommandCache CommandCacheConfig `yaml:"command_cache"`
 }
 
 // ViewsConfig sizes the memory the views use; the views themselves live on
@@ -91,6 +94,14 @@ type FeedConfig struct {
 	Heartbeat time.Duration `yaml:"heartbeat"`
 }
 
+// CommandCacheConfig sizes the command side's caches: how many users' and
+// rooms' states stay in memory for deciding writes (least recently used go
+// first; a state not cached is read from the store when a write needs it).
+type CommandCacheConfig struct {
+	Profiles int `yaml:"profiles"`
+	Rooms    int `yaml:"rooms"`
+}
+
 // RateLimitConfig limits writes per user.
 type RateLimitConfig struct {
 	WritesPerSecond float64 `yaml:"writes_per_second"`
@@ -117,11 +128,12 @@ func defaultConfig() Config {
 			MaxDisplayNameChars: domain.DefaultLimits.MaxDisplayNameChars,
 			MaxAvatarURLBytes:   domain.DefaultLimits.MaxAvatarURLBytes,
 		},
-		RateLimit: RateLimitConfig{WritesPerSecond: 10, Burst: 30},
-		ApplyWait: 5 * time.Second,
-		Views:     ViewsConfig{CacheEntries: 100_000, BlockCacheMB: 64},
-		Feed:      FeedConfig{Heartbeat: 15 * time.Second},
-		Integrity: IntegrityConfig{SealEvery: 1000, SealInterval: 10 * time.Second},
+		RateLimit:    RateLimitConfig{WritesPerSecond: 10, Burst: 30},
+		ApplyWait:    5 * time.Second,
+		Views:        ViewsConfig{CacheEntries: 100_000, BlockCacheMB: 64},
+		Feed:         FeedConfig{Heartbeat: 15 * time.Second},
+		Integrity:    IntegrityConfig{SealEvery: 1000, SealInterval: 10 * time.Second},
+		CommandCache: CommandCacheConfig{Profiles: domain.DefaultCachedProfiles, Rooms: domain.DefaultCachedRooms},
 	}
 }
 
@@ -162,6 +174,15 @@ func loadConfig(path string) (Config, error) {
 		}
 		cfg.RateLimit.WritesPerSecond = f
 	}
+	for name, dst := range map[string]*int{"PROFILESTORE_COMMAND_CACHE_PROFILES": &cfg.CommandCache.Profiles, "PROFILESTORE_COMMAND_CACHE_ROOMS": &cfg.CommandCache.Rooms} {
+		if v := os.Getenv(name); v != "" {
+			n, err := strconv.Atoi(v)
+			if err != nil {
+				return cfg, fmt.Errorf("%s=%q is not a whole number of cached states (like 50000)", name, v)
+			}
+			*dst = n
+		}
+	}
 	return cfg, nil
 }
 
@@ -199,6 +220,9 @@ func (c *Config) validate() error {
 	}
 	if c.Profile.MaxDisplayNameChars < 1 || c.Profile.MaxAvatarURLBytes < 1 {
 		return errors.New("config: profile.max_displayname_chars and profile.max_avatar_url_bytes must be at least 1")
+	}
+	if c.CommandCache.Profiles < 1 || c.CommandCache.Rooms < 1 {
+		return fmt.Errorf("config: command_cache.profiles and command_cache.rooms must be at least 1 (states kept in memory; they are %d and %d)", c.CommandCache.Profiles, c.CommandCache.Rooms)
 	}
 	if c.Appservice.MaxTransactionBytes < 0 {
 		return errors.New("config: appservice.max_transaction_bytes cannot be negative")
