@@ -22,6 +22,8 @@ type app struct {
 	// nil without a signing key (see serve).
 	checker *integrity.Checker
 	seals   *integrity.Writer
+	// alerts raises and delivers moderation alerts; nil when off.
+	alerts *alerting
 }
 
 // openApp opens the data directory's log and keyring and wires the app over
@@ -110,6 +112,11 @@ func (a *app) server(auth pshttp.Authenticator) (*pshttp.Server, error) {
 	if err := a.withAppservice(&cfg); err != nil {
 		return nil, err
 	}
+	al, err := a.withAlerts(&cfg)
+	if err != nil {
+		return nil, err
+	}
+	a.alerts = al
 	return pshttp.NewServer(cfg), nil
 }
 
