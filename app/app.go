@@ -212,6 +212,7 @@ func (a *App) ServerConfig() pshttp.Config {
 		Sealer:      a.Sealer,
 		RoomService: a.Rooms,
 		RoomView:    a.RoomView,
+		Collectors:  pshttp.ViewMetrics(a.db, a.ProfileView.Cache(), a.RoomView.Cache()),
 	}
 }
 
