@@ -112,6 +112,8 @@ type Server struct {
 	// their own, let the server shut down.
 	closing   chan struct{}
 	closeOnce sync.Once
+	// csrfKey keys the console's per-session form tokens (console_actions.go).
+	csrfKey []byte
 }
 
 type loggerKey struct{}

@@ -82,7 +82,7 @@ func startControl(a *app, store *bolt.Store, keys *bolt.Keyring) (*control, erro
 		}
 		w.Header().Set("Trailer", trailerError)
 		w.Header().Set("Content-Type", "application/x-ndjson")
-		n, err := exportLog(r.Context(), a.store, b, w, nil)
+		n, err := exportLog(r.Context(), a.Store, b, w, nil)
 		if err != nil {
 			w.Header().Set(trailerError, err.Error())
 			return
