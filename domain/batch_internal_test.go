@@ -46,7 +46,9 @@ func (g *gatedStore) count(stream string) int {
 	return g.appends[stream]
 }
 
-func openBolt(t *testing.T) (*bolt.Store, *Sealer) {
+// OpenTestStore opens a real bolt store and keyring in a temporary
+// directory, closed when the test ends (the external tests use it too).
+func OpenTestStore(t testing.TB) (*bolt.Store, *bolt.Keyring) {
 	t.Helper()
 	dir := t.TempDir()
 	store, err := bolt.Open(filepath.Join(dir, "events.db"), bolt.Options{})
@@ -59,6 +61,12 @@ func openBolt(t *testing.T) (*bolt.Store, *Sealer) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { keys.Close() })
+	return store, keys
+}
+
+func openBolt(t *testing.T) (*bolt.Store, *Sealer) {
+	t.Helper()
+	store, keys := OpenTestStore(t)
 	return store, NewSealer(keys)
 }
 

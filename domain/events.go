@@ -80,6 +80,10 @@ type Metadata struct {
 	Source string `json:"source,omitempty"`
 	// IdempotencyKey, where one exists, also derives the event id.
 	IdempotencyKey string `json:"idempotency_key,omitempty"`
+	// Reason is why a moderator or admin acted (hiding an entry, erasing
+	// a user), as they typed it. It is kept in plain text beside the event,
+	// also after an erasure, so it must not repeat the user's values.
+	Reason string `json:"reason,omitempty"`
 }
 
 // Payloads as stored. Personal values are Sealed with the user's key.

@@ -3,7 +3,9 @@ package domain
 import (
 	"bytes"
 	"encoding/json"
+	"slices"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"github.com/profilestore/profilestore/eventstore"
@@ -37,6 +39,21 @@ type Profile struct {
 	// never erased): every value recorded before it is unreadable, which
 	// readers show as "erased" rather than as an unset value.
 	ErasedAt eventstore.Position
+	// Moderation lists the hides and erasures of the user's stream, oldest
+	// first: who acted, when and why (the console's record of actions).
+	Moderation []ModerationRecord
+}
+
+// ModerationRecord is one hide or erasure as the profile's stream holds it.
+type ModerationRecord struct {
+	// Type is profile.entry_hidden or profile.erased.
+	Type string
+	// Position is where the action was recorded; Entry the entry hidden.
+	Position, Entry eventstore.Position
+	At              time.Time
+	Actor           UserID
+	Source          string
+	Reason          string
 }
 
 // ErasedBefore reports whether a value recorded at pos was erased since.
@@ -87,11 +104,13 @@ func (p *Profile) Apply(e *Event) {
 	case TypeErased:
 		p.Fields = nil
 		p.ErasedAt = e.Position
+		p.Moderation = append(p.Moderation, ModerationRecord{Type: e.Type, Position: e.Position, At: e.Meta.OccurredAt, Actor: e.Meta.Actor, Source: e.Meta.Source, Reason: e.Meta.Reason})
 	case TypeEntryHidden:
 		if p.Hidden == nil {
 			p.Hidden = make(map[eventstore.Position]bool)
 		}
 		p.Hidden[e.Hidden] = true
+		p.Moderation = append(p.Moderation, ModerationRecord{Type: e.Type, Position: e.Position, Entry: e.Hidden, At: e.Meta.OccurredAt, Actor: e.Meta.Actor, Source: e.Meta.Source, Reason: e.Meta.Reason})
 	}
 }
 
@@ -100,6 +119,14 @@ func (p *Profile) Apply(e *Event) {
 func (p *Profile) settle(e *Event, provisional, actual eventstore.Position) {
 	if p.AllAt[e.Key] == provisional {
 		p.AllAt[e.Key] = actual
+	}
+	if p.ErasedAt == provisional && e.Type == TypeErased {
+		p.ErasedAt = actual
+	}
+	for i := range p.Moderation {
+		if p.Moderation[i].Position == provisional && p.Moderation[i].Type == e.Type {
+			p.Moderation[i].Position = actual
+		}
 	}
 }
 
@@ -115,6 +142,7 @@ func (p Profile) Clone() Profile {
 			c.AllAt[k] = v
 		}
 	}
+	c.Moderation = slices.Clone(p.Moderation)
 	if p.Hidden != nil {
 		c.Hidden = make(map[eventstore.Position]bool, len(p.Hidden))
 		for k, v := range p.Hidden {

@@ -38,7 +38,7 @@ func parseConsolePages() map[string]*template.Template {
 	funcs := template.FuncMap{"inc": func(i int) int { return i + 1 }}
 	layout := template.Must(template.New("layout.tmpl").Funcs(funcs).ParseFS(consoleFiles, "console/layout.tmpl"))
 	pages := make(map[string]*template.Template)
-	for _, name := range []string{"signin", "refused", "overview", "names", "user", "rooms", "room"} {
+	for _, name := range []string{"signin", "refused", "overview", "names", "user", "rooms", "room", "hide", "erase"} {
 		t := template.Must(layout.Clone())
 		pages[name] = template.Must(t.ParseFS(consoleFiles, "console/"+name+".tmpl"))
 	}
@@ -52,6 +52,10 @@ type consolePage struct {
 	// Admin decides whether the navigation offers the server-wide overview.
 	Admin bool
 	Error string
+	// CSRF is the session's form token, which every POST form carries.
+	CSRF string
+	// Notice confirms an action just done (role=status).
+	Notice string
 }
 
 // page is a signed-in reader's page.
@@ -89,11 +93,15 @@ func (s *Server) consoleRoutes() {
 	r.HandleFunc("/console/signout", s.handleConsoleSignOut).Methods(http.MethodPost)
 	r.HandleFunc("/console/names", s.consoleAuthed(s.handleConsoleNames)).Methods(http.MethodGet)
 	r.HandleFunc("/console/users/{userId}", s.consoleAuthed(s.handleConsoleUser)).Methods(http.MethodGet)
+	s.consoleActionRoutes()
 	s.consoleRoomRoutes()
 }
 
 // render writes a page; a template error is the server's bug, logged.
 func (s *Server) render(w http.ResponseWriter, r *http.Request, status int, name string, page consolePage, data any) {
+	if page.CSRF == "" && page.Who != "" {
+		page.CSRF = s.csrfToken(r)
+	}
 	var buf bytes.Buffer
 	if err := consolePages[name].ExecuteTemplate(&buf, name+".tmpl", struct {
 		consolePage
@@ -127,6 +135,12 @@ func (s *Server) consoleAuthed(next func(http.ResponseWriter, *http.Request, Ide
 		if err != nil {
 			clearConsoleCookie(w, r)
 			s.render(w, r, http.StatusUnauthorized, "signin", consolePage{Title: "Sign in", Error: "Your session is no longer valid; sign in again."}, nil)
+			return
+		}
+		// Who moderates what is read from the room view: let it catch up
+		// with acknowledged writes first (a moderator made a moment ago).
+		if err := s.waitForPosition(r); err != nil {
+			s.renderError(w, r, id, err)
 			return
 		}
 		if !s.consoleAllowed(id) {
@@ -164,6 +178,15 @@ func (s *Server) handleConsoleSignIn(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleConsoleSignOut(w http.ResponseWriter, r *http.Request) {
+	r.Body = http.MaxBytesReader(w, r.Body, 4<<10)
+	if c, err := r.Cookie(consoleCookie); err != nil || c.Value == "" {
+		http.Redirect(w, r, "/console/", http.StatusSeeOther) // nobody to sign out
+		return
+	}
+	if err := s.checkCSRF(r); err != nil {
+		s.render(w, r, http.StatusForbidden, "refused", consolePage{Title: "Not signed out", Error: crossSiteMessage}, nil)
+		return
+	}
 	clearConsoleCookie(w, r)
 	http.Redirect(w, r, "/console/", http.StatusSeeOther)
 }
@@ -251,13 +274,39 @@ func (s *Server) handleConsoleUser(w http.ResponseWriter, r *http.Request, id Id
 			return
 		}
 		hist = consoleHistoryOf(page, hq, "/console/users/"+url.PathEscape(string(user)), r.URL.Query(), true, profiles)
+		s.addActions(&hist, id, profiles)
+	}
+	var actions []consoleAction
+	if s.cfg.Profiles != nil && (id.Admin || s.cfg.RoomView != nil && len(hist.Entries) > 0) {
+		// The record of actions is shown to those who may review the user.
+		p, _, err := s.cfg.Profiles.Profile(r.Context(), user)
+		if err != nil {
+			s.renderError(w, r, id, err)
+			return
+		}
+		actions = consoleActions(p)
+	}
+	pg := s.page(id, string(user))
+	switch r.URL.Query().Get("done") {
+	case "hidden":
+		pg.Notice = "The entry at position " + r.URL.Query().Get("position") + " is hidden. The action is recorded below."
+	case "erased":
+		pg.Notice = "The user's profile data is erased. The action is recorded below."
 	}
 	var uses []projections.NameUse
 	if s.cfg.Names != nil {
 		uses = s.cfg.Names.UserNames(user, s.consoleNameVisibility(id))
 		slices.Reverse(uses) // newest first, as every console table
 	}
-	s.render(w, r, http.StatusOK, "user", s.page(id, string(user)), map[string]any{"Uses": uses, "History": hist})
+	s.render(w, r, http.StatusOK, "user", pg, map[string]any{"User": user, "Uses": uses, "History": hist, "Actions": actions,
+		"EraseLink": eraseLink(s.mayErase(id, user), user)})
+}
+
+func eraseLink(may bool, user domain.UserID) string {
+	if !may {
+		return ""
+	}
+	return consoleUserPath(user) + "/erase"
 }
 
 // consoleNameVisibility narrows names search's visibility for user pages:

@@ -128,6 +128,27 @@ func TestConsoleInBrowser(t *testing.T) {
 		chromedp.WaitVisible(chromedp.ID("names")),
 		shot("console-user.png"))
 	userPage := text("main")
+	step("hide an entry from the user page",
+		chromedp.Click(chromedp.CSS(`a[href$="/hide"]`)),
+		chromedp.WaitVisible(chromedp.ID("reason")),
+		shot("console-hide-confirm.png"),
+		chromedp.SendKeys(chromedp.ID("reason"), "impersonation attempt"),
+		chromedp.Submit(chromedp.ID("reason")),
+		chromedp.WaitVisible(chromedp.CSS(`p.notice`)),
+		shot("console-hidden.png"))
+	hiddenNotice := text("p.notice")
+	hiddenActions := text(`section[aria-labelledby=actions]`)
+	step("erase a user",
+		chromedp.Navigate(ts.URL+"/console/users/"+string(dave)),
+		chromedp.Click(chromedp.CSS(`a.danger`)),
+		chromedp.WaitVisible(chromedp.ID("confirm")),
+		chromedp.SendKeys(chromedp.ID("reason"), "asked to be forgotten"),
+		chromedp.SendKeys(chromedp.ID("confirm"), string(dave)),
+		shot("console-erase-confirm.png"),
+		chromedp.Submit(chromedp.ID("confirm")),
+		chromedp.WaitVisible(chromedp.CSS(`p.notice`)),
+		shot("console-erased.png"))
+	erasedPage := text("main")
 	step("sign out", chromedp.Click(chromedp.CSS(`form[action="/console/signout"] button`)))
 	step("sign in as the room's moderator", signIn(bob,
 		chromedp.WaitVisible(chromedp.ID("yours")),
@@ -158,6 +179,12 @@ func TestConsoleInBrowser(t *testing.T) {
 	}
 	if !strings.Contains(userPage, "@bob:example.com") || !strings.Contains(userPage, "\u0410dmin") {
 		t.Errorf("user page: %q", userPage)
+	}
+	if !strings.Contains(hiddenNotice, "is hidden") || !strings.Contains(hiddenActions, "because “impersonation attempt”") {
+		t.Errorf("after hiding: %q / %q", hiddenNotice, hiddenActions)
+	}
+	if !strings.Contains(erasedPage, "profile data is erased") || strings.Contains(erasedPage, "Dave") || !strings.Contains(erasedPage, "because “asked to be forgotten”") {
+		t.Errorf("after erasing: %q", erasedPage)
 	}
 	if !strings.Contains(roomsList, "!room:example.com") || strings.Contains(roomsList, "!other:example.com") {
 		t.Errorf("the moderator's rooms: %q", roomsList)

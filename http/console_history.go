@@ -26,8 +26,9 @@ func (s *Server) erasures(ctx context.Context, entries []projections.HistoryEntr
 		if err != nil {
 			return nil, err
 		}
-		// Only the erasure mark is needed; the values stay with the service.
-		out[e.User] = domain.Profile{ErasedAt: p.ErasedAt}
+		// Only the erasure mark and the moderation record are needed; the
+		// values stay with the service.
+		out[e.User] = domain.Profile{ErasedAt: p.ErasedAt, Moderation: p.Moderation}
 	}
 	return out, nil
 }
@@ -53,6 +54,11 @@ type consoleEntry struct {
 	By domain.UserID
 	// MembersThen links to the entry's room as of just after it.
 	MembersThen string
+	// HideLink is the confirmation page that hides the entry, for readers
+	// the write policy lets hide it.
+	HideLink string
+	// HiddenBy is who hid the entry, when and why.
+	HiddenBy *domain.ModerationRecord
 }
 
 // consoleHistory is a page of history with links that page on with the
@@ -64,6 +70,8 @@ type consoleHistory struct {
 	ShowRoom bool
 	// Further continues in the page's direction; Back turns round at its start.
 	Further, Back string
+	// Actions is set when the reader may act on some entry (a column of links).
+	Actions bool
 }
 
 func consoleHistoryOf(page projections.HistoryPage, q projections.HistoryQuery, path string, params url.Values, showRoom bool, profiles map[domain.UserID]domain.Profile) consoleHistory {

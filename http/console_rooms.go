@@ -143,10 +143,12 @@ func (s *Server) handleConsoleRoom(w http.ResponseWriter, r *http.Request, id Id
 	}
 	q := r.URL.Query()
 	path := consoleRoomPath(room)
+	history := consoleHistoryOf(hist, hq, path, q, false, profiles)
+	s.addActions(&history, id, profiles)
 	s.render(w, r, http.StatusOK, "room", s.page(id, string(room)), map[string]any{
 		"Room": room, "Path": path, "Query": q, "AsOf": at != nil, "Position": pos,
 		"Members": shown, "Alerts": s.roomLookalikes(room, members),
-		"History": consoleHistoryOf(hist, hq, path, q, false, profiles),
+		"History": history,
 		"Kinds":   consoleKinds(),
 	})
 }

@@ -112,6 +112,8 @@ type Server struct {
 	// their own, let the server shut down.
 	closing   chan struct{}
 	closeOnce sync.Once
+	// csrfKey keys the console's per-session form tokens (console_actions.go).
+	csrfKey []byte
 }
 
 type loggerKey struct{}
@@ -138,6 +140,7 @@ func NewServer(cfg Config) *Server {
 	s.limiter = newWriteLimiter(cfg.WriteRate, cfg.WriteBurst)
 	s.metrics = NewMetrics(cfg.Store, cfg.Runner)
 	s.metrics.Registry.MustRegister(cfg.Collectors...)
+	s.metrics.Registry.MustRegister(newCommandCaches(cfg.Profiles, cfg.RoomService))
 	s.routes()
 	s.handler = s.middleware(s.router)
 	return s

@@ -66,9 +66,9 @@ func openApp(ctx context.Context, cfg Config, log *logrus.Logger) (*app, error) 
 			MaxAvatarURLBytes:   cfg.Profile.MaxAvatarURLBytes,
 		},
 		Fields: cfg.Profile.Fields,
-	})
+	}, domain.CacheSize(cfg.CommandCache.Profiles))
 	a.eraser = domain.NewEraser(a.keyring, a.sealer, a.profiles)
-	a.rooms = domain.NewRoomService(a.store, a.sealer, a.profiles.Policy(), a.profiles)
+	a.rooms = domain.NewRoomService(a.store, a.sealer, a.profiles.Policy(), a.profiles, domain.CacheSize(cfg.CommandCache.Rooms))
 	if err := a.openViews(viewsDir(cfg.DataDir)); err != nil {
 		a.close()
 		return nil, err

@@ -270,3 +270,18 @@ func TestTokenRevokeOnRunningServer(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// TestServeWithoutControlSocket: a data directory whose path is too long
+// for a unix socket still serves; backup then says why it cannot.
+func TestServeWithoutControlSocket(t *testing.T) {
+	t.Setenv("PROFILESTORE_LOG_LEVEL", "error")
+	dir := filepath.Join(t.TempDir(), strings.Repeat("d", 110))
+	base, _ := serveIn(t, dir)
+	if _, status := displayName(t, base, "@nobody:example.com"); status != 404 {
+		t.Fatalf("profile read: %d", status)
+	}
+	_, _, err := run2(t, "backup", "--data-dir", dir, filepath.Join(t.TempDir(), "b"))
+	if err == nil || !strings.Contains(err.Error(), "control socket") {
+		t.Fatalf("backup: %v", err)
+	}
+}

@@ -120,6 +120,8 @@ func TestConfigStrict(t *testing.T) {
 		{"propagation", "profile:\n  default_propagation: some\n", `"some" is not one of all, unchanged, none`, "M_"},
 		{"admin", "auth:\n  admins: [alice]\n", `auth.admins[0] "alice" is not a Matrix user id`, "M_"},
 		{"yaml", "listen: [\n", "not valid YAML", ""},
+		{"listen", "listen: localhost\n", `listen "localhost" is not a host:port address`, ""},
+		{"homeserver url", "auth:\n  mode: homeserver\n  homeserver_url: matrix.example.com\n", `auth.homeserver_url "matrix.example.com" is not an http(s) URL`, ""},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			if err := os.WriteFile(path, []byte(c.yaml), 0o600); err != nil {

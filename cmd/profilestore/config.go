@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -47,6 +49,9 @@ type Config struct {
 
 	// ApplyWait bounds read-your-writes waits.
 	ApplyWait time.Duration `yaml:"apply_wait"`
+
+	// CommandCache bounds the state the command side keeps in memory.
+	CommandCache CommandCacheConfig `yaml:"command_cache"`
 }
 
 // ViewsConfig sizes the memory the views use; the views themselves live on
@@ -89,6 +94,14 @@ type FeedConfig struct {
 	Heartbeat time.Duration `yaml:"heartbeat"`
 }
 
+// CommandCacheConfig sizes the command side's caches: how many users' and
+// rooms' states stay in memory for deciding writes (least recently used go
+// first; a state not cached is read from the store when a write needs it).
+type CommandCacheConfig struct {
+	Profiles int `yaml:"profiles"`
+	Rooms    int `yaml:"rooms"`
+}
+
 // RateLimitConfig limits writes per user.
 type RateLimitConfig struct {
 	WritesPerSecond float64 `yaml:"writes_per_second"`
@@ -115,11 +128,12 @@ func defaultConfig() Config {
 			MaxDisplayNameChars: domain.DefaultLimits.MaxDisplayNameChars,
 			MaxAvatarURLBytes:   domain.DefaultLimits.MaxAvatarURLBytes,
 		},
-		RateLimit: RateLimitConfig{WritesPerSecond: 10, Burst: 30},
-		ApplyWait: 5 * time.Second,
-		Views:     ViewsConfig{CacheEntries: 100_000, BlockCacheMB: 64},
-		Feed:      FeedConfig{Heartbeat: 15 * time.Second},
-		Integrity: IntegrityConfig{SealEvery: 1000, SealInterval: 10 * time.Second},
+		RateLimit:    RateLimitConfig{WritesPerSecond: 10, Burst: 30},
+		ApplyWait:    5 * time.Second,
+		Views:        ViewsConfig{CacheEntries: 100_000, BlockCacheMB: 64},
+		Feed:         FeedConfig{Heartbeat: 15 * time.Second},
+		Integrity:    IntegrityConfig{SealEvery: 1000, SealInterval: 10 * time.Second},
+		CommandCache: CommandCacheConfig{Profiles: domain.DefaultCachedProfiles, Rooms: domain.DefaultCachedRooms},
 	}
 }
 
@@ -160,6 +174,15 @@ func loadConfig(path string) (Config, error) {
 		}
 		cfg.RateLimit.WritesPerSecond = f
 	}
+	for name, dst := range map[string]*int{"PROFILESTORE_COMMAND_CACHE_PROFILES": &cfg.CommandCache.Profiles, "PROFILESTORE_COMMAND_CACHE_ROOMS": &cfg.CommandCache.Rooms} {
+		if v := os.Getenv(name); v != "" {
+			n, err := strconv.Atoi(v)
+			if err != nil {
+				return cfg, fmt.Errorf("%s=%q is not a whole number of cached states (like 50000)", name, v)
+			}
+			*dst = n
+		}
+	}
 	return cfg, nil
 }
 
@@ -174,6 +197,17 @@ func (c *Config) validate() error {
 	if c.LogFormat != "text" && c.LogFormat != "json" {
 		return fmt.Errorf("config: log_format %q is not text or json", c.LogFormat)
 	}
+	if _, port, err := net.SplitHostPort(c.Listen); err != nil || port == "" {
+		return fmt.Errorf("config: listen %q is not a host:port address (like %s, or :8318 for every interface)", c.Listen, defaultListen)
+	}
+	for name, u := range map[string]string{"auth.homeserver_url": c.Auth.HomeserverURL, "appservice.homeserver_url": c.Appservice.HomeserverURL} {
+		if u == "" {
+			continue
+		}
+		if p, err := url.Parse(u); err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" {
+			return fmt.Errorf("config: %s %q is not an http(s) URL (like https://matrix.example.com)", name, u)
+		}
+	}
 	for name, d := range map[string]time.Duration{"apply_wait": c.ApplyWait, "auth.cache_ttl": c.Auth.CacheTTL,
 		"auth.negative_cache_ttl": c.Auth.NegativeTTL, "feed.heartbeat": c.Feed.Heartbeat,
 		"appservice.profile_cache_ttl": c.Appservice.ProfileCacheTTL, "appservice.supplements.deadline": c.Appservice.Supplements.Deadline} {
@@ -186,6 +220,9 @@ func (c *Config) validate() error {
 	}
 	if c.Profile.MaxDisplayNameChars < 1 || c.Profile.MaxAvatarURLBytes < 1 {
 		return errors.New("config: profile.max_displayname_chars and profile.max_avatar_url_bytes must be at least 1")
+	}
+	if c.CommandCache.Profiles < 1 || c.CommandCache.Rooms < 1 {
+		return fmt.Errorf("config: command_cache.profiles and command_cache.rooms must be at least 1 (states kept in memory; they are %d and %d)", c.CommandCache.Profiles, c.CommandCache.Rooms)
 	}
 	if c.Appservice.MaxTransactionBytes < 0 {
 		return errors.New("config: appservice.max_transaction_bytes cannot be negative")

@@ -78,6 +78,10 @@ func (f *cliFlags) add(cmd *cobra.Command, names ...string) *cobra.Command {
 			fs.StringVar(&f.overrides.Store, n, "", "event store: bolt or esdb (or PROFILESTORE_STORE)")
 		case "esdb-url":
 			fs.StringVar(&f.overrides.ESDBURL, n, "", "EventStoreDB connection string (or PROFILESTORE_ESDB_URL)")
+		case "command-cache-profiles":
+			fs.IntVar(&f.overrides.CommandCache.Profiles, n, 0, fmt.Sprintf("users' states kept in memory for writes (default %d, or PROFILESTORE_COMMAND_CACHE_PROFILES)", domain.DefaultCachedProfiles))
+		case "command-cache-rooms":
+			fs.IntVar(&f.overrides.CommandCache.Rooms, n, 0, fmt.Sprintf("rooms' states kept in memory for writes (default %d, or PROFILESTORE_COMMAND_CACHE_ROOMS)", domain.DefaultCachedRooms))
 		case "tokens-file":
 			fs.StringVar(&f.overrides.Auth.TokensFile, n, "", "tokens file (default <data-dir>/tokens.yaml, or PROFILESTORE_TOKENS_FILE)")
 		default:
@@ -115,12 +119,17 @@ func rootCommand() *cobra.Command {
 				*dst = src
 			}
 		}
+		for dst, src := range map[*int]int{&cfg.CommandCache.Profiles: o.CommandCache.Profiles, &cfg.CommandCache.Rooms: o.CommandCache.Rooms} {
+			if src != 0 {
+				*dst = src
+			}
+		}
 		log, err := newLogger(cfg)
 		return cfg, log, err
 	}
 	store := []string{"data-dir", "store", "esdb-url"}
 	root.AddCommand(
-		f.add(serveCommand(load), append(store, "listen", "tokens-file")...),
+		f.add(serveCommand(load), append(store, "listen", "tokens-file", "command-cache-profiles", "command-cache-rooms")...),
 		tokenCommand(load, f),
 		f.add(rebuildCommand(load), store...),
 		f.add(exportCommand(load), store...),

@@ -32,11 +32,13 @@ func serveCommand(load loader) *cobra.Command {
 			}
 			defer a.close()
 			if store, ok := a.store.(*bolt.Store); ok {
-				ctl, err := startControl(a, store, a.keyring.(*bolt.Keyring))
-				if err != nil {
-					return err
+				// Without the socket the service still runs; only backup
+				// and export must then wait for it to stop.
+				if ctl, err := startControl(a, store, a.keyring.(*bolt.Keyring)); err != nil {
+					log.WithError(err).Warn("backup and export are unavailable while this server runs")
+				} else {
+					defer ctl.Close()
 				}
-				defer ctl.Close()
 			}
 			if err := a.runner.Start(ctx, progressReporter("catching up projections")); err != nil {
 				return err
