@@ -35,6 +35,8 @@ type app struct {
 	checker *integrity.Checker
 	seals   *integrity.Writer
 	viewDB  *projections.DB
+	// alerts raises and delivers moderation alerts; nil when off.
+	alerts *alerting
 }
 
 // openApp opens the store and keyring and builds the domain and views; the
@@ -125,6 +127,11 @@ func (a *app) server(auth pshttp.Authenticator) (*pshttp.Server, error) {
 	if err := a.withAppservice(&cfg); err != nil {
 		return nil, err
 	}
+	al, err := a.withAlerts(&cfg)
+	if err != nil {
+		return nil, err
+	}
+	a.alerts = al
 	return pshttp.NewServer(cfg), nil
 }
 

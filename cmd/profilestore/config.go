@@ -44,6 +44,9 @@ type Config struct {
 	// Integrity configures seals (docs/INTEGRITY.md).
 	Integrity IntegrityConfig `yaml:"integrity"`
 
+	// Alerts raises and delivers moderation alerts (docs/ALERTS.md).
+	Alerts AlertsConfig `yaml:"alerts"`
+
 	// Views sizes the view store's caches.
 	Views ViewsConfig `yaml:"views"`
 
@@ -133,6 +136,7 @@ func defaultConfig() Config {
 		Views:        ViewsConfig{CacheEntries: 100_000, BlockCacheMB: 64},
 		Feed:         FeedConfig{Heartbeat: 15 * time.Second},
 		Integrity:    IntegrityConfig{SealEvery: 1000, SealInterval: 10 * time.Second},
+		Alerts:       AlertsConfig{AlertConfig: domain.AlertConfig{AlertRules: domain.DefaultAlertRules}},
 		CommandCache: CommandCacheConfig{Profiles: domain.DefaultCachedProfiles, Rooms: domain.DefaultCachedRooms},
 	}
 }

@@ -24,7 +24,7 @@ func quietLog() *logrus.Logger {
 	return l
 }
 
-func testApp(t *testing.T, dir string) *app {
+func testApp(t testing.TB, dir string) *app {
 	t.Helper()
 	cfg := defaultConfig()
 	cfg.DataDir = dir

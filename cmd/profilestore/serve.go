@@ -62,10 +62,12 @@ func serveCommand(load loader) *cobra.Command {
 			} else {
 				log.Warn("no integrity.signing_key: events are hash-chained but not sealed (create a key with `profilestore integrity keygen`)")
 			}
+			a.alerts.start(ctx, a)
 			logStartup(log, cfg, srv.URL())
 			<-ctx.Done()
 			log.Info("shutting down")
 			srv.Close()
+			a.alerts.wait()
 			return a.runner.Close()
 		},
 	}

@@ -19,6 +19,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
 	"strings"
 
 	"github.com/google/uuid"
@@ -101,24 +102,43 @@ func Covered(stream string) bool {
 //
 // where lp(x) is u64(len(x)) ‖ x and u64 is big-endian.
 func EventHash(prev Hash, stream string, revision uint64, id uuid.UUID, typ string, data, meta []byte) Hash {
-	h := sha256.New()
-	var n [8]byte
-	lp := func(b []byte) {
-		binary.BigEndian.PutUint64(n[:], uint64(len(b)))
-		h.Write(n[:])
-		h.Write(b)
+	var h eventHasher
+	return h.sum(prev, stream, revision, id, typ, data, meta, nil)
+}
+
+// eventHasher computes event hashes with one reusable SHA-256 state, so a
+// verifier hashing millions of events allocates nothing per event.
+type eventHasher struct {
+	h   hash.Hash
+	buf [8]byte
+}
+
+func (e *eventHasher) lp(b []byte, extra []byte) {
+	binary.BigEndian.PutUint64(e.buf[:], uint64(len(b)+len(extra)))
+	e.h.Write(e.buf[:])
+	e.h.Write(b)
+	e.h.Write(extra)
+}
+
+// sum hashes the event; the metadata hashed is meta followed by metaTail
+// (Recompute passes the stored metadata up to event_hash, then "}").
+func (e *eventHasher) sum(prev Hash, stream string, revision uint64, id uuid.UUID, typ string, data, meta, metaTail []byte) Hash {
+	if e.h == nil {
+		e.h = sha256.New()
+	} else {
+		e.h.Reset()
 	}
-	h.Write([]byte(eventTag))
-	h.Write(prev[:])
-	lp([]byte(stream))
-	binary.BigEndian.PutUint64(n[:], revision)
-	h.Write(n[:])
-	h.Write(id[:])
-	lp([]byte(typ))
-	lp(data)
-	lp(meta)
+	e.h.Write([]byte(eventTag))
+	e.h.Write(prev[:])
+	e.lp([]byte(stream), nil)
+	binary.BigEndian.PutUint64(e.buf[:], revision)
+	e.h.Write(e.buf[:])
+	e.h.Write(id[:])
+	e.lp([]byte(typ), nil)
+	e.lp(data, nil)
+	e.lp(meta, metaTail)
 	var out Hash
-	h.Sum(out[:0])
+	e.h.Sum(out[:0])
 	return out
 }
 
@@ -128,6 +148,7 @@ func EventHash(prev Hash, stream string, revision uint64, id uuid.UUID, typ stri
 // hash of the last one is returned, the stream's new head. Metadata must be
 // a JSON object (empty is taken as {}); it is replaced, not changed in place.
 func Chain(stream string, first uint64, prev Hash, events []eventstore.EventData) (Hash, error) {
+	var hasher eventHasher
 	for i := range events {
 		e := &events[i]
 		meta := bytes.TrimSpace(e.Metadata)
@@ -148,7 +169,7 @@ func Chain(stream string, first uint64, prev Hash, events []eventstore.EventData
 		out = append(out, prevHashMember...)
 		out = hex.AppendEncode(out, prev[:])
 		out = append(out, '"', '}')
-		h := EventHash(prev, stream, first+uint64(i), e.ID, e.Type, e.Data, out)
+		h := hasher.sum(prev, stream, first+uint64(i), e.ID, e.Type, e.Data, out, nil)
 		out = append(out[:len(out)-1], eventHashSuffixStart...)
 		out = hex.AppendEncode(out, h[:])
 		out = append(out, '"', '}')
@@ -176,31 +197,45 @@ var errMalformedChain = errors.New("integrity: malformed chain members in metada
 // ReadLink parses the chain members at the end of stored metadata. Metadata
 // that mentions neither member is unchained, not malformed.
 func ReadLink(meta []byte) (Link, error) {
-	if !bytes.Contains(meta, eventHashSuffixStart[1:]) && !bytes.Contains(meta, prevHashMember) {
-		return Link{Hashed: meta}, nil
+	l, prefix, err := readLink(meta)
+	if err != nil || !l.Chained {
+		return l, err
 	}
-	n := len(meta)
-	if n < eventHashSuffixLen || !bytes.Equal(meta[n-eventHashSuffixLen:n-eventHashSuffixLen+len(eventHashSuffixStart)], eventHashSuffixStart) || meta[n-2] != '"' || meta[n-1] != '}' {
-		return Link{}, errMalformedChain
-	}
-	var l Link
-	if _, err := hex.Decode(l.Hash[:], meta[n-2-2*sha256.Size:n-2]); err != nil {
-		return Link{}, errMalformedChain
-	}
-	hashed := make([]byte, 0, n-eventHashSuffixLen+1)
-	hashed = append(hashed, meta[:n-eventHashSuffixLen]...)
-	hashed = append(hashed, '}')
-	// hashed ends with "prev_hash":"<64 hex>"}
-	m := len(hashed)
-	start := m - 2 - 2*sha256.Size - len(prevHashMember)
-	if start < 1 || !bytes.Equal(hashed[start:start+len(prevHashMember)], prevHashMember) {
-		return Link{}, errMalformedChain
-	}
-	if _, err := hex.Decode(l.Prev[:], hashed[m-2-2*sha256.Size:m-2]); err != nil {
-		return Link{}, errMalformedChain
-	}
-	l.Chained, l.Hashed = true, hashed
+	l.Hashed = append(append(make([]byte, 0, len(prefix)+1), prefix...), '}')
 	return l, nil
+}
+
+var closingBrace = []byte{'}'}
+
+// readLink is ReadLink without the copy: for a chained event, the hashed
+// metadata is prefix followed by "}", prefix aliasing meta.
+func readLink(meta []byte) (l Link, prefix []byte, err error) {
+	n := len(meta)
+	if n < eventHashSuffixLen+len(prevHashMember)+2*sha256.Size+2 ||
+		!bytes.Equal(meta[n-eventHashSuffixLen:n-eventHashSuffixLen+len(eventHashSuffixStart)], eventHashSuffixStart) {
+		if bytes.Contains(meta, eventHashSuffixStart[1:]) || bytes.Contains(meta, prevHashMember) {
+			return Link{}, nil, errMalformedChain
+		}
+		return Link{Hashed: meta}, nil, nil
+	}
+	if meta[n-2] != '"' || meta[n-1] != '}' {
+		return Link{}, nil, errMalformedChain
+	}
+	if _, err := hex.Decode(l.Hash[:], meta[n-2-2*sha256.Size:n-2]); err != nil {
+		return Link{}, nil, errMalformedChain
+	}
+	// prefix ends with "prev_hash":"<64 hex>"
+	prefix = meta[:n-eventHashSuffixLen]
+	m := len(prefix)
+	start := m - 1 - 2*sha256.Size - len(prevHashMember)
+	if start < 1 || !bytes.Equal(prefix[start:start+len(prevHashMember)], prevHashMember) || prefix[m-1] != '"' {
+		return Link{}, nil, errMalformedChain
+	}
+	if _, err := hex.Decode(l.Prev[:], prefix[m-1-2*sha256.Size:m-1]); err != nil {
+		return Link{}, nil, errMalformedChain
+	}
+	l.Chained = true
+	return l, prefix, nil
 }
 
 // HeadOf returns the hash a stream's next event links to when rec is the
@@ -209,7 +244,7 @@ func ReadLink(meta []byte) (Link, error) {
 // unchained one (its place in the virtual chain the genesis seal covers).
 // It trusts stored hashes; Verify is what checks them.
 func HeadOf(rec *eventstore.RecordedEvent, prev Hash) Hash {
-	l, err := ReadLink(rec.Metadata)
+	l, _, err := readLink(rec.Metadata)
 	if err == nil && l.Chained {
 		return l.Hash
 	}
@@ -222,12 +257,17 @@ func HeadOf(rec *eventstore.RecordedEvent, prev Hash) Hash {
 // event whose prev_hash does not match); an unchained one with prev, the
 // hash of its predecessor.
 func Recompute(rec *eventstore.RecordedEvent, prev Hash) (Hash, Link, error) {
-	l, err := ReadLink(rec.Metadata)
+	var h eventHasher
+	return h.recompute(rec, prev)
+}
+
+func (e *eventHasher) recompute(rec *eventstore.RecordedEvent, prev Hash) (Hash, Link, error) {
+	l, prefix, err := readLink(rec.Metadata)
 	if err != nil {
 		return Hash{}, l, err
 	}
 	if l.Chained {
-		prev = l.Prev
+		return e.sum(l.Prev, rec.Stream, rec.Revision, rec.ID, rec.Type, rec.Data, prefix, closingBrace), l, nil
 	}
-	return EventHash(prev, rec.Stream, rec.Revision, rec.ID, rec.Type, rec.Data, l.Hashed), l, nil
+	return e.sum(prev, rec.Stream, rec.Revision, rec.ID, rec.Type, rec.Data, rec.Metadata, nil), l, nil
 }

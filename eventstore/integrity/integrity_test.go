@@ -32,7 +32,7 @@ type testLog struct {
 	key      ed25519.PrivateKey
 }
 
-func openLog(t *testing.T, dir string, key ed25519.PrivateKey) *testLog {
+func openLog(t testing.TB, dir string, key ed25519.PrivateKey) *testLog {
 	t.Helper()
 	store, err := bolt.Open(filepath.Join(dir, "events.db"), bolt.Options{})
 	if err != nil {
@@ -57,7 +57,7 @@ func (l *testLog) close() {
 	l.keys.Close()
 }
 
-func newKey(t *testing.T) ed25519.PrivateKey {
+func newKey(t testing.TB) ed25519.PrivateKey {
 	t.Helper()
 	_, k, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {

@@ -5,7 +5,9 @@ import (
 	"crypto/ed25519"
 	"errors"
 	"fmt"
+	"runtime"
 	"strings"
+	"sync"
 
 	"github.com/profilestore/profilestore/eventstore"
 )
@@ -105,6 +107,7 @@ type Verifier struct {
 	// witness is a seal kept outside the log (SetWitness).
 	witness *Seal
 	report  Report
+	hasher  eventHasher
 }
 
 // SetWitness gives the verifier a seal a witness kept: the log's seal of
@@ -123,8 +126,58 @@ func (v *Verifier) fail(kind BreakKind, rec *eventstore.RecordedEvent, format st
 		Position: rec.Position.String(), Detail: fmt.Sprintf(format, args...)})
 }
 
+// Prepared is the part of an event's check that needs no other event: its
+// hash from its own bytes. Prepare runs on many events at once (VerifyStore
+// hashes a batch on every core); Add then checks them in log order.
+type Prepared struct {
+	hash  Hash
+	link  Link
+	err   error
+	ready bool // hash is final (a chained or malformed event)
+}
+
+// Prepare hashes a chained event from its bytes; an unchained event's hash
+// depends on its predecessor's and is computed by Add.
+func Prepare(rec *eventstore.RecordedEvent) Prepared {
+	var h eventHasher
+	return h.prepare(rec)
+}
+
+func (e *eventHasher) prepare(rec *eventstore.RecordedEvent) Prepared {
+	if !Covered(rec.Stream) {
+		return Prepared{ready: true}
+	}
+	l, prefix, err := readLink(rec.Metadata)
+	switch {
+	case err != nil:
+		return Prepared{link: l, err: err}
+	case l.Chained:
+		return Prepared{hash: e.sum(l.Prev, rec.Stream, rec.Revision, rec.ID, rec.Type, rec.Data, prefix, closingBrace), link: l, ready: true}
+	}
+	return Prepared{link: l}
+}
+
+// notes collects what is wrong with one event: the first kind and every
+// detail.
+type notes struct {
+	kind     BreakKind
+	problems []string
+}
+
+func (n *notes) note(k BreakKind, format string, args ...any) {
+	if n.kind == "" {
+		n.kind = k
+	}
+	n.problems = append(n.problems, fmt.Sprintf(format, args...))
+}
+
 // Add checks the next event of the log.
 func (v *Verifier) Add(rec *eventstore.RecordedEvent) error {
+	return v.AddPrepared(rec, v.hasher.prepare(rec))
+}
+
+// AddPrepared checks the next event of the log, prepared by Prepare.
+func (v *Verifier) AddPrepared(rec *eventstore.RecordedEvent, p Prepared) error {
 	v.report.Events++
 	if !Covered(rec.Stream) {
 		return nil
@@ -147,22 +200,17 @@ func (v *Verifier) Add(rec *eventstore.RecordedEvent) error {
 	if st != nil {
 		prev = st.hash
 	}
-	hash, link, err := Recompute(rec, prev)
-	var problems []string
-	kind := BreakKind("")
-	note := func(k BreakKind, format string, args ...any) {
-		if kind == "" {
-			kind = k
-		}
-		problems = append(problems, fmt.Sprintf(format, args...))
+	hash, link, err := p.hash, p.link, p.err
+	if !p.ready {
+		hash = v.hasher.sum(prev, rec.Stream, rec.Revision, rec.ID, rec.Type, rec.Data, rec.Metadata, nil)
 	}
+	var n notes
 	switch {
 	case err != nil:
-		note(Malformed, "%v", err)
-		hash = EventHash(prev, rec.Stream, rec.Revision, rec.ID, rec.Type, rec.Data, rec.Metadata)
+		n.note(Malformed, "%v", err)
 	case link.Chained:
 		if hash != link.Hash {
-			note(Changed, "the stored bytes hash to %s, event_hash says %s", hash, link.Hash)
+			n.note(Changed, "the stored bytes hash to %s, event_hash says %s", hash, link.Hash)
 			// Successors link to the stored hash: report this event alone.
 			hash = link.Hash
 		}
@@ -170,27 +218,27 @@ func (v *Verifier) Add(rec *eventstore.RecordedEvent) error {
 		// Before the genesis seal, unchained events are those written
 		// before chaining (or by an older binary): the virtual chain
 		// links them, and the genesis seal covers them.
-		note(Unchained, "no prev_hash / event_hash in the metadata, after the genesis seal")
+		n.note(Unchained, "no prev_hash / event_hash in the metadata, after the genesis seal")
 	}
 	switch {
 	case st == nil && rec.Revision != 0 && v.predecessor == nil:
-		note(Missing, "the stream starts at revision %d; revisions 0 to %d are missing", rec.Revision, rec.Revision-1)
+		n.note(Missing, "the stream starts at revision %d; revisions 0 to %d are missing", rec.Revision, rec.Revision-1)
 	case st != nil && rec.Revision <= st.revision:
-		note(Reordered, "revision %d comes after revision %d", rec.Revision, st.revision)
+		n.note(Reordered, "revision %d comes after revision %d", rec.Revision, st.revision)
 	case st != nil && rec.Revision > st.revision+1:
-		note(Missing, "revisions %d to %d are missing", st.revision+1, rec.Revision-1)
+		n.note(Missing, "revisions %d to %d are missing", st.revision+1, rec.Revision-1)
 	}
-	if link.Chained && err == nil && link.Prev != prev && (st != nil || rec.Revision == 0) && kind != Missing && kind != Reordered {
+	if link.Chained && err == nil && link.Prev != prev && (st != nil || rec.Revision == 0) && n.kind != Missing && n.kind != Reordered {
 		if st != nil && !st.chained {
-			note(BrokenLink, "prev_hash %s is not the hash of the stream's earlier events (%s): events written before chaining were changed or dropped", link.Prev, prev)
+			n.note(BrokenLink, "prev_hash %s is not the hash of the stream's earlier events (%s): events written before chaining were changed or dropped", link.Prev, prev)
 		} else {
-			note(BrokenLink, "prev_hash %s is not the hash of the stream's previous event (%s)", link.Prev, prev)
+			n.note(BrokenLink, "prev_hash %s is not the hash of the stream's previous event (%s)", link.Prev, prev)
 		}
 	}
 	// An event that comes back from earlier in its stream (two events
 	// swapped) leaves the stream's state where it was, so the events after
 	// it are checked against the right predecessor.
-	if kind != Reordered {
+	if n.kind != Reordered {
 		if st == nil {
 			st = &streamState{}
 			v.streams[rec.Stream] = st
@@ -200,46 +248,46 @@ func (v *Verifier) Add(rec *eventstore.RecordedEvent) error {
 	}
 
 	if rec.Stream == SealStream && rec.Type == SealType {
-		v.checkSeal(rec, hash, &note)
+		v.checkSeal(rec, hash, &n)
 	}
-	if len(problems) > 0 {
-		v.fail(kind, rec, "%s", strings.Join(problems, "; "))
+	if len(n.problems) > 0 {
+		v.fail(n.kind, rec, "%s", strings.Join(n.problems, "; "))
 	}
 	return nil
 }
 
 // checkSeal checks a seal event: signature, sequence, chain to the previous
 // seal and the Merkle root of its window.
-func (v *Verifier) checkSeal(rec *eventstore.RecordedEvent, eventHash Hash, note *func(BreakKind, string, ...any)) {
+func (v *Verifier) checkSeal(rec *eventstore.RecordedEvent, eventHash Hash, n *notes) {
 	v.report.Seals++
 	s, err := ParseSeal(rec.Data)
 	if err != nil {
-		(*note)(Malformed, "%v", err)
+		n.note(Malformed, "%v", err)
 		return
 	}
 	good := true
 	if err := s.VerifySignature(v.keys); err != nil {
-		(*note)(ForgedSeal, "%v", err)
+		n.note(ForgedSeal, "%v", err)
 		good = false
 	}
 	trusted := v.trustSeq != 0 && s.Seq == v.trustSeq && v.lastSeal == nil
 	switch {
 	case trusted:
 	case v.lastSeal == nil && s.Seq != 1 && v.trustSeq == 0:
-		(*note)(MissingSeal, "seal %d is the first in the log; seals 1 to %d are missing", s.Seq, s.Seq-1)
+		n.note(MissingSeal, "seal %d is the first in the log; seals 1 to %d are missing", s.Seq, s.Seq-1)
 		good = false
 	case v.lastSeal != nil && s.Seq != v.lastSeal.Seq+1:
-		(*note)(MissingSeal, "seal %d follows seal %d", s.Seq, v.lastSeal.Seq)
+		n.note(MissingSeal, "seal %d follows seal %d", s.Seq, v.lastSeal.Seq)
 		good = false
 	case v.lastSeal != nil && s.PrevSeal != v.lastSeal.EventHash:
-		(*note)(MissingSeal, "prev_seal %s is not the hash of seal %d (%s)", s.PrevSeal, v.lastSeal.Seq, v.lastSeal.EventHash)
+		n.note(MissingSeal, "prev_seal %s is not the hash of seal %d (%s)", s.PrevSeal, v.lastSeal.Seq, v.lastSeal.EventHash)
 		good = false
 	case v.lastSeal == nil && s.Seq == 1 && s.PrevSeal != Zero:
-		(*note)(MissingSeal, "the genesis seal has a prev_seal")
+		n.note(MissingSeal, "the genesis seal has a prev_seal")
 		good = false
 	}
 	if w := v.witness; w != nil && w.Seq == s.Seq && (w.Root != s.Root || w.Through != s.Through || w.PrevSeal != s.PrevSeal || !w.SealedAt.Equal(s.SealedAt)) {
-		(*note)(ForgedSeal, "seal %d differs from the copy a witness kept (root %s): the log was rewritten", s.Seq, w.Root)
+		n.note(ForgedSeal, "seal %d differs from the copy a witness kept (root %s): the log was rewritten", s.Seq, w.Root)
 		good = false
 	}
 	// Split the window at the seal's through event; what follows it (and
@@ -253,17 +301,17 @@ func (v *Verifier) checkSeal(rec *eventstore.RecordedEvent, eventHash Hash, note
 	}
 	if !trusted {
 		if end < 0 {
-			(*note)(BadRoot, "the seal's last event (%s revision %d) is not in its window", s.Through.Stream, s.Through.Revision)
+			n.note(BadRoot, "the seal's last event (%s revision %d) is not in its window", s.Through.Stream, s.Through.Revision)
 			good = false
 		} else {
 			heads := windowHeads(v.window[:end+1])
 			t, err := NewTree(heads)
 			switch {
 			case err != nil:
-				(*note)(BadRoot, "%v", err)
+				n.note(BadRoot, "%v", err)
 				good = false
 			case t.Root() != s.Root || uint64(len(heads)) != s.Streams:
-				(*note)(BadRoot, "the window's %d stream heads have root %s, the seal says %d with root %s", len(heads), t.Root(), s.Streams, s.Root)
+				n.note(BadRoot, "the window's %d stream heads have root %s, the seal says %d with root %s", len(heads), t.Root(), s.Streams, s.Root)
 				good = false
 			}
 		}
@@ -349,21 +397,64 @@ func VerifyStore(ctx context.Context, store eventstore.Store, keys []ed25519.Pub
 		return Report{}, err
 	}
 	total := head.Commit - min(after.Commit, head.Commit)
+	// Read the next page while this one is hashed, and hash a page on every
+	// core: the checks in log order that follow are cheap.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	type page struct {
+		recs []eventstore.RecordedEvent
+		err  error
+	}
+	pages := make(chan page, 2)
+	go func() {
+		defer close(pages)
+		for {
+			recs, err := store.ReadAll(ctx, after, 4096)
+			if err != nil || len(recs) == 0 {
+				if err != nil {
+					pages <- page{err: err}
+				}
+				return
+			}
+			after = recs[len(recs)-1].Position
+			select {
+			case pages <- page{recs: recs}:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	workers := runtime.GOMAXPROCS(0)
+	hashers := make([]eventHasher, workers)
+	prepared := make([]Prepared, 0, 4096)
 	var done uint64
-	for {
-		recs, err := store.ReadAll(ctx, after, 4096)
-		if err != nil {
-			return Report{}, err
+	for pg := range pages {
+		if pg.err != nil {
+			return Report{}, pg.err
 		}
-		if len(recs) == 0 {
-			break
+		recs := pg.recs
+		prepared = prepared[:len(recs)]
+		var wg sync.WaitGroup
+		chunk := (len(recs) + workers - 1) / workers
+		for w := 0; w < workers; w++ {
+			lo, hi := w*chunk, min((w+1)*chunk, len(recs))
+			if lo >= hi {
+				break
+			}
+			wg.Add(1)
+			go func(h *eventHasher) {
+				defer wg.Done()
+				for i := lo; i < hi; i++ {
+					prepared[i] = h.prepare(&recs[i])
+				}
+			}(&hashers[w])
 		}
+		wg.Wait()
 		for i := range recs {
-			if err := v.Add(&recs[i]); err != nil {
+			if err := v.AddPrepared(&recs[i], prepared[i]); err != nil {
 				return Report{}, err
 			}
 		}
-		after = recs[len(recs)-1].Position
 		done += uint64(len(recs))
 		if progress != nil {
 			progress(min(done, total), total)

@@ -173,6 +173,11 @@ func (b *bench) run(ctx context.Context) (string, error) {
 		}
 	}
 	report := b.report(fsyncs, rows)
+	sealing, err := b.sealingBench(ctx, a, srv, tokens)
+	if err != nil {
+		return "", err
+	}
+	report += sealing
 	if b.rooms.rooms > 0 {
 		roomsReport, err := b.runRooms(ctx, a, srv, b.rooms)
 		if err != nil {
