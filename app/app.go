@@ -176,7 +176,7 @@ func (a *App) RebuildViews(ctx context.Context, progress func(applied, total uin
 	if err := os.Rename(fresh, cur); err != nil {
 		return err
 	}
-	if err := syncDir(a.opts.DataDir); err != nil {
+	if err := SyncDir(a.opts.DataDir); err != nil {
 		return err
 	}
 	if err := os.RemoveAll(old); err != nil {
@@ -185,8 +185,9 @@ func (a *App) RebuildViews(ctx context.Context, progress func(applied, total uin
 	return a.openViews(cur)
 }
 
-// syncDir makes renames in dir durable.
-func syncDir(dir string) error {
+// SyncDir makes renames and new files in dir durable (the directory's own
+// fsync), and says if it cannot.
+func SyncDir(dir string) error {
 	d, err := os.Open(dir)
 	if err != nil {
 		return err
