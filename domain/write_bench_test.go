@@ -2,6 +2,8 @@ package domain_test
 
 import (
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
 	"encoding/json"
 	"fmt"
 	"runtime"
@@ -10,6 +12,7 @@ import (
 	"time"
 
 	"github.com/profilestore/profilestore/domain"
+	"github.com/profilestore/profilestore/eventstore/integrity"
 )
 
 // BenchmarkSetFieldDurable64 is the command side of a durable PUT of a
@@ -19,8 +22,12 @@ import (
 // and without hash chaining.
 func BenchmarkSetFieldDurable64(b *testing.B) {
 	store, keys := openStore(b)
-	sealer := domain.NewSealer(keys)
-	profiles := domain.NewProfileService(store, sealer, domain.DefaultPolicy)
+	putParallel(b, domain.NewProfileService(store, domain.NewSealer(keys), domain.DefaultPolicy))
+}
+
+// putParallel runs durable display-name writes at 64 concurrent clients,
+// each on its own user.
+func putParallel(b *testing.B, profiles *domain.ProfileService) {
 	ctx := context.Background()
 	var client atomic.Int64
 	b.SetParallelism(max(1, 64/runtime.GOMAXPROCS(0)))
@@ -36,4 +43,24 @@ func BenchmarkSetFieldDurable64(b *testing.B) {
 			}
 		}
 	})
+}
+
+// BenchmarkSetFieldDurable64Sealing is BenchmarkSetFieldDurable64 with the
+// seal writer off and on (a seal every 1000 events or 1 s), to run
+// interleaved with -count: the cost of sealing on the write path.
+func BenchmarkSetFieldDurable64Sealing(b *testing.B) {
+	for _, sealing := range []bool{false, true} {
+		b.Run(fmt.Sprintf("sealing=%v", sealing), func(b *testing.B) {
+			store, keys := openStore(b)
+			if sealing {
+				_, key, _ := ed25519.GenerateKey(rand.Reader)
+				ctx, cancel := context.WithCancel(context.Background())
+				done := make(chan struct{})
+				w := integrity.NewWriter(store, integrity.WriterOptions{Key: key, Interval: time.Second})
+				go func() { defer close(done); _ = w.Run(ctx) }()
+				defer func() { cancel(); <-done }()
+			}
+			putParallel(b, domain.NewProfileService(store, domain.NewSealer(keys), domain.DefaultPolicy))
+		})
+	}
 }
