@@ -370,3 +370,19 @@ func fileExists(path string) bool {
 	_, err := os.Stat(path)
 	return err == nil
 }
+
+// A webhook's URL may carry a token in its query; a failed delivery's
+// error, which is logged, does not show it.
+func TestWebhookErrorsHideTheQuery(t *testing.T) {
+	srv := httptest.NewServer(http.NotFoundHandler())
+	base := srv.URL
+	srv.Close() // nobody answers
+	sink := &alerts.WebhookSink{URL: base + "/hook?token=hunter2hunter2", Secret: "0123456789abcdef"}
+	err := sink.Deliver(context.Background(), alerts.Recorded{ID: "x", Alert: domain.Alert{Rule: domain.AlertRenameBurst, User: eve}})
+	if err == nil || strings.Contains(err.Error(), "hunter2") || !strings.Contains(err.Error(), "webhook:127.0.0.1") {
+		t.Errorf("error %v", err)
+	}
+	if strings.Contains(sink.Name(), "hunter2") {
+		t.Errorf("sink name %q", sink.Name())
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -158,7 +159,13 @@ func (h *WebhookSink) Deliver(ctx context.Context, a Recorded) error {
 	req.Header.Set("X-Profilestore-Signature", Signature(h.Secret, ts, body))
 	resp, err := client(h.Client).Do(req)
 	if err != nil {
-		return err
+		// net/http's error names the URL, query and all; the query may hold
+		// a token, and the error is logged.
+		var uerr *url.Error
+		if errors.As(err, &uerr) {
+			err = uerr.Err
+		}
+		return fmt.Errorf("post to %s: %w", h.Name(), err)
 	}
 	defer resp.Body.Close()
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))

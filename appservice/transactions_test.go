@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	psapp "github.com/profilestore/profilestore/app"
 	"github.com/profilestore/profilestore/appservice"
 	"github.com/profilestore/profilestore/domain"
 	"github.com/profilestore/profilestore/eventstore"
@@ -87,7 +88,7 @@ type mirrorService struct {
 	sealer *domain.Sealer
 	server *httptest.Server
 	ing    *appservice.Ingester
-	views  *projections.DB
+	app    *psapp.App
 }
 
 // openViews opens a view store in dir for a test server; the caller closes it.
@@ -122,17 +123,23 @@ func (ms *mirrorService) start() {
 	if ms.keys, err = bolt.OpenKeyring(filepath.Join(ms.dir, "keys.db")); err != nil {
 		t.Fatal(err)
 	}
-	ms.sealer = domain.NewSealer(ms.keys)
-	profiles := domain.NewProfileService(ms.store, ms.sealer, domain.DefaultPolicy)
-	rooms := domain.NewRoomService(ms.store, ms.sealer, domain.DefaultPolicy, profiles)
-	mirror := appservice.NewMirror(appservice.MirrorOptions{Registration: ms.reg, Profiles: profiles, Rooms: rooms,
+	// The whole service, wired as the command wires it, with its views
+	// following the log.
+	if ms.app, err = psapp.New(ms.store, ms.keys, psapp.Options{DataDir: ms.dir, Logger: quietLogger(),
+		ViewStore: viewstore.PebbleOptions{CacheBytes: 8 << 20, MemTableBytes: 4 << 20}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := ms.app.Runner.Start(context.Background(), nil); err != nil {
+		t.Fatal(err)
+	}
+	ms.sealer = ms.app.Sealer
+	mirror := appservice.NewMirror(appservice.MirrorOptions{Registration: ms.reg, Profiles: ms.app.Profiles, Rooms: ms.app.Rooms,
 		Homeserver: appservice.NewHomeserverProfiles(ms.hs.URL, ms.reg.ASToken, nil, time.Minute), Logger: quietLogger()})
 	ms.ing = appservice.NewIngester(appservice.IngesterOptions{Registration: ms.reg, Store: ms.store, Mirror: mirror,
 		MaxTransactionBytes: 1 << 20, Logger: quietLogger()})
-	ms.views = openViews(ms.t, ms.dir)
-	srv := pshttp.NewServer(pshttp.Config{Store: ms.store, Profiles: profiles, ProfileView: projections.NewProfiles(ms.views, 0),
-		Appservice: ms.ing, Logger: quietLogger(), Collectors: ms.ing.Collectors()})
-	ms.server = httptest.NewServer(srv.Handler())
+	cfg := ms.app.ServerConfig()
+	cfg.Appservice, cfg.Logger, cfg.Collectors = ms.ing, quietLogger(), append(cfg.Collectors, ms.ing.Collectors()...)
+	ms.server = httptest.NewServer(pshttp.NewServer(cfg).Handler())
 }
 
 func (ms *mirrorService) stop() {
@@ -140,9 +147,7 @@ func (ms *mirrorService) stop() {
 		return
 	}
 	ms.server.Close()
-	ms.views.Close()
-	ms.keys.Close()
-	ms.store.Close()
+	ms.app.Close()
 	ms.server = nil
 }
 

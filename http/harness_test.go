@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	psapp "github.com/profilestore/profilestore/app"
 	"github.com/profilestore/profilestore/domain"
 	"github.com/profilestore/profilestore/eventstore"
 	"github.com/profilestore/profilestore/eventstore/bolt"
@@ -43,15 +44,8 @@ type testService struct {
 // Stop shuts the service down, as a restart would; it is safe to call twice.
 func (ts *testService) Stop() { ts.once.Do(ts.stop) }
 
-// serviceOption changes the server's configuration before it is built. An
-// option that sets Profiles (withWritePolicy) also decides the room
-// service's and the eraser's policy: they are built from it.
+// serviceOption changes the server's configuration before it is built.
 type serviceOption func(*pshttp.Config)
-
-// withWritePolicy serves under policy instead of domain.DefaultPolicy.
-func withWritePolicy(policy domain.WritePolicy) serviceOption {
-	return func(c *pshttp.Config) { c.Profiles = domain.NewProfileService(c.Store, c.Sealer, policy) }
-}
 
 func newTestService(t testing.TB, opts ...serviceOption) *testService {
 	t.Helper()
@@ -60,6 +54,13 @@ func newTestService(t testing.TB, opts ...serviceOption) *testService {
 
 // newTestServiceIn serves the data directory dir (to test restarts).
 func newTestServiceIn(t testing.TB, dir string, opts ...serviceOption) *testService {
+	t.Helper()
+	return newTestServiceWith(t, dir, domain.DefaultPolicy, opts...)
+}
+
+// newTestServiceWith serves dir under a write policy of the test's, wired
+// as the command wires it (package app).
+func newTestServiceWith(t testing.TB, dir string, policy domain.WritePolicy, opts ...serviceOption) *testService {
 	t.Helper()
 	store, err := bolt.Open(filepath.Join(dir, "events.db"), bolt.Options{})
 	if err != nil {
@@ -71,19 +72,17 @@ func newTestServiceIn(t testing.TB, dir string, opts ...serviceOption) *testServ
 	}
 	log := logrus.New()
 	log.SetOutput(io.Discard)
-	sealer := domain.NewSealer(keys)
-	db, _, err := projections.OpenDB(filepath.Join(dir, "views"), viewstore.PebbleOptions{CacheBytes: 8 << 20, MemTableBytes: 4 << 20})
+	a, err := psapp.New(store, keys, psapp.Options{DataDir: dir, Policy: &policy, Logger: log,
+		ViewStore: viewstore.PebbleOptions{CacheBytes: 8 << 20, MemTableBytes: 4 << 20}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	views, roomViews := projections.NewProfiles(db, 0), projections.NewRooms(db, 0)
-	names, stats := projections.NewNameIndex(db), projections.NewActivity(db)
-	runner := projections.NewRunner(projections.Options{Store: store, Sealer: sealer, DB: db, Views: []projections.View{views}, Deferred: []projections.View{roomViews, names, stats}, Logger: log})
-	if err := runner.Start(context.Background(), nil); err != nil {
+	if err := a.Runner.Start(context.Background(), nil); err != nil {
 		t.Fatal(err)
 	}
 	tokensPath := filepath.Join(dir, "tokens.yaml")
-	ts := &testService{t: t, dir: dir, store: store, db: db, views: views, names: names, stats: stats, sealer: sealer, runner: runner, tokens: map[domain.UserID]string{}}
+	ts := &testService{t: t, dir: dir, db: a.ViewStore(), store: store, views: a.ProfileView, names: a.Names, stats: a.Activity,
+		sealer: a.Sealer, runner: a.Runner, tokens: map[domain.UserID]string{}}
 	for _, u := range []struct {
 		id    domain.UserID
 		admin bool
@@ -98,28 +97,18 @@ func newTestServiceIn(t testing.TB, dir string, opts ...serviceOption) *testServ
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := pshttp.Config{
-		Store: store, Runner: runner, ProfileView: views, Names: names, Stats: stats, Sealer: sealer,
-		Auth: auth, Logger: log, WriteRate: 1000, WriteBurst: 1000, RoomView: roomViews,
-	}
+	cfg := a.ServerConfig()
+	cfg.Auth, cfg.Logger, cfg.WriteRate, cfg.WriteBurst = auth, log, 1000, 1000
 	for _, o := range opts {
 		o(&cfg)
 	}
-	if cfg.Profiles == nil {
-		cfg.Profiles = domain.NewProfileService(store, sealer, domain.DefaultPolicy)
-	}
-	cfg.Eraser = domain.NewEraser(keys, sealer, cfg.Profiles)
-	cfg.RoomService = domain.NewRoomService(store, sealer, cfg.Profiles.Policy(), cfg.Profiles)
 	srv := pshttp.NewServer(cfg)
 	ts.server = httptest.NewServer(srv.Handler())
 	ts.URL = ts.server.URL
 	ts.stop = func() {
 		srv.Close() // ends change feeds
 		ts.server.Close()
-		runner.Close()
-		db.Close()
-		keys.Close()
-		store.Close()
+		a.Close()
 	}
 	t.Cleanup(ts.Stop)
 	return ts

@@ -150,7 +150,7 @@ func assertJSONEqual(t *testing.T, got []byte, want string) {
 }
 
 func TestProfileFieldsCapabilityDisabled(t *testing.T) {
-	ts := newTestService(t, withWritePolicy(domain.WritePolicy{Limits: domain.DefaultLimits, Fields: domain.ProfileFields{Disabled: true}}))
+	ts := newTestServiceWith(t, t.TempDir(), domain.WritePolicy{Limits: domain.DefaultLimits, Fields: domain.ProfileFields{Disabled: true}})
 	A := ts.tokens[alice]
 	r := ts.do("PUT", "/_matrix/client/v3/profile/@alice:example.com/displayname", A, `{"displayname":"X"}`)
 	if r.Status != 403 || r.errcode(t) != "M_FORBIDDEN" {

@@ -2,6 +2,7 @@ package projections
 
 import (
 	"bytes"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -95,4 +96,35 @@ func FileHolding(t testing.TB, d *DB, marker string) string {
 		t.Fatal(err)
 	}
 	return found
+}
+
+// Diff compares two view stores key by key and describes the first
+// difference, or returns "".
+func Diff(t testing.TB, a, b *DB) string {
+	t.Helper()
+	type kv struct{ k, v []byte }
+	all := func(d *DB) []kv {
+		var out []kv
+		if err := d.store.Scan(nil, nil, false, func(k, v []byte) bool {
+			out = append(out, kv{bytes.Clone(k), bytes.Clone(v)})
+			return true
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	x, y := all(a), all(b)
+	for i := 0; i < len(x) || i < len(y); i++ {
+		switch {
+		case i >= len(x):
+			return fmt.Sprintf("only the second has %q", y[i].k)
+		case i >= len(y):
+			return fmt.Sprintf("only the first has %q", x[i].k)
+		case !bytes.Equal(x[i].k, y[i].k):
+			return fmt.Sprintf("key %d: %q vs %q", i, x[i].k, y[i].k)
+		case !bytes.Equal(x[i].v, y[i].v):
+			return fmt.Sprintf("at %q: %x vs %x", x[i].k, x[i].v, y[i].v)
+		}
+	}
+	return ""
 }

@@ -48,7 +48,10 @@ type Options struct {
 	// BatchEvents bounds the events one transaction applies while catching
 	// up (default 4096).
 	BatchEvents int
-	Logger      logrus.FieldLogger
+	// SyncInterval is how often live applying makes the view store durable
+	// (default 10 s): what a crash can lose, and a restart catch up on.
+	SyncInterval time.Duration
+	Logger       logrus.FieldLogger
 	// OnApply, if set, is called after each applied event (metrics).
 	OnApply func(e *domain.Event)
 }
@@ -86,6 +89,9 @@ type deferredItem struct {
 func NewRunner(opts Options) *Runner {
 	if opts.BatchEvents <= 0 {
 		opts.BatchEvents = 4096
+	}
+	if opts.SyncInterval <= 0 {
+		opts.SyncInterval = 10 * time.Second
 	}
 	log := opts.Logger
 	if log == nil {
@@ -273,6 +279,7 @@ func ApplyEvents(db *DB, views []View, events ...*domain.Event) error {
 func (r *Runner) runDeferred() {
 	defer close(r.deferredDone)
 	var events []*domain.Event
+	lastSync := time.Now()
 	for {
 		item, ok := <-r.deferred
 		if !ok {
@@ -302,6 +309,12 @@ func (r *Runner) runDeferred() {
 			for range r.deferred {
 			}
 			return
+		}
+		if time.Since(lastSync) >= r.opts.SyncInterval {
+			lastSync = time.Now()
+			if err := r.opts.DB.store.Sync(); err != nil {
+				r.log.WithError(err).Warn("projections: making the view store durable failed")
+			}
 		}
 	}
 }

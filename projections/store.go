@@ -95,6 +95,15 @@ func (d *DB) Close() error {
 // memory tables to its files).
 func (d *DB) Sync() error { return d.store.Sync() }
 
+// DiskBytes is the size of the view store's files (0 when the engine
+// cannot tell).
+func (d *DB) DiskBytes() uint64 {
+	if s, ok := d.store.(interface{ DiskBytes() uint64 }); ok {
+		return s.DiskBytes()
+	}
+	return 0
+}
+
 // Checkpoint returns the position of the last event every view applied.
 func (d *DB) Checkpoint() (eventstore.Position, error) {
 	v, ok, err := d.store.Get(keyCheckpoint)

@@ -100,9 +100,9 @@ func (a *app) withAlerts(cfg *pshttp.Config) (*alerting, error) {
 	}
 	metrics := alerts.NewMetrics()
 	cfg.Collectors = append(cfg.Collectors, metrics.Collectors()...)
-	box := alerts.NewOutbox(alerts.OutboxOptions{Store: a.store, Sealer: a.sealer, Sinks: sinks,
+	box := alerts.NewOutbox(alerts.OutboxOptions{Store: a.Store, Sealer: a.Sealer, Sinks: sinks,
 		Checkpoint: filepath.Join(a.cfg.DataDir, "alerts-delivered.json"), Metrics: metrics, Logger: a.log})
-	w := alerts.NewWatcher(alerts.WatcherOptions{Store: a.store, Sealer: a.sealer, Rooms: a.roomView, Views: a.runner, Config: ac.AlertConfig,
+	w := alerts.NewWatcher(alerts.WatcherOptions{Store: a.Store, Sealer: a.Sealer, Rooms: a.RoomView, Views: a.Runner, Config: ac.AlertConfig,
 		Checkpoint: filepath.Join(a.cfg.DataDir, "alerts-watched.json"), Raised: box.Wake, Metrics: metrics, Logger: a.log,
 		MaxRoomsPerRename: ac.MaxRoomsPerRename})
 	return &alerting{watcher: w, outbox: box}, nil

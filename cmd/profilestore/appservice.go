@@ -88,8 +88,8 @@ func (a *app) withAppservice(cfg *pshttp.Config) error {
 	if hsURL != "" {
 		hs = appservice.NewHomeserverProfiles(hsURL, reg.ASToken, nil, ac.ProfileCacheTTL)
 	}
-	mirror := appservice.NewMirror(appservice.MirrorOptions{Registration: reg, Profiles: a.profiles, Rooms: a.rooms, Homeserver: hs, Logger: a.log})
-	ing := appservice.NewIngester(appservice.IngesterOptions{Registration: reg, Store: a.store, Mirror: mirror,
+	mirror := appservice.NewMirror(appservice.MirrorOptions{Registration: reg, Profiles: a.Profiles, Rooms: a.Rooms, Homeserver: hs, Logger: a.log})
+	ing := appservice.NewIngester(appservice.IngesterOptions{Registration: reg, Store: a.Store, Mirror: mirror,
 		MaxTransactionBytes: ac.MaxTransactionBytes, Logger: a.log})
 	cfg.Appservice = ing
 	cfg.Collectors = append(cfg.Collectors, ing.Collectors()...)

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"time"
 
+	psapp "github.com/profilestore/profilestore/app"
 	"github.com/profilestore/profilestore/eventstore/bolt"
 	"github.com/sirupsen/logrus"
 	"github.com/spf13/cobra"
@@ -82,7 +83,7 @@ func startControl(a *app, store *bolt.Store, keys *bolt.Keyring) (*control, erro
 		}
 		w.Header().Set("Trailer", trailerError)
 		w.Header().Set("Content-Type", "application/x-ndjson")
-		n, err := exportLog(r.Context(), a.store, b, w, nil)
+		n, err := exportLog(r.Context(), a.Store, b, w, nil)
 		if err != nil {
 			w.Header().Set(trailerError, err.Error())
 			return
@@ -259,7 +260,7 @@ func takeBackup(ctx context.Context, cfg Config, log *logrus.Logger, dest string
 	}); err != nil {
 		return m, err
 	}
-	return m, syncDir(dest)
+	return m, psapp.SyncDir(dest)
 }
 
 // writeFileFrom writes path through a temporary file, synced and renamed,
@@ -283,16 +284,6 @@ func writeFileFrom(path string, fill func(io.Writer) (int64, error)) error {
 		return err
 	}
 	return os.Rename(tmp, path)
-}
-
-// syncDir makes renames in dir durable, and says if it cannot.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
 
 // remoteExport runs an export on the server running on dataDir.

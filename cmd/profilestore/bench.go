@@ -27,8 +27,8 @@ func benchCommand(load loader) *cobra.Command {
 				return nil, err
 			}
 			return &bench.App{
-				Store: a.store, Profiles: a.profiles, Rooms: a.rooms, Runner: a.runner,
-				Views: a.views, RoomViews: a.roomView, TokensFile: a.cfg.Auth.TokensFile,
+				Store: a.Store, Profiles: a.Profiles, Rooms: a.Rooms, Runner: a.Runner,
+				Views: a.ProfileView, RoomViews: a.RoomView, TokensFile: a.cfg.Auth.TokensFile,
 				Server: func() (*pshttp.Server, error) {
 					auth, err := a.authenticator()
 					if err != nil {

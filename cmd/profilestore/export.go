@@ -123,7 +123,7 @@ on a terminal.`,
 				// A server runs on the data directory: it exports for us.
 				err = remoteExport(ctx, cfg.DataDir, from, to, since, until, w)
 			} else {
-				n, err = exportLog(ctx, a.store, b, w, progressReporter("exporting"))
+				n, err = exportLog(ctx, a.Store, b, w, progressReporter("exporting"))
 			}
 			if err != nil {
 				return err

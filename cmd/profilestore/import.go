@@ -187,12 +187,12 @@ otherwise; --allow-unreadable imports such values anyway, unreadable.`,
 				return err
 			}
 			defer a.close()
-			if head, err := a.store.Head(ctx); err != nil {
+			if head, err := a.Store.Head(ctx); err != nil {
 				return err
 			} else if !head.IsStart() {
 				return errors.New("import: the store is not empty; import into a new data directory")
 			}
-			bad, err := checkExportKeys(ctx, in, a.keyring)
+			bad, err := checkExportKeys(ctx, in, a.Keyring)
 			if err != nil {
 				return err
 			}
@@ -210,17 +210,17 @@ otherwise; --allow-unreadable imports such values anyway, unreadable.`,
 			if _, err := in.Seek(0, io.SeekStart); err != nil {
 				return err
 			}
-			n, err := importLog(ctx, a.store, in)
+			n, err := importLog(ctx, a.Store, in)
 			if err != nil {
 				return err
 			}
-			if err := a.runner.Rebuild(ctx, progressReporter("building projections")); err != nil {
+			if err := a.Runner.Rebuild(ctx, progressReporter("building projections")); err != nil {
 				return err
 			}
 			if bad.values > 0 {
 				fmt.Fprintf(cmd.ErrOrStderr(), "imported with --allow-unreadable: %s\n", bad)
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "imported %d events; views at position %s\n", n, a.runner.Checkpoint())
+			fmt.Fprintf(cmd.OutOrStdout(), "imported %d events; views at position %s\n", n, a.Runner.Checkpoint())
 			return nil
 		},
 	}

@@ -41,7 +41,7 @@ func seed(t *testing.T, a *app) {
 	ctx := context.Background()
 	set := func(u domain.UserID, name string) eventstore.Position {
 		v, _ := json.Marshal(name)
-		res, err := a.profiles.SetField(ctx, domain.SetField{User: u, Actor: domain.ServerActor, Key: "displayname", Value: v, Meta: domain.Metadata{OccurredAt: time.Now()}}, nil)
+		res, err := a.Profiles.SetField(ctx, domain.SetField{User: u, Actor: domain.ServerActor, Key: "displayname", Value: v, Meta: domain.Metadata{OccurredAt: time.Now()}}, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -49,11 +49,11 @@ func seed(t *testing.T, a *app) {
 	}
 	raw := func(e domain.Event) {
 		e.Meta.OccurredAt = time.Now()
-		data, err := domain.Encode(ctx, a.sealer, &e)
+		data, err := domain.Encode(ctx, a.Sealer, &e)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := a.store.Append(ctx, e.Stream(), eventstore.Any, []eventstore.EventData{data}); err != nil {
+		if _, err := a.Store.Append(ctx, e.Stream(), eventstore.Any, []eventstore.EventData{data}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -64,7 +64,7 @@ func seed(t *testing.T, a *app) {
 	raw(domain.Event{Type: domain.TypeMemberJoined, Room: "!r:example.com", User: "@admin:example.com", DisplayName: &name})
 	raw(domain.Event{Type: domain.TypeEntryHidden, User: "@bob:example.com", Hidden: dead})
 	set("@carol:example.com", "Carol Erased")
-	if _, err := a.eraser.Erase(ctx, domain.EraseProfile{User: "@carol:example.com", Actor: domain.ServerActor, Meta: domain.Metadata{OccurredAt: time.Now()}}); err != nil {
+	if _, err := a.Eraser.Erase(ctx, domain.EraseProfile{User: "@carol:example.com", Actor: domain.ServerActor, Meta: domain.Metadata{OccurredAt: time.Now()}}); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -79,17 +79,17 @@ type viewDigest struct {
 
 func digest(t *testing.T, a *app) viewDigest {
 	t.Helper()
-	if err := a.rebuildViews(context.Background(), nil); err != nil {
+	if err := a.RebuildViews(context.Background(), nil); err != nil {
 		t.Fatal(err)
 	}
 	d := viewDigest{Profiles: map[domain.UserID]domain.Profile{}}
 	for _, u := range []domain.UserID{"@admin:example.com", "@bob:example.com", "@carol:example.com"} {
-		d.Profiles[u] = a.views.Get(u).Profile
+		d.Profiles[u] = a.ProfileView.Get(u).Profile
 	}
-	d.Names, _ = a.names.Search("admin", 100, nil)
-	d.Bob = a.names.UserNames("@bob:example.com", nil)
+	d.Names, _ = a.Names.Search("admin", 100, nil)
+	d.Bob = a.Names.UserNames("@bob:example.com", nil)
 	now := time.Now()
-	d.Stats = a.stats.Report(now.AddDate(0, 0, -1), now, 10)
+	d.Stats = a.Activity.Report(now.AddDate(0, 0, -1), now, 10)
 	return d
 }
 
@@ -98,7 +98,7 @@ func TestExportImportReproducesViews(t *testing.T) {
 	a := testApp(t, src)
 	seed(t, a)
 	var export bytes.Buffer
-	n, err := exportLog(context.Background(), a.store, exportBounds{}, &export, nil)
+	n, err := exportLog(context.Background(), a.Store, exportBounds{}, &export, nil)
 	if err != nil || n != 7 {
 		t.Fatalf("export: %d %v", n, err)
 	}
@@ -122,10 +122,10 @@ func TestExportImportReproducesViews(t *testing.T) {
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("views differ after import:\n got %+v\nwant %+v", got, want)
 	}
-	if names := b.names.UserNames("@bob:example.com", nil); len(names) != 2 || !names[0].Hidden {
+	if names := b.Names.UserNames("@bob:example.com", nil); len(names) != 2 || !names[0].Hidden {
 		t.Errorf("the hidden entry did not survive the import: %+v", names)
 	}
-	if _, err := importLog(context.Background(), b.store, bytes.NewReader(export.Bytes())); err == nil {
+	if _, err := importLog(context.Background(), b.Store, bytes.NewReader(export.Bytes())); err == nil {
 		t.Error("import into a non-empty store accepted")
 	}
 }
@@ -135,7 +135,7 @@ func TestExportBounds(t *testing.T) {
 	defer a.close()
 	seed(t, a)
 	count := func(b exportBounds) uint64 {
-		n, err := exportLog(context.Background(), a.store, b, io.Discard, nil)
+		n, err := exportLog(context.Background(), a.Store, b, io.Discard, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -167,7 +167,7 @@ func TestImportRejectsBadInput(t *testing.T) {
 		"line over limit": `{"stream":"` + strings.Repeat("x", maxImportLine) + `"}` + "\n",
 	} {
 		a := testApp(t, t.TempDir())
-		if _, err := importLog(context.Background(), a.store, strings.NewReader(input)); err == nil {
+		if _, err := importLog(context.Background(), a.Store, strings.NewReader(input)); err == nil {
 			t.Errorf("%s: accepted", name)
 		}
 		a.close()

@@ -105,7 +105,7 @@ func (a *app) sealWriter() (*integrity.Writer, error) {
 	if err != nil {
 		return nil, err
 	}
-	return integrity.NewWriter(a.store, integrity.WriterOptions{Key: key, Every: a.cfg.Integrity.SealEvery,
+	return integrity.NewWriter(a.Store, integrity.WriterOptions{Key: key, Every: a.cfg.Integrity.SealEvery,
 		Interval: a.cfg.Integrity.SealInterval, Logger: a.log}), nil
 }
 
@@ -248,7 +248,7 @@ the configured signing key's public key, integrity.trusted_keys and every
 					return err
 				}
 				defer a.close()
-				r, err = integrity.VerifyStore(ctx, a.store, keys, since, witness, integrity.Progress(progressReporter("verifying")))
+				r, err = integrity.VerifyStore(ctx, a.Store, keys, since, witness, integrity.Progress(progressReporter("verifying")))
 			}
 			if err != nil {
 				return err

@@ -81,7 +81,7 @@ func TestVerifyExportAndReimport(t *testing.T) {
 	}
 	for i := 0; i < 3; i++ {
 		v, _ := json.Marshal(fmt.Sprintf("Later name %d", i))
-		if _, err := a.profiles.SetField(ctx, domain.SetField{User: "@bob:example.com", Actor: domain.ServerActor, Key: "displayname", Value: v,
+		if _, err := a.Profiles.SetField(ctx, domain.SetField{User: "@bob:example.com", Actor: domain.ServerActor, Key: "displayname", Value: v,
 			Meta: domain.Metadata{OccurredAt: time.Now()}}, nil); err != nil {
 			t.Fatal(err)
 		}
@@ -89,12 +89,12 @@ func TestVerifyExportAndReimport(t *testing.T) {
 	if _, err := a.seals.SealNow(ctx); err != nil {
 		t.Fatal(err)
 	}
-	want, err := integrity.VerifyStore(ctx, a.store, a.checker.Keys(), 0, nil, nil)
+	want, err := integrity.VerifyStore(ctx, a.Store, a.checker.Keys(), 0, nil, nil)
 	if err != nil || !want.OK() || want.LastSeal == nil || want.LastSeal.Seq != 2 {
 		t.Fatalf("source: %+v %v", want, err)
 	}
 	var export bytes.Buffer
-	if _, err := exportLog(ctx, a.store, exportBounds{}, &export, nil); err != nil {
+	if _, err := exportLog(ctx, a.Store, exportBounds{}, &export, nil); err != nil {
 		t.Fatal(err)
 	}
 	a.close()
@@ -114,7 +114,7 @@ func TestVerifyExportAndReimport(t *testing.T) {
 		t.Fatal(err)
 	}
 	b := testApp(t, dst)
-	got, err := integrity.VerifyStore(ctx, b.store, a.checker.Keys(), 0, nil, nil)
+	got, err := integrity.VerifyStore(ctx, b.Store, a.checker.Keys(), 0, nil, nil)
 	b.close()
 	if err != nil {
 		t.Fatal(err)

@@ -32,14 +32,14 @@ func BenchmarkCheckLogKeys(b *testing.B) {
 				for r := range renames {
 					v, _ := json.Marshal(fmt.Sprintf("User %d rename %d", u, r))
 					e := domain.Event{Type: domain.TypeFieldSet, User: user, Key: "displayname", Value: v, Meta: domain.Metadata{OccurredAt: time.Now()}}
-					d, err := domain.Encode(ctx, a.sealer, &e)
+					d, err := domain.Encode(ctx, a.Sealer, &e)
 					if err != nil {
 						b.Error(err)
 						return
 					}
 					batch = append(batch, d)
 				}
-				if _, err := a.store.Append(ctx, domain.ProfileStream(user), eventstore.Any, batch); err != nil {
+				if _, err := a.Store.Append(ctx, domain.ProfileStream(user), eventstore.Any, batch); err != nil {
 					b.Error(err)
 					return
 				}
@@ -53,7 +53,7 @@ func BenchmarkCheckLogKeys(b *testing.B) {
 	wg.Wait()
 	b.ResetTimer()
 	for range b.N {
-		bad, err := checkLogKeys(ctx, a.store, a.keyring)
+		bad, err := checkLogKeys(ctx, a.Store, a.Keyring)
 		if err != nil || bad.values != 0 {
 			b.Fatalf("%v %v", bad, err)
 		}

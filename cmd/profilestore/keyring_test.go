@@ -79,7 +79,7 @@ func TestRebuildRefusesUnreadableValues(t *testing.T) {
 	a := testApp(t, dir)
 	for _, name := range []string{"Dave", "David"} {
 		v, _ := json.Marshal(name)
-		if _, err := a.profiles.SetField(context.Background(), domain.SetField{User: "@dave:example.com", Actor: domain.ServerActor, Key: "displayname", Value: v,
+		if _, err := a.Profiles.SetField(context.Background(), domain.SetField{User: "@dave:example.com", Actor: domain.ServerActor, Key: "displayname", Value: v,
 			Meta: domain.Metadata{OccurredAt: time.Now()}}, nil); err != nil {
 			t.Fatal(err)
 		}

@@ -70,6 +70,22 @@ func TestServeTokenRebuildExport(t *testing.T) {
 	if err != nil || resp.StatusCode != 200 {
 		t.Fatalf("PUT: %v %v", resp, err)
 	}
+	// The view caches and the view store's size are in /metrics.
+	if resp, err := http.Get(base + "/_matrix/client/v3/profile/@alice:example.com"); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("GET profile: %v %v", resp, err)
+	}
+	resp, err = http.Get(base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{`profilestore_view_cache_entries{cache="profiles"} 1`, `profilestore_view_cache_capacity{cache="rooms"}`,
+		`profilestore_view_cache_hits_total{cache="profiles"}`, `profilestore_view_cache_misses_total{cache="rooms"}`, "profilestore_view_store_bytes "} {
+		if !strings.Contains(string(metrics), want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatalf("serve: %v", err)

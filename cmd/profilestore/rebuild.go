@@ -29,7 +29,7 @@ func rebuildCommand(load loader) *cobra.Command {
 			defer a.close()
 			// A rebuild with a keyring that cannot open the log would
 			// replace every view with erased profiles: check first.
-			bad, err := checkLogKeys(ctx, a.store, a.keyring)
+			bad, err := checkLogKeys(ctx, a.Store, a.Keyring)
 			if err != nil {
 				return err
 			}
@@ -40,11 +40,11 @@ func rebuildCommand(load loader) *cobra.Command {
 				fmt.Fprintf(cmd.ErrOrStderr(), "rebuilding with --allow-unreadable: %s\n", bad)
 			}
 			start := time.Now()
-			if err := a.rebuildViews(ctx, progressReporter("rebuilding the views")); err != nil {
+			if err := a.RebuildViews(ctx, progressReporter("rebuilding the views")); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "rebuilt projections to position %s in %s (%d profiles)\n",
-				a.runner.Checkpoint(), time.Since(start).Round(time.Millisecond), a.views.Len())
+				a.Runner.Checkpoint(), time.Since(start).Round(time.Millisecond), a.ProfileView.Len())
 			return nil
 		},
 	}

@@ -31,30 +31,30 @@ func serveCommand(load loader) *cobra.Command {
 				return err
 			}
 			defer a.close()
-			if store, ok := a.store.(*bolt.Store); ok {
+			if store, ok := a.Store.(*bolt.Store); ok {
 				// Without the socket the service still runs; only backup
 				// and export must then wait for it to stop.
-				if ctl, err := startControl(a, store, a.keyring.(*bolt.Keyring)); err != nil {
+				if ctl, err := startControl(a, store, a.Keyring.(*bolt.Keyring)); err != nil {
 					log.WithError(err).Warn("backup and export are unavailable while this server runs")
 				} else {
 					defer ctl.Close()
 				}
 			}
-			if err := a.runner.Start(ctx, progressReporter("catching up projections")); err != nil {
+			if err := a.Runner.Start(ctx, progressReporter("catching up projections")); err != nil {
 				return err
 			}
 			auth, err := a.authenticator()
 			if err != nil {
-				a.runner.Close()
+				a.Runner.Close()
 				return err
 			}
 			srv, err := a.server(auth)
 			if err != nil {
-				a.runner.Close()
+				a.Runner.Close()
 				return err
 			}
 			if err := srv.Open(); err != nil {
-				a.runner.Close()
+				a.Runner.Close()
 				return err
 			}
 			if a.seals != nil {
@@ -68,7 +68,7 @@ func serveCommand(load loader) *cobra.Command {
 			log.Info("shutting down")
 			srv.Close()
 			a.alerts.wait()
-			return a.runner.Close()
+			return a.Runner.Close()
 		},
 	}
 }

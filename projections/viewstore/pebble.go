@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/sstable"
 )
 
 // Pebble is a Store on github.com/cockroachdb/pebble/v2, an LSM tree.
@@ -47,11 +48,28 @@ func OpenPebble(dir string, o PebbleOptions) (*Pebble, error) {
 		MemTableStopWritesThreshold: 4,
 		Logger:                      quietLogger{},
 	}
+	// Tables are not compressed: a compressed block can hold a name as
+	// back-references to other bytes, which a scan for leftover plaintext
+	// after an erasure would not see; the values are small varint records
+	// and keys are prefix-compressed anyway.
+	for i := range opts.Levels {
+		opts.Levels[i].Compression = func() *sstable.CompressionProfile { return sstable.NoCompression }
+	}
 	db, err := pebble.Open(dir, opts)
 	if err != nil {
 		return nil, fmt.Errorf("open view store %s: %w", dir, err)
 	}
 	return &Pebble{db: db, dir: dir}, nil
+}
+
+// DiskBytes is the size of the engine's files.
+func (p *Pebble) DiskBytes() uint64 {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	if p.closed {
+		return 0
+	}
+	return p.db.Metrics().DiskSpaceUsage()
 }
 
 // Dir is the store's directory.
@@ -189,6 +207,12 @@ func (p *Pebble) Purge() error {
 	if err := p.db.Flush(); err != nil {
 		return err
 	}
+	// The tables now on disk hold every value committed before the call;
+	// once compacted, each of them that is not live any more must be gone.
+	before, err := p.tables()
+	if err != nil {
+		return err
+	}
 	first, last, ok, err := p.bounds()
 	if err != nil || !ok {
 		return err
@@ -196,33 +220,48 @@ func (p *Pebble) Purge() error {
 	if err := p.db.Compact(context.Background(), first, append(last, 0), true); err != nil {
 		return err
 	}
-	return p.awaitObsoleteDeleted()
+	return p.awaitDeleted(before)
 }
 
-// awaitObsoleteDeleted waits until pebble's background cleaner has removed
-// every table file the compaction made obsolete, so that Purge answers
-// only once the old bytes are gone from the directory.
-func (p *Pebble) awaitObsoleteDeleted() error {
-	live := map[string]bool{}
+// tables lists the table files in the store's directory.
+func (p *Pebble) tables() (map[string]bool, error) {
+	names, err := os.ReadDir(p.dir)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]bool{}
+	for _, n := range names {
+		if strings.HasSuffix(n.Name(), ".sst") {
+			out[n.Name()] = true
+		}
+	}
+	return out, nil
+}
+
+// awaitDeleted waits until pebble's background cleaner has removed every
+// table of before that the compaction made obsolete, so that Purge answers
+// only once the old bytes are gone from the directory. Tables written
+// since (new writes) are not waited for.
+func (p *Pebble) awaitDeleted(before map[string]bool) error {
 	levels, err := p.db.SSTables()
 	if err != nil {
 		return err
 	}
 	for _, level := range levels {
 		for _, t := range level {
-			live[fmt.Sprintf("%06d.sst", t.FileNum)] = true
+			delete(before, fmt.Sprintf("%06d.sst", t.FileNum))
 		}
 	}
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		names, err := os.ReadDir(p.dir)
+		now, err := p.tables()
 		if err != nil {
 			return err
 		}
 		stale := ""
-		for _, n := range names {
-			if strings.HasSuffix(n.Name(), ".sst") && !live[n.Name()] {
-				stale = n.Name()
+		for name := range before {
+			if now[name] {
+				stale = name
 			}
 		}
 		if stale == "" {

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"sort"
 	"strconv"
 	"strings"
@@ -55,6 +56,7 @@ func Command(env func() (Env, error)) *cobra.Command {
 	var levels string
 	var out, dir string
 	var rb roomsBench
+	var cpuProfile string
 	cmd := &cobra.Command{
 		Use:   "bench",
 		Short: "Measure fsync, store appends, HTTP writes and reads against a no-op handler, and write docs/PERFORMANCE.md's table",
@@ -83,7 +85,7 @@ func Command(env func() (Env, error)) *cobra.Command {
 				defer os.RemoveAll(dir)
 			}
 			b := &bench{log: log, dir: dir, duration: duration, conc: conc, w: cmd.ErrOrStderr(), rooms: rb,
-				store: cfg.Store, esdbURL: cfg.ESDBURL, open: cfg.Open}
+				store: cfg.Store, esdbURL: cfg.ESDBURL, open: cfg.Open, cpuProfile: cpuProfile}
 			if b.store == "esdb" {
 				// The room and rebuild measurements build their data sets
 				// through the store; on EventStoreDB they measure the server.
@@ -109,6 +111,7 @@ func Command(env func() (Env, error)) *cobra.Command {
 	cmd.Flags().IntVar(&rb.historyEntries, "history-entries", 1_000_000, "history entries of the big room")
 	cmd.Flags().IntVar(&rb.restartUsers, "restart-users", 1_000_000, "users of the rebuild and snapshot-restart measurement (0 skips it)")
 	cmd.Flags().StringVar(&dir, "dir", "", "directory on the disk to measure (default: a temporary directory)")
+	cmd.Flags().StringVar(&cpuProfile, "cpuprofile", "", "write the server's CPU profile during the HTTP measurements to this file (go tool pprof)")
 	cmd.AddCommand(loadCommand())
 	return cmd
 }
@@ -124,6 +127,9 @@ type bench struct {
 	store   string
 	esdbURL string
 	open    func(ctx context.Context, dataDir, store string) (*App, error)
+	// cpuProfile, if set, receives the server process's CPU profile
+	// during the HTTP measurements (the loader runs apart).
+	cpuProfile string
 }
 
 func (b *bench) progress(format string, args ...any) { fmt.Fprintf(b.w, format+"\n", args...) }
@@ -156,6 +162,17 @@ func (b *bench) run(ctx context.Context) (string, error) {
 		return "", err
 	}
 	defer func() { srv.Close(); a.Runner.Close(); a.Close() }()
+	if b.cpuProfile != "" {
+		f, err := os.Create(b.cpuProfile)
+		if err != nil {
+			return "", err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return "", err
+		}
+		defer pprof.StopCPUProfile()
+	}
 	for _, c := range b.conc {
 		for _, l := range []loadSpec{
 			{Name: rowNoop, Scenario: scenarioNoop, URL: noop.url},
