@@ -29,12 +29,12 @@ func BenchmarkSetFieldDurable64OneUser(b *testing.B) { benchmarkSetField64(b, tr
 
 func benchmarkSetField64(b *testing.B, oneUser bool) {
 	store, keys := openStore(b)
-	putParallel(b, domain.NewProfileService(store, domain.NewSealer(keys), domain.DefaultPolicy))
+	putParallel(b, domain.NewProfileService(store, domain.NewSealer(keys), domain.DefaultPolicy), oneUser)
 }
 
 // putParallel runs durable display-name writes at 64 concurrent clients,
-// each on its own user.
-func putParallel(b *testing.B, profiles *domain.ProfileService) {
+// each on its own user, or all on one.
+func putParallel(b *testing.B, profiles *domain.ProfileService, oneUser bool) {
 	ctx := context.Background()
 	var client atomic.Int64
 	b.SetParallelism(max(1, 64/runtime.GOMAXPROCS(0)))
@@ -57,21 +57,24 @@ func putParallel(b *testing.B, profiles *domain.ProfileService) {
 }
 
 // BenchmarkSetFieldDurable64Sealing is BenchmarkSetFieldDurable64 with the
-// seal writer off and on (a seal every 1000 events or 1 s), to run
-// interleaved with -count: the cost of sealing on the write path.
+// seal writer off and on (a seal every 1000 events or 1 s): the cost of
+// sealing beside the write path.
 func BenchmarkSetFieldDurable64Sealing(b *testing.B) {
 	for _, sealing := range []bool{false, true} {
 		b.Run(fmt.Sprintf("sealing=%v", sealing), func(b *testing.B) {
 			store, keys := openStore(b)
 			if sealing {
-				_, key, _ := ed25519.GenerateKey(rand.Reader)
+				_, key, err := ed25519.GenerateKey(rand.Reader)
+				if err != nil {
+					b.Fatal(err)
+				}
 				ctx, cancel := context.WithCancel(context.Background())
 				done := make(chan struct{})
 				w := integrity.NewWriter(store, integrity.WriterOptions{Key: key, Interval: time.Second})
 				go func() { defer close(done); _ = w.Run(ctx) }()
 				defer func() { cancel(); <-done }()
 			}
-			putParallel(b, domain.NewProfileService(store, domain.NewSealer(keys), domain.DefaultPolicy))
+			putParallel(b, domain.NewProfileService(store, domain.NewSealer(keys), domain.DefaultPolicy), false)
 		})
 	}
 }
