@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/profilestore/profilestore/domain"
 )
@@ -302,6 +303,9 @@ func (s *Server) handleDeleteProfileField(w http.ResponseWriter, r *http.Request
 const (
 	defaultDirectoryResults = 10
 	maxDirectoryResults     = 50
+	// maxDirectoryTermChars is a display name's own limit: no longer term
+	// can match one.
+	maxDirectoryTermChars = 256
 )
 
 type directoryResult struct {
@@ -324,6 +328,10 @@ func (s *Server) handleDirectorySearch(w http.ResponseWriter, r *http.Request) {
 	}
 	if err := json.Unmarshal(rawTerm, &term); err != nil || string(rawTerm) == "null" {
 		s.writeError(w, r, domain.Errorf(domain.ErrCodeInvalidParam, "search_term must be a string"))
+		return
+	}
+	if utf8.RuneCountInString(term) > maxDirectoryTermChars {
+		s.writeError(w, r, domain.Errorf(domain.ErrCodeInvalidParam, "search_term is longer than %d characters", maxDirectoryTermChars))
 		return
 	}
 	// limit is optional; given, it is a positive integer (null or -1 would

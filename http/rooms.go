@@ -273,6 +273,21 @@ func (s *Server) handleUserHistory(w http.ResponseWriter, r *http.Request) {
 	s.writeHistory(w, r, page)
 }
 
+// requiredString reads a required string property: absent is
+// M_MISSING_PARAM, anything but a non-empty string M_INVALID_PARAM; one of
+// names the values allowed, for the message.
+func requiredString(obj map[string]json.RawMessage, key, oneOf string) (string, error) {
+	raw, ok := obj[key]
+	if !ok {
+		return "", domain.Errorf(domain.ErrCodeMissingParam, "%s (%s) is required", key, oneOf)
+	}
+	var v string
+	if err := json.Unmarshal(raw, &v); err != nil || v == "" {
+		return "", domain.Errorf(domain.ErrCodeInvalidParam, "%s must be one of %s", key, oneOf)
+	}
+	return v, nil
+}
+
 // optionalString reads an optional string property: absent is nil, null is
 // a pointer to "" (explicitly none).
 func optionalString(obj map[string]json.RawMessage, key string) (*string, error) {
@@ -306,8 +321,8 @@ func (s *Server) handlePutMembership(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	cmd := domain.ChangeMembership{Room: room, User: user, Actor: actor(r), Meta: s.meta(r)}
-	if err := json.Unmarshal(obj["membership"], &cmd.Membership); err != nil || cmd.Membership == "" {
-		s.writeError(w, r, domain.Errorf(domain.ErrCodeMissingParam, "membership (join, invite, leave, kick, ban) is required"))
+	if cmd.Membership, err = requiredString(obj, "membership", "join, invite, leave, kick, ban"); err != nil {
+		s.writeError(w, r, err)
 		return
 	}
 	if cmd.DisplayName, err = optionalString(obj, domain.KeyDisplayName); err == nil {
@@ -403,9 +418,9 @@ func (s *Server) handlePutHistoryVisibility(w http.ResponseWriter, r *http.Reque
 		s.writeError(w, r, err)
 		return
 	}
-	var vis string
-	if err := json.Unmarshal(obj["history_visibility"], &vis); err != nil || vis == "" {
-		s.writeError(w, r, domain.Errorf(domain.ErrCodeMissingParam, "history_visibility is required"))
+	vis, err := requiredString(obj, "history_visibility", "shared, invited, joined, world_readable")
+	if err != nil {
+		s.writeError(w, r, err)
 		return
 	}
 	res, err := s.cfg.RoomService.SetHistoryVisibility(r.Context(), domain.SetHistoryVisibility{Room: room, Visibility: vis, Actor: actor(r), Meta: s.meta(r)})

@@ -284,6 +284,7 @@ func TestDirectorySearchRefusesNullAndBadLimits(t *testing.T) {
 		`{"search_term":"a","limit":null}`,
 		`{"search_term":"a","limit":1.5}`,
 		`{"search_term":"a","limit":"5"}`,
+		`{"search_term":"` + strings.Repeat("é", 257) + `"}`,
 	} {
 		t.Run(body, func(t *testing.T) {
 			r := ts.do("POST", "/_matrix/client/v3/user_directory/search", ts.tokens[alice], body)
@@ -294,6 +295,9 @@ func TestDirectorySearchRefusesNullAndBadLimits(t *testing.T) {
 	}
 	if r := ts.do("POST", "/_matrix/client/v3/user_directory/search", ts.tokens[alice], `{"search_term":"a","limit":1000}`); r.Status != 200 {
 		t.Errorf("a large limit: %d %s", r.Status, r.Body)
+	}
+	if r := ts.do("POST", "/_matrix/client/v3/user_directory/search", ts.tokens[alice], `{"search_term":"`+strings.Repeat("é", 256)+`"}`); r.Status != 200 {
+		t.Errorf("a 256-character term: %d %s", r.Status, r.Body)
 	}
 }
 
@@ -338,6 +342,11 @@ func TestBodiesAndHeadersAreNotSilentlyChanged(t *testing.T) {
 		{"parameter twice", "PUT", dn + "?propagate_to=all&propagate_to=none", `{"displayname":"x"}`, nil, 400, "M_INVALID_PARAM"},
 		{"Idempotency-Key over 255 bytes", "PUT", dn, `{"displayname":"x"}`, []string{"Idempotency-Key", strings.Repeat("k", 256)}, 400, "M_INVALID_PARAM"},
 		{"null kick level", "PUT", v1 + "/power_levels", `{"kick":null}`, nil, 400, "M_INVALID_PARAM"},
+		{"membership not a string", "PUT", v1 + "/members/" + string(bob), `{"membership":1}`, nil, 400, "M_INVALID_PARAM"},
+		{"membership null", "PUT", v1 + "/members/" + string(bob), `{"membership":null}`, nil, 400, "M_INVALID_PARAM"},
+		{"membership absent", "PUT", v1 + "/members/" + string(bob), `{}`, nil, 400, "M_MISSING_PARAM"},
+		{"history_visibility not a string", "PUT", v1 + "/history_visibility", `{"history_visibility":["joined"]}`, nil, 400, "M_INVALID_PARAM"},
+		{"history_visibility absent", "PUT", v1 + "/history_visibility", `{}`, nil, 400, "M_MISSING_PARAM"},
 		{"null users", "PUT", v1 + "/power_levels", `{"users":null}`, nil, 400, "M_INVALID_PARAM"},
 	}
 	for _, c := range cases {
