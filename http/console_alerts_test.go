@@ -93,7 +93,7 @@ func TestConsoleAlertsPages(t *testing.T) {
 		t.Fatalf("no link to older alerts")
 	}
 	_, body, _ = ts.consoleGet(strings.ReplaceAll(older, "&amp;", "&"), adm)
-	if n := strings.Count(body, "Rename burst"); n != 2 || !strings.Contains(body, "position 101 ") || !strings.Contains(body, "position 100 ") || strings.Contains(body, "Older alerts") {
+	if n := strings.Count(body, "Rename burst"); n != 2 || !strings.Contains(body, "position 101,") || !strings.Contains(body, "position 100,") || strings.Contains(body, "Older alerts") {
 		t.Errorf("second page: %d alerts: %s", n, body)
 	}
 }
