@@ -26,6 +26,7 @@ import (
 type NameIndex struct {
 	db           *DB
 	count, added int64
+	dirty        bool
 }
 
 const (
@@ -61,11 +62,22 @@ func NewNameIndex(db *DB) *NameIndex {
 // Name identifies the view in logs and metrics.
 func (v *NameIndex) Name() string { return "names" }
 
+// Flush writes the count of uses, if the transaction changed it.
+func (v *NameIndex) Flush(tx viewstore.Txn) error {
+	if !v.dirty {
+		return nil
+	}
+	v.dirty = false
+	var w enc
+	w.uint(uint64(max(v.count+v.added, 0)))
+	return tx.Set(keyNamesCount, w.b)
+}
+
 // Committed publishes the count of the committed transaction.
 func (v *NameIndex) Committed() { v.count, v.added = v.count+v.added, 0 }
 
 // Aborted drops the open transaction's count.
-func (v *NameIndex) Aborted() { v.added = 0 }
+func (v *NameIndex) Aborted() { v.added, v.dirty = 0, false }
 
 func encodeUse(u NameUse) []byte {
 	var w enc
@@ -127,13 +139,8 @@ func (v *NameIndex) Apply(tx viewstore.Txn, e *domain.Event) error {
 		return err
 	}
 	v.added++
-	return v.putCount(tx)
-}
-
-func (v *NameIndex) putCount(tx viewstore.Txn) error {
-	var w enc
-	w.uint(uint64(max(v.count+v.added, 0)))
-	return tx.Set(keyNamesCount, w.b)
+	v.dirty = true
+	return nil
 }
 
 // displayNameOf returns the display name an event gives its user.
@@ -197,7 +204,8 @@ func (v *NameIndex) forget(tx viewstore.Txn, user domain.UserID) error {
 		}
 	}
 	v.added -= int64(uses)
-	return v.putCount(tx)
+	v.dirty = true
+	return nil
 }
 
 // uses calls fn for each use of the user, in log order, until it returns false.

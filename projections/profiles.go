@@ -216,15 +216,17 @@ func (v *Profiles) Apply(tx viewstore.Txn, e *domain.Event) error {
 		}
 		entry.indexed = words
 	}
-	if err := tx.Set(keyOf(prefixProfile, string(e.User)), encodeProfile(entry)); err != nil {
-		return err
+	return tx.Set(keyOf(prefixProfile, string(e.User)), encodeProfile(entry))
+}
+
+// Flush writes the count of users, if the transaction added some.
+func (v *Profiles) Flush(tx viewstore.Txn) error {
+	if v.added == 0 {
+		return nil
 	}
-	if v.added > 0 {
-		var w enc
-		w.uint(uint64(v.count + v.added))
-		return tx.Set(keyProfileCount, w.b)
-	}
-	return nil
+	var w enc
+	w.uint(uint64(v.count + v.added))
+	return tx.Set(keyProfileCount, w.b)
 }
 
 // Committed publishes the entries of the committed transaction.
@@ -299,7 +301,7 @@ type DirectoryResult struct {
 const maxDirectoryCandidates = 2000
 
 // Search finds users whose display name or user id has a word starting
-// with the term's first word and contains the whole term, case-
+// with one of the term's words and contains the whole term, case-
 // insensitively, best matches first (exact, then prefix, then substring;
 // ties by user id). It reads the word index, never every user. It returns
 // at most limit results and whether more matched.
@@ -309,9 +311,24 @@ func (v *Profiles) Search(term string, limit int) ([]DirectoryResult, bool) {
 	if term == "" {
 		return nil, false
 	}
+	// The word with the fewest users is the one to read candidates from:
+	// "Scale user 12345" reads the users of "12345", not of "scale".
 	probe := term
 	if len(words) > 0 {
-		probe = words[0]
+		best := -1
+		v.db.read(func(r viewstore.Reader) {
+			for _, w := range words {
+				lo := keyOf(prefixDirectory, w)
+				n := 0
+				_ = r.Scan(lo, viewstore.PrefixEnd(lo), false, func(_, _ []byte) bool {
+					n++
+					return n <= maxDirectoryCandidates
+				})
+				if best < 0 || n < best {
+					best, probe = n, w
+				}
+			}
+		})
 	}
 	type hit struct {
 		rank int

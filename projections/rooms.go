@@ -451,13 +451,25 @@ func (v *Rooms) Apply(tx viewstore.Txn, e *domain.Event) error {
 			a.putRoom(e.Room, r)
 		}
 	}
+	return a.err
+}
+
+// Flush writes the view's position, change count and newest time mark.
+func (v *Rooms) Flush(tx viewstore.Txn) error {
+	if !v.tx.open {
+		return nil
+	}
 	var w enc
 	w.pos(v.tx.last)
 	w.uint(uint64(v.tx.nChanges))
 	w.int(v.tx.mark.ms)
 	w.pos(v.tx.mark.pos)
-	a.set(keyRoomsMeta, w.b)
-	return a.err
+	if err := tx.Set(keyRoomsMeta, w.b); err != nil {
+		return err
+	}
+	var t enc
+	t.pos(v.tx.mark.pos)
+	return tx.Set(binary.BigEndian.AppendUint64(keyOf(prefixTime), uint64(v.tx.mark.ms)), t.b)
 }
 
 // The applier's loaders return objects it may change: the transaction's
@@ -466,6 +478,11 @@ func (v *Rooms) Apply(tx viewstore.Txn, e *domain.Event) error {
 
 func (a *applier) user(id domain.UserID) *userState {
 	if u := a.v.tx.users[id]; u != nil {
+		return u
+	}
+	if u, ok := a.v.users.Peek(id); ok {
+		u = decodeUserState(encodeUserState(u), a) // a copy: readers share the cached one
+		a.v.tx.users[id] = u
 		return u
 	}
 	raw, ok, err := a.tx.Get(keyOf(prefixUser, string(id)))
@@ -486,6 +503,11 @@ func (a *applier) room(id domain.RoomID) *roomState {
 	if r := a.v.tx.rooms[id]; r != nil {
 		return r
 	}
+	if r, ok := a.v.rooms.Peek(id); ok {
+		r = decodeRoomState(encodeRoomState(r), a)
+		a.v.tx.rooms[id] = r
+		return r
+	}
 	raw, ok, err := a.tx.Get(keyOf(prefixRoom, string(id)))
 	a.fail(err)
 	r := &roomState{}
@@ -500,10 +522,16 @@ func (a *applier) putRoom(id domain.RoomID, r *roomState) {
 	a.set(keyOf(prefixRoom, string(id)), encodeRoomState(r))
 }
 
-// member returns the user's record in the room, nil when there is none.
+// member returns the user's record in the room for a change, nil when
+// there is none.
 func (a *applier) member(room domain.RoomID, user domain.UserID) *memberRec {
 	k := memberKey{room, user}
 	if m := a.v.tx.members[k]; m != nil {
+		return m
+	}
+	if m, ok := a.v.members.Peek(k); ok {
+		m = decodeMember(encodeMember(m), a)
+		a.v.tx.members[k] = m
 		return m
 	}
 	raw, ok, err := a.tx.Get(keyOf(prefixMember, string(room), string(user)))
@@ -516,6 +544,26 @@ func (a *applier) member(room domain.RoomID, user domain.UserID) *memberRec {
 	return m
 }
 
+// memberToRead returns the user's record in the room, not to be changed:
+// the global fan-out reads thousands of them.
+func (a *applier) memberToRead(room domain.RoomID, user domain.UserID) *memberRec {
+	k := memberKey{room, user}
+	if m := a.v.tx.members[k]; m != nil {
+		return m
+	}
+	if m, ok := a.v.members.Peek(k); ok {
+		return m
+	}
+	raw, ok, err := a.tx.Get(keyOf(prefixMember, string(room), string(user)))
+	a.fail(err)
+	if !ok {
+		return nil
+	}
+	m := decodeMember(raw, a)
+	a.v.members.Add(k, m) // committed: not in this transaction
+	return m
+}
+
 func (a *applier) putMember(room domain.RoomID, user domain.UserID, m *memberRec) {
 	a.v.tx.members[memberKey{room, user}] = m
 	a.set(keyOf(prefixMember, string(room), string(user)), encodeMember(m))
@@ -523,6 +571,11 @@ func (a *applier) putMember(room domain.RoomID, user domain.UserID, m *memberRec
 
 func (a *applier) change(ci uint32) *change {
 	if c := a.v.tx.changes[ci]; c != nil {
+		return c
+	}
+	if c, ok := a.v.changes.Peek(ci); ok {
+		c = decodeChange(encodeChange(c), a)
+		a.v.tx.changes[ci] = c
 		return c
 	}
 	raw, ok, err := a.tx.Get(changeKey(ci))
@@ -614,13 +667,16 @@ func (a *applier) rangeRooms(prefix string, user domain.UserID) []domain.RoomID 
 func (a *applier) markTime(e *domain.Event) {
 	ms := e.Meta.OccurredAt.UnixMilli()
 	m := &a.v.tx.mark
+	if !m.pos.IsStart() && ms > m.ms {
+		// The mark moves on: the finished one is written (the newest at Flush).
+		var w enc
+		w.pos(m.pos)
+		a.set(binary.BigEndian.AppendUint64(keyOf(prefixTime), uint64(m.ms)), w.b)
+	}
 	if m.pos.IsStart() || ms > m.ms {
 		m.ms = ms
 	}
 	m.pos = e.Position
-	var w enc
-	w.pos(m.pos)
-	a.set(binary.BigEndian.AppendUint64(keyOf(prefixTime), uint64(m.ms)), w.b)
 }
 
 func (a *applier) newChange(e *domain.Event, k kind) (*change, uint32) {
@@ -669,8 +725,7 @@ func (a *applier) applyGlobal(e *domain.Event) {
 		// Only the history fans out; the room values follow from u.prop below.
 		last := a.v.tx.last
 		for _, room := range a.rangeRooms(prefixJoined, e.User) {
-			m := a.member(room, e.User)
-			p := m.current()
+			p := a.memberToRead(room, e.User).current()
 			if p == nil || (prop == domain.PropagateUnchanged && u.hasOverride(p, f)) {
 				continue
 			}

@@ -26,6 +26,9 @@ type View interface {
 	// Apply folds one decoded event into tx. Events a view cannot use are
 	// skipped; an error is a view store failure.
 	Apply(tx viewstore.Txn, e *domain.Event) error
+	// Flush writes to tx what the view keeps aside while applying a
+	// transaction's events (counters, its position), once per transaction.
+	Flush(tx viewstore.Txn) error
 	// Committed is called once the transaction Apply wrote to has
 	// committed, with readers held off: the view publishes what it cached.
 	Committed()
@@ -243,6 +246,11 @@ func (r *Runner) commit(views []View, events []*domain.Event, checkpoint *events
 			if err := v.Apply(tx, e); err != nil {
 				return abort(fmt.Errorf("%s: %w", v.Name(), err))
 			}
+		}
+	}
+	for _, v := range views {
+		if err := v.Flush(tx); err != nil {
+			return abort(fmt.Errorf("%s: %w", v.Name(), err))
 		}
 	}
 	if checkpoint != nil {

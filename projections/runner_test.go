@@ -198,8 +198,9 @@ func (g *gateView) Apply(viewstore.Txn, *domain.Event) error {
 	g.applied.Add(1)
 	return nil
 }
-func (g *gateView) Committed() {}
-func (g *gateView) Aborted()   {}
+func (g *gateView) Flush(viewstore.Txn) error { return nil }
+func (g *gateView) Committed()                {}
+func (g *gateView) Aborted()                  {}
 
 func TestDeferredViewsDoNotDelayAcknowledgement(t *testing.T) {
 	f := openFixture(t, t.TempDir())

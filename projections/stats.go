@@ -24,6 +24,9 @@ import (
 // to attribute a propagated global rename to rooms).
 type Activity struct {
 	db *DB
+	// counts are the increments of the open transaction, by key: written
+	// once per transaction (Flush), not once per event.
+	counts map[string][]uint64
 }
 
 const (
@@ -34,35 +37,49 @@ const (
 )
 
 // NewActivity returns the view over db.
-func NewActivity(db *DB) *Activity { return &Activity{db: db} }
+func NewActivity(db *DB) *Activity { return &Activity{db: db, counts: map[string][]uint64{}} }
 
 // Name identifies the view in logs and metrics.
 func (v *Activity) Name() string { return "stats" }
 
+// Flush adds the transaction's increments to the stored counters.
+func (v *Activity) Flush(tx viewstore.Txn) error {
+	for k, deltas := range v.counts {
+		raw, _, err := tx.Get([]byte(k))
+		if err != nil {
+			return err
+		}
+		cur := readCounts(raw, len(deltas))
+		var w enc
+		for i, d := range deltas {
+			w.uint(uint64(cur[i]) + d)
+		}
+		if err := tx.Set([]byte(k), w.b); err != nil {
+			return err
+		}
+	}
+	clear(v.counts)
+	return nil
+}
+
 // Committed has nothing to publish: the view caches nothing.
 func (v *Activity) Committed() {}
 
-// Aborted has nothing to drop.
-func (v *Activity) Aborted() {}
+// Aborted drops the transaction's increments.
+func (v *Activity) Aborted() { clear(v.counts) }
 
 const dayLayout = "2006-01-02"
 
-// add adds n to the counters at key (one or two varints).
-func add(tx viewstore.Txn, key []byte, deltas ...uint64) error {
-	raw, _, err := tx.Get(key)
-	if err != nil {
-		return err
+// add adds deltas to the counters at key (one or two varints), at Flush.
+func (v *Activity) add(key []byte, deltas ...uint64) {
+	c := v.counts[string(key)]
+	if c == nil {
+		c = make([]uint64, len(deltas))
+		v.counts[string(key)] = c
 	}
-	d := dec{b: raw}
-	var w enc
-	for _, x := range deltas {
-		var cur uint64
-		if len(d.b) > 0 {
-			cur = d.uint()
-		}
-		w.uint(cur + x)
+	for i, d := range deltas {
+		c[i] += d
 	}
-	return tx.Set(key, w.b)
 }
 
 func readCounts(raw []byte, n int) []int {
@@ -80,11 +97,9 @@ func readCounts(raw []byte, n int) []int {
 func (v *Activity) Apply(tx viewstore.Txn, e *domain.Event) error {
 	day := e.Meta.OccurredAt.UTC().Format(dayLayout)
 	if e.Room != "" {
-		if err := add(tx, keyOf(prefixActDay, day), 0, 1); err != nil {
-			return err
-		}
-	} else if err := add(tx, keyOf(prefixActDay, day), 1, 0); err != nil {
-		return err
+		v.add(keyOf(prefixActDay, day), 0, 1)
+	} else {
+		v.add(keyOf(prefixActDay, day), 1, 0)
 	}
 	member := func(room domain.RoomID) []byte { return keyOf(prefixActMember, string(e.User), string(room)) }
 	switch e.Type {
@@ -111,17 +126,14 @@ func (v *Activity) Apply(tx viewstore.Txn, e *domain.Event) error {
 				return err
 			}
 		}
-		if err := add(tx, keyOf(prefixActUser, day, string(e.User)), 1); err != nil {
-			return err
-		}
-		return add(tx, keyOf(prefixActRoom, day, string(e.Room)), 1)
+		v.add(keyOf(prefixActUser, day, string(e.User)), 1)
+		v.add(keyOf(prefixActRoom, day, string(e.Room)), 1)
+		return nil
 	case domain.TypeFieldSet, domain.TypeFieldDeleted:
 		if e.Key != domain.KeyDisplayName {
 			return nil
 		}
-		if err := add(tx, keyOf(prefixActUser, day, string(e.User)), 1); err != nil {
-			return err
-		}
+		v.add(keyOf(prefixActUser, day, string(e.User)), 1)
 		if e.PropagateTo == domain.PropagateNone {
 			return nil
 		}
@@ -147,9 +159,7 @@ func (v *Activity) Apply(tx viewstore.Txn, e *domain.Event) error {
 			} else if m.override {
 				continue
 			}
-			if err := add(tx, keyOf(prefixActRoom, day, string(m.room)), 1); err != nil {
-				return err
-			}
+			v.add(keyOf(prefixActRoom, day, string(m.room)), 1)
 		}
 	}
 	return nil

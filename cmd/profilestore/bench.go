@@ -36,7 +36,8 @@ func benchCommand(load loader) *cobra.Command {
 					}
 					return a.server(auth)
 				},
-				Close: a.close,
+				RebuildViews: func(ctx context.Context) error { return a.RebuildViews(ctx, nil) },
+				Close:        a.close,
 			}, nil
 		}
 		return bench.Env{Log: log, Store: cfg.Store, ESDBURL: cfg.ESDBURL, Open: open}, nil

@@ -28,6 +28,9 @@ type App struct {
 	// Server builds the HTTP server on a loopback port with rate limits off
 	// (the bench measures the service, not its limiter); not yet listening.
 	Server func() (*pshttp.Server, error)
+	// RebuildViews builds every view from the log into a fresh view store
+	// and swaps it in, as `profilestore rebuild` does.
+	RebuildViews func(ctx context.Context) error
 	// Close closes the store and keyring (not the runner).
 	Close func()
 }

@@ -112,7 +112,7 @@ func Command(env func() (Env, error)) *cobra.Command {
 	cmd.Flags().IntVar(&rb.restartUsers, "restart-users", 1_000_000, "users of the rebuild and snapshot-restart measurement (0 skips it)")
 	cmd.Flags().StringVar(&dir, "dir", "", "directory on the disk to measure (default: a temporary directory)")
 	cmd.Flags().StringVar(&cpuProfile, "cpuprofile", "", "write the server's CPU profile during the HTTP measurements to this file (go tool pprof)")
-	cmd.AddCommand(loadCommand())
+	cmd.AddCommand(loadCommand(), scaleCommand(env))
 	return cmd
 }
 
