@@ -348,6 +348,7 @@ func TestBodiesAndHeadersAreNotSilentlyChanged(t *testing.T) {
 		{"history_visibility not a string", "PUT", v1 + "/history_visibility", `{"history_visibility":["joined"]}`, nil, 400, "M_INVALID_PARAM"},
 		{"history_visibility absent", "PUT", v1 + "/history_visibility", `{}`, nil, 400, "M_MISSING_PARAM"},
 		{"null users", "PUT", v1 + "/power_levels", `{"users":null}`, nil, 400, "M_INVALID_PARAM"},
+		{"null level of a user", "PUT", v1 + "/power_levels", `{"users":{"@alice:example.com":null}}`, nil, 400, "M_INVALID_PARAM"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
