@@ -3,6 +3,7 @@ package domain
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"reflect"
@@ -525,4 +526,61 @@ func TestEvictedAggregateInUseStaysOne(t *testing.T) {
 	if results[0].Revision != 0 || results[1].Revision != 1 {
 		t.Errorf("revisions %d, %d; want 0, 1", results[0].Revision, results[1].Revision)
 	}
+}
+
+// TestBatchCapAndCancelledCaller queues more commands than one batch takes
+// behind a held write, one of them from a caller that gives up: the rest
+// are appended in batches of at most maxCommandBatch, and the caller that
+// gave up gets its context's error and writes nothing.
+func TestBatchCapAndCancelledCaller(t *testing.T) {
+	base, sealer := openBolt(t)
+	release := make(chan struct{})
+	g := &gatedStore{Store: base, before: func(_ string, n int) {
+		if n == 1 {
+			<-release
+		}
+	}}
+	svc := NewProfileService(g, sealer, DefaultPolicy)
+	const user = UserID("@crowded:example.com")
+	stream := ProfileStream(user)
+	const queuedCommands = maxCommandBatch + 44
+	outs := make([]outcome, 1+queuedCommands)
+	gaveUp, giveUp := context.WithCancel(context.Background())
+	const quitter = 7
+	var wg sync.WaitGroup
+	write := func(i int) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx := context.Background()
+			if i == quitter {
+				ctx = gaveUp
+			}
+			v := fmt.Sprintf("name %d", i)
+			res, err := svc.SetField(ctx, SetField{Actor: ServerActor, User: user, Key: KeyDisplayName, Value: name(v), Meta: Metadata{OccurredAt: time.Now()}}, nil)
+			outs[i] = outcome{value: v, res: res, err: err}
+		}()
+	}
+	write(0)
+	waitFor(t, "the first append", func() bool { return g.count(stream) == 1 })
+	for i := 1; i <= queuedCommands; i++ {
+		write(i)
+	}
+	waitFor(t, "the queued commands", func() bool { return queued(svc.streams, stream) == queuedCommands })
+	giveUp()
+	close(release)
+	wg.Wait()
+	if n := g.count(stream); n != 3 {
+		t.Errorf("%d appends, want 3: the first, a full batch of %d, the remaining 44", n, maxCommandBatch)
+	}
+	for i, o := range outs {
+		switch {
+		case i == quitter && !errors.Is(o.err, context.Canceled):
+			t.Errorf("the caller that gave up got %v, want %v", o.err, context.Canceled)
+		case i != quitter && o.err != nil:
+			t.Errorf("command %d: %v", i, o.err)
+		}
+	}
+	checkOwnResults(t, base, sealer, stream, outs)
+	checkChains(t, base)
 }

@@ -38,7 +38,7 @@ func parseConsolePages() map[string]*template.Template {
 	funcs := template.FuncMap{"inc": func(i int) int { return i + 1 }}
 	layout := template.Must(template.New("layout.tmpl").Funcs(funcs).ParseFS(consoleFiles, "console/layout.tmpl"))
 	pages := make(map[string]*template.Template)
-	for _, name := range []string{"signin", "refused", "overview", "names", "user", "rooms", "room", "hide", "erase"} {
+	for _, name := range []string{"signin", "refused", "overview", "names", "user", "rooms", "room", "hide", "erase", "alerts"} {
 		t := template.Must(layout.Clone())
 		pages[name] = template.Must(t.ParseFS(consoleFiles, "console/"+name+".tmpl"))
 	}
@@ -94,6 +94,7 @@ func (s *Server) consoleRoutes() {
 	r.HandleFunc("/console/names", s.consoleAuthed(s.handleConsoleNames)).Methods(http.MethodGet)
 	r.HandleFunc("/console/users/{userId}", s.consoleAuthed(s.handleConsoleUser)).Methods(http.MethodGet)
 	s.consoleActionRoutes()
+	r.HandleFunc("/console/alerts", s.consoleAuthed(s.handleConsoleAlerts)).Methods(http.MethodGet)
 	s.consoleRoomRoutes()
 }
 

@@ -42,6 +42,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	ts.setName(bob, "\u0410dmin") // Cyrillic А
 	ts.setName(alice, "Alice")
 	then := ts.moderatedRoom()
+	ts.recordSampleAlerts()
 	out := artifactsDir(t)
 
 	profileDir, err := os.MkdirTemp("", "profilestore-chromium")
@@ -203,6 +204,17 @@ func TestConsoleInBrowser(t *testing.T) {
 		t.Errorf("look-alike alerts: %q", alerts)
 	}
 
+	step("read the room's alerts as its moderator",
+		chromedp.Navigate(ts.URL+"/console/rooms/"+room),
+		chromedp.Click(chromedp.CSS(`a[href^="/console/alerts?room="]`)),
+		chromedp.WaitVisible(chromedp.CSS(`ol.alert-list`)),
+		shot("console-alerts.png"))
+	alertList := text("ol.alert-list")
+	if !strings.Contains(alertList, "Possible impersonation of a moderator") || !strings.Contains(alertList, "U+043E CYRILLIC SMALL LETTER O, Cyrillic script") ||
+		strings.Contains(alertList, "Protected name") {
+		t.Errorf("the moderator's alerts: %q", alertList)
+	}
+
 	// On a 420 px phone screen every page fits: tables scroll inside
 	// their own region, the page itself never scrolls sideways.
 	for _, page := range []struct{ path, shot string }{
@@ -210,6 +222,7 @@ func TestConsoleInBrowser(t *testing.T) {
 		{"/console/users/" + string(mallory), "console-user-420.png"},
 		{"/console/names?q=bob", "console-names-420.png"},
 		{"/console/rooms", "console-rooms-420.png"},
+		{"/console/alerts", "console-alerts-420.png"},
 	} {
 		step("open "+page.path+" at 420 px",
 			chromedp.EmulateViewport(420, 900),

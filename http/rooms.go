@@ -435,13 +435,24 @@ func (s *Server) handlePutPowerLevels(w http.ResponseWriter, r *http.Request) {
 	}
 	// Matrix defaults: kick 50, users_default 0.
 	pl := domain.PowerLevels{Kick: 50}
-	for key, dst := range map[string]any{"users": &pl.Users, "users_default": &pl.UsersDefault, "kick": &pl.Kick} {
+	var users map[domain.UserID]*int
+	for key, dst := range map[string]any{"users": &users, "users_default": &pl.UsersDefault, "kick": &pl.Kick} {
 		if raw, ok := obj[key]; ok {
 			// null would leave the default in place unsaid: refuse it.
 			if err := json.Unmarshal(raw, dst); err != nil || string(raw) == "null" {
 				s.writeError(w, r, domain.Errorf(domain.ErrCodeInvalidParam, "%s has the wrong type", key))
 				return
 			}
+		}
+	}
+	if users != nil {
+		pl.Users = make(map[domain.UserID]int, len(users))
+		for u, level := range users {
+			if level == nil { // null would read as level 0
+				s.writeError(w, r, domain.Errorf(domain.ErrCodeInvalidParam, "The power level of %s is null", u))
+				return
+			}
+			pl.Users[u] = *level
 		}
 	}
 	res, err := s.cfg.RoomService.SetPowerLevels(r.Context(), domain.SetPowerLevels{Room: room, PowerLevels: pl, Actor: actor(r), Meta: s.meta(r)})
