@@ -2,6 +2,8 @@ package domain_test
 
 import (
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
 	"encoding/json"
 	"fmt"
 	"runtime"
@@ -10,6 +12,7 @@ import (
 	"time"
 
 	"github.com/profilestore/profilestore/domain"
+	"github.com/profilestore/profilestore/eventstore/integrity"
 )
 
 // BenchmarkSetFieldDurable64 is the command side of a durable PUT of a
@@ -26,8 +29,12 @@ func BenchmarkSetFieldDurable64OneUser(b *testing.B) { benchmarkSetField64(b, tr
 
 func benchmarkSetField64(b *testing.B, oneUser bool) {
 	store, keys := openStore(b)
-	sealer := domain.NewSealer(keys)
-	profiles := domain.NewProfileService(store, sealer, domain.DefaultPolicy)
+	putParallel(b, domain.NewProfileService(store, domain.NewSealer(keys), domain.DefaultPolicy), oneUser)
+}
+
+// putParallel runs durable display-name writes at 64 concurrent clients,
+// each on its own user, or all on one.
+func putParallel(b *testing.B, profiles *domain.ProfileService, oneUser bool) {
 	ctx := context.Background()
 	var client atomic.Int64
 	b.SetParallelism(max(1, 64/runtime.GOMAXPROCS(0)))
@@ -47,4 +54,27 @@ func benchmarkSetField64(b *testing.B, oneUser bool) {
 			}
 		}
 	})
+}
+
+// BenchmarkSetFieldDurable64Sealing is BenchmarkSetFieldDurable64 with the
+// seal writer off and on (a seal every 1000 events or 1 s): the cost of
+// sealing beside the write path.
+func BenchmarkSetFieldDurable64Sealing(b *testing.B) {
+	for _, sealing := range []bool{false, true} {
+		b.Run(fmt.Sprintf("sealing=%v", sealing), func(b *testing.B) {
+			store, keys := openStore(b)
+			if sealing {
+				_, key, err := ed25519.GenerateKey(rand.Reader)
+				if err != nil {
+					b.Fatal(err)
+				}
+				ctx, cancel := context.WithCancel(context.Background())
+				done := make(chan struct{})
+				w := integrity.NewWriter(store, integrity.WriterOptions{Key: key, Interval: time.Second})
+				go func() { defer close(done); _ = w.Run(ctx) }()
+				defer func() { cancel(); <-done }()
+			}
+			putParallel(b, domain.NewProfileService(store, domain.NewSealer(keys), domain.DefaultPolicy), false)
+		})
+	}
 }

@@ -19,7 +19,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"hash"
 	"strings"
 
 	"github.com/google/uuid"
@@ -106,40 +105,34 @@ func EventHash(prev Hash, stream string, revision uint64, id uuid.UUID, typ stri
 	return h.sum(prev, stream, revision, id, typ, data, meta, nil)
 }
 
-// eventHasher computes event hashes with one reusable SHA-256 state, so a
-// verifier hashing millions of events allocates nothing per event.
+// eventHasher computes event hashes in one reusable buffer, so a verifier
+// hashing millions of events allocates nothing per event.
 type eventHasher struct {
-	h   hash.Hash
-	buf [8]byte
-}
-
-func (e *eventHasher) lp(b []byte, extra []byte) {
-	binary.BigEndian.PutUint64(e.buf[:], uint64(len(b)+len(extra)))
-	e.h.Write(e.buf[:])
-	e.h.Write(b)
-	e.h.Write(extra)
+	buf []byte
 }
 
 // sum hashes the event; the metadata hashed is meta followed by metaTail
 // (Recompute passes the stored metadata up to event_hash, then "}").
 func (e *eventHasher) sum(prev Hash, stream string, revision uint64, id uuid.UUID, typ string, data, meta, metaTail []byte) Hash {
-	if e.h == nil {
-		e.h = sha256.New()
-	} else {
-		e.h.Reset()
+	if n := len(eventTag) + len(prev) + 8 + len(stream) + 8 + len(id) + 8 + len(typ) + 8 + len(data) + 8 + len(meta) + len(metaTail); cap(e.buf) < n {
+		e.buf = make([]byte, 0, n+n/4)
 	}
-	e.h.Write([]byte(eventTag))
-	e.h.Write(prev[:])
-	e.lp([]byte(stream), nil)
-	binary.BigEndian.PutUint64(e.buf[:], revision)
-	e.h.Write(e.buf[:])
-	e.h.Write(id[:])
-	e.lp([]byte(typ), nil)
-	e.lp(data, nil)
-	e.lp(meta, metaTail)
-	var out Hash
-	e.h.Sum(out[:0])
-	return out
+	b := e.buf[:0]
+	b = append(b, eventTag...)
+	b = append(b, prev[:]...)
+	b = binary.BigEndian.AppendUint64(b, uint64(len(stream)))
+	b = append(b, stream...)
+	b = binary.BigEndian.AppendUint64(b, revision)
+	b = append(b, id[:]...)
+	b = binary.BigEndian.AppendUint64(b, uint64(len(typ)))
+	b = append(b, typ...)
+	b = binary.BigEndian.AppendUint64(b, uint64(len(data)))
+	b = append(b, data...)
+	b = binary.BigEndian.AppendUint64(b, uint64(len(meta)+len(metaTail)))
+	b = append(b, meta...)
+	b = append(b, metaTail...)
+	e.buf = b
+	return sha256.Sum256(b)
 }
 
 // Chain links a batch of events that will be appended to stream at

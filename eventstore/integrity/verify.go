@@ -424,41 +424,64 @@ func VerifyStore(ctx context.Context, store eventstore.Store, keys []ed25519.Pub
 			}
 		}
 	}()
-	workers := runtime.GOMAXPROCS(0)
-	hashers := make([]eventHasher, workers)
-	prepared := make([]Prepared, 0, 4096)
+	// Hash the next page while this one's links are checked in log order.
+	type preparedPage struct {
+		recs     []eventstore.RecordedEvent
+		prepared []Prepared
+		err      error
+	}
+	ready := make(chan preparedPage, 1)
+	go func() {
+		defer close(ready)
+		workers := runtime.GOMAXPROCS(0)
+		hashers := make([]eventHasher, workers)
+		for pg := range pages {
+			if pg.err != nil {
+				ready <- preparedPage{err: pg.err}
+				return
+			}
+			recs := pg.recs
+			prepared := make([]Prepared, len(recs))
+			var wg sync.WaitGroup
+			chunk := (len(recs) + workers - 1) / workers
+			for w := 0; w < workers; w++ {
+				lo, hi := w*chunk, min((w+1)*chunk, len(recs))
+				if lo >= hi {
+					break
+				}
+				wg.Add(1)
+				go func(h *eventHasher) {
+					defer wg.Done()
+					for i := lo; i < hi; i++ {
+						prepared[i] = h.prepare(&recs[i])
+					}
+				}(&hashers[w])
+			}
+			wg.Wait()
+			select {
+			case ready <- preparedPage{recs: recs, prepared: prepared}:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
 	var done uint64
-	for pg := range pages {
+	for pg := range ready {
 		if pg.err != nil {
 			return Report{}, pg.err
 		}
-		recs := pg.recs
-		prepared = prepared[:len(recs)]
-		var wg sync.WaitGroup
-		chunk := (len(recs) + workers - 1) / workers
-		for w := 0; w < workers; w++ {
-			lo, hi := w*chunk, min((w+1)*chunk, len(recs))
-			if lo >= hi {
-				break
-			}
-			wg.Add(1)
-			go func(h *eventHasher) {
-				defer wg.Done()
-				for i := lo; i < hi; i++ {
-					prepared[i] = h.prepare(&recs[i])
-				}
-			}(&hashers[w])
-		}
-		wg.Wait()
-		for i := range recs {
-			if err := v.AddPrepared(&recs[i], prepared[i]); err != nil {
+		for i := range pg.recs {
+			if err := v.AddPrepared(&pg.recs[i], pg.prepared[i]); err != nil {
 				return Report{}, err
 			}
 		}
-		done += uint64(len(recs))
+		done += uint64(len(pg.recs))
 		if progress != nil {
 			progress(min(done, total), total)
 		}
+	}
+	if err := ctx.Err(); err != nil {
+		return Report{}, err
 	}
 	return v.Finish(), nil
 }

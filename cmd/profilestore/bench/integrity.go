@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"fmt"
+	"sort"
 	"strings"
 	"time"
 
@@ -12,6 +13,10 @@ import (
 	"github.com/profilestore/profilestore/eventstore/integrity"
 	pshttp "github.com/profilestore/profilestore/http"
 )
+
+// sealingRounds is how many off/on pairs sealingBench measures; on a
+// shared machine one pair says little, the median of several more.
+const sealingRounds = 3
 
 // sealingBench measures durable PUTs at the highest concurrency with the
 // seal writer off and on, alternately, in the same service (issue 11:
@@ -26,7 +31,7 @@ func (b *bench) sealingBench(ctx context.Context, a *App, srv *pshttp.Server, to
 	clients := maxOf(b.conc)
 	var off, on []benchResult
 	var sealsWritten uint64
-	for round := 0; round < 2; round++ {
+	for round := 0; round < sealingRounds; round++ {
 		for _, sealing := range []bool{false, true} {
 			wctx, cancel := context.WithCancel(ctx)
 			// The default schedule (1000 events or 10 s), with the interval
@@ -55,22 +60,19 @@ func (b *bench) sealingBench(ctx context.Context, a *App, srv *pshttp.Server, to
 			}
 		}
 	}
-	rate := func(rs []benchResult) float64 {
-		var ops int64
-		var d time.Duration
-		for _, r := range rs {
-			ops, d = ops+r.Ops, d+r.Elapsed
-		}
-		return float64(ops) / d.Seconds()
+	ratios := make([]float64, len(on))
+	for i := range on {
+		ratios[i] = on[i].perSecond() / off[i].perSecond()
 	}
+	sort.Float64s(ratios)
 	var s strings.Builder
 	fmt.Fprintf(&s, "\n### Sealing on and off, %d clients\n\n", clients)
-	fmt.Fprintf(&s, "Durable PUTs (a user per client), alternating off, on, off, on in one service; the seal writer seals every 1000 events or %s, whichever first (%d seals in all).\n\n", min(10*time.Second, max(b.duration/4, 10*time.Millisecond)), sealsWritten)
+	fmt.Fprintf(&s, "Durable PUTs (a user per client), alternating off and on in one service; the seal writer seals every 1000 events or %s, whichever first (%d seals in all).\n\n", min(10*time.Second, max(b.duration/4, 10*time.Millisecond)), sealsWritten)
 	s.WriteString("| sealing | PUT/s | p50 | p99 |\n|---|---:|---:|---:|\n")
 	for i := range off {
 		fmt.Fprintf(&s, "| off | %.0f | %s | %s |\n| on | %.0f | %s | %s |\n", off[i].perSecond(), fmtDur(off[i].P50), fmtDur(off[i].P99), on[i].perSecond(), fmtDur(on[i].P50), fmtDur(on[i].P99))
 	}
-	fmt.Fprintf(&s, "\nSealing on / off: %.1f%% of the throughput.\n", 100*rate(on)/rate(off))
+	fmt.Fprintf(&s, "\nSealing on / off, median of the %d pairs: %.1f%% of the throughput.\n", len(ratios), 100*ratios[len(ratios)/2])
 	return s.String(), nil
 }
 
