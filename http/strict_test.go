@@ -339,6 +339,9 @@ func TestBodiesAndHeadersAreNotSilentlyChanged(t *testing.T) {
 		{"high surrogate then a non-surrogate escape", "PUT", dn, `{"displayname":"\ud800\u0041"}`, nil, 400, "M_BAD_JSON"},
 		{"lone surrogate in a key", "PUT", "/_matrix/client/v3/profile/@alice:example.com/org.example.x", `{"org.example.x":{"\ud83d":1}}`, nil, 400, "M_BAD_JSON"},
 		{"surrogate in the directory search", "POST", "/_matrix/client/v3/user_directory/search", `{"search_term":"\udfff"}`, nil, 400, "M_BAD_JSON"},
+		{"a key twice", "PUT", dn, `{"displayname":"a","displayname":"b"}`, nil, 400, "M_BAD_JSON"},
+		{"a key twice, nested", "PUT", "/_matrix/client/v3/profile/@alice:example.com/org.example.x", `{"org.example.x":[{"a":1,"b":{"c":1,"c":2}}]}`, nil, 400, "M_BAD_JSON"},
+		{"a key twice, once escaped", "PUT", dn, `{"displayname":"a","display\u006eame":"b"}`, nil, 400, "M_BAD_JSON"},
 		{"parameter twice", "PUT", dn + "?propagate_to=all&propagate_to=none", `{"displayname":"x"}`, nil, 400, "M_INVALID_PARAM"},
 		{"Idempotency-Key over 255 bytes", "PUT", dn, `{"displayname":"x"}`, []string{"Idempotency-Key", strings.Repeat("k", 256)}, 400, "M_INVALID_PARAM"},
 		{"null kick level", "PUT", v1 + "/power_levels", `{"kick":null}`, nil, 400, "M_INVALID_PARAM"},
@@ -364,6 +367,9 @@ func TestBodiesAndHeadersAreNotSilentlyChanged(t *testing.T) {
 	}
 	// What is valid still passes: a surrogate pair, escaped backslashes
 	// before a u, U+FFFD written as itself, a key of 255 bytes.
+	if r := ts.do("PUT", "/_matrix/client/v3/profile/@alice:example.com/org.example.x", ts.tokens[alice], `{"org.example.x":[{"a":{"a":1}},{"a":[{"a":2}]}],"a":3}`); r.Status != 200 {
+		t.Errorf("the same key in different objects: %d %s", r.Status, r.Body)
+	}
 	for _, body := range []string{`{"displayname":"smile \ud83d\ude00"}`, `{"displayname":"a\\ud800"}`, `{"displayname":"\ufffd"}`} {
 		if r := ts.do("PUT", dn, ts.tokens[alice], body); r.Status != 200 {
 			t.Errorf("%s: %d %s", body, r.Status, r.Body)
