@@ -79,6 +79,15 @@ func boltScan(tx *bolt.Tx, lower, upper []byte, reverse bool, fn func(k, v []byt
 	}
 }
 
+// CommitAll commits one transaction; bbolt has one writer at a time, so
+// it cannot hold several open.
+func (s *Bolt) CommitAll(txns ...Txn) error {
+	if len(txns) != 1 {
+		return fmt.Errorf("viewstore: the bolt engine commits one transaction at a time")
+	}
+	return txns[0].Commit()
+}
+
 func (s *Bolt) Begin() (Txn, error) {
 	tx, err := s.db.Begin(true)
 	if err != nil {

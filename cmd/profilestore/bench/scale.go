@@ -124,6 +124,7 @@ type scaleResult struct {
 	write                         time.Duration
 	logBytes, viewBytes           int64
 	scanRate, rebuildRate         float64
+	rebuildCPU                    time.Duration
 	ready                         time.Duration
 	rssRestart, rssReads, rssPeak int64
 	reads                         []readResult
@@ -192,7 +193,9 @@ func (s *scaleBench) run(ctx context.Context, dataDir string, sp scaleSpec) (sca
 			return res, err
 		}
 	}
+	cpu0 := cpuTime()
 	err = a.RebuildViews(ctx)
+	res.rebuildCPU = cpuTime() - cpu0
 	if s.rebuildProfile != "" {
 		pprof.StopCPUProfile()
 	}
@@ -504,6 +507,9 @@ func scaleReport(rs []scaleResult) string {
 	row("rebuild into a fresh view store", func(r scaleResult) string {
 		return fmt.Sprintf("%.0f events/s (%.0f%% of the scan)", r.rebuildRate, 100*r.rebuildRate/r.scanRate)
 	})
+	row("rebuild CPU time (user + system, all cores)", func(r scaleResult) string {
+		return fmt.Sprintf("%s (%.0f events per CPU second)", r.rebuildCPU.Round(time.Millisecond), float64(r.events)/r.rebuildCPU.Seconds())
+	})
 	row("process start to /ready", func(r scaleResult) string { return r.ready.Round(time.Millisecond).String() })
 	row("RssAnon after restart", func(r scaleResult) string { return mib(r.rssRestart) })
 	row("RssAnon after the reads", func(r scaleResult) string { return mib(r.rssReads) })
@@ -553,4 +559,13 @@ func writeSection(path, begin, end, report string) error {
 		doc += "\n" + section + "\n"
 	}
 	return os.WriteFile(path, []byte(doc), 0o644)
+}
+
+// cpuTime is the CPU time this process has used, user and system.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
