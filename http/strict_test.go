@@ -4,11 +4,13 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/profilestore/profilestore/domain"
 	"github.com/profilestore/profilestore/eventstore"
@@ -380,5 +382,85 @@ func TestBodiesAndHeadersAreNotSilentlyChanged(t *testing.T) {
 	}
 	if r := ts.do("GET", dn, "", nil); r.json(t)["displayname"] != "ok" {
 		t.Errorf("after the valid writes: %s", r.Body)
+	}
+}
+
+// FuzzRawRequest sends arbitrary request lines (method, target) over TCP to
+// the real server, as Alice: every answer is a success or a Matrix error
+// (JSON with an errcode, never a 5xx), whatever net/http or the router
+// makes of the line. The console (HTML) and /metrics (text) are left out.
+func FuzzRawRequest(f *testing.F) {
+	for _, s := range [][2]string{
+		{"GET", "/_matrix/client/v3/profile/@alice:example.com"},
+		{"GET", "/_profilestore/v1/rooms/%ZZ/members"},
+		{"PUT", "/_matrix/client/v3/profile/@x%FF:example.com/displayname"},
+		{"GET", "/_profilestore/v1/rooms/!r:example.com/history?from=%ZZ&dir=b;x"},
+		{"POST", "/_profilestore/v1/profiles/query?users=1&users=2"},
+		{"DELETE", "/_profilestore/v1/rooms/!r%C3%28:example.com/members/@alice:example.com/profile/displayname"},
+		{"GET", "/_matrix/client/versions"},
+		{"BREW", "/coffee"},
+		{"GET", "*"},
+		{"GET", "http://example.com/_matrix/client/versions"},
+		{"GET", "/_profilestore/v1/events?type=bogus"},
+	} {
+		f.Add(s[0], s[1])
+	}
+	var cfg pshttp.Config
+	ts := newTestService(f, func(c *pshttp.Config) { cfg = *c })
+	cfg.Addr = "127.0.0.1:0"
+	srv := pshttp.NewServer(cfg)
+	if err := srv.Open(); err != nil {
+		f.Fatal(err)
+	}
+	f.Cleanup(func() { srv.Close() })
+	addr := strings.TrimPrefix(srv.URL(), "http://")
+	token := ts.tokens[alice]
+	head := func() string { p, _ := ts.store.Head(context.Background()); return p.String() }
+	f.Fuzz(func(t *testing.T, method, target string) {
+		if strings.ContainsAny(method+target, " \r\n") || strings.HasPrefix(target, "/console") || strings.HasPrefix(target, "/metrics") {
+			return // not one request line, or not a JSON route
+		}
+		before := head()
+		conn, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+		fmt.Fprintf(conn, "%s %s HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}", method, target, token)
+		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		if err != nil {
+			t.Fatalf("%s %s: no HTTP answer: %v", method, target, err)
+		}
+		defer resp.Body.Close()
+		if resp.Header.Get("Content-Type") == "text/event-stream" {
+			return // a feed opened; it never ends on its own
+		}
+		body, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode >= 500 {
+			t.Fatalf("%s %s: %d %s", method, target, resp.StatusCode, body)
+		}
+		if resp.StatusCode >= 300 && resp.StatusCode < 400 {
+			return // the router cleans paths with a redirect; nothing happened
+		}
+		if resp.StatusCode >= 400 {
+			var e map[string]any
+			if err := json.Unmarshal(body, &e); err != nil || e["errcode"] == nil || e["errcode"] == "" {
+				t.Fatalf("%s %s: %d %q is not a Matrix error", method, target, resp.StatusCode, body)
+			}
+			if after := head(); after != before {
+				t.Fatalf("%s %s: refused (%d) but the log moved", method, target, resp.StatusCode)
+			}
+		}
+	})
+}
+
+// TestConsoleMalformedQueryIsAPage: the console refuses a malformed query
+// too, as a page for the person reading it rather than a JSON error.
+func TestConsoleMalformedQueryIsAPage(t *testing.T) {
+	ts := newTestService(t)
+	status, body, hdr := ts.consoleGet("/console/names?q=%ZZ", ts.consoleCookieOf(admin))
+	if status != http.StatusBadRequest || !strings.HasPrefix(hdr.Get("Content-Type"), "text/html") || !strings.Contains(body, "The query string is malformed") {
+		t.Errorf("%d %s %s", status, hdr.Get("Content-Type"), body)
 	}
 }
