@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"sort"
+	"sync/atomic"
 	"time"
 
 	lru "github.com/hashicorp/golang-lru/v2"
@@ -38,6 +39,9 @@ type Rooms struct {
 	last     eventstore.Position
 	nChanges uint32
 	mark     timeMark
+	// hidden counts the hidden marks: none (the usual case) spares every
+	// history read a look-up per entry.
+	hidden atomic.Uint64
 	// tx is what the open transaction changed, not yet readable.
 	tx roomsTxn
 }
@@ -52,6 +56,7 @@ type roomsTxn struct {
 	last     eventstore.Position
 	nChanges uint32
 	mark     timeMark
+	hidden   uint64
 	open     bool
 }
 
@@ -325,6 +330,7 @@ func NewRooms(db *DB, cacheEntries int) *Rooms {
 		d := dec{b: raw}
 		v.last, v.nChanges = d.pos(), uint32(d.uint())
 		v.mark = timeMark{ms: d.int(), pos: d.pos()}
+		v.hidden.Store(d.uint())
 	}
 	return v
 }
@@ -340,7 +346,7 @@ func (v *Rooms) begin() {
 	if v.tx.open {
 		return
 	}
-	v.tx = roomsTxn{open: true, last: v.last, nChanges: v.nChanges, mark: v.mark,
+	v.tx = roomsTxn{open: true, last: v.last, nChanges: v.nChanges, mark: v.mark, hidden: v.hidden.Load(),
 		users: map[domain.UserID]*userState{}, rooms: map[domain.RoomID]*roomState{},
 		members: map[memberKey]*memberRec{}, changes: map[uint32]*change{}}
 }
@@ -363,6 +369,7 @@ func (v *Rooms) Committed() {
 		v.changes.Add(k, o)
 	}
 	v.last, v.nChanges, v.mark = v.tx.last, v.tx.nChanges, v.tx.mark
+	v.hidden.Store(v.tx.hidden)
 	v.tx = roomsTxn{}
 }
 
@@ -499,6 +506,7 @@ func (v *Rooms) Apply(tx viewstore.Txn, e *domain.Event) error {
 		}
 	case domain.TypeEntryHidden:
 		a.set(posKey(e.Hidden, prefixHidden), nil)
+		v.tx.hidden++ // an entry hidden twice counts twice: a count only needs to be 0 when none is
 	case domain.TypeErased:
 		a.erase(e.User)
 	case domain.TypeMemberJoined, domain.TypeMemberInvited, domain.TypeMemberLeft:
@@ -535,6 +543,7 @@ func (v *Rooms) Flush(tx viewstore.Txn) error {
 	w.uint(uint64(v.tx.nChanges))
 	w.int(v.tx.mark.ms)
 	w.pos(v.tx.mark.pos)
+	w.uint(v.tx.hidden)
 	if err := tx.Set(keyRoomsMeta, w.b); err != nil {
 		return err
 	}

@@ -325,6 +325,9 @@ func (rr *roomsReader) change(ci uint32) *change {
 }
 
 func (rr *roomsReader) hidden(pos eventstore.Position) bool {
+	if rr.v.hidden.Load() == 0 {
+		return false
+	}
 	_, ok := rr.get(posKey(pos, prefixHidden))
 	return ok
 }
