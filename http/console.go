@@ -313,10 +313,10 @@ func eraseLink(may bool, user domain.UserID) string {
 // consoleNameVisibility narrows names search's visibility for user pages:
 // a moderator reviews a user in the rooms they moderate, so the page lists
 // only the names used there (the global ones show in names search).
-func (s *Server) consoleNameVisibility(id Identity) projections.NameVisibility {
+func (s *Server) consoleNameVisibility(id Identity) domain.NameFilter {
 	vis := s.nameVisibility(id)
 	if vis == nil {
 		return nil
 	}
-	return func(use projections.NameUse) bool { return use.Room != "" && vis(use) }
+	return func(hidden bool, room domain.RoomID) bool { return room != "" && vis(hidden, room) }
 }

@@ -101,7 +101,7 @@ func consoleHistoryOf(page projections.HistoryPage, q projections.HistoryQuery, 
 		switch {
 		case ce.Erased:
 			ce.Change = "erased"
-		case e.Hidden && e.Old == (projections.Names{}) && e.New == (projections.Names{}):
+		case e.Hidden && e.Old == (projections.DisplayValues{}) && e.New == (projections.DisplayValues{}):
 			ce.Change = "hidden"
 		default:
 			ce.Change = describeChange(e)

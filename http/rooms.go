@@ -190,16 +190,16 @@ type causeJSON struct {
 }
 
 type entryJSON struct {
-	Position string            `json:"position"`
-	TS       int64             `json:"origin_server_ts"`
-	RoomID   domain.RoomID     `json:"room_id,omitempty"`
-	UserID   domain.UserID     `json:"user_id"`
-	Kind     string            `json:"kind"`
-	Field    string            `json:"field,omitempty"`
-	Old      projections.Names `json:"old"`
-	New      projections.Names `json:"new"`
-	Cause    causeJSON         `json:"cause"`
-	Hidden   bool              `json:"hidden,omitempty"`
+	Position string                    `json:"position"`
+	TS       int64                     `json:"origin_server_ts"`
+	RoomID   domain.RoomID             `json:"room_id,omitempty"`
+	UserID   domain.UserID             `json:"user_id"`
+	Kind     string                    `json:"kind"`
+	Field    string                    `json:"field,omitempty"`
+	Old      projections.DisplayValues `json:"old"`
+	New      projections.DisplayValues `json:"new"`
+	Cause    causeJSON                 `json:"cause"`
+	Hidden   bool                      `json:"hidden,omitempty"`
 	// OldHidden: the old value was set by a hidden entry and is left out.
 	OldHidden bool `json:"old_hidden,omitempty"`
 	// Erased: the user was erased after this entry; its values are gone

@@ -151,14 +151,26 @@ func (v *Profiles) Get(u domain.UserID) ProfileState {
 	return ProfileState{Profile: p, Revision: e.Revision, Exists: true, Position: e.Position}
 }
 
+// FieldState is one value of a user's profile as the view holds it.
+type FieldState struct {
+	// Value is the field's JSON value; Set is false when the profile has
+	// no such field.
+	Value json.RawMessage
+	Set   bool
+	// Revision of the profile stream's last applied event; Exists is false
+	// when the user never had an event.
+	Revision uint64
+	Exists   bool
+}
+
 // Field returns one value of the user's profile, with the stream revision.
-func (v *Profiles) Field(u domain.UserID, key string) (value json.RawMessage, ok bool, revision uint64, exists bool) {
+func (v *Profiles) Field(u domain.UserID, key string) FieldState {
 	e := v.committed(u)
 	if e == nil {
-		return nil, false, 0, false
+		return FieldState{}
 	}
-	value, ok = e.Fields[key]
-	return value, ok, e.Revision, true
+	value, ok := e.Fields[key]
+	return FieldState{Value: value, Set: ok, Revision: e.Revision, Exists: true}
 }
 
 // Len returns how many users have a profile stream.
