@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"regexp"
 	"strconv"
+	"strings"
 	"unicode/utf8"
 
 	"github.com/profilestore/profilestore/domain"
@@ -40,6 +41,12 @@ func checkQuery(r *http.Request) error {
 		}
 	}
 	return nil
+}
+
+// isConsolePath reports whether path is one of the console's pages, which
+// answer people with HTML rather than clients with JSON.
+func isConsolePath(path string) bool {
+	return path == "/console" || strings.HasPrefix(path, "/console/")
 }
 
 // maxIdempotencyKeyBytes bounds the Idempotency-Key header.

@@ -454,3 +454,13 @@ func FuzzRawRequest(f *testing.F) {
 		}
 	})
 }
+
+// TestConsoleMalformedQueryIsAPage: the console refuses a malformed query
+// too, as a page for the person reading it rather than a JSON error.
+func TestConsoleMalformedQueryIsAPage(t *testing.T) {
+	ts := newTestService(t)
+	status, body, hdr := ts.consoleGet("/console/names?q=%ZZ", ts.consoleCookieOf(admin))
+	if status != http.StatusBadRequest || !strings.HasPrefix(hdr.Get("Content-Type"), "text/html") || !strings.Contains(body, "The query string is malformed") {
+		t.Errorf("%d %s %s", status, hdr.Get("Content-Type"), body)
+	}
+}
