@@ -135,6 +135,13 @@ func TestConsoleActionsOnlyForThoseTheAPIAllows(t *testing.T) {
 			t.Errorf("POST %s as a moderator: %d", path, status)
 		}
 	}
+	// Another site cannot sign the browser in (to an account of its choosing).
+	if status, _, h := ts.consolePost("/console/signin", nil, url.Values{"token": {ts.tokens[alice]}}, "Origin", "https://evil.example"); status != http.StatusForbidden || h.Get("Set-Cookie") != "" {
+		t.Errorf("cross-site sign-in: %d %v", status, h)
+	}
+	if status, _, h := ts.consolePost("/console/signin", nil, url.Values{"token": {ts.tokens[alice]}}, "Sec-Fetch-Site", "cross-site"); status != http.StatusForbidden || h.Get("Set-Cookie") != "" {
+		t.Errorf("cross-site sign-in (fetch metadata): %d %v", status, h)
+	}
 	// Signing out is a form too.
 	if status, _, _ := ts.consolePost("/console/signout", mod, url.Values{}); status != http.StatusForbidden {
 		t.Errorf("sign-out without the form token: %d", status)
