@@ -272,7 +272,7 @@ func TestAlertsReachTheModerationRoomAndWebhooksOnceAcrossARestart(t *testing.T)
 	}
 
 	s := open(t, dir)
-	s.write(domain.Event{Type: domain.TypePowerLevels, Room: room, PowerLevels: &domain.PowerLevels{Users: map[domain.UserID]int{alice: 100}, Kick: 50}})
+	first := s.write(domain.Event{Type: domain.TypePowerLevels, Room: room, PowerLevels: &domain.PowerLevels{Users: map[domain.UserID]int{alice: 100}, Kick: 50}})
 	s.write(domain.Event{Type: domain.TypeMemberJoined, Room: room, User: alice, DisplayName: name("Alice")})
 	metrics := alerts.NewMetrics()
 	s.startAlerting(cfg, metrics, sinks()...)
@@ -332,10 +332,15 @@ func TestAlertsReachTheModerationRoomAndWebhooksOnceAcrossARestart(t *testing.T)
 	hs.mu.Lock()
 	hs.down = true
 	hs.mu.Unlock()
-	s.write(domain.Event{Type: domain.TypeFieldSet, User: eve, Key: domain.KeyDisplayName, Value: value("Supp\u043ert"), PropagateTo: domain.PropagateAll})
+	last := s.write(domain.Event{Type: domain.TypeFieldSet, User: eve, Key: domain.KeyDisplayName, Value: value("Supp\u043ert"), PropagateTo: domain.PropagateAll})
 	waitFor(t, "the webhook's third delivery", func() bool { hook.mu.Lock(); defer hook.mu.Unlock(); return len(hook.deliveries) == 3 })
 	s.stop()
 
+	// As if the process had died before its watcher saved its place: the
+	// whole session is evaluated again after the restart.
+	if err := os.WriteFile(filepath.Join(dir, "alerts-watched.json"), []byte(`{"position":"`+first.String()+`"}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	hs.mu.Lock()
 	hs.down = false
 	sendsBefore := len(hs.sends)
@@ -344,6 +349,10 @@ func TestAlertsReachTheModerationRoomAndWebhooksOnceAcrossARestart(t *testing.T)
 	defer s.stop()
 	s.startAlerting(cfg, alerts.NewMetrics(), sinks()...)
 	waitFor(t, "the protected-name notice after the restart", func() bool { hs.mu.Lock(); defer hs.mu.Unlock(); return len(hs.notices) == 3 })
+	waitFor(t, "the watcher to evaluate the session again", func() bool {
+		raw, err := os.ReadFile(filepath.Join(dir, "alerts-watched.json"))
+		return err == nil && strings.Contains(string(raw), `"`+last.String()+`"`)
+	})
 	time.Sleep(100 * time.Millisecond) // a repeat would show by now
 
 	hs.mu.Lock()

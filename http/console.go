@@ -160,6 +160,12 @@ func (s *Server) consoleAllowed(id Identity) bool {
 
 func (s *Server) handleConsoleSignIn(w http.ResponseWriter, r *http.Request) {
 	r.Body = http.MaxBytesReader(w, r.Body, 4<<10)
+	// Another site must not sign the browser in to an account of its
+	// choosing (login CSRF); there is no session yet to derive a token from.
+	if !sameOrigin(r) {
+		s.render(w, r, http.StatusForbidden, "signin", consolePage{Title: "Sign in", Error: crossSiteMessage}, nil)
+		return
+	}
 	if err := r.ParseForm(); err != nil {
 		s.render(w, r, http.StatusBadRequest, "signin", consolePage{Title: "Sign in", Error: "The form could not be read."}, nil)
 		return

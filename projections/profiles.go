@@ -134,7 +134,7 @@ func (v *Profiles) load(r viewstore.Reader, u domain.UserID) (*profileEntry, err
 
 func (v *Profiles) committed(u domain.UserID) *profileEntry {
 	var e *profileEntry
-	v.db.read(func(r viewstore.Reader) { e, _ = v.load(r, u) })
+	v.db.readProfiles(func(r viewstore.Reader) { e, _ = v.load(r, u) })
 	return e
 }
 
@@ -163,8 +163,8 @@ func (v *Profiles) Field(u domain.UserID, key string) (value json.RawMessage, ok
 
 // Len returns how many users have a profile stream.
 func (v *Profiles) Len() int {
-	v.db.mu.RLock()
-	defer v.db.mu.RUnlock()
+	v.db.profilesMu.RLock()
+	defer v.db.profilesMu.RUnlock()
 	return int(v.count)
 }
 
@@ -316,7 +316,7 @@ func (v *Profiles) Search(term string, limit int) ([]DirectoryResult, bool) {
 	probe := term
 	if len(words) > 0 {
 		best := -1
-		v.db.read(func(r viewstore.Reader) {
+		v.db.readProfiles(func(r viewstore.Reader) {
 			for _, w := range words {
 				lo := keyOf(prefixDirectory, w)
 				n := 0
@@ -337,7 +337,7 @@ func (v *Profiles) Search(term string, limit int) ([]DirectoryResult, bool) {
 	}
 	var hits []hit
 	truncated := false
-	v.db.read(func(r viewstore.Reader) {
+	v.db.readProfiles(func(r viewstore.Reader) {
 		lo := keyOf(prefixDirectory, probe)
 		seen := map[domain.UserID]bool{}
 		var ids []domain.UserID

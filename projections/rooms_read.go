@@ -445,8 +445,9 @@ func (v *Rooms) Members(room domain.RoomID, at *eventstore.Position, viewer View
 				continue
 			}
 			u := rr.user(rc.id)
-			dn, _ := u.value(p, fDisplayName, pos)
-			av, _ := u.value(p, fAvatarURL, pos)
+			past := userPast{r: rr.r, user: rc.id, fail: rr.fail}
+			dn, _ := u.value(p, fDisplayName, pos, past)
+			av, _ := u.value(p, fAvatarURL, pos, past)
 			out = append(out, Member{User: rc.id, Membership: stateNames[p.state], DisplayName: dn, AvatarURL: av})
 		}
 		return nil

@@ -328,9 +328,21 @@ func (r *Runner) commit(views []View, events []*domain.Event, checkpoint *events
 	if err != nil {
 		return abort(err)
 	}
+	// Readers of the views in this transaction wait while it is published.
 	db := r.opts.DB
-	db.mu.Lock()
-	defer db.mu.Unlock()
+	profiles, others := false, false
+	for _, v := range views {
+		_, p := v.(*Profiles)
+		profiles, others = profiles || p, others || !p
+	}
+	if profiles {
+		db.profilesMu.Lock()
+		defer db.profilesMu.Unlock()
+	}
+	if others || len(views) == 0 {
+		db.mu.Lock()
+		defer db.mu.Unlock()
+	}
 	if len(txs) == 1 {
 		err = txs[0].Commit()
 	} else {

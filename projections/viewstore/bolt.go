@@ -67,7 +67,7 @@ func boltScan(tx *bolt.Tx, lower, upper []byte, reverse bool, fn func(k, v []byt
 	var k, v []byte
 	if upper == nil {
 		k, v = c.Last()
-	} else if k, v = c.Seek(upper); k == nil {
+	} else if sk, _ := c.Seek(upper); sk == nil {
 		k, v = c.Last()
 	} else {
 		k, v = c.Prev()
