@@ -274,7 +274,7 @@ func (s *Server) handleConsoleUser(w http.ResponseWriter, r *http.Request, id Id
 		}
 		var profiles map[domain.UserID]domain.Profile
 		if err == nil {
-			profiles, err = s.erasures(r.Context(), page.Entries)
+			profiles, err = s.historyFacts(r.Context(), page.Entries)
 		}
 		if err != nil {
 			s.renderError(w, r, id, err)

@@ -185,7 +185,7 @@ func (s *Server) hideTarget(r *http.Request, id Identity) (domain.UserID, *conso
 		return "", nil, err
 	}
 	page := projections.HistoryPage{Entries: []projections.HistoryEntry{found}}
-	profiles, err := s.erasures(r.Context(), page.Entries)
+	profiles, err := s.historyFacts(r.Context(), page.Entries)
 	if err != nil {
 		return "", nil, err
 	}
