@@ -395,3 +395,43 @@ func TestWebhookErrorsHideTheQuery(t *testing.T) {
 		t.Errorf("sink name %q", sink.Name())
 	}
 }
+
+// A sink configured later gets the alerts recorded from then on, not the
+// whole past; and those are kept for it across a restart.
+func TestANewSinkStartsAtTheEndOfTheAlerts(t *testing.T) {
+	dir := t.TempDir()
+	hook := &webhook{secret: "0123456789abcdef"}
+	hookSrv := httptest.NewServer(hook)
+	defer hookSrv.Close()
+	cfg := domain.AlertConfig{AlertRules: domain.AlertRules{ProtectedNames: []domain.ProtectedName{{Name: "Support"}}}}
+	s := open(t, dir)
+	s.startAlerting(cfg, nil) // recorded only: no sink yet
+	waitFor(t, "the watcher's checkpoint", func() bool { return fileExists(filepath.Join(dir, "alerts-watched.json")) })
+	s.write(domain.Event{Type: domain.TypeFieldSet, User: eve, Key: domain.KeyDisplayName, Value: value("Support"), PropagateTo: domain.PropagateAll})
+	waitFor(t, "the first alert recorded", func() bool {
+		recs, _ := s.store.ReadStream(context.Background(), domain.AlertStream, 0, eventstore.Forwards, 10)
+		return len(recs) == 1
+	})
+	s.stop()
+
+	s = open(t, dir)
+	s.startAlerting(cfg, nil, &alerts.WebhookSink{URL: hookSrv.URL, Secret: hook.secret})
+	waitFor(t, "the new sink's checkpoint", func() bool {
+		raw, err := os.ReadFile(filepath.Join(dir, "alerts-delivered.json"))
+		return err == nil && strings.Contains(string(raw), "webhook:")
+	})
+	s.stop() // before anything new: the place must survive the restart
+	s = open(t, dir)
+	defer s.stop()
+	s.startAlerting(cfg, nil, &alerts.WebhookSink{URL: hookSrv.URL, Secret: hook.secret})
+	s.write(domain.Event{Type: domain.TypeFieldSet, User: alice, Key: domain.KeyDisplayName, Value: value("SUPPORT"), PropagateTo: domain.PropagateAll})
+	waitFor(t, "the second alert delivered", func() bool { hook.mu.Lock(); defer hook.mu.Unlock(); return len(hook.deliveries) == 1 })
+	time.Sleep(50 * time.Millisecond)
+	hook.mu.Lock()
+	defer hook.mu.Unlock()
+	for _, p := range hook.deliveries {
+		if p.UserID != alice || len(hook.deliveries) != 1 {
+			t.Errorf("the new sink got %+v", hook.deliveries)
+		}
+	}
+}
