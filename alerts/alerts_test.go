@@ -435,3 +435,30 @@ func TestANewSinkStartsAtTheEndOfTheAlerts(t *testing.T) {
 		}
 	}
 }
+
+// A damaged checkpoint stops the watcher or the outbox with a message that
+// names the file and what to do, and nothing is overwritten.
+func TestDamagedCheckpointsAreNamed(t *testing.T) {
+	dir := t.TempDir()
+	s := open(t, dir)
+	defer s.stop()
+	watched, delivered := filepath.Join(dir, "alerts-watched.json"), filepath.Join(dir, "alerts-delivered.json")
+	for _, p := range []string{watched, delivered} {
+		if err := os.WriteFile(p, []byte("{oops"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w := alerts.NewWatcher(alerts.WatcherOptions{Store: s.store, Sealer: s.sealer, Rooms: s.rooms, Views: s.runner, Checkpoint: watched})
+	if err := w.Run(context.Background()); err == nil || !strings.Contains(err.Error(), watched) || !strings.Contains(err.Error(), "move it away to start again from the log's head") {
+		t.Errorf("watcher: %v", err)
+	}
+	b := alerts.NewOutbox(alerts.OutboxOptions{Store: s.store, Sealer: s.sealer, Checkpoint: delivered})
+	if err := b.Run(context.Background()); err == nil || !strings.Contains(err.Error(), delivered) || !strings.Contains(err.Error(), "remove it to deliver only the alerts recorded from then on") {
+		t.Errorf("outbox: %v", err)
+	}
+	for _, p := range []string{watched, delivered} {
+		if raw, _ := os.ReadFile(p); string(raw) != "{oops" {
+			t.Errorf("%s was rewritten: %q", p, raw)
+		}
+	}
+}
