@@ -9,13 +9,13 @@ import (
 	"github.com/profilestore/profilestore/projections"
 )
 
-// erasures tells, per user of a page of history, since when the user's
+// historyFacts tells, per user of a page of history, since when the user's
 // values are erased (so that readers can say "erased" where the view only
 // holds nothing) and who hid which of their entries. It asks the profile
 // service only for users whose first key is gone (erased at some time, or
 // never keyed) or who have a hidden entry on the page: loading a profile
 // can read its whole stream, and most users were never erased.
-func (s *Server) erasures(ctx context.Context, entries []projections.HistoryEntry) (map[domain.UserID]domain.Profile, error) {
+func (s *Server) historyFacts(ctx context.Context, entries []projections.HistoryEntry) (map[domain.UserID]domain.Profile, error) {
 	out := make(map[domain.UserID]domain.Profile)
 	if s.cfg.Profiles == nil {
 		return out, nil

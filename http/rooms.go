@@ -210,7 +210,7 @@ type entryJSON struct {
 // writeHistory answers a page of history, marking the entries whose
 // values were erased since.
 func (s *Server) writeHistory(w http.ResponseWriter, r *http.Request, page projections.HistoryPage) {
-	profiles, err := s.erasures(r.Context(), page.Entries)
+	profiles, err := s.historyFacts(r.Context(), page.Entries)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
