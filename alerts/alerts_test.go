@@ -272,7 +272,7 @@ func TestAlertsReachTheModerationRoomAndWebhooksOnceAcrossARestart(t *testing.T)
 	}
 
 	s := open(t, dir)
-	s.write(domain.Event{Type: domain.TypePowerLevels, Room: room, PowerLevels: &domain.PowerLevels{Users: map[domain.UserID]int{alice: 100}, Kick: 50}})
+	first := s.write(domain.Event{Type: domain.TypePowerLevels, Room: room, PowerLevels: &domain.PowerLevels{Users: map[domain.UserID]int{alice: 100}, Kick: 50}})
 	s.write(domain.Event{Type: domain.TypeMemberJoined, Room: room, User: alice, DisplayName: name("Alice")})
 	metrics := alerts.NewMetrics()
 	s.startAlerting(cfg, metrics, sinks()...)
@@ -332,10 +332,15 @@ func TestAlertsReachTheModerationRoomAndWebhooksOnceAcrossARestart(t *testing.T)
 	hs.mu.Lock()
 	hs.down = true
 	hs.mu.Unlock()
-	s.write(domain.Event{Type: domain.TypeFieldSet, User: eve, Key: domain.KeyDisplayName, Value: value("Supp\u043ert"), PropagateTo: domain.PropagateAll})
+	last := s.write(domain.Event{Type: domain.TypeFieldSet, User: eve, Key: domain.KeyDisplayName, Value: value("Supp\u043ert"), PropagateTo: domain.PropagateAll})
 	waitFor(t, "the webhook's third delivery", func() bool { hook.mu.Lock(); defer hook.mu.Unlock(); return len(hook.deliveries) == 3 })
 	s.stop()
 
+	// As if the process had died before its watcher saved its place: the
+	// whole session is evaluated again after the restart.
+	if err := os.WriteFile(filepath.Join(dir, "alerts-watched.json"), []byte(`{"position":"`+first.String()+`"}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	hs.mu.Lock()
 	hs.down = false
 	sendsBefore := len(hs.sends)
@@ -344,6 +349,10 @@ func TestAlertsReachTheModerationRoomAndWebhooksOnceAcrossARestart(t *testing.T)
 	defer s.stop()
 	s.startAlerting(cfg, alerts.NewMetrics(), sinks()...)
 	waitFor(t, "the protected-name notice after the restart", func() bool { hs.mu.Lock(); defer hs.mu.Unlock(); return len(hs.notices) == 3 })
+	waitFor(t, "the watcher to evaluate the session again", func() bool {
+		raw, err := os.ReadFile(filepath.Join(dir, "alerts-watched.json"))
+		return err == nil && strings.Contains(string(raw), `"`+last.String()+`"`)
+	})
 	time.Sleep(100 * time.Millisecond) // a repeat would show by now
 
 	hs.mu.Lock()
@@ -384,5 +393,72 @@ func TestWebhookErrorsHideTheQuery(t *testing.T) {
 	}
 	if strings.Contains(sink.Name(), "hunter2") {
 		t.Errorf("sink name %q", sink.Name())
+	}
+}
+
+// A sink configured later gets the alerts recorded from then on, not the
+// whole past; and those are kept for it across a restart.
+func TestANewSinkStartsAtTheEndOfTheAlerts(t *testing.T) {
+	dir := t.TempDir()
+	hook := &webhook{secret: "0123456789abcdef"}
+	hookSrv := httptest.NewServer(hook)
+	defer hookSrv.Close()
+	cfg := domain.AlertConfig{AlertRules: domain.AlertRules{ProtectedNames: []domain.ProtectedName{{Name: "Support"}}}}
+	s := open(t, dir)
+	s.startAlerting(cfg, nil) // recorded only: no sink yet
+	waitFor(t, "the watcher's checkpoint", func() bool { return fileExists(filepath.Join(dir, "alerts-watched.json")) })
+	s.write(domain.Event{Type: domain.TypeFieldSet, User: eve, Key: domain.KeyDisplayName, Value: value("Support"), PropagateTo: domain.PropagateAll})
+	waitFor(t, "the first alert recorded", func() bool {
+		recs, _ := s.store.ReadStream(context.Background(), domain.AlertStream, 0, eventstore.Forwards, 10)
+		return len(recs) == 1
+	})
+	s.stop()
+
+	s = open(t, dir)
+	s.startAlerting(cfg, nil, &alerts.WebhookSink{URL: hookSrv.URL, Secret: hook.secret})
+	waitFor(t, "the new sink's checkpoint", func() bool {
+		raw, err := os.ReadFile(filepath.Join(dir, "alerts-delivered.json"))
+		return err == nil && strings.Contains(string(raw), "webhook:")
+	})
+	s.stop() // before anything new: the place must survive the restart
+	s = open(t, dir)
+	defer s.stop()
+	s.startAlerting(cfg, nil, &alerts.WebhookSink{URL: hookSrv.URL, Secret: hook.secret})
+	s.write(domain.Event{Type: domain.TypeFieldSet, User: alice, Key: domain.KeyDisplayName, Value: value("SUPPORT"), PropagateTo: domain.PropagateAll})
+	waitFor(t, "the second alert delivered", func() bool { hook.mu.Lock(); defer hook.mu.Unlock(); return len(hook.deliveries) == 1 })
+	time.Sleep(50 * time.Millisecond)
+	hook.mu.Lock()
+	defer hook.mu.Unlock()
+	for _, p := range hook.deliveries {
+		if p.UserID != alice || len(hook.deliveries) != 1 {
+			t.Errorf("the new sink got %+v", hook.deliveries)
+		}
+	}
+}
+
+// A damaged checkpoint stops the watcher or the outbox with a message that
+// names the file and what to do, and nothing is overwritten.
+func TestDamagedCheckpointsAreNamed(t *testing.T) {
+	dir := t.TempDir()
+	s := open(t, dir)
+	defer s.stop()
+	watched, delivered := filepath.Join(dir, "alerts-watched.json"), filepath.Join(dir, "alerts-delivered.json")
+	for _, p := range []string{watched, delivered} {
+		if err := os.WriteFile(p, []byte("{oops"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w := alerts.NewWatcher(alerts.WatcherOptions{Store: s.store, Sealer: s.sealer, Rooms: s.rooms, Views: s.runner, Checkpoint: watched})
+	if err := w.Run(context.Background()); err == nil || !strings.Contains(err.Error(), watched) || !strings.Contains(err.Error(), "move it away to start again from the log's head") {
+		t.Errorf("watcher: %v", err)
+	}
+	b := alerts.NewOutbox(alerts.OutboxOptions{Store: s.store, Sealer: s.sealer, Checkpoint: delivered})
+	if err := b.Run(context.Background()); err == nil || !strings.Contains(err.Error(), delivered) || !strings.Contains(err.Error(), "remove it to deliver only the alerts recorded from then on") {
+		t.Errorf("outbox: %v", err)
+	}
+	for _, p := range []string{watched, delivered} {
+		if raw, _ := os.ReadFile(p); string(raw) != "{oops" {
+			t.Errorf("%s was rewritten: %q", p, raw)
+		}
 	}
 }

@@ -87,7 +87,7 @@ func loadDelivered(path string) (map[string]uint64, error) {
 	}
 	var f deliveryFile
 	if err := json.Unmarshal(raw, &f); err != nil {
-		return nil, fmt.Errorf("%s is not a delivery checkpoint (%v); fix or remove it (removing it delivers every recorded alert again)", path, err)
+		return nil, fmt.Errorf("%s is not a delivery checkpoint (%v); fix it, or remove it to deliver only the alerts recorded from then on", path, err)
 	}
 	for k, v := range f.Delivered {
 		n, err := strconv.ParseUint(v, 10, 64)

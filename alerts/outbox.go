@@ -74,6 +74,30 @@ func (b *Outbox) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// A sink seen for the first time starts after the alerts recorded so
+	// far: a webhook added to a server with a long alert history gets the
+	// alerts from now on, not the whole past. Its place is saved at once,
+	// so alerts recorded from here on are delivered even across a restart.
+	fresh := false
+	for _, s := range b.o.Sinks {
+		if _, ok := delivered[s.Name()]; ok {
+			continue
+		}
+		last, err := b.o.Store.ReadStream(ctx, domain.AlertStream, math.MaxUint64, eventstore.Backwards, 1)
+		if err != nil {
+			return err
+		}
+		delivered[s.Name()] = 0
+		if len(last) > 0 {
+			delivered[s.Name()] = last[0].Revision + 1
+		}
+		fresh = true
+	}
+	if fresh {
+		if err := saveDelivered(b.o.Checkpoint, delivered); err != nil {
+			return err
+		}
+	}
 	b.delivered = delivered
 	wakes := make([]chan struct{}, len(b.o.Sinks))
 	var wg sync.WaitGroup

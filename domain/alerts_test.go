@@ -178,3 +178,29 @@ func TestAlertCodecSealsNames(t *testing.T) {
 		t.Fatalf("after erasing eve: %+v %v %v", got, erased, err)
 	}
 }
+
+func TestFirstKeyGone(t *testing.T) {
+	_, keys := openStore(t)
+	s := domain.NewSealer(keys)
+	ctx := context.Background()
+	check := func(when string, want bool) {
+		t.Helper()
+		got, err := s.FirstKeyGone(ctx, "@u:x")
+		if err != nil || got != want {
+			t.Errorf("%s: %v %v, want %v", when, got, err, want)
+		}
+	}
+	check("never keyed", true)
+	if _, err := s.Seal(ctx, "@u:x", []byte(`"U"`)); err != nil {
+		t.Fatal(err)
+	}
+	check("keyed", false)
+	if err := keys.Destroy(ctx, "@u:x"); err != nil {
+		t.Fatal(err)
+	}
+	s.Forget("@u:x")
+	if _, err := s.Seal(ctx, "@u:x", []byte(`"U again"`)); err != nil {
+		t.Fatal(err)
+	}
+	check("erased, then keyed again", true)
+}

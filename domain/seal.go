@@ -96,6 +96,19 @@ func (s *Sealer) Open(ctx context.Context, user UserID, v Sealed) ([]byte, error
 	return plain, nil
 }
 
+// FirstKeyGone reports whether the user's first key generation is gone:
+// the user was erased at some time, or never had a value sealed. Keys are
+// never destroyed one by one, so a user whose first key is alive was never
+// erased; readers use it to skip looking for an erasure (cheap: the cipher
+// is usually cached).
+func (s *Sealer) FirstKeyGone(ctx context.Context, user UserID) (bool, error) {
+	_, err := s.aeadFor(ctx, user, 1)
+	if errors.Is(err, ErrErased) {
+		return true, nil
+	}
+	return false, err
+}
+
 // Forget drops the user's cached ciphers; call it when the keys are destroyed.
 func (s *Sealer) Forget(user UserID) {
 	s.mu.Lock()

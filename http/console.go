@@ -160,6 +160,12 @@ func (s *Server) consoleAllowed(id Identity) bool {
 
 func (s *Server) handleConsoleSignIn(w http.ResponseWriter, r *http.Request) {
 	r.Body = http.MaxBytesReader(w, r.Body, 4<<10)
+	// Another site must not sign the browser in to an account of its
+	// choosing (login CSRF); there is no session yet to derive a token from.
+	if !sameOrigin(r) {
+		s.render(w, r, http.StatusForbidden, "signin", consolePage{Title: "Sign in", Error: crossSiteMessage}, nil)
+		return
+	}
 	if err := r.ParseForm(); err != nil {
 		s.render(w, r, http.StatusBadRequest, "signin", consolePage{Title: "Sign in", Error: "The form could not be read."}, nil)
 		return
@@ -268,7 +274,7 @@ func (s *Server) handleConsoleUser(w http.ResponseWriter, r *http.Request, id Id
 		}
 		var profiles map[domain.UserID]domain.Profile
 		if err == nil {
-			profiles, err = s.erasures(r.Context(), page.Entries)
+			profiles, err = s.historyFacts(r.Context(), page.Entries)
 		}
 		if err != nil {
 			s.renderError(w, r, id, err)
@@ -313,10 +319,10 @@ func eraseLink(may bool, user domain.UserID) string {
 // consoleNameVisibility narrows names search's visibility for user pages:
 // a moderator reviews a user in the rooms they moderate, so the page lists
 // only the names used there (the global ones show in names search).
-func (s *Server) consoleNameVisibility(id Identity) projections.NameVisibility {
+func (s *Server) consoleNameVisibility(id Identity) domain.NameFilter {
 	vis := s.nameVisibility(id)
 	if vis == nil {
 		return nil
 	}
-	return func(use projections.NameUse) bool { return use.Room != "" && vis(use) }
+	return func(hidden bool, room domain.RoomID) bool { return room != "" && vis(hidden, room) }
 }

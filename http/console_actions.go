@@ -26,9 +26,7 @@ const maxReasonChars = 500
 // history, erase a user.
 func (s *Server) consoleActionRoutes() {
 	s.csrfKey = make([]byte, 32)
-	if _, err := rand.Read(s.csrfKey); err != nil {
-		panic("console: no randomness for the form key: " + err.Error()) // crypto/rand does not fail on supported systems
-	}
+	_, _ = rand.Read(s.csrfKey) // crypto/rand.Read never fails (Go 1.24+): it crashes the program first
 	r := s.router
 	r.HandleFunc("/console/users/{userId}/history/{position}/hide", s.consoleAuthed(s.handleConsoleHideForm)).Methods(http.MethodGet)
 	r.HandleFunc("/console/users/{userId}/history/{position}/hide", s.consoleAuthed(s.handleConsoleHide)).Methods(http.MethodPost)
@@ -60,14 +58,8 @@ const crossSiteMessage = "This form did not come from this console, or it is old
 // Sec-Fetch-Site), only from this origin. The SameSite=Strict cookie is a
 // second, independent guard.
 func (s *Server) checkCSRF(r *http.Request) error {
-	if site := r.Header.Get("Sec-Fetch-Site"); site != "" && site != "same-origin" && site != "none" {
+	if !sameOrigin(r) {
 		return errCrossSite
-	}
-	if origin := r.Header.Get("Origin"); origin != "" && origin != "null" {
-		u, err := url.Parse(origin)
-		if err != nil || u.Host != r.Host {
-			return errCrossSite
-		}
 	}
 	if err := r.ParseForm(); err != nil {
 		return errCrossSite
@@ -78,6 +70,21 @@ func (s *Server) checkCSRF(r *http.Request) error {
 		return errCrossSite
 	}
 	return nil
+}
+
+// sameOrigin reports whether the browser, where it says so (Sec-Fetch-Site,
+// Origin), sent the request from this console's own pages.
+func sameOrigin(r *http.Request) bool {
+	if site := r.Header.Get("Sec-Fetch-Site"); site != "" && site != "same-origin" && site != "none" {
+		return false
+	}
+	if origin := r.Header.Get("Origin"); origin != "" && origin != "null" {
+		u, err := url.Parse(origin)
+		if err != nil || u.Host != r.Host {
+			return false
+		}
+	}
+	return true
 }
 
 // readReason reads the form's reason: required, at most maxReasonChars.
@@ -176,7 +183,7 @@ func (s *Server) hideTarget(r *http.Request, id Identity) (domain.UserID, *conso
 		return "", nil, err
 	}
 	page := projections.HistoryPage{Entries: []projections.HistoryEntry{found}}
-	profiles, err := s.erasures(r.Context(), page.Entries)
+	profiles, err := s.historyFacts(r.Context(), page.Entries)
 	if err != nil {
 		return "", nil, err
 	}

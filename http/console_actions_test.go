@@ -135,6 +135,13 @@ func TestConsoleActionsOnlyForThoseTheAPIAllows(t *testing.T) {
 			t.Errorf("POST %s as a moderator: %d", path, status)
 		}
 	}
+	// Another site cannot sign the browser in (to an account of its choosing).
+	if status, _, h := ts.consolePost("/console/signin", nil, url.Values{"token": {ts.tokens[alice]}}, "Origin", "https://evil.example"); status != http.StatusForbidden || h.Get("Set-Cookie") != "" {
+		t.Errorf("cross-site sign-in: %d %v", status, h)
+	}
+	if status, _, h := ts.consolePost("/console/signin", nil, url.Values{"token": {ts.tokens[alice]}}, "Sec-Fetch-Site", "cross-site"); status != http.StatusForbidden || h.Get("Set-Cookie") != "" {
+		t.Errorf("cross-site sign-in (fetch metadata): %d %v", status, h)
+	}
 	// Signing out is a form too.
 	if status, _, _ := ts.consolePost("/console/signout", mod, url.Values{}); status != http.StatusForbidden {
 		t.Errorf("sign-out without the form token: %d", status)
@@ -195,5 +202,45 @@ func TestConsoleModeratorMemberOpensTheRoom(t *testing.T) {
 	}
 	if status, _, _ := ts.consoleGet("/console/rooms?room="+url.QueryEscape(room), mod); status != http.StatusSeeOther {
 		t.Errorf("open by id: %d", status)
+	}
+}
+
+// The API's hide and erase take an optional reason, recorded as the
+// console's forms record theirs.
+func TestAPIReasonsForHideAndErase(t *testing.T) {
+	ts := newTestService(t)
+	ts.moderatedRoom()
+	nick := ts.ok("PUT", v1+"/members/"+string(alice)+"/profile/displayname", alice, map[string]string{"displayname": "Old Name"}).Header.Get("X-Profilestore-Position")
+	hide := "/_profilestore/v1/users/" + string(alice) + "/history/" + nick + "/hide"
+	head := ts.head()
+	for _, tc := range []struct {
+		name, body, errcode string
+	}{
+		{"not JSON", "reason", "M_NOT_JSON"},
+		{"not an object", `["x"]`, "M_BAD_JSON"},
+		{"not a string", `{"reason":5}`, "M_BAD_JSON"},
+		{"too long", `{"reason":"` + strings.Repeat("é", 501) + `"}`, "M_INVALID_PARAM"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if r := ts.do("POST", hide, ts.tokens[alice], tc.body); r.Status != http.StatusBadRequest || r.errcode(t) != tc.errcode {
+				t.Errorf("%d %s", r.Status, r.Body)
+			}
+			if ts.head() != head {
+				t.Error("a refused hide wrote to the log")
+			}
+		})
+	}
+	if r := ts.do("POST", hide, ts.tokens[alice], `{"reason":"my old name"}`); r.Status != http.StatusOK {
+		t.Fatalf("hide with a reason: %d %s", r.Status, r.Body)
+	}
+	if r := ts.do("POST", "/_profilestore/v1/users/"+string(carol)+"/erase", ts.tokens[admin], `{"reason":"asked to leave"}`); r.Status != http.StatusOK {
+		t.Fatalf("erase with a reason: %d %s", r.Status, r.Body)
+	}
+	adm := ts.consoleCookieOf(admin)
+	if _, body, _ := ts.consoleGet("/console/users/"+string(alice), adm); !strings.Contains(section(t, body, "actions"), "because “my old name” (position") {
+		t.Errorf("alice's actions: %s", section(t, body, "actions"))
+	}
+	if _, body, _ := ts.consoleGet("/console/users/"+string(carol), adm); !strings.Contains(section(t, body, "actions"), "because “asked to leave”") {
+		t.Errorf("carol's actions: %s", section(t, body, "actions"))
 	}
 }

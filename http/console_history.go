@@ -9,17 +9,37 @@ import (
 	"github.com/profilestore/profilestore/projections"
 )
 
-// erasures tells, per user of a page of history, since when the user's
-// values are erased, so that readers can say "erased" where the view only
-// holds nothing. It asks the profile service, which keeps each user's
-// stream folded (one short tail read per user and page).
-func (s *Server) erasures(ctx context.Context, entries []projections.HistoryEntry) (map[domain.UserID]domain.Profile, error) {
+// historyFacts tells, per user of a page of history, since when the user's
+// values are erased (so that readers can say "erased" where the view only
+// holds nothing) and who hid which of their entries. It asks the profile
+// service only for users whose first key is gone (erased at some time, or
+// never keyed) or who have a hidden entry on the page: loading a profile
+// can read its whole stream, and most users were never erased.
+func (s *Server) historyFacts(ctx context.Context, entries []projections.HistoryEntry) (map[domain.UserID]domain.Profile, error) {
 	out := make(map[domain.UserID]domain.Profile)
 	if s.cfg.Profiles == nil {
 		return out, nil
 	}
+	need := make(map[domain.UserID]bool)
 	for _, e := range entries {
-		if _, ok := out[e.User]; ok {
+		if e.Hidden {
+			need[e.User] = true
+		}
+	}
+	for _, e := range entries {
+		if _, done := out[e.User]; done {
+			continue
+		}
+		load := need[e.User] || s.cfg.Sealer == nil
+		if !load {
+			gone, err := s.cfg.Sealer.FirstKeyGone(ctx, e.User)
+			if err != nil {
+				return nil, err
+			}
+			load = gone
+		}
+		if !load {
+			out[e.User] = domain.Profile{}
 			continue
 		}
 		p, _, err := s.cfg.Profiles.Profile(ctx, e.User)
@@ -81,7 +101,7 @@ func consoleHistoryOf(page projections.HistoryPage, q projections.HistoryQuery, 
 		switch {
 		case ce.Erased:
 			ce.Change = "erased"
-		case e.Hidden && e.Old == (projections.Names{}) && e.New == (projections.Names{}):
+		case e.Hidden && e.Old == (projections.DisplayValues{}) && e.New == (projections.DisplayValues{}):
 			ce.Change = "hidden"
 		default:
 			ce.Change = describeChange(e)

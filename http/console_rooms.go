@@ -131,7 +131,7 @@ func (s *Server) handleConsoleRoom(w http.ResponseWriter, r *http.Request, id Id
 	}
 	var profiles map[domain.UserID]domain.Profile
 	if err == nil {
-		profiles, err = s.erasures(r.Context(), hist.Entries)
+		profiles, err = s.historyFacts(r.Context(), hist.Entries)
 	}
 	if err != nil {
 		s.renderError(w, r, id, err)

@@ -1,12 +1,15 @@
 package http
 
 import (
+	"bytes"
 	"encoding/json"
+	"io"
 	"net"
 	"net/http"
 	"net/url"
 	"regexp"
 	"strconv"
+	"strings"
 	"unicode/utf8"
 
 	"github.com/profilestore/profilestore/domain"
@@ -38,6 +41,12 @@ func checkQuery(r *http.Request) error {
 		}
 	}
 	return nil
+}
+
+// isConsolePath reports whether path is one of the console's pages, which
+// answer people with HTML rather than clients with JSON.
+func isConsolePath(path string) bool {
+	return path == "/console" || strings.HasPrefix(path, "/console/")
 }
 
 // maxIdempotencyKeyBytes bounds the Idempotency-Key header.
@@ -85,7 +94,56 @@ func checkBody(body []byte) error {
 		}
 		i += 5
 	}
-	return nil
+	return checkDuplicateKeys(body)
+}
+
+// checkDuplicateKeys refuses an object that names a key twice, at any
+// depth: Go keeps the last value, other parsers the first, so the two
+// readings of one body could differ (canonical JSON forbids it too).
+func checkDuplicateKeys(body []byte) error {
+	// One frame per open object or array; an object's frame knows its keys
+	// and whether its next token is a key.
+	type frame struct {
+		keys    map[string]bool // nil for an array
+		wantKey bool
+	}
+	var open []*frame
+	dec := json.NewDecoder(bytes.NewReader(body))
+	for {
+		tok, err := dec.Token()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return domain.Errorf(domain.ErrCodeNotJSON, "Content not JSON")
+		}
+		if d, ok := tok.(json.Delim); ok && (d == '}' || d == ']') {
+			open = open[:len(open)-1]
+			continue
+		}
+		var top *frame
+		if len(open) > 0 {
+			top = open[len(open)-1]
+		}
+		if top != nil && top.keys != nil && top.wantKey {
+			key, _ := tok.(string)
+			if top.keys[key] {
+				return domain.Errorf(domain.ErrCodeBadJSON, "The body names the key %q twice in one object", key)
+			}
+			top.keys[key], top.wantKey = true, false
+			continue
+		}
+		// A value: in an object, a key comes after it.
+		if top != nil && top.keys != nil {
+			top.wantKey = true
+		}
+		switch tok {
+		case json.Delim('{'):
+			open = append(open, &frame{keys: map[string]bool{}, wantKey: true})
+		case json.Delim('['):
+			open = append(open, &frame{})
+		}
+	}
 }
 
 func hex4(b []byte) (rune, bool) {

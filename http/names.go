@@ -20,29 +20,14 @@ const (
 	maxStatsTop        = 100
 )
 
-// nameVisibility is what a reader may see of the names index: admins see
-// everything, hidden entries included (marked); everyone else sees the
-// global names nobody hid, plus the per-room names allowed by
-// roomNameVisible (room membership and moderation, when rooms are served).
-func (s *Server) nameVisibility(id Identity) projections.NameVisibility {
-	if id.Admin {
-		return nil
+// nameVisibility is the read policy's filter of the names index for the
+// reader, with the room view's moderators (when rooms are served).
+func (s *Server) nameVisibility(id Identity) domain.NameFilter {
+	var moderates func(domain.RoomID, domain.UserID) bool
+	if s.cfg.RoomView != nil {
+		moderates = s.cfg.RoomView.IsModerator
 	}
-	return func(use projections.NameUse) bool {
-		if use.Hidden {
-			return false
-		}
-		if use.Room == "" {
-			return true
-		}
-		return s.roomNameVisible(id, use)
-	}
-}
-
-// roomNameVisible decides whether a non-admin sees a per-room name: the
-// room's moderators do (moderator status as of now).
-func (s *Server) roomNameVisible(id Identity, use projections.NameUse) bool {
-	return s.cfg.RoomView != nil && s.cfg.RoomView.IsModerator(use.Room, id.User)
+	return domain.Reads.Names(domain.Reader{User: id.User, Admin: id.Admin}, moderates)
 }
 
 type nameResult struct {

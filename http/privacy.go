@@ -1,8 +1,14 @@
 package http
 
 import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"io"
 	"net/http"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/profilestore/profilestore/domain"
 	"github.com/profilestore/profilestore/eventstore"
@@ -21,6 +27,11 @@ func (s *Server) handleErase(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, domain.Errorf(domain.ErrCodeForbidden, "Erasure is not enabled on this server"))
 		return
 	}
+	reason, err := s.bodyReason(w, r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
 	inRooms, err := s.hasRoomEntries(r, user)
 	if err != nil {
 		s.writeError(w, r, err)
@@ -32,7 +43,7 @@ func (s *Server) handleErase(w http.ResponseWriter, r *http.Request) {
 		source = "admin"
 	}
 	res, err := s.cfg.Eraser.Erase(r.Context(), domain.EraseProfile{User: user, Actor: actor(r), InRooms: inRooms,
-		Meta: domain.Metadata{OccurredAt: time.Now().UTC(), Actor: id.User, Source: source}})
+		Meta: domain.Metadata{OccurredAt: time.Now().UTC(), Actor: id.User, Source: source, Reason: reason}})
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -74,6 +85,11 @@ func (s *Server) handleHide(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, domain.Errorf(domain.ErrCodeInvalidParam, "%q is not a position token", tok))
 		return
 	}
+	reason, err := s.bodyReason(w, r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
 	// The history must show every acknowledged write before the domain
 	// looks the entry up in it.
 	if err := s.waitForPosition(r); err != nil {
@@ -84,11 +100,48 @@ func (s *Server) handleHide(w http.ResponseWriter, r *http.Request) {
 	if s.cfg.RoomView != nil {
 		history = s.cfg.RoomView
 	}
-	res, err := s.cfg.Profiles.HideEntry(r.Context(), domain.HideEntry{User: user, Entry: pos, Actor: actor(r), Meta: s.meta(r)}, history)
+	meta := s.meta(r)
+	meta.Reason = reason
+	res, err := s.cfg.Profiles.HideEntry(r.Context(), domain.HideEntry{User: user, Entry: pos, Actor: actor(r), Meta: meta}, history)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
 	s.afterWrite(w, r, res)
 	writeJSON(w, http.StatusOK, map[string]any{"hidden": true, "position": pos.String()})
+}
+
+// bodyReason reads the optional body of hide and erase: nothing, or a JSON
+// object whose "reason" (a string of at most maxReasonChars characters) is
+// recorded with the action, as the console's forms record theirs.
+func (s *Server) bodyReason(w http.ResponseWriter, r *http.Request) (string, error) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes))
+	var tooBig *http.MaxBytesError
+	if errors.As(err, &tooBig) {
+		return "", bodyTooLargeError{domain.Errorf(domain.ErrCodeTooLarge, "The request body is larger than %d bytes", s.cfg.MaxBodyBytes)}
+	}
+	if err != nil {
+		return "", domain.Errorf(domain.ErrCodeNotJSON, "Could not read the request body")
+	}
+	if len(bytes.TrimSpace(body)) == 0 {
+		return "", nil
+	}
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	obj, err := s.readJSONObject(w, r)
+	if err != nil {
+		return "", err
+	}
+	raw, ok := obj["reason"]
+	if !ok || string(raw) == "null" {
+		return "", nil
+	}
+	var reason string
+	if err := json.Unmarshal(raw, &reason); err != nil {
+		return "", domain.Errorf(domain.ErrCodeBadJSON, "reason must be a string")
+	}
+	reason = strings.TrimSpace(reason)
+	if utf8.RuneCountInString(reason) > maxReasonChars {
+		return "", domain.Errorf(domain.ErrCodeInvalidParam, "reason has at most %d characters", maxReasonChars)
+	}
+	return reason, nil
 }

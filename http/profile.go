@@ -138,16 +138,16 @@ func (s *Server) handleGetProfileField(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	stored := map[string]json.RawMessage{}
-	value, ok, rev, exists := s.cfg.ProfileView.Field(user, key)
-	if ok {
-		stored[key] = value
+	field := s.cfg.ProfileView.Field(user, key)
+	if field.Set {
+		stored[key] = field.Value
 	}
-	value, ok = s.supplement(w, r, user, key, requester, stored)[key]
+	value, ok := s.supplement(w, r, user, key, requester, stored)[key]
 	if !ok {
 		s.writeError(w, r, domain.Errorf(domain.ErrCodeNotFound, "The requested profile key does not exist"))
 		return
 	}
-	w.Header().Set("ETag", etag(rev, exists))
+	w.Header().Set("ETag", etag(field.Revision, field.Exists))
 	writeJSON(w, http.StatusOK, map[string]json.RawMessage{key: value})
 }
 

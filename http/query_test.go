@@ -115,3 +115,26 @@ func TestProfilesQueryRequireAuth(t *testing.T) {
 		t.Errorf("with a token: %d %s", r.Status, r.Body)
 	}
 }
+
+// BenchmarkProfilesQuery measures one profiles/query of 100 users (a page
+// of a member list) with two keys, over loopback against a real store.
+func BenchmarkProfilesQuery(b *testing.B) {
+	ts := newTestService(b)
+	ids := make([]string, maxQueryUsersForBench)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("@u%d:example.com", i)
+		body := fmt.Sprintf(`{"displayname":"User %d"}`, i)
+		if r := ts.do("PUT", "/_matrix/client/v3/profile/"+ids[i]+"/displayname", ts.tokens[admin], body); r.Status != 200 {
+			b.Fatalf("setup: %d %s", r.Status, r.Body)
+		}
+	}
+	raw, _ := json.Marshal(map[string]any{"users": ids, "keys": []string{"displayname", "avatar_url"}})
+	for b.Loop() {
+		if r := ts.do("POST", "/_profilestore/v1/profiles/query", "", raw); r.Status != 200 {
+			b.Fatalf("%d %s", r.Status, r.Body)
+		}
+	}
+}
+
+// maxQueryUsersForBench is the route's bound (http/query.go).
+const maxQueryUsersForBench = 100

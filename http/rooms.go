@@ -190,16 +190,16 @@ type causeJSON struct {
 }
 
 type entryJSON struct {
-	Position string            `json:"position"`
-	TS       int64             `json:"origin_server_ts"`
-	RoomID   domain.RoomID     `json:"room_id,omitempty"`
-	UserID   domain.UserID     `json:"user_id"`
-	Kind     string            `json:"kind"`
-	Field    string            `json:"field,omitempty"`
-	Old      projections.Names `json:"old"`
-	New      projections.Names `json:"new"`
-	Cause    causeJSON         `json:"cause"`
-	Hidden   bool              `json:"hidden,omitempty"`
+	Position string                    `json:"position"`
+	TS       int64                     `json:"origin_server_ts"`
+	RoomID   domain.RoomID             `json:"room_id,omitempty"`
+	UserID   domain.UserID             `json:"user_id"`
+	Kind     string                    `json:"kind"`
+	Field    string                    `json:"field,omitempty"`
+	Old      projections.DisplayValues `json:"old"`
+	New      projections.DisplayValues `json:"new"`
+	Cause    causeJSON                 `json:"cause"`
+	Hidden   bool                      `json:"hidden,omitempty"`
 	// OldHidden: the old value was set by a hidden entry and is left out.
 	OldHidden bool `json:"old_hidden,omitempty"`
 	// Erased: the user was erased after this entry; its values are gone
@@ -210,7 +210,7 @@ type entryJSON struct {
 // writeHistory answers a page of history, marking the entries whose
 // values were erased since.
 func (s *Server) writeHistory(w http.ResponseWriter, r *http.Request, page projections.HistoryPage) {
-	profiles, err := s.erasures(r.Context(), page.Entries)
+	profiles, err := s.historyFacts(r.Context(), page.Entries)
 	if err != nil {
 		s.writeError(w, r, err)
 		return

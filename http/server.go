@@ -317,9 +317,13 @@ func (s *Server) middleware(next http.Handler) http.Handler {
 		if err == nil {
 			err = checkHeaders(r)
 		}
-		if err != nil {
+		switch {
+		case err != nil && isConsolePath(r.URL.Path):
+			// People reading the console get the refusal as a page.
+			s.renderError(rec, r.WithContext(ctx), Identity{}, err)
+		case err != nil:
 			s.writeError(rec, r.WithContext(ctx), err)
-		} else {
+		default:
 			next.ServeHTTP(rec, r.WithContext(ctx))
 		}
 		if rec.status == 0 {

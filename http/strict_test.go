@@ -4,11 +4,13 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/profilestore/profilestore/domain"
 	"github.com/profilestore/profilestore/eventstore"
@@ -339,6 +341,9 @@ func TestBodiesAndHeadersAreNotSilentlyChanged(t *testing.T) {
 		{"high surrogate then a non-surrogate escape", "PUT", dn, `{"displayname":"\ud800\u0041"}`, nil, 400, "M_BAD_JSON"},
 		{"lone surrogate in a key", "PUT", "/_matrix/client/v3/profile/@alice:example.com/org.example.x", `{"org.example.x":{"\ud83d":1}}`, nil, 400, "M_BAD_JSON"},
 		{"surrogate in the directory search", "POST", "/_matrix/client/v3/user_directory/search", `{"search_term":"\udfff"}`, nil, 400, "M_BAD_JSON"},
+		{"a key twice", "PUT", dn, `{"displayname":"a","displayname":"b"}`, nil, 400, "M_BAD_JSON"},
+		{"a key twice, nested", "PUT", "/_matrix/client/v3/profile/@alice:example.com/org.example.x", `{"org.example.x":[{"a":1,"b":{"c":1,"c":2}}]}`, nil, 400, "M_BAD_JSON"},
+		{"a key twice, once escaped", "PUT", dn, `{"displayname":"a","display\u006eame":"b"}`, nil, 400, "M_BAD_JSON"},
 		{"parameter twice", "PUT", dn + "?propagate_to=all&propagate_to=none", `{"displayname":"x"}`, nil, 400, "M_INVALID_PARAM"},
 		{"Idempotency-Key over 255 bytes", "PUT", dn, `{"displayname":"x"}`, []string{"Idempotency-Key", strings.Repeat("k", 256)}, 400, "M_INVALID_PARAM"},
 		{"null kick level", "PUT", v1 + "/power_levels", `{"kick":null}`, nil, 400, "M_INVALID_PARAM"},
@@ -364,6 +369,9 @@ func TestBodiesAndHeadersAreNotSilentlyChanged(t *testing.T) {
 	}
 	// What is valid still passes: a surrogate pair, escaped backslashes
 	// before a u, U+FFFD written as itself, a key of 255 bytes.
+	if r := ts.do("PUT", "/_matrix/client/v3/profile/@alice:example.com/org.example.x", ts.tokens[alice], `{"org.example.x":[{"a":{"a":1}},{"a":[{"a":2}]}],"a":3}`); r.Status != 200 {
+		t.Errorf("the same key in different objects: %d %s", r.Status, r.Body)
+	}
 	for _, body := range []string{`{"displayname":"smile \ud83d\ude00"}`, `{"displayname":"a\\ud800"}`, `{"displayname":"\ufffd"}`} {
 		if r := ts.do("PUT", dn, ts.tokens[alice], body); r.Status != 200 {
 			t.Errorf("%s: %d %s", body, r.Status, r.Body)
@@ -374,5 +382,85 @@ func TestBodiesAndHeadersAreNotSilentlyChanged(t *testing.T) {
 	}
 	if r := ts.do("GET", dn, "", nil); r.json(t)["displayname"] != "ok" {
 		t.Errorf("after the valid writes: %s", r.Body)
+	}
+}
+
+// FuzzRawRequest sends arbitrary request lines (method, target) over TCP to
+// the real server, as Alice: every answer is a success or a Matrix error
+// (JSON with an errcode, never a 5xx), whatever net/http or the router
+// makes of the line. The console (HTML) and /metrics (text) are left out.
+func FuzzRawRequest(f *testing.F) {
+	for _, s := range [][2]string{
+		{"GET", "/_matrix/client/v3/profile/@alice:example.com"},
+		{"GET", "/_profilestore/v1/rooms/%ZZ/members"},
+		{"PUT", "/_matrix/client/v3/profile/@x%FF:example.com/displayname"},
+		{"GET", "/_profilestore/v1/rooms/!r:example.com/history?from=%ZZ&dir=b;x"},
+		{"POST", "/_profilestore/v1/profiles/query?users=1&users=2"},
+		{"DELETE", "/_profilestore/v1/rooms/!r%C3%28:example.com/members/@alice:example.com/profile/displayname"},
+		{"GET", "/_matrix/client/versions"},
+		{"BREW", "/coffee"},
+		{"GET", "*"},
+		{"GET", "http://example.com/_matrix/client/versions"},
+		{"GET", "/_profilestore/v1/events?type=bogus"},
+	} {
+		f.Add(s[0], s[1])
+	}
+	var cfg pshttp.Config
+	ts := newTestService(f, func(c *pshttp.Config) { cfg = *c })
+	cfg.Addr = "127.0.0.1:0"
+	srv := pshttp.NewServer(cfg)
+	if err := srv.Open(); err != nil {
+		f.Fatal(err)
+	}
+	f.Cleanup(func() { srv.Close() })
+	addr := strings.TrimPrefix(srv.URL(), "http://")
+	token := ts.tokens[alice]
+	head := func() string { p, _ := ts.store.Head(context.Background()); return p.String() }
+	f.Fuzz(func(t *testing.T, method, target string) {
+		if strings.ContainsAny(method+target, " \r\n") || strings.HasPrefix(target, "/console") || strings.HasPrefix(target, "/metrics") {
+			return // not one request line, or not a JSON route
+		}
+		before := head()
+		conn, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+		fmt.Fprintf(conn, "%s %s HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}", method, target, token)
+		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		if err != nil {
+			t.Fatalf("%s %s: no HTTP answer: %v", method, target, err)
+		}
+		defer resp.Body.Close()
+		if resp.Header.Get("Content-Type") == "text/event-stream" {
+			return // a feed opened; it never ends on its own
+		}
+		body, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode >= 500 {
+			t.Fatalf("%s %s: %d %s", method, target, resp.StatusCode, body)
+		}
+		if resp.StatusCode >= 300 && resp.StatusCode < 400 {
+			return // the router cleans paths with a redirect; nothing happened
+		}
+		if resp.StatusCode >= 400 {
+			var e map[string]any
+			if err := json.Unmarshal(body, &e); err != nil || e["errcode"] == nil || e["errcode"] == "" {
+				t.Fatalf("%s %s: %d %q is not a Matrix error", method, target, resp.StatusCode, body)
+			}
+			if after := head(); after != before {
+				t.Fatalf("%s %s: refused (%d) but the log moved", method, target, resp.StatusCode)
+			}
+		}
+	})
+}
+
+// TestConsoleMalformedQueryIsAPage: the console refuses a malformed query
+// too, as a page for the person reading it rather than a JSON error.
+func TestConsoleMalformedQueryIsAPage(t *testing.T) {
+	ts := newTestService(t)
+	status, body, hdr := ts.consoleGet("/console/names?q=%ZZ", ts.consoleCookieOf(admin))
+	if status != http.StatusBadRequest || !strings.HasPrefix(hdr.Get("Content-Type"), "text/html") || !strings.Contains(body, "The query string is malformed") {
+		t.Errorf("%d %s %s", status, hdr.Get("Content-Type"), body)
 	}
 }

@@ -223,9 +223,6 @@ func (v *NameIndex) uses(r viewstore.Reader, user domain.UserID, fn func(NameUse
 	return errors.Join(err, derr)
 }
 
-// NameVisibility decides which uses a reader may see; nil sees everything.
-type NameVisibility func(use NameUse) bool
-
 // MatchKind says how a name matched a search.
 type MatchKind int
 
@@ -269,7 +266,7 @@ type NameMatch struct {
 // see: exact matches first, then case-insensitive, then look-alikes; within
 // a kind, the most recently used first. It returns at most limit matches and
 // whether more were found.
-func (v *NameIndex) Search(q string, limit int, visible NameVisibility) ([]NameMatch, bool) {
+func (v *NameIndex) Search(q string, limit int, visible domain.NameFilter) ([]NameMatch, bool) {
 	fold, skel := domain.FoldName(q), domain.NameSkeleton(q)
 	if skel == "" {
 		return nil, false
@@ -288,7 +285,7 @@ func (v *NameIndex) Search(q string, limit int, visible NameVisibility) ([]NameM
 		})
 		for _, user := range users {
 			_ = v.uses(r, user, func(use NameUse) bool {
-				if visible != nil && !visible(use) {
+				if visible != nil && !visible(use.Hidden, use.Room) {
 					return true
 				}
 				var kind MatchKind
@@ -350,11 +347,11 @@ func containsRoom(rooms []domain.RoomID, r domain.RoomID) bool {
 }
 
 // UserNames returns the names a user used, in log order, that the reader may see.
-func (v *NameIndex) UserNames(u domain.UserID, visible NameVisibility) []NameUse {
+func (v *NameIndex) UserNames(u domain.UserID, visible domain.NameFilter) []NameUse {
 	var out []NameUse
 	v.db.read(func(r viewstore.Reader) {
 		_ = v.uses(r, u, func(use NameUse) bool {
-			if visible == nil || visible(use) {
+			if visible == nil || visible(use.Hidden, use.Room) {
 				out = append(out, use)
 			}
 			return true

@@ -81,7 +81,7 @@ func TestNamesSearchRanksExactFoldedLookalike(t *testing.T) {
 	if got, _ := v.Search("   ", 10, nil); len(got) != 0 {
 		t.Errorf("blank query matched %+v", got)
 	}
-	onlyGlobal := func(u projections.NameUse) bool { return u.Room == "" }
+	onlyGlobal := func(_ bool, room domain.RoomID) bool { return room == "" }
 	if got, _ := v.Search("Admin", 10, onlyGlobal); len(got) != 2 {
 		t.Errorf("visibility filter ignored: %+v", got)
 	}
@@ -102,7 +102,7 @@ func TestNamesHiddenAndErased(t *testing.T) {
 	if !v.IsHidden(dana, old.Position) {
 		t.Fatal("entry not hidden")
 	}
-	notHidden := func(u projections.NameUse) bool { return !u.Hidden }
+	notHidden := func(hidden bool, _ domain.RoomID) bool { return !hidden }
 	if got, _ := v.Search("Deadname Marker", 10, notHidden); len(got) != 0 {
 		t.Errorf("hidden name found by a reader who may not see it: %+v", got)
 	}

@@ -134,7 +134,7 @@ func (v *Profiles) load(r viewstore.Reader, u domain.UserID) (*profileEntry, err
 
 func (v *Profiles) committed(u domain.UserID) *profileEntry {
 	var e *profileEntry
-	v.db.read(func(r viewstore.Reader) { e, _ = v.load(r, u) })
+	v.db.readProfiles(func(r viewstore.Reader) { e, _ = v.load(r, u) })
 	return e
 }
 
@@ -151,20 +151,32 @@ func (v *Profiles) Get(u domain.UserID) ProfileState {
 	return ProfileState{Profile: p, Revision: e.Revision, Exists: true, Position: e.Position}
 }
 
+// FieldState is one value of a user's profile as the view holds it.
+type FieldState struct {
+	// Value is the field's JSON value; Set is false when the profile has
+	// no such field.
+	Value json.RawMessage
+	Set   bool
+	// Revision of the profile stream's last applied event; Exists is false
+	// when the user never had an event.
+	Revision uint64
+	Exists   bool
+}
+
 // Field returns one value of the user's profile, with the stream revision.
-func (v *Profiles) Field(u domain.UserID, key string) (value json.RawMessage, ok bool, revision uint64, exists bool) {
+func (v *Profiles) Field(u domain.UserID, key string) FieldState {
 	e := v.committed(u)
 	if e == nil {
-		return nil, false, 0, false
+		return FieldState{}
 	}
-	value, ok = e.Fields[key]
-	return value, ok, e.Revision, true
+	value, ok := e.Fields[key]
+	return FieldState{Value: value, Set: ok, Revision: e.Revision, Exists: true}
 }
 
 // Len returns how many users have a profile stream.
 func (v *Profiles) Len() int {
-	v.db.mu.RLock()
-	defer v.db.mu.RUnlock()
+	v.db.profilesMu.RLock()
+	defer v.db.profilesMu.RUnlock()
 	return int(v.count)
 }
 
@@ -316,7 +328,7 @@ func (v *Profiles) Search(term string, limit int) ([]DirectoryResult, bool) {
 	probe := term
 	if len(words) > 0 {
 		best := -1
-		v.db.read(func(r viewstore.Reader) {
+		v.db.readProfiles(func(r viewstore.Reader) {
 			for _, w := range words {
 				lo := keyOf(prefixDirectory, w)
 				n := 0
@@ -337,7 +349,7 @@ func (v *Profiles) Search(term string, limit int) ([]DirectoryResult, bool) {
 	}
 	var hits []hit
 	truncated := false
-	v.db.read(func(r viewstore.Reader) {
+	v.db.readProfiles(func(r viewstore.Reader) {
 		lo := keyOf(prefixDirectory, probe)
 		seen := map[domain.UserID]bool{}
 		var ids []domain.UserID

@@ -1,9 +1,11 @@
 package projections
 
 import (
+	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"sort"
+	"sync/atomic"
 	"time"
 
 	lru "github.com/hashicorp/golang-lru/v2"
@@ -37,6 +39,9 @@ type Rooms struct {
 	last     eventstore.Position
 	nChanges uint32
 	mark     timeMark
+	// hidden counts the hidden marks: none (the usual case) spares every
+	// history read a look-up per entry.
+	hidden atomic.Uint64
 	// tx is what the open transaction changed, not yet readable.
 	tx roomsTxn
 }
@@ -51,6 +56,7 @@ type roomsTxn struct {
 	last     eventstore.Position
 	nChanges uint32
 	mark     timeMark
+	hidden   uint64
 	open     bool
 }
 
@@ -63,6 +69,8 @@ type memberKey struct {
 const (
 	prefixChange    = "c"  // change index -> change
 	prefixUser      = "ru" // user -> userState
+	prefixUserProp  = "rp" // user, field, position -> a propagated global change
+	prefixUserAll   = "ra" // user, field, position: a change with propagate_to all
 	prefixUserHist  = "uh" // user, position -> change index
 	prefixTouched   = "ut" // user, room: the user has history in the room
 	prefixJoined    = "uj" // user, room: the user is joined to the room now
@@ -113,16 +121,87 @@ type propChange struct {
 	ci  uint32 // the change that made it
 }
 
-// userState is what room values are computed from for one user; the
-// user's history, rooms touched and rooms joined are key ranges.
+// userState is what room values are computed from for one user, now: the
+// last propagated global change and the last propagate_to=all change of
+// each field. The earlier ones, for reads of the past, are key ranges
+// ("rp", "ra"), as are the user's history, rooms touched and rooms joined,
+// so the state stays small however often the user renames.
 type userState struct {
 	global [numFields]*string
 	// globalRef is where global[f] came from (for hiding, see entry).
 	globalRef [numFields]valueRef
-	// prop are the propagated global changes per field, in log order.
-	prop [numFields][]propChange
-	// allAt are the positions of changes with propagate_to all, per field.
-	allAt [numFields][]eventstore.Position
+	// lastProp is the last propagated global change per field (hasProp).
+	lastProp [numFields]propChange
+	hasProp  [numFields]bool
+	// lastAll is the position of the last change with propagate_to all per
+	// field (Start: none).
+	lastAll [numFields]eventstore.Position
+}
+
+// pastChanges finds a user's propagated changes before the last one.
+type pastChanges interface {
+	// propLE is the last propagated change of f at or before at.
+	propLE(f int, at eventstore.Position) (propChange, bool)
+	// allLE is the last propagate_to=all change of f at or before at.
+	allLE(f int, at eventstore.Position) (eventstore.Position, bool)
+}
+
+func (u *userState) propAt(f int, at eventstore.Position, past pastChanges) (propChange, bool) {
+	if !u.hasProp[f] {
+		return propChange{}, false
+	}
+	if !at.Before(u.lastProp[f].pos) {
+		return u.lastProp[f], true
+	}
+	return past.propLE(f, at)
+}
+
+func (u *userState) allAt(f int, at eventstore.Position, past pastChanges) (eventstore.Position, bool) {
+	if u.lastAll[f].IsStart() {
+		return eventstore.Start, false
+	}
+	if !at.Before(u.lastAll[f]) {
+		return u.lastAll[f], true
+	}
+	return past.allLE(f, at)
+}
+
+// userPast reads a user's past changes from the view store.
+type userPast struct {
+	r    viewstore.Reader
+	user domain.UserID
+	fail func(error)
+}
+
+func fieldPart(f int) string { return string(rune('0' + f)) }
+
+func (p userPast) last(prefix string, f int, at eventstore.Position) (key, val []byte, ok bool) {
+	lo := rangeOf(prefix, string(p.user), fieldPart(f))
+	hi := append(posKey(at, prefix, string(p.user), fieldPart(f)), 0)
+	p.fail(p.r.Scan(lo, hi, true, func(k, v []byte) bool {
+		key, val, ok = bytes.Clone(k), bytes.Clone(v), true
+		return false
+	}))
+	return key, val, ok
+}
+
+func (p userPast) propLE(f int, at eventstore.Position) (propChange, bool) {
+	k, v, ok := p.last(prefixUserProp, f, at)
+	if !ok {
+		return propChange{}, false
+	}
+	d := dec{b: v}
+	c := propChange{pos: readPos(k[len(k)-16:]), val: d.opt(), ci: uint32(d.uint())}
+	p.fail(d.err)
+	return c, true
+}
+
+func (p userPast) allLE(f int, at eventstore.Position) (eventstore.Position, bool) {
+	k, _, ok := p.last(prefixUserAll, f, at)
+	if !ok {
+		return eventstore.Start, false
+	}
+	return readPos(k[len(k)-16:]), true
 }
 
 // memberRec is one user in one room: every membership period in order.
@@ -251,6 +330,7 @@ func NewRooms(db *DB, cacheEntries int) *Rooms {
 		d := dec{b: raw}
 		v.last, v.nChanges = d.pos(), uint32(d.uint())
 		v.mark = timeMark{ms: d.int(), pos: d.pos()}
+		v.hidden.Store(d.uint())
 	}
 	return v
 }
@@ -266,7 +346,7 @@ func (v *Rooms) begin() {
 	if v.tx.open {
 		return
 	}
-	v.tx = roomsTxn{open: true, last: v.last, nChanges: v.nChanges, mark: v.mark,
+	v.tx = roomsTxn{open: true, last: v.last, nChanges: v.nChanges, mark: v.mark, hidden: v.hidden.Load(),
 		users: map[domain.UserID]*userState{}, rooms: map[domain.RoomID]*roomState{},
 		members: map[memberKey]*memberRec{}, changes: map[uint32]*change{}}
 }
@@ -289,6 +369,7 @@ func (v *Rooms) Committed() {
 		v.changes.Add(k, o)
 	}
 	v.last, v.nChanges, v.mark = v.tx.last, v.tx.nChanges, v.tx.mark
+	v.hidden.Store(v.tx.hidden)
 	v.tx = roomsTxn{}
 }
 
@@ -304,17 +385,16 @@ func lastLE[T any](s []T, pos func(*T) eventstore.Position, at eventstore.Positi
 	return sort.Search(n, func(i int) bool { return at.Before(pos(&s[i])) }) - 1
 }
 
-func propPos(c *propChange) eventstore.Position         { return c.pos }
-func posPos(p *eventstore.Position) eventstore.Position { return *p }
-func periodPos(p *period) eventstore.Position           { return p.pos }
-func visPos(m *visMark) eventstore.Position             { return m.pos }
+func propPos(c *propChange) eventstore.Position { return c.pos }
+func periodPos(p *period) eventstore.Position   { return p.pos }
+func visPos(m *visMark) eventstore.Position     { return m.pos }
 
 // value is what the member shows for field f at position at, in a period
 // that began at or before it, and which change set it: the per-room
 // override if one is set and no propagate_to=all change came after it;
 // otherwise the value at join, replaced by the last later global change
 // that propagated. O(1) when at is the present, O(log n) in the past.
-func (u *userState) value(p *period, f int, at eventstore.Position) (*string, valueRef) {
+func (u *userState) value(p *period, f int, at eventstore.Position, past pastChanges) (*string, valueRef) {
 	names := func() (*string, valueRef) {
 		if p.names[f] == nil {
 			return nil, 0
@@ -329,12 +409,11 @@ func (u *userState) value(p *period, f int, at eventstore.Position) (*string, va
 	}
 	if i := lastLE(p.ovr[f], propPos, at); i >= 0 && p.ovr[f][i].val != nil {
 		o := p.ovr[f][i]
-		if a := lastLE(u.allAt[f], posPos, at); a < 0 || u.allAt[f][a].Before(o.pos) {
+		if a, ok := u.allAt(f, at, past); !ok || a.Before(o.pos) {
 			return o.val, valueRef(o.ci + 1)
 		}
 	}
-	if i := lastLE(u.prop[f], propPos, at); i >= 0 && p.pos.Before(u.prop[f][i].pos) {
-		c := u.prop[f][i]
+	if c, ok := u.propAt(f, at, past); ok && p.pos.Before(c.pos) {
 		if c.val == nil {
 			return nil, 0
 		}
@@ -349,8 +428,7 @@ func (u *userState) hasOverride(p *period, f int) bool {
 	if len(ovr) == 0 || ovr[len(ovr)-1].val == nil {
 		return false
 	}
-	all := u.allAt[f]
-	return len(all) == 0 || all[len(all)-1].Before(ovr[len(ovr)-1].pos)
+	return u.lastAll[f].IsStart() || u.lastAll[f].Before(ovr[len(ovr)-1].pos)
 }
 
 func (m *memberRec) current() *period {
@@ -428,6 +506,7 @@ func (v *Rooms) Apply(tx viewstore.Txn, e *domain.Event) error {
 		}
 	case domain.TypeEntryHidden:
 		a.set(posKey(e.Hidden, prefixHidden), nil)
+		v.tx.hidden++ // an entry hidden twice counts twice: a count only needs to be 0 when none is
 	case domain.TypeErased:
 		a.erase(e.User)
 	case domain.TypeMemberJoined, domain.TypeMemberInvited, domain.TypeMemberLeft:
@@ -464,6 +543,7 @@ func (v *Rooms) Flush(tx viewstore.Txn) error {
 	w.uint(uint64(v.tx.nChanges))
 	w.int(v.tx.mark.ms)
 	w.pos(v.tx.mark.pos)
+	w.uint(v.tx.hidden)
 	if err := tx.Set(keyRoomsMeta, w.b); err != nil {
 		return err
 	}
@@ -605,8 +685,22 @@ func (a *applier) erase(user domain.UserID) {
 	u := a.user(user)
 	u.global = [numFields]*string{}
 	for f := range numFields {
-		for i := range u.prop[f] {
-			u.prop[f][i].val = nil
+		u.lastProp[f].val = nil
+		lo := rangeOf(prefixUserProp, string(user), fieldPart(f))
+		type kv struct{ k, v []byte }
+		var props []kv
+		a.fail(a.tx.Scan(lo, viewstore.PrefixEnd(lo), false, func(k, v []byte) bool {
+			props = append(props, kv{bytes.Clone(k), bytes.Clone(v)})
+			return true
+		}))
+		for _, p := range props {
+			d := dec{b: p.v}
+			d.opt()
+			ci := d.uint()
+			var w enc
+			w.opt(nil)
+			w.uint(ci)
+			a.set(p.k, w.b)
 		}
 	}
 	a.putUser(user, u)
@@ -648,6 +742,11 @@ func (a *applier) erase(user domain.UserID) {
 			a.putMember(room, user, m)
 		}
 	}
+}
+
+// past reads the user's earlier changes in the transaction.
+func (a *applier) past(user domain.UserID) pastChanges {
+	return userPast{r: a.tx, user: user, fail: a.fail}
 }
 
 // rangeRooms lists the rooms of a user-and-room key range (touched, joined).
@@ -722,20 +821,25 @@ func (a *applier) applyGlobal(e *domain.Event) {
 		prop = domain.PropagateUnchanged // events from before propagation was recorded
 	}
 	if prop != domain.PropagateNone {
-		// Only the history fans out; the room values follow from u.prop below.
+		// Only the history fans out; the room values follow from u.lastProp below.
 		last := a.v.tx.last
 		for _, room := range a.rangeRooms(prefixJoined, e.User) {
 			p := a.memberToRead(room, e.User).current()
 			if p == nil || (prop == domain.PropagateUnchanged && u.hasOverride(p, f)) {
 				continue
 			}
-			if before, src := u.value(p, f, last); !sameValue(before, val) {
+			if before, src := u.value(p, f, last, a.past(e.User)); !sameValue(before, val) {
 				a.addEntry(room, e.User, e.Position, ci, src)
 			}
 		}
-		u.prop[f] = append(u.prop[f], propChange{pos: e.Position, val: val, ci: ci})
+		u.lastProp[f], u.hasProp[f] = propChange{pos: e.Position, val: val, ci: ci}, true
+		var w enc
+		w.opt(val)
+		w.uint(uint64(ci))
+		a.set(posKey(e.Position, prefixUserProp, string(e.User), fieldPart(f)), w.b)
 		if prop == domain.PropagateAll {
-			u.allAt[f] = append(u.allAt[f], e.Position)
+			u.lastAll[f] = e.Position
+			a.set(posKey(e.Position, prefixUserAll, string(e.User), fieldPart(f)), nil)
 		}
 	}
 	a.putChange(ci, c)
@@ -780,7 +884,7 @@ func (a *applier) applyMembership(e *domain.Event) {
 		}
 		if cur != nil {
 			for f := range numFields {
-				names[f], namesRef[f] = u.value(cur, f, last)
+				names[f], namesRef[f] = u.value(cur, f, last, a.past(e.User))
 			}
 		}
 	}
@@ -825,11 +929,11 @@ func (a *applier) applyOverride(e *domain.Event) {
 	}
 	u := a.user(e.User)
 	last := a.v.tx.last
-	before, beforeRef := u.value(p, f, last)
+	before, beforeRef := u.value(p, f, last, a.past(e.User))
 	c, ci := a.newChange(e, k)
 	p.ovr[f] = append(p.ovr[f], propChange{pos: e.Position, val: val, ci: ci})
 	c.field, c.old, c.oldRef = uint8(f), before, beforeRef
-	c.new, _ = u.value(p, f, last)
+	c.new, _ = u.value(p, f, last, a.past(e.User))
 	a.putMember(e.Room, e.User, m)
 	a.putChange(ci, c)
 	a.addEntry(e.Room, e.User, e.Position, ci, 0)
@@ -890,11 +994,11 @@ func encodeUserState(u *userState) []byte {
 	for f := range numFields {
 		w.opt(u.global[f])
 		w.uint(uint64(u.globalRef[f]))
-		encProps(&w, u.prop[f])
-		w.uint(uint64(len(u.allAt[f])))
-		for _, p := range u.allAt[f] {
-			w.pos(p)
-		}
+		w.bool(u.hasProp[f])
+		w.pos(u.lastProp[f].pos)
+		w.opt(u.lastProp[f].val)
+		w.uint(uint64(u.lastProp[f].ci))
+		w.pos(u.lastAll[f])
 	}
 	return w.b
 }
@@ -907,10 +1011,9 @@ func decodeUserState(raw []byte, errs interface{ fail(error) }) *userState {
 	for f := range numFields {
 		u.global[f] = d.opt()
 		u.globalRef[f] = valueRef(d.uint())
-		u.prop[f] = decProps(&d)
-		for n := d.uint(); n > 0 && d.err == nil; n-- {
-			u.allAt[f] = append(u.allAt[f], d.pos())
-		}
+		u.hasProp[f] = d.bool()
+		u.lastProp[f] = propChange{pos: d.pos(), val: d.opt(), ci: uint32(d.uint())}
+		u.lastAll[f] = d.pos()
 	}
 	if errs != nil {
 		errs.fail(d.err)

@@ -62,15 +62,15 @@ type model struct {
 
 var fieldOf = map[string]int{domain.KeyDisplayName: 0, domain.KeyAvatarURL: 1}
 
-func names(m *modelMember) projections.Names {
-	return projections.Names{DisplayName: m.show(0), AvatarURL: m.show(1)}
+func names(m *modelMember) projections.DisplayValues {
+	return projections.DisplayValues{DisplayName: m.show(0), AvatarURL: m.show(1)}
 }
 
-func fieldNames(f int, v *string) projections.Names {
+func fieldNames(f int, v *string) projections.DisplayValues {
 	if f == 0 {
-		return projections.Names{DisplayName: v}
+		return projections.DisplayValues{DisplayName: v}
 	}
-	return projections.Names{AvatarURL: v}
+	return projections.DisplayValues{AvatarURL: v}
 }
 
 func str(raw json.RawMessage) *string {

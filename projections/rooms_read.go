@@ -14,12 +14,9 @@ import (
 	"github.com/profilestore/profilestore/projections/viewstore"
 )
 
-// Viewer is who reads a room or user history.
-type Viewer struct {
-	User domain.UserID
-	// Admin sees everything (server administrators).
-	Admin bool
-}
+// Viewer is who reads a room or user history; what they may read is
+// domain.Reads' decision, from the facts the view gives it.
+type Viewer = domain.Reader
 
 // Member is one member of a room as the room shows them.
 type Member struct {
@@ -30,8 +27,9 @@ type Member struct {
 	AvatarURL   *string
 }
 
-// Names are displayname and avatar_url values; nil is unset.
-type Names struct {
+// DisplayValues are a member's displayname and avatar_url in a history
+// entry; nil is unset.
+type DisplayValues struct {
 	DisplayName *string `json:"displayname,omitempty"`
 	AvatarURL   *string `json:"avatar_url,omitempty"`
 }
@@ -59,8 +57,8 @@ type HistoryEntry struct {
 	// Field is displayname or avatar_url for renames and overrides, "" for
 	// membership entries, whose Old and New carry both values.
 	Field string
-	Old   Names
-	New   Names
+	Old   DisplayValues
+	New   DisplayValues
 	Cause Cause
 	// Hidden is true when the entry was hidden (profile.entry_hidden); to
 	// readers who may not see it, its values are then empty.
@@ -325,6 +323,9 @@ func (rr *roomsReader) change(ci uint32) *change {
 }
 
 func (rr *roomsReader) hidden(pos eventstore.Position) bool {
+	if rr.v.hidden.Load() == 0 {
+		return false
+	}
 	_, ok := rr.get(posKey(pos, prefixHidden))
 	return ok
 }
@@ -362,47 +363,30 @@ func visibilityAt(r *roomState, pos eventstore.Position) string {
 	return domain.DefaultHistoryVisibility
 }
 
-// seesAll reports whether the viewer sees the whole room: server admins and
-// the room's moderators (power level ≥ kick level now).
-func seesAll(r *roomState, viewer Viewer) bool {
-	return viewer.Admin || (r != nil && r.pl.IsModerator(viewer.User))
-}
-
-// access checks that the viewer may read the room at all: admins,
-// moderators and members joined now. Unknown rooms read as forbidden to
-// everyone but admins, so that room ids cannot be probed.
-func (rr *roomsReader) access(room domain.RoomID, viewer Viewer) (*roomState, error) {
+// access gives the read policy the facts of the room and the viewer, and
+// returns the room and what the viewer may read of it.
+func (rr *roomsReader) access(room domain.RoomID, viewer Viewer) (*roomState, domain.RoomAccess, error) {
 	r := rr.room(room)
-	if r == nil {
-		if viewer.Admin {
-			return nil, domain.Errorf(domain.ErrCodeNotFound, "Unknown room")
+	facts := domain.RoomFacts{Known: r != nil}
+	if r != nil && !viewer.Admin {
+		facts.ReaderModerates = r.pl.IsModerator(viewer.User)
+		if !facts.ReaderModerates {
+			p := rr.member(room, viewer.User).current()
+			facts.ReaderJoined = p != nil && p.state == stJoin
 		}
-		return nil, domain.Errorf(domain.ErrCodeForbidden, "You are not a member of this room")
 	}
-	if seesAll(r, viewer) {
-		return r, nil
-	}
-	if p := rr.member(room, viewer.User).current(); p == nil || p.state != stJoin {
-		return nil, domain.Errorf(domain.ErrCodeForbidden, "You are not a member of this room")
-	}
-	return r, nil
+	access, err := domain.Reads.Room(viewer, facts)
+	return r, access, err
 }
 
-// visibleTo applies history_visibility at the time of pos: shared and
-// world_readable show everything to current members; invited and joined
-// only what happened while the viewer was invited or joined (their own
-// membership event counts with the state it set). own is the viewer's
-// record in the room.
+// visibleTo asks the read policy whether a member sees the room at pos:
+// the room's history_visibility then, and the member's membership then.
 func visibleTo(r *roomState, own *memberRec, pos eventstore.Position) bool {
-	switch visibilityAt(r, pos) {
-	case domain.VisibilityInvited:
-		p := own.stateAt(pos)
-		return p != nil && (p.state == stJoin || p.state == stInvite)
-	case domain.VisibilityJoined:
-		p := own.stateAt(pos)
-		return p != nil && p.state == stJoin
+	then := ""
+	if p := own.stateAt(pos); p != nil {
+		then = stateNames[p.state]
 	}
-	return true
+	return domain.Reads.EntryVisible(visibilityAt(r, pos), then)
 }
 
 // Members returns the room's joined and invited members sorted by user id,
@@ -413,14 +397,14 @@ func (v *Rooms) Members(room domain.RoomID, at *eventstore.Position, viewer View
 	var out []Member
 	pos := eventstore.Start
 	err := v.read(func(rr *roomsReader) error {
-		r, err := rr.access(room, viewer)
+		r, access, err := rr.access(room, viewer)
 		if err != nil {
 			return err
 		}
 		pos = v.last
 		if at != nil && at.Before(v.last) {
 			pos = *at
-			if !seesAll(r, viewer) && !visibleTo(r, rr.member(room, viewer.User), pos) {
+			if access != domain.ReadsAll && !visibleTo(r, rr.member(room, viewer.User), pos) {
 				return domain.Errorf(domain.ErrCodeForbidden, "The room's history visibility hides this point in time from you")
 			}
 		}
@@ -445,8 +429,9 @@ func (v *Rooms) Members(room domain.RoomID, at *eventstore.Position, viewer View
 				continue
 			}
 			u := rr.user(rc.id)
-			dn, _ := u.value(p, fDisplayName, pos)
-			av, _ := u.value(p, fAvatarURL, pos)
+			past := userPast{r: rr.r, user: rc.id, fail: rr.fail}
+			dn, _ := u.value(p, fDisplayName, pos, past)
+			av, _ := u.value(p, fAvatarURL, pos, past)
 			out = append(out, Member{User: rc.id, Membership: stateNames[p.state], DisplayName: dn, AvatarURL: av})
 		}
 		return nil
@@ -472,7 +457,7 @@ func (rr *roomsReader) entry(c *change, room domain.RoomID, roomOldRef valueRef,
 	}
 	switch c.kind {
 	case kJoin, kInvite:
-		e.New = Names{c.names[fDisplayName], c.names[fAvatarURL]}
+		e.New = DisplayValues{c.names[fDisplayName], c.names[fAvatarURL]}
 	case kLeave, kKick, kBan, kUnban:
 		held := c.names
 		for f := range numFields {
@@ -480,7 +465,7 @@ func (rr *roomsReader) entry(c *change, room domain.RoomID, roomOldRef valueRef,
 				held[f], e.OldHidden = nil, true
 			}
 		}
-		e.Old = Names{held[fDisplayName], held[fAvatarURL]}
+		e.Old = DisplayValues{held[fDisplayName], held[fAvatarURL]}
 	default:
 		e.Field = fieldKeys[c.field]
 		old, ref := c.old, c.oldRef
@@ -500,7 +485,7 @@ func (rr *roomsReader) entry(c *change, room domain.RoomID, roomOldRef valueRef,
 	if rr.hidden(c.pos) {
 		e.Hidden = true
 		if !showHidden {
-			e.Old, e.New = Names{}, Names{}
+			e.Old, e.New = DisplayValues{}, DisplayValues{}
 		}
 	}
 	return e
@@ -512,11 +497,11 @@ func (rr *roomsReader) entry(c *change, room domain.RoomID, roomOldRef valueRef,
 func (v *Rooms) RoomHistory(room domain.RoomID, q HistoryQuery) (HistoryPage, error) {
 	var page HistoryPage
 	err := v.read(func(rr *roomsReader) error {
-		r, err := rr.access(room, q.Viewer)
+		r, access, err := rr.access(room, q.Viewer)
 		if err != nil {
 			return err
 		}
-		all := seesAll(r, q.Viewer)
+		all := access == domain.ReadsAll
 		var own *memberRec
 		if !all {
 			own = rr.member(room, q.Viewer.User)
@@ -547,7 +532,7 @@ func (v *Rooms) UserHistory(user domain.UserID, q HistoryQuery) (HistoryPage, er
 	var page HistoryPage
 	err := v.read(func(rr *roomsReader) error {
 		var err error
-		if q.Viewer.Admin || q.Viewer.User == user {
+		if domain.Reads.WholeUserHistory(q.Viewer, user) {
 			page.Start, page.End, err = paginateRange(rr.r, rangeOf(prefixUserHist, string(user)), q, v.last, func(_ eventstore.Position, val []byte) bool {
 				c := rr.change(binary.BigEndian.Uint32(val))
 				if !q.keeps(c) {
@@ -565,7 +550,7 @@ func (v *Rooms) UserHistory(user domain.UserID, q HistoryQuery) (HistoryPage, er
 		}
 		var refs []ref
 		for _, roomID := range rr.rooms(prefixTouched, user) {
-			if !rr.room(roomID).pl.IsModerator(q.Viewer.User) {
+			if _, access, _ := rr.access(roomID, q.Viewer); access != domain.ReadsAll {
 				continue
 			}
 			lo := rangeOf(prefixUserEntry, string(roomID), string(user))

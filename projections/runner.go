@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"strings"
 	"sync"
 	"time"
 
@@ -141,22 +142,46 @@ func (r *Runner) Start(ctx context.Context, progress func(applied, total uint64)
 }
 
 // catchUp applies the log up to head with batched reads, one transaction
-// per batch: the fast path of a rebuild and of a restart.
+// per batch: the fast path of a rebuild and of a restart. Reading and
+// decoding the next batch overlaps applying the current one.
 func (r *Runner) catchUp(ctx context.Context, head eventstore.Position, progress func(applied, total uint64)) error {
 	start := r.Checkpoint()
+	type batch struct {
+		recs    []eventstore.RecordedEvent
+		decoded []decodedEvent
+		err     error
+	}
+	batches := make(chan batch, 1)
+	readCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		defer close(batches)
+		for after := start; after.Before(head); {
+			recs, err := r.opts.Store.ReadAll(readCtx, after, r.opts.BatchEvents)
+			if err != nil || len(recs) == 0 {
+				if err != nil {
+					batches <- batch{err: err}
+				}
+				return
+			}
+			b := batch{recs: recs, decoded: r.decodeAll(readCtx, recs, after)}
+			select {
+			case batches <- b:
+			case <-readCtx.Done():
+				return
+			}
+			after = recs[len(recs)-1].Position
+		}
+	}()
 	var applied uint64
-	for r.Checkpoint().Before(head) {
-		recs, err := r.opts.Store.ReadAll(ctx, r.Checkpoint(), r.opts.BatchEvents)
-		if err != nil {
-			return fmt.Errorf("projections: read log: %w", err)
+	for b := range batches {
+		if b.err != nil {
+			return fmt.Errorf("projections: read log: %w", b.err)
 		}
-		if len(recs) == 0 {
-			break
-		}
-		if err := r.applyBatch(ctx, recs); err != nil {
+		if err := r.applyDecoded(b.recs, b.decoded); err != nil {
 			return err
 		}
-		applied += uint64(len(recs))
+		applied += uint64(len(b.recs))
 		if progress != nil {
 			progress(applied, head.Commit-start.Commit)
 		}
@@ -224,48 +249,107 @@ func (r *Runner) applyLive(ctx context.Context, rec eventstore.RecordedEvent) er
 	return nil
 }
 
-// commit applies events to views in one transaction and commits it, with
-// the checkpoint when one is given; views publish under the readers' lock.
+// parallelApplyMin is the number of events from which a transaction's
+// views apply in parallel, each into a transaction of its own.
+const parallelApplyMin = 256
+
+// commit applies events to views and commits what they wrote in one atomic
+// write, with the checkpoint when one is given; views publish under the
+// readers' lock. Views own disjoint keys, so with many events each fills a
+// transaction of its own on its own goroutine (a rebuild's fast path), and
+// the transactions commit as one.
 func (r *Runner) commit(views []View, events []*domain.Event, checkpoint *eventstore.Position) error {
 	if len(views) == 0 && checkpoint == nil {
 		return nil
 	}
-	tx, err := r.opts.DB.store.Begin()
-	if err != nil {
-		return fmt.Errorf("%w: %v", errStorage, err)
-	}
-	abort := func(err error) error {
-		tx.Discard()
-		for _, v := range views {
-			v.Aborted()
+	store := r.opts.DB.store
+	groups := [][]View{views}
+	if c, ok := store.(interface{ ConcurrentTxns() bool }); ok && c.ConcurrentTxns() &&
+		len(views) > 1 && len(events) >= parallelApplyMin && runtime.GOMAXPROCS(0) > 1 {
+		groups = make([][]View, len(views))
+		for i, v := range views {
+			groups[i] = []View{v}
 		}
-		return fmt.Errorf("%w: %v", errStorage, err)
 	}
-	for _, e := range events {
-		for _, v := range views {
-			if err := v.Apply(tx, e); err != nil {
-				return abort(fmt.Errorf("%s: %w", v.Name(), err))
+	txs := make([]viewstore.Txn, len(groups))
+	errs := make([]error, len(groups))
+	for i := range groups {
+		tx, err := store.Begin()
+		if err != nil {
+			for _, t := range txs[:i] {
+				t.Discard()
+			}
+			return fmt.Errorf("%w: %v", errStorage, err)
+		}
+		txs[i] = tx
+	}
+	fill := func(i int) {
+		for _, e := range events {
+			for _, v := range groups[i] {
+				if err := v.Apply(txs[i], e); err != nil {
+					errs[i] = fmt.Errorf("%s: %w", v.Name(), err)
+					return
+				}
+			}
+		}
+		for _, v := range groups[i] {
+			if err := v.Flush(txs[i]); err != nil {
+				errs[i] = fmt.Errorf("%s: %w", v.Name(), err)
+				return
 			}
 		}
 	}
-	for _, v := range views {
-		if err := v.Flush(tx); err != nil {
-			return abort(fmt.Errorf("%s: %w", v.Name(), err))
+	if len(groups) == 1 {
+		fill(0)
+	} else {
+		var wg sync.WaitGroup
+		for i := range groups {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				fill(i)
+			}()
 		}
+		wg.Wait()
 	}
-	if checkpoint != nil {
-		if err := tx.Set(keyCheckpoint, []byte(checkpoint.String())); err != nil {
-			return abort(err)
+	err := errors.Join(errs...)
+	if err == nil && checkpoint != nil {
+		err = txs[len(txs)-1].Set(keyCheckpoint, []byte(checkpoint.String()))
+	}
+	abort := func(err error) error {
+		for _, t := range txs {
+			t.Discard()
 		}
-	}
-	db := r.opts.DB
-	db.mu.Lock()
-	defer db.mu.Unlock()
-	if err := tx.Commit(); err != nil {
 		for _, v := range views {
 			v.Aborted()
 		}
 		return fmt.Errorf("%w: %v", errStorage, err)
+	}
+	if err != nil {
+		return abort(err)
+	}
+	// Readers of the views in this transaction wait while it is published.
+	db := r.opts.DB
+	profiles, others := false, false
+	for _, v := range views {
+		_, p := v.(*Profiles)
+		profiles, others = profiles || p, others || !p
+	}
+	if profiles {
+		db.profilesMu.Lock()
+		defer db.profilesMu.Unlock()
+	}
+	if others || len(views) == 0 {
+		db.mu.Lock()
+		defer db.mu.Unlock()
+	}
+	if len(txs) == 1 {
+		err = txs[0].Commit()
+	} else {
+		err = store.CommitAll(txs...)
+	}
+	if err != nil {
+		return abort(err)
 	}
 	for _, v := range views {
 		v.Committed()
@@ -311,7 +395,7 @@ func (r *Runner) runDeferred() {
 				break drain
 			}
 		}
-		if err := r.finish(events, last, erased); err != nil {
+		if err := r.finish(r.opts.Deferred, events, last, erased); err != nil {
 			r.fail(err)
 			r.log.WithError(err).Error("projections: the view store failed; the deferred views stop here")
 			for range r.deferred {
@@ -340,8 +424,8 @@ func (r *Runner) take(item *deferredItem, events *[]*domain.Event) bool {
 // one home of the erasure rule: after an erasure the store is purged before
 // the checkpoint moves, so whoever waits for an erasure sees it done only
 // once no file of the view store holds the erased values.
-func (r *Runner) finish(events []*domain.Event, last eventstore.Position, erased bool) error {
-	if err := r.commit(r.opts.Deferred, events, &last); err != nil {
+func (r *Runner) finish(views []View, events []*domain.Event, last eventstore.Position, erased bool) error {
+	if err := r.commit(views, events, &last); err != nil {
 		return err
 	}
 	for _, e := range events {
@@ -374,10 +458,9 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 	}
 }
 
-// applyBatch applies a batch read while catching up to every view, in one
-// transaction with its checkpoint.
-func (r *Runner) applyBatch(ctx context.Context, recs []eventstore.RecordedEvent) error {
-	decoded := r.decodeAll(ctx, recs, r.Checkpoint())
+// applyDecoded applies a batch read while catching up to every view, in
+// one transaction with its checkpoint.
+func (r *Runner) applyDecoded(recs []eventstore.RecordedEvent, decoded []decodedEvent) error {
 	events := make([]*domain.Event, 0, len(recs))
 	erased := false
 	for i := range recs {
@@ -392,11 +475,13 @@ func (r *Runner) applyBatch(ctx context.Context, recs []eventstore.RecordedEvent
 		erased = erased || d.e.Type == domain.TypeErased
 	}
 	all := append(append([]View(nil), r.opts.Views...), r.opts.Deferred...)
-	saved := r.opts.Deferred
-	r.opts.Deferred = all
-	err := r.finish(events, recs[len(recs)-1].Position, erased)
-	r.opts.Deferred = saved
-	return err
+	return r.finish(all, events, recs[len(recs)-1].Position, erased)
+}
+
+// viewed reports whether the views read events of the stream: profiles and
+// rooms, as the live subscription's filter says.
+func viewed(stream string) bool {
+	return strings.HasPrefix(stream, domain.ProfileCategory) || strings.HasPrefix(stream, domain.RoomCategory)
 }
 
 type decodedEvent struct {
@@ -412,8 +497,8 @@ func (r *Runner) decodeAll(ctx context.Context, recs []eventstore.RecordedEvent,
 	out := make([]decodedEvent, len(recs))
 	decode := func(lo, hi int) {
 		for i := lo; i < hi; i++ {
-			if !after.Before(recs[i].Position) {
-				out[i].skip = true
+			if !after.Before(recs[i].Position) || !viewed(recs[i].Stream) {
+				out[i].skip = true // applied already, or of no view's concern (seals, ledgers)
 				continue
 			}
 			out[i].e, out[i].err = domain.Decode(ctx, r.opts.Sealer, recs[i])

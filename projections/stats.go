@@ -40,7 +40,7 @@ const (
 func NewActivity(db *DB) *Activity { return &Activity{db: db, counts: map[string][]uint64{}} }
 
 // Name identifies the view in logs and metrics.
-func (v *Activity) Name() string { return "stats" }
+func (v *Activity) Name() string { return "activity" }
 
 // Flush adds the transaction's increments to the stored counters.
 func (v *Activity) Flush(tx viewstore.Txn) error {

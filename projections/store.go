@@ -14,7 +14,7 @@ import (
 // FormatVersion changes whenever a view's keys, encodings or fold change;
 // a view store of another version is set aside and the views rebuilt from
 // the log.
-const FormatVersion = 1
+const FormatVersion = 3
 
 // Key prefixes of the view store. Each view owns its prefixes; the byte
 // after a prefix is 0 so that no prefix is a prefix of another's keys.
@@ -29,7 +29,9 @@ var (
 // caches not yet updated).
 type DB struct {
 	store viewstore.Store
-	mu    sync.RWMutex
+	// mu is the deferred views' lock; profilesMu the profile view's, so
+	// that the acknowledging stage never waits for a deferred commit.
+	mu, profilesMu sync.RWMutex
 }
 
 // OpenDB opens the view store in dir (pebble), creating it if needed. A
@@ -86,6 +88,8 @@ func NewDB(s viewstore.Store) *DB { return &DB{store: s} }
 
 // Close makes every committed transaction durable and closes the store.
 func (d *DB) Close() error {
+	d.profilesMu.Lock()
+	defer d.profilesMu.Unlock()
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return d.store.Close()
@@ -113,10 +117,18 @@ func (d *DB) Checkpoint() (eventstore.Position, error) {
 	return eventstore.ParsePosition(string(v))
 }
 
-// read runs fn with commits held off, so fn sees one committed state.
+// read runs fn with the deferred views' commits held off, so fn sees one
+// committed state of them.
 func (d *DB) read(fn func(r viewstore.Reader)) {
 	d.mu.RLock()
 	defer d.mu.RUnlock()
+	fn(d.store)
+}
+
+// readProfiles is read for the profile view.
+func (d *DB) readProfiles(fn func(r viewstore.Reader)) {
+	d.profilesMu.RLock()
+	defer d.profilesMu.RUnlock()
 	fn(d.store)
 }
 

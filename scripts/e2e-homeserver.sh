@@ -8,7 +8,11 @@
 # per-room nickname in one room, then compares, room by room, profilestore's
 # members view with the homeserver's joined_members, and checks that
 # profilestore's room histories show the joins, the global rename (once, as
-# one global change) and the per-room rename. Exits non-zero on a mismatch.
+# one global change) and the per-room rename. Then it turns moderation alerts
+# on (docs/ALERTS.md): alice makes a moderation room and invites
+# profilestore's bot, mallory joins R1 under a look-alike of alice's name
+# (a Cyrillic А), and the bot's m.notice about it must appear in the
+# moderation room, read back with /messages. Exits non-zero on a mismatch.
 #
 # Needs: go, curl, jq, openssl, python3 with PyYAML (to edit Dendrite's
 # config). Everything listens on 127.0.0.1 only: Dendrite on $HS_PORT
@@ -77,7 +81,7 @@ listen: 127.0.0.1:$PS_PORT
 log_level: trace          # trace logs each transaction body (captured below)
 log_format: json
 auth: {mode: homeserver, homeserver_url: $HS, admins: ["@psadmin:$SERVER_NAME"]}
-appservice: {enabled: true}
+appservice: {enabled: true, server_name: $SERVER_NAME}   # server_name: the alert bot's user id
 YAML
 "$BIN/profilestore" -c "$WORK/profilestore.yaml" appservice register \
   --server-name "$SERVER_NAME" --url "$PS" > "$WORK/registration.yaml" 2>/dev/null
@@ -285,6 +289,52 @@ sets=$("$BIN/profilestore" -c "$WORK/profilestore.yaml" export 2>/dev/null |
 echo "profile.field_set events in profile-$ALICE: $sets (want 4: the first name, two renames, the avatar)"
 [ "$sets" -eq 4 ] || mismatch "alice's profile stream has $sets field_set events"
 
+# 7. Moderation alerts through the real homeserver: the bot posts to a
+# moderation room when a member takes a look-alike of a moderator's name.
+log "alerts: alice makes a moderation room and invites profilestore's bot"
+BOT="@$(python3 -c 'import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))["sender_localpart"])' "$WORK/registration.yaml"):$SERVER_NAME"
+MODS=$(api "$A" POST /createRoom '{"preset":"private_chat","name":"e2e moderation"}' | jq -r .room_id)
+api "$A" POST "/rooms/$(enc "$MODS")/invite" "$(jq -nc --arg u "$BOT" '{user_id:$u}')" >/dev/null ||
+  mismatch "alice could not invite the bot $BOT"
+cat >> "$WORK/profilestore.yaml" <<YAML
+alerts:
+  enabled: true
+  console_url: $PS
+  matrix: {room: "$MODS"}
+YAML
+"$BIN/profilestore" -c "$WORK/profilestore.yaml" serve > "$WORK/profilestore-alerts.log" 2>&1 &
+pids+=($!)
+wait_for "$PS/health"
+for _ in $(seq 100); do [ -f "$WORK/ps/alerts-watched.json" ] && break; sleep 0.1; done
+[ -f "$WORK/ps/alerts-watched.json" ] || mismatch "the alert watcher did not start"
+
+log "mallory joins R1 as a look-alike of alice (Cyrillic А), through the homeserver"
+M=$(register mallory pw-mallory-123456)
+api "$M" PUT "/profile/$(enc "@mallory:$SERVER_NAME")/displayname" '{"displayname":"\u0410lice Two"}' >/dev/null
+api "$M" POST "/join/$(enc "$R1")" '{}' >/dev/null
+notice=""
+for _ in $(seq 300); do
+  notice=$(api "$A" GET "/rooms/$(enc "$MODS")/messages?dir=b&limit=20" |
+    jq -r --arg bot "$BOT" '[.chunk[] | select(.type=="m.room.message" and .sender==$bot and .content.msgtype=="m.notice")] | first | .content // empty | tojson')
+  [ -n "$notice" ] && break
+  sleep 0.1
+done
+if [ -z "$notice" ]; then
+  mismatch "no m.notice from $BOT in the moderation room $MODS"
+  grep -E '"level":"(warning|error)"' "$WORK/profilestore-alerts.log" | head -10 || true
+else
+  body=$(jq -r .body <<<"$notice")
+  echo "notice in the moderation room (plain body):"; sed 's/^/   /' <<<"$body"
+  for want in "Possible impersonation of a moderator in $R1" "@mallory:$SERVER_NAME took" "U+0410 CYRILLIC CAPITAL LETTER A (Cyrillic)" \
+      "($ALICE, moderator)" "$PS/console/rooms/"; do
+    grep -qF -- "$want" <<<"$body" || mismatch "the notice lacks: $want"
+  done
+  [ "$(jq -r .format <<<"$notice")" = org.matrix.custom.html ] && jq -e '.formatted_body | test("<b>Possible impersonation")' <<<"$notice" >/dev/null ||
+    mismatch "the notice has no HTML formatted body"
+fi
+delivered=$(curl -sf "$PS/metrics" | awk '/^profilestore_alert_deliveries_total\{sink="matrix"\}/ {print $2}')
+echo "alert deliveries to Matrix (metrics): ${delivered:-0}"
+
 echo
-if [ "$fail" = 0 ]; then echo "PASS: profilestore agrees with Dendrite $DENDRITE_VERSION"; else echo "FAIL: see MISMATCH lines above"; fi
+if [ "$fail" = 0 ]; then echo "PASS: profilestore agrees with Dendrite $DENDRITE_VERSION, and its alert reached the moderation room"; else echo "FAIL: see MISMATCH lines above"; fi
 exit "$fail"

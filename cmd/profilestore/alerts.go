@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/profilestore/profilestore/alerts"
 	"github.com/profilestore/profilestore/appservice"
@@ -170,26 +171,37 @@ func webhookSink(i int, h WebhookConfig, notice alerts.Notice) (*alerts.WebhookS
 	return &alerts.WebhookSink{URL: h.URL, Secret: secret, Notice: notice}, nil
 }
 
-// start runs the watcher and the outbox until ctx ends. A watcher that
-// stops on an error (the store failing) is logged; serving goes on, and
-// the next start evaluates again from its checkpoint.
+// alertsRetry is how long the watcher or the outbox waits before starting
+// again after an error (the store failing, say).
+const alertsRetry = 5 * time.Second
+
+// start runs the watcher and the outbox until ctx ends. Either one that
+// stops on an error is logged and started again from its checkpoint, so
+// nothing is skipped; serving goes on meanwhile.
 func (al *alerting) start(ctx context.Context, a *app) {
 	if al == nil {
 		return
 	}
+	keep := func(what string, run func(context.Context) error) {
+		defer al.wg.Done()
+		for {
+			err := run(ctx)
+			if ctx.Err() != nil {
+				return
+			}
+			if err != nil {
+				a.log.WithError(err).Errorf("alerts: the %s stopped; starting it again in %s", what, alertsRetry)
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(alertsRetry):
+			}
+		}
+	}
 	al.wg.Add(2)
-	go func() {
-		defer al.wg.Done()
-		if err := al.watcher.Run(ctx); err != nil {
-			a.log.WithError(err).Error("alerts: the watcher stopped; alerts are not raised until a restart")
-		}
-	}()
-	go func() {
-		defer al.wg.Done()
-		if err := al.outbox.Run(ctx); err != nil {
-			a.log.WithError(err).Error("alerts: the outbox stopped; alerts are not delivered until a restart")
-		}
-	}()
+	go keep("watcher", al.watcher.Run)
+	go keep("outbox", al.outbox.Run)
 }
 
 // wait returns once both have stopped.

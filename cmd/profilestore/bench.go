@@ -27,7 +27,7 @@ func benchCommand(load loader) *cobra.Command {
 				return nil, err
 			}
 			return &bench.App{
-				Store: a.Store, Profiles: a.Profiles, Rooms: a.Rooms, Runner: a.Runner,
+				Store: a.Store, Sealer: a.Sealer, Profiles: a.Profiles, Rooms: a.Rooms, Runner: a.Runner,
 				Views: a.ProfileView, RoomViews: a.RoomView, TokensFile: a.cfg.Auth.TokensFile,
 				Server: func() (*pshttp.Server, error) {
 					auth, err := a.authenticator()

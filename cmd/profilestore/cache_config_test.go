@@ -65,3 +65,47 @@ func TestCommandCacheConfig(t *testing.T) {
 		}
 	})
 }
+
+// TestViewCacheConfig: the views' memory comes from the defaults, the file
+// and the environment, reaches the running views (their caches' capacity
+// in /metrics is the views' business; here the config), and a size below 1
+// or not a number names the setting.
+func TestViewCacheConfig(t *testing.T) {
+	t.Setenv("PROFILESTORE_ESDB_URL", "")
+	path := filepath.Join(t.TempDir(), "config.yaml")
+	if err := os.WriteFile(path, []byte("views:\n  cache_entries: 500\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name, env, value string
+		want             ViewsConfig
+		wantErr          string
+	}{
+		{name: "file", want: ViewsConfig{CacheEntries: 500, BlockCacheMB: 64}},
+		{name: "environment", env: "PROFILESTORE_VIEW_BLOCK_CACHE_MB", value: "16", want: ViewsConfig{CacheEntries: 500, BlockCacheMB: 16}},
+		{name: "not a number", env: "PROFILESTORE_VIEW_CACHE_ENTRIES", value: "lots", wantErr: "PROFILESTORE_VIEW_CACHE_ENTRIES"},
+		{name: "zero", env: "PROFILESTORE_VIEW_CACHE_ENTRIES", value: "0", wantErr: "views.cache_entries"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			if c.env != "" {
+				t.Setenv(c.env, c.value)
+			}
+			cfg, err := loadConfig(path)
+			if err == nil {
+				err = cfg.validate()
+			}
+			if c.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), c.wantErr) {
+					t.Fatalf("error %v, want one naming %s", err, c.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if cfg.Views != c.want {
+				t.Errorf("got %+v, want %+v", cfg.Views, c.want)
+			}
+		})
+	}
+}

@@ -178,11 +178,12 @@ func loadConfig(path string) (Config, error) {
 		}
 		cfg.RateLimit.WritesPerSecond = f
 	}
-	for name, dst := range map[string]*int{"PROFILESTORE_COMMAND_CACHE_PROFILES": &cfg.CommandCache.Profiles, "PROFILESTORE_COMMAND_CACHE_ROOMS": &cfg.CommandCache.Rooms} {
+	for name, dst := range map[string]*int{"PROFILESTORE_COMMAND_CACHE_PROFILES": &cfg.CommandCache.Profiles, "PROFILESTORE_COMMAND_CACHE_ROOMS": &cfg.CommandCache.Rooms,
+		"PROFILESTORE_VIEW_CACHE_ENTRIES": &cfg.Views.CacheEntries, "PROFILESTORE_VIEW_BLOCK_CACHE_MB": &cfg.Views.BlockCacheMB} {
 		if v := os.Getenv(name); v != "" {
 			n, err := strconv.Atoi(v)
 			if err != nil {
-				return cfg, fmt.Errorf("%s=%q is not a whole number of cached states (like 50000)", name, v)
+				return cfg, fmt.Errorf("%s=%q is not a whole number (like 50000)", name, v)
 			}
 			*dst = n
 		}
@@ -227,6 +228,9 @@ func (c *Config) validate() error {
 	}
 	if c.CommandCache.Profiles < 1 || c.CommandCache.Rooms < 1 {
 		return fmt.Errorf("config: command_cache.profiles and command_cache.rooms must be at least 1 (states kept in memory; they are %d and %d)", c.CommandCache.Profiles, c.CommandCache.Rooms)
+	}
+	if c.Views.CacheEntries < 1 || c.Views.BlockCacheMB < 1 {
+		return fmt.Errorf("config: views.cache_entries and views.block_cache_mb must be at least 1 (memory the views keep; they are %d and %d)", c.Views.CacheEntries, c.Views.BlockCacheMB)
 	}
 	if c.Appservice.MaxTransactionBytes < 0 {
 		return errors.New("config: appservice.max_transaction_bytes cannot be negative")

@@ -67,7 +67,7 @@ func boltScan(tx *bolt.Tx, lower, upper []byte, reverse bool, fn func(k, v []byt
 	var k, v []byte
 	if upper == nil {
 		k, v = c.Last()
-	} else if k, v = c.Seek(upper); k == nil {
+	} else if sk, _ := c.Seek(upper); sk == nil {
 		k, v = c.Last()
 	} else {
 		k, v = c.Prev()
@@ -77,6 +77,15 @@ func boltScan(tx *bolt.Tx, lower, upper []byte, reverse bool, fn func(k, v []byt
 			return
 		}
 	}
+}
+
+// CommitAll commits one transaction; bbolt has one writer at a time, so
+// it cannot hold several open.
+func (s *Bolt) CommitAll(txns ...Txn) error {
+	if len(txns) != 1 {
+		return fmt.Errorf("viewstore: the bolt engine commits one transaction at a time")
+	}
+	return txns[0].Commit()
 }
 
 func (s *Bolt) Begin() (Txn, error) {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/bloom"
 	"github.com/cockroachdb/pebble/v2/sstable"
 )
 
@@ -27,7 +28,7 @@ type Pebble struct {
 type PebbleOptions struct {
 	// CacheBytes is the block cache (default 64 MiB).
 	CacheBytes int64
-	// MemTableBytes is each memtable (default 32 MiB).
+	// MemTableBytes is each memtable (default 64 MiB).
 	MemTableBytes uint64
 }
 
@@ -37,11 +38,13 @@ func OpenPebble(dir string, o PebbleOptions) (*Pebble, error) {
 		o.CacheBytes = 64 << 20
 	}
 	if o.MemTableBytes == 0 {
-		o.MemTableBytes = 32 << 20
+		o.MemTableBytes = 64 << 20
 	}
 	cache := pebble.NewCache(o.CacheBytes)
 	defer cache.Unref()
 	opts := &pebble.Options{
+		L0CompactionThreshold:       8,
+		L0StopWritesThreshold:       64,
 		Cache:                       cache,
 		DisableWAL:                  true,
 		MemTableSize:                o.MemTableBytes,
@@ -52,8 +55,11 @@ func OpenPebble(dir string, o PebbleOptions) (*Pebble, error) {
 	// back-references to other bytes, which a scan for leftover plaintext
 	// after an erasure would not see; the values are small varint records
 	// and keys are prefix-compressed anyway.
+	// Bloom filters answer most reads of keys that do not exist (a first
+	// join, a user never seen) without reading a table's blocks.
 	for i := range opts.Levels {
 		opts.Levels[i].Compression = func() *sstable.CompressionProfile { return sstable.NoCompression }
+		opts.Levels[i].FilterPolicy = bloom.FilterPolicy(10)
 	}
 	db, err := pebble.Open(dir, opts)
 	if err != nil {
@@ -139,6 +145,10 @@ func scan(src iterable, lower, upper []byte, reverse bool, fn func(k, v []byte) 
 	return it.Close()
 }
 
+// ConcurrentTxns reports that several transactions may be open at once
+// (and filled on several goroutines).
+func (p *Pebble) ConcurrentTxns() bool { return true }
+
 // Begin opens an indexed batch: its reads see its own writes over the
 // committed state.
 func (p *Pebble) Begin() (Txn, error) {
@@ -186,6 +196,34 @@ func (t *pebbleTxn) Commit() error {
 	t.done = true
 	defer t.b.Close()
 	return t.b.Commit(pebble.NoSync)
+}
+
+// CommitAll copies the transactions' writes into one plain batch (a copy
+// of their records, no index) and commits it.
+func (p *Pebble) CommitAll(txns ...Txn) error {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	if p.closed {
+		return ErrClosed
+	}
+	all := p.db.NewBatch()
+	defer all.Close()
+	for _, t := range txns {
+		pt, ok := t.(*pebbleTxn)
+		if !ok {
+			return fmt.Errorf("viewstore: a transaction of another store")
+		}
+		if err := all.Apply(pt.b, nil); err != nil {
+			return err
+		}
+	}
+	if err := all.Commit(pebble.NoSync); err != nil {
+		return err
+	}
+	for _, t := range txns {
+		t.Discard()
+	}
+	return nil
 }
 
 func (t *pebbleTxn) Discard() {

@@ -24,8 +24,8 @@ type Reader interface {
 }
 
 // Txn is a set of writes that reads its own writes and commits atomically.
-// One Txn is open at a time (the projections' applier); readers of the
-// Store see none of it until Commit.
+// Readers of the Store see none of it until Commit. A Txn is used by one
+// goroutine at a time.
 type Txn interface {
 	Reader
 	Set(key, value []byte) error
@@ -44,8 +44,12 @@ type Txn interface {
 type Store interface {
 	// Reader reads committed state.
 	Reader
-	// Begin opens the write transaction.
+	// Begin opens a write transaction.
 	Begin() (Txn, error)
+	// CommitAll commits several transactions' writes atomically, as one,
+	// in order (later writes to a key win). Transactions that write
+	// disjoint keys can be filled in parallel and committed together.
+	CommitAll(txns ...Txn) error
 	// Purge makes sure no value that was overwritten or deleted before the
 	// call remains anywhere in the store's files (erasure).
 	Purge() error

@@ -19,6 +19,7 @@ import (
 // the bench's data directories.
 type App struct {
 	Store      eventstore.Store
+	Sealer     *domain.Sealer
 	Profiles   *domain.ProfileService
 	Rooms      *domain.RoomService
 	Runner     *projections.Runner

@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -124,6 +123,7 @@ type scaleResult struct {
 	write                         time.Duration
 	logBytes, viewBytes           int64
 	scanRate, rebuildRate         float64
+	rebuildCPU                    time.Duration
 	ready                         time.Duration
 	rssRestart, rssReads, rssPeak int64
 	reads                         []readResult
@@ -151,10 +151,8 @@ func (s *scaleBench) run(ctx context.Context, dataDir string, sp scaleSpec) (sca
 	}
 	s.progress("scale %d users: writing about %d events into the store…", sp.users, sp.events())
 	t0 := time.Now()
-	if err := writeSynthetic(ctx, a, sp, func(done int) {
-		if done%100_000 == 0 {
-			s.progress("  %d users written (%s)", done, time.Since(t0).Round(time.Second))
-		}
+	if err := writeSynthetic(ctx, a, sp, func(phase string) {
+		s.progress("  writing the %s (%s)", phase, time.Since(t0).Round(time.Second))
 	}); err != nil {
 		a.Close()
 		return res, err
@@ -192,7 +190,9 @@ func (s *scaleBench) run(ctx context.Context, dataDir string, sp scaleSpec) (sca
 			return res, err
 		}
 	}
+	cpu0 := cpuTime()
 	err = a.RebuildViews(ctx)
+	res.rebuildCPU = cpuTime() - cpu0
 	if s.rebuildProfile != "" {
 		pprof.StopCPUProfile()
 	}
@@ -223,84 +223,106 @@ func (s *scaleBench) run(ctx context.Context, dataDir string, sp scaleSpec) (sca
 	return res, nil
 }
 
-// writeSynthetic writes the data set through the command services, as the
-// appservice mirror would, from 64 writers: each user's name, joins,
-// renames; the first members of the big room join it too.
-func writeSynthetic(ctx context.Context, a *App, sp scaleSpec, progress func(done int)) error {
-	var next, done atomic.Int64
-	var wg sync.WaitGroup
-	var firstErr atomic.Value
-	name := func(i, r int) json.RawMessage {
-		s := fmt.Sprintf("Scale user %d", i)
-		if r > 0 {
-			s += fmt.Sprintf(" r%d", r)
+// writeSynthetic writes the data set straight into the store, sealed as
+// the services seal it, in three phases so that each stream gets its
+// events in one append: every user's first name; every room's joins (the
+// big room's in pages of 1000); every user's renames, which fan out into
+// their rooms' histories.
+func writeSynthetic(ctx context.Context, a *App, sp scaleSpec, progress func(string)) error {
+	rooms := make([][]int32, sp.pool)
+	for i := range sp.users {
+		rng := rand.New(rand.NewPCG(uint64(i), 99))
+		for range sp.roomsPerUser {
+			r := rng.IntN(sp.pool)
+			rooms[r] = append(rooms[r], int32(i))
 		}
-		v, _ := json.Marshal(s)
-		return v
 	}
-	for range 64 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				i := int(next.Add(1) - 1)
-				if i >= sp.users || firstErr.Load() != nil {
-					return
-				}
-				rng := rand.New(rand.NewPCG(uint64(i), 99))
-				meta := func() domain.Metadata { return domain.Metadata{OccurredAt: time.Now()} }
-				u := scaleUser(i)
-				err := retryConflicts(func() error {
-					_, err := a.Profiles.SetField(ctx, domain.SetField{User: u, Key: domain.KeyDisplayName, Value: name(i, 0), Actor: domain.ServerActor, Meta: meta()}, nil)
-					return err
-				})
-				rooms := make([]domain.RoomID, 0, sp.roomsPerUser+1)
-				for range sp.roomsPerUser {
-					rooms = append(rooms, scaleRoom(rng.IntN(sp.pool)))
-				}
-				if i < sp.bigRoom {
-					rooms = append(rooms, scaleBigRoom)
-				}
-				for _, room := range rooms {
-					if err != nil {
-						break
-					}
-					err = retryConflicts(func() error {
-						_, err := a.Rooms.ChangeMembership(ctx, domain.ChangeMembership{Room: room, User: u, Membership: domain.MembershipJoin, Actor: domain.ServerActor, Meta: meta()})
-						return err
-					})
-				}
-				for r := 1; r <= sp.renames && err == nil; r++ {
-					err = retryConflicts(func() error {
-						_, err := a.Profiles.SetField(ctx, domain.SetField{User: u, Key: domain.KeyDisplayName, Value: name(i, r), Actor: domain.ServerActor, Meta: meta()}, nil)
-						return err
-					})
-				}
-				if err != nil {
-					firstErr.CompareAndSwap(nil, err)
-					return
-				}
-				progress(int(done.Add(1)))
+	name := func(i, r int) string {
+		if r > 0 {
+			return fmt.Sprintf("Scale user %d r%d", i, r)
+		}
+		return fmt.Sprintf("Scale user %d", i)
+	}
+	meta := func() domain.Metadata { return domain.Metadata{OccurredAt: time.Now(), Source: "bench"} }
+	rename := func(i, r int) domain.Event {
+		v, _ := json.Marshal(name(i, r))
+		return domain.Event{Type: domain.TypeFieldSet, User: scaleUser(i), Key: domain.KeyDisplayName, Value: v, PropagateTo: domain.PropagateUnchanged, Meta: meta()}
+	}
+	join := func(room domain.RoomID, i int) domain.Event {
+		n := name(i, 0)
+		return domain.Event{Type: domain.TypeMemberJoined, Room: room, User: scaleUser(i), Membership: domain.MembershipJoin, DisplayName: &n, Meta: meta()}
+	}
+	appendAll := func(stream string, evs []domain.Event) error {
+		data := make([]eventstore.EventData, len(evs))
+		for j := range evs {
+			var err error
+			if data[j], err = domain.Encode(ctx, a.Sealer, &evs[j]); err != nil {
+				return err
 			}
-		}()
-	}
-	wg.Wait()
-	if err, _ := firstErr.Load().(error); err != nil {
+		}
+		_, err := a.Store.Append(ctx, stream, eventstore.Any, data)
 		return err
 	}
-	return nil
-}
-
-// retryConflicts retries a command that lost a race on its stream's
-// revision beyond the service's own retries (the big room's joins).
-func retryConflicts(op func() error) error {
-	for try := 0; ; try++ {
-		err := op()
-		if err == nil || try == 20 || !(errors.Is(err, eventstore.ErrWrongExpectedRevision) || domain.ErrorCode(err) == domain.ErrCodeConflict) {
+	// parallel runs job(0..n-1) on 64 writers, whose appends the store
+	// commits together.
+	parallel := func(n int, job func(i int) error) error {
+		var next atomic.Int64
+		var firstErr atomic.Value
+		var wg sync.WaitGroup
+		for range 64 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for firstErr.Load() == nil {
+					i := int(next.Add(1) - 1)
+					if i >= n {
+						return
+					}
+					if err := job(i); err != nil {
+						firstErr.CompareAndSwap(nil, err)
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		if err, _ := firstErr.Load().(error); err != nil {
 			return err
 		}
-		time.Sleep(time.Duration(try+1) * time.Millisecond)
+		return nil
 	}
+	progress("names")
+	if err := parallel(sp.users, func(i int) error {
+		return appendAll(domain.ProfileStream(scaleUser(i)), []domain.Event{rename(i, 0)})
+	}); err != nil {
+		return err
+	}
+	progress("joins")
+	if err := parallel(sp.pool, func(r int) error {
+		evs := make([]domain.Event, 0, len(rooms[r]))
+		for _, i := range rooms[r] {
+			evs = append(evs, join(scaleRoom(r), int(i)))
+		}
+		return appendAll(domain.RoomStream(scaleRoom(r)), evs)
+	}); err != nil {
+		return err
+	}
+	if err := parallel((sp.bigRoom+999)/1000, func(page int) error {
+		var evs []domain.Event
+		for i := page * 1000; i < min((page+1)*1000, sp.bigRoom); i++ {
+			evs = append(evs, join(scaleBigRoom, i))
+		}
+		return appendAll(domain.RoomStream(scaleBigRoom), evs)
+	}); err != nil {
+		return err
+	}
+	progress("renames")
+	return parallel(sp.users, func(i int) error {
+		evs := make([]domain.Event, 0, sp.renames)
+		for r := 1; r <= sp.renames; r++ {
+			evs = append(evs, rename(i, r))
+		}
+		return appendAll(domain.ProfileStream(scaleUser(i)), evs)
+	})
 }
 
 func fileBytes(path string) int64 {
@@ -483,7 +505,7 @@ func scaleReport(rs []scaleResult) string {
 	var s strings.Builder
 	fmt.Fprintf(&s, "\n### Scale: a synthetic homeserver on disk\n\nMachine: %s. Command: `profilestore bench scale`. ", machineDescription())
 	s.WriteString("Each size: users with a display name, each joining rooms of a pool and then renamed; one big room. ")
-	s.WriteString("Written through the command services (no HTTP), views rebuilt, then `profilestore serve` started as a separate process and read over HTTP by 8 clients in this process.\n\n")
+	s.WriteString("Written straight into the store (no HTTP; sealed as the services seal), views rebuilt, then `profilestore serve` started as a separate process and read over HTTP by 8 clients in this process.\n\n")
 	s.WriteString("| | " + joinCols(rs, func(r scaleResult) string {
 		return fmt.Sprintf("%d users × %d rooms of %d, %d renames, big room %d", r.spec.users, r.spec.roomsPerUser, r.spec.pool, r.spec.renames, r.spec.bigRoom)
 	}) + " |\n|---|" + strings.Repeat("---:|", len(rs)) + "\n")
@@ -491,7 +513,7 @@ func scaleReport(rs []scaleResult) string {
 		s.WriteString("| " + name + " | " + joinCols(rs, f) + " |\n")
 	}
 	row("events in the log", func(r scaleResult) string { return strconv.Itoa(r.events) })
-	row("writing them (command services, 64 writers)", func(r scaleResult) string { return r.write.Round(time.Second).String() })
+	row("writing them (sealed, straight into the store, 64 writers)", func(r scaleResult) string { return r.write.Round(time.Second).String() })
 	row("log bytes (events.db)", func(r scaleResult) string { return mib(r.logBytes) })
 	row("view bytes (views/)", func(r scaleResult) string { return mib(r.viewBytes) })
 	row("view bytes per event", func(r scaleResult) string {
@@ -503,6 +525,9 @@ func scaleReport(rs []scaleResult) string {
 	row("raw scan of the log", func(r scaleResult) string { return fmt.Sprintf("%.0f events/s", r.scanRate) })
 	row("rebuild into a fresh view store", func(r scaleResult) string {
 		return fmt.Sprintf("%.0f events/s (%.0f%% of the scan)", r.rebuildRate, 100*r.rebuildRate/r.scanRate)
+	})
+	row("rebuild CPU time (user + system, all cores)", func(r scaleResult) string {
+		return fmt.Sprintf("%s (%.0f events per CPU second)", r.rebuildCPU.Round(time.Millisecond), float64(r.events)/r.rebuildCPU.Seconds())
 	})
 	row("process start to /ready", func(r scaleResult) string { return r.ready.Round(time.Millisecond).String() })
 	row("RssAnon after restart", func(r scaleResult) string { return mib(r.rssRestart) })
@@ -553,4 +578,13 @@ func writeSection(path, begin, end, report string) error {
 		doc += "\n" + section + "\n"
 	}
 	return os.WriteFile(path, []byte(doc), 0o644)
+}
+
+// cpuTime is the CPU time this process has used, user and system.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
