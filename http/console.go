@@ -216,9 +216,11 @@ func (s *Server) handleConsoleOverview(w http.ResponseWriter, r *http.Request, i
 	if s.cfg.Stats != nil {
 		rep = s.cfg.Stats.Report(now.AddDate(0, 0, -(days-1)), now, 10)
 	}
-	s.render(w, r, http.StatusOK, "overview", s.page(id, "Overview"), map[string]any{
-		"Days": days, "Report": rep, "Chart": activityChart(rep.Days),
-	})
+	data := map[string]any{"Days": days, "Report": rep, "Chart": activityChart(rep.Days)}
+	if s.cfg.Integrity != nil {
+		data["Integrity"] = s.cfg.Integrity.Status()
+	}
+	s.render(w, r, http.StatusOK, "overview", s.page(id, "Overview"), data)
 }
 
 func (s *Server) handleConsoleNames(w http.ResponseWriter, r *http.Request, id Identity) {

@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/json"
+	"strings"
 	"testing"
 	"time"
 
@@ -98,6 +99,11 @@ func TestIntegrityRoutes(t *testing.T) {
 	}
 	if state.Check.VerifiedSeal != 1 || len(state.Check.Breaks) != 0 || state.Check.Error != "" || state.Check.Events < 3 {
 		t.Fatalf("check: %+v", state.Check)
+	}
+	// The console's overview says how far the history is verified.
+	status, body, _ := ts.consoleGet("/console/", ts.consoleCookieOf("@admin:example.com"))
+	if status != 200 || !strings.Contains(body, "History verified up to seal 1 (sealed ") || !strings.Contains(body, "no breaks in ") {
+		t.Fatalf("console overview: %d\n%s", status, body)
 	}
 }
 

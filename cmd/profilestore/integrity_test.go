@@ -146,3 +146,68 @@ func TestVerifyExportAndReimport(t *testing.T) {
 		t.Fatalf("verify a tampered export: %v\n%s\nwant one break: %s ... position %s", err, out, want1, victim.Position)
 	}
 }
+
+// TestSealVerifyJSONAndVerifyProofCommands: integrity seal on a stopped
+// store, verify --json and --since, and verify-proof with only the public
+// key, on a proof that holds and on one that does not.
+func TestSealVerifyJSONAndVerifyProofCommands(t *testing.T) {
+	ctx := context.Background()
+	keyPath, pub := keygen(t)
+	dir := t.TempDir()
+	a := sealedApp(t, dir, keyPath)
+	seed(t, a)
+	first, err := a.Store.ReadAll(ctx, eventstore.Start, 1)
+	if err != nil || len(first) != 1 {
+		t.Fatal(err)
+	}
+	a.close()
+	t.Setenv("PROFILESTORE_INTEGRITY_SIGNING_KEY", keyPath)
+	out, err := run(t, ctx, "integrity", "seal", "--data-dir", dir)
+	if err != nil || !strings.Contains(out, "latest seal 1 ") {
+		t.Fatalf("integrity seal: %q %v", out, err)
+	}
+	out, err = run(t, ctx, "verify", "--data-dir", dir, "--json")
+	var report struct {
+		OK       bool `json:"ok"`
+		Events   int  `json:"events"`
+		LastSeal *struct {
+			Seq uint64 `json:"seq"`
+		} `json:"last_seal"`
+	}
+	if err != nil || json.Unmarshal([]byte(out), &report) != nil || !report.OK || report.LastSeal == nil || report.LastSeal.Seq != 1 || report.Events != 8 {
+		t.Fatalf("verify --json: %v\n%s", err, out)
+	}
+	if out, err := run(t, ctx, "verify", "--data-dir", dir, "--since", "1"); err != nil || !strings.Contains(out, "0 breaks") {
+		t.Fatalf("verify --since 1: %q %v", out, err)
+	}
+
+	a = sealedApp(t, dir, keyPath)
+	proof, err := integrity.Prove(ctx, a.Store, first[0].Position)
+	a.close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	good, _ := json.Marshal(proof)
+	out, err = run(t, ctx, "verify-proof", writeTemp(t, good), "--public-key", pub)
+	if err != nil || !strings.HasPrefix(out, "proven: profile.field_set event "+first[0].ID.String()) {
+		t.Fatalf("verify-proof: %q %v", out, err)
+	}
+	proof.Event.Data[len(proof.Event.Data)-4] ^= 1
+	bad, _ := json.Marshal(proof)
+	if out, err := run(t, ctx, "verify-proof", writeTemp(t, bad), "--public-key", pub); err == nil || !strings.Contains(err.Error(), "NOT proven") {
+		t.Fatalf("verify-proof of a changed event: %q %v", out, err)
+	}
+	otherPub := strings.TrimSpace(strings.SplitN(strings.SplitN(mustKeygen(t), "public key: ", 2)[1], "\n", 2)[0])
+	if _, err := run(t, ctx, "verify-proof", writeTemp(t, good), "--public-key", otherPub); err == nil {
+		t.Fatal("verify-proof accepted a seal with another key")
+	}
+}
+
+func mustKeygen(t *testing.T) string {
+	t.Helper()
+	out, err := run(t, context.Background(), "integrity", "keygen", "--key", filepath.Join(t.TempDir(), "other.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}

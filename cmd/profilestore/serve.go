@@ -57,6 +57,9 @@ func serveCommand(load loader) *cobra.Command {
 				a.Runner.Close()
 				return err
 			}
+			// Check the history once in the background, so that the
+			// console can say how far it is verified.
+			a.checker.Start(ctx)
 			if a.seals != nil {
 				go a.seals.Run(ctx)
 			} else {

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"runtime"
 	"sort"
+	"sync"
 
 	"github.com/transparency-dev/merkle/compact"
 	"github.com/transparency-dev/merkle/proof"
@@ -33,6 +35,52 @@ func (h Head) LeafHash() []byte { return rfc6962.DefaultHasher.HashLeaf(h.leafDa
 // SortHeads orders heads as their seal's tree does: by stream name, bytewise.
 func SortHeads(heads []Head) {
 	sort.Slice(heads, func(i, j int) bool { return heads[i].Stream < heads[j].Stream })
+}
+
+// Root is the RFC 6962 root over heads, which must be sorted (SortHeads),
+// without keeping the tree: what verify and the seal writer need. Leaf
+// hashes are computed on every core.
+func Root(heads []Head) (Hash, error) {
+	var root Hash
+	if len(heads) == 0 {
+		copy(root[:], rfc6962.DefaultHasher.EmptyRoot())
+		return root, nil
+	}
+	for i := 1; i < len(heads); i++ {
+		if heads[i-1].Stream >= heads[i].Stream {
+			return root, fmt.Errorf("integrity: heads not sorted or repeated at %q", heads[i].Stream)
+		}
+	}
+	leaves := make([][]byte, len(heads))
+	workers := runtime.GOMAXPROCS(0)
+	if len(heads) < 1024 {
+		workers = 1
+	}
+	var wg sync.WaitGroup
+	chunk := (len(heads) + workers - 1) / workers
+	for lo := 0; lo < len(heads); lo += chunk {
+		wg.Add(1)
+		go func(lo, hi int) {
+			defer wg.Done()
+			for i := lo; i < hi; i++ {
+				leaves[i] = heads[i].LeafHash()
+			}
+		}(lo, min(lo+chunk, len(heads)))
+	}
+	wg.Wait()
+	rf := compact.RangeFactory{Hash: rfc6962.DefaultHasher.HashChildren}
+	r := rf.NewEmptyRange(0)
+	for _, lh := range leaves {
+		if err := r.Append(lh, nil); err != nil {
+			return root, err
+		}
+	}
+	h, err := r.GetRootHash(nil)
+	if err != nil {
+		return root, err
+	}
+	copy(root[:], h)
+	return root, nil
 }
 
 // Tree is the RFC 6962 Merkle tree over a seal's sorted heads.

@@ -93,7 +93,7 @@ type pendingHead struct {
 // seal window.
 type Verifier struct {
 	keys    []ed25519.PublicKey
-	streams map[string]*streamState
+	streams map[string]streamState
 	window  []pendingHead
 	// Predecessor, if set, is asked for the event before the first one
 	// seen of a stream whose first seen revision is not 0 (verify --since).
@@ -118,7 +118,7 @@ func (v *Verifier) SetWitness(s *Seal) { v.witness = s }
 // NewVerifier verifies seals with the given public keys (none: every seal
 // is reported as forged).
 func NewVerifier(keys []ed25519.PublicKey) *Verifier {
-	return &Verifier{keys: keys, streams: make(map[string]*streamState)}
+	return &Verifier{keys: keys, streams: make(map[string]streamState)}
 }
 
 func (v *Verifier) fail(kind BreakKind, rec *eventstore.RecordedEvent, format string, args ...any) {
@@ -182,7 +182,12 @@ func (v *Verifier) AddPrepared(rec *eventstore.RecordedEvent, p Prepared) error 
 	if !Covered(rec.Stream) {
 		return nil
 	}
-	st := v.streams[rec.Stream]
+	// Values, not pointers: one map entry per stream and nothing for the
+	// collector to chase.
+	var st *streamState
+	if s, ok := v.streams[rec.Stream]; ok {
+		st = &s
+	}
 	if st == nil && rec.Revision > 0 && v.predecessor != nil {
 		prev, found, err := v.predecessor(rec.Stream, rec.Revision-1)
 		if err != nil {
@@ -239,11 +244,7 @@ func (v *Verifier) AddPrepared(rec *eventstore.RecordedEvent, p Prepared) error 
 	// swapped) leaves the stream's state where it was, so the events after
 	// it are checked against the right predecessor.
 	if n.kind != Reordered {
-		if st == nil {
-			st = &streamState{}
-			v.streams[rec.Stream] = st
-		}
-		st.revision, st.hash, st.chained = rec.Revision, hash, link.Chained
+		v.streams[rec.Stream] = streamState{revision: rec.Revision, hash: hash, chained: link.Chained}
 		v.window = append(v.window, pendingHead{Head{Stream: rec.Stream, Revision: rec.Revision, Hash: hash}})
 	}
 
@@ -305,13 +306,13 @@ func (v *Verifier) checkSeal(rec *eventstore.RecordedEvent, eventHash Hash, n *n
 			good = false
 		} else {
 			heads := windowHeads(v.window[:end+1])
-			t, err := NewTree(heads)
+			root, err := Root(heads)
 			switch {
 			case err != nil:
 				n.note(BadRoot, "%v", err)
 				good = false
-			case t.Root() != s.Root || uint64(len(heads)) != s.Streams:
-				n.note(BadRoot, "the window's %d stream heads have root %s, the seal says %d with root %s", len(heads), t.Root(), s.Streams, s.Root)
+			case root != s.Root || uint64(len(heads)) != s.Streams:
+				n.note(BadRoot, "the window's %d stream heads have root %s, the seal says %d with root %s", len(heads), root, s.Streams, s.Root)
 				good = false
 			}
 		}

@@ -216,11 +216,11 @@ func (w *Writer) seal(ctx context.Context, win *window) error {
 		heads = append(heads, h)
 	}
 	SortHeads(heads)
-	tree, err := NewTree(heads)
+	root, err := Root(heads)
 	if err != nil {
 		return err
 	}
-	s := Seal{V: 1, Seq: win.seq, PrevSeal: win.prevSeal, Root: tree.Root(), Streams: uint64(len(heads)),
+	s := Seal{V: 1, Seq: win.seq, PrevSeal: win.prevSeal, Root: root, Streams: uint64(len(heads)),
 		Through: win.through, SealedAt: w.opts.Now().UTC()}
 	s.Sign(w.opts.Key)
 	data, err := json.Marshal(&s)

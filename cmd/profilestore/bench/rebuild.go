@@ -26,6 +26,11 @@ func (b *bench) rebuildBench(ctx context.Context, users int) (string, error) {
 		return "", err
 	}
 	b.progress("writing the profiles of %d users…", users)
+	seals, err := startSeals(ctx, a.Store, b.log)
+	if err != nil {
+		a.Close()
+		return "", err
+	}
 	var next atomic.Int64
 	var wg sync.WaitGroup
 	var firstErr atomic.Value
@@ -48,6 +53,7 @@ func (b *bench) rebuildBench(ctx context.Context, users int) (string, error) {
 		}()
 	}
 	wg.Wait()
+	seals.stop()
 	if err, _ := firstErr.Load().(error); err != nil {
 		a.Close()
 		return "", err
@@ -74,7 +80,7 @@ func (b *bench) rebuildBench(ctx context.Context, users int) (string, error) {
 	}
 	scan := time.Since(t0)
 	b.progress("sealing and verifying the log…")
-	verify, verifyRatio, err := verifyRow(ctx, a.Store, scanned, scan)
+	verify, verifyRatio, err := verifyRow(ctx, a.Store, seals.key, scanned, scan)
 	if err != nil {
 		a.Close()
 		return "", err

@@ -1,0 +1,41 @@
+package integrity_test
+
+import (
+	"fmt"
+	"testing"
+
+	"github.com/profilestore/profilestore/eventstore/integrity"
+)
+
+// TestRootIsTheTreesRoot: the fast root (verify, the seal writer) and the
+// tree that proofs come from agree for every size around the powers of two
+// and the parallel threshold, and every leaf's path leads to it.
+func TestRootIsTheTreesRoot(t *testing.T) {
+	for _, n := range []int{0, 1, 2, 3, 4, 5, 7, 8, 9, 1023, 1024, 1025, 3000} {
+		heads := make([]integrity.Head, n)
+		for i := range heads {
+			heads[i] = integrity.Head{Stream: fmt.Sprintf("profile-@%06d:x", i), Revision: uint64(i)}
+			heads[i].Hash[0] = byte(i)
+		}
+		tree, err := integrity.NewTree(heads)
+		if err != nil {
+			t.Fatal(err)
+		}
+		root, err := integrity.Root(heads)
+		if err != nil || root != tree.Root() {
+			t.Fatalf("%d leaves: Root %s, tree %s (%v)", n, root, tree.Root(), err)
+		}
+		for i := 0; i < n; i += max(1, n/7) {
+			path, err := tree.InclusionPath(uint64(i))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := integrity.VerifyInclusion(heads[i], uint64(i), uint64(n), path, root); err != nil {
+				t.Fatalf("%d leaves, leaf %d: %v", n, i, err)
+			}
+		}
+	}
+	if _, err := integrity.Root([]integrity.Head{{Stream: "b"}, {Stream: "a"}}); err == nil {
+		t.Fatal("unsorted heads accepted")
+	}
+}
