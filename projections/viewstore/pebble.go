@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 	"sync"
@@ -103,7 +104,16 @@ func (p *Pebble) Get(key []byte) ([]byte, bool, error) {
 	if p.closed {
 		return nil, false, ErrClosed
 	}
-	v, closer, err := p.db.Get(key)
+	return get(p.db, key)
+}
+
+type gettable interface {
+	Get(key []byte) ([]byte, io.Closer, error)
+}
+
+// get reads a copy of the value at key.
+func get(src gettable, key []byte) ([]byte, bool, error) {
+	v, closer, err := src.Get(key)
 	if errors.Is(err, pebble.ErrNotFound) {
 		return nil, false, nil
 	}
@@ -170,18 +180,7 @@ type pebbleTxn struct {
 	done bool
 }
 
-func (t *pebbleTxn) Get(key []byte) ([]byte, bool, error) {
-	v, closer, err := t.b.Get(key)
-	if errors.Is(err, pebble.ErrNotFound) {
-		return nil, false, nil
-	}
-	if err != nil {
-		return nil, false, err
-	}
-	out := append([]byte(nil), v...)
-	closer.Close()
-	return out, true, nil
-}
+func (t *pebbleTxn) Get(key []byte) ([]byte, bool, error) { return get(t.b, key) }
 
 func (t *pebbleTxn) Scan(lower, upper []byte, reverse bool, fn func(k, v []byte) bool) error {
 	return scan(t.b, lower, upper, reverse, fn)

@@ -412,16 +412,5 @@ const benchBegin, benchEnd = "<!-- bench:begin -->", "<!-- bench:end -->"
 // writeBenchSection replaces the text between the bench markers of the file
 // (appending the markers if missing), keeping the rest of the document.
 func writeBenchSection(path, report string) error {
-	old, err := os.ReadFile(path)
-	if err != nil && !os.IsNotExist(err) {
-		return err
-	}
-	doc := string(old)
-	section := benchBegin + "\n" + report + benchEnd
-	if i, j := strings.Index(doc, benchBegin), strings.Index(doc, benchEnd); i >= 0 && j > i {
-		doc = doc[:i] + section + doc[j+len(benchEnd):]
-	} else {
-		doc += "\n" + section + "\n"
-	}
-	return os.WriteFile(path, []byte(doc), 0o644)
+	return writeSection(path, benchBegin, benchEnd, report)
 }
