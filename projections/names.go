@@ -26,7 +26,10 @@ import (
 type NameIndex struct {
 	db           *DB
 	count, added int64
-	dirty        bool
+	// hidden counts hide marks (committed and in the open transaction):
+	// while there are none, recording a use needs no look-up.
+	hidden, hiddenAdded int64
+	dirty               bool
 }
 
 const (
@@ -55,6 +58,7 @@ func NewNameIndex(db *DB) *NameIndex {
 	if raw, ok, err := db.store.Get(keyNamesCount); err == nil && ok {
 		d := dec{b: raw}
 		v.count = int64(d.uint())
+		v.hidden = int64(d.uint())
 	}
 	return v
 }
@@ -70,14 +74,18 @@ func (v *NameIndex) Flush(tx viewstore.Txn) error {
 	v.dirty = false
 	var w enc
 	w.uint(uint64(max(v.count+v.added, 0)))
+	w.uint(uint64(v.hidden + v.hiddenAdded))
 	return tx.Set(keyNamesCount, w.b)
 }
 
 // Committed publishes the count of the committed transaction.
-func (v *NameIndex) Committed() { v.count, v.added = v.count+v.added, 0 }
+func (v *NameIndex) Committed() {
+	v.count, v.added = v.count+v.added, 0
+	v.hidden, v.hiddenAdded = v.hidden+v.hiddenAdded, 0
+}
 
 // Aborted drops the open transaction's count.
-func (v *NameIndex) Aborted() { v.added, v.dirty = 0, false }
+func (v *NameIndex) Aborted() { v.added, v.hiddenAdded, v.dirty = 0, 0, false }
 
 func encodeUse(u NameUse) []byte {
 	var w enc
@@ -110,6 +118,8 @@ func (v *NameIndex) Apply(tx viewstore.Txn, e *domain.Event) error {
 		if err := tx.Set(posKey(e.Hidden, prefixNameHidden, string(e.User)), nil); err != nil {
 			return err
 		}
+		v.hiddenAdded++
+		v.dirty = true
 		k := posKey(e.Hidden, prefixNameUse, string(e.User))
 		raw, ok, err := tx.Get(k)
 		if err != nil || !ok {
@@ -127,11 +137,14 @@ func (v *NameIndex) Apply(tx viewstore.Txn, e *domain.Event) error {
 		return nil
 	}
 	use := NameUse{Name: name, User: e.User, Room: e.Room, Position: e.Position, At: e.Meta.OccurredAt}
-	_, hidden, err := tx.Get(posKey(e.Position, prefixNameHidden, string(e.User)))
-	if err != nil {
-		return err
+	if v.hidden+v.hiddenAdded > 0 {
+		// An entry can be hidden before this view records it (a replay).
+		_, hidden, err := tx.Get(posKey(e.Position, prefixNameHidden, string(e.User)))
+		if err != nil {
+			return err
+		}
+		use.Hidden = hidden
 	}
-	use.Hidden = hidden
 	if err := tx.Set(posKey(e.Position, prefixNameUse, string(e.User)), encodeUse(use)); err != nil {
 		return err
 	}

@@ -73,7 +73,7 @@ const (
 	prefixUserAll   = "ra" // user, field, position: a change with propagate_to all
 	prefixUserHist  = "uh" // user, position -> change index
 	prefixTouched   = "ut" // user, room: the user has history in the room
-	prefixJoined    = "uj" // user, room: the user is joined to the room now
+	prefixJoined    = "uj" // user, room -> the current period of a user joined now (the fan-out set)
 	prefixRoom      = "rs" // room -> roomState
 	prefixMember    = "rm" // room, user -> memberRec
 	prefixEntry     = "re" // room, position -> roomEntry
@@ -624,29 +624,40 @@ func (a *applier) member(room domain.RoomID, user domain.UserID) *memberRec {
 	return m
 }
 
-// memberToRead returns the user's record in the room, not to be changed:
-// the global fan-out reads thousands of them.
-func (a *applier) memberToRead(room domain.RoomID, user domain.UserID) *memberRec {
-	k := memberKey{room, user}
-	if m := a.v.tx.members[k]; m != nil {
-		return m
-	}
-	if m, ok := a.v.members.Peek(k); ok {
-		return m
-	}
-	raw, ok, err := a.tx.Get(keyOf(prefixMember, string(room), string(user)))
-	a.fail(err)
-	if !ok {
-		return nil
-	}
-	m := decodeMember(raw, a)
-	a.v.members.Add(k, m) // committed: not in this transaction
-	return m
-}
-
+// putMember writes the record, and the current period beside the user's
+// joined rooms (or removes it there when the user is not joined), so that
+// a global change fans out from one range scan.
 func (a *applier) putMember(room domain.RoomID, user domain.UserID, m *memberRec) {
 	a.v.tx.members[memberKey{room, user}] = m
 	a.set(keyOf(prefixMember, string(room), string(user)), encodeMember(m))
+	joined := keyOf(prefixJoined, string(user), string(room))
+	if p := m.current(); p != nil && p.state == stJoin {
+		a.set(joined, encodeMember(&memberRec{periods: []period{*p}}))
+	} else {
+		a.fail(a.tx.Delete(joined))
+	}
+}
+
+// joinedPeriod is a room the user is joined to and the period there.
+type joinedPeriod struct {
+	room   domain.RoomID
+	period *period
+}
+
+// joined lists the rooms the user is joined to, with their current period.
+func (a *applier) joined(user domain.UserID) []joinedPeriod {
+	var out []joinedPeriod
+	lo := rangeOf(prefixJoined, string(user))
+	a.fail(a.tx.Scan(lo, viewstore.PrefixEnd(lo), false, func(k, v []byte) bool {
+		room := domain.RoomID(k[len(lo):])
+		if m := a.v.tx.members[memberKey{room, user}]; m != nil {
+			out = append(out, joinedPeriod{room, m.current()})
+			return true
+		}
+		out = append(out, joinedPeriod{room, decodeMember(v, a).current()})
+		return true
+	}))
+	return out
 }
 
 func (a *applier) change(ci uint32) *change {
@@ -823,8 +834,8 @@ func (a *applier) applyGlobal(e *domain.Event) {
 	if prop != domain.PropagateNone {
 		// Only the history fans out; the room values follow from u.lastProp below.
 		last := a.v.tx.last
-		for _, room := range a.rangeRooms(prefixJoined, e.User) {
-			p := a.memberToRead(room, e.User).current()
+		for _, j := range a.joined(e.User) {
+			room, p := j.room, j.period
 			if p == nil || (prop == domain.PropagateUnchanged && u.hasOverride(p, f)) {
 				continue
 			}
@@ -893,12 +904,6 @@ func (a *applier) applyMembership(e *domain.Event) {
 	next.ci = ci
 	m.periods = append(m.periods, next)
 	a.putMember(e.Room, e.User, m)
-	joined := keyOf(prefixJoined, string(e.User), string(e.Room))
-	if next.state == stJoin {
-		a.set(joined, nil)
-	} else {
-		a.fail(a.tx.Delete(joined))
-	}
 	a.putChange(ci, c)
 	a.addEntry(e.Room, e.User, e.Position, ci, 0)
 }

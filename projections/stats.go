@@ -42,19 +42,11 @@ func NewActivity(db *DB) *Activity { return &Activity{db: db, counts: map[string
 // Name identifies the view in logs and metrics.
 func (v *Activity) Name() string { return "activity" }
 
-// Flush adds the transaction's increments to the stored counters.
+// Flush adds the transaction's increments to the stored counters, without
+// reading them.
 func (v *Activity) Flush(tx viewstore.Txn) error {
 	for k, deltas := range v.counts {
-		raw, _, err := tx.Get([]byte(k))
-		if err != nil {
-			return err
-		}
-		cur := readCounts(raw, len(deltas))
-		var w enc
-		for i, d := range deltas {
-			w.uint(uint64(cur[i]) + d)
-		}
-		if err := tx.Set([]byte(k), w.b); err != nil {
+		if err := tx.Add([]byte(k), viewstore.Counter(deltas...)); err != nil {
 			return err
 		}
 	}
@@ -104,10 +96,8 @@ func (v *Activity) Apply(tx viewstore.Txn, e *domain.Event) error {
 	member := func(room domain.RoomID) []byte { return keyOf(prefixActMember, string(e.User), string(room)) }
 	switch e.Type {
 	case domain.TypeMemberJoined, domain.TypeMemberInvited:
-		_, in, err := tx.Get(member(e.Room))
-		if err != nil || in {
-			return err
-		}
+		// A new membership period starts without a per-room name, as in the
+		// rooms view; no read is needed.
 		return tx.Set(member(e.Room), []byte{0})
 	case domain.TypeMemberLeft:
 		return tx.Delete(member(e.Room))

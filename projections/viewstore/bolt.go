@@ -123,6 +123,14 @@ func (t *boltTxn) Delete(key []byte) error {
 	return t.tx.Bucket(boltBucket).Delete(key)
 }
 
+func (t *boltTxn) Add(key, counter []byte) error {
+	sum, err := SumCounters(t.tx.Bucket(boltBucket).Get(key), counter)
+	if err != nil {
+		return err
+	}
+	return t.Set(key, sum)
+}
+
 func (t *boltTxn) Len() int      { return t.n }
 func (t *boltTxn) Commit() error { return t.tx.Commit() }
 func (t *boltTxn) Discard()      { _ = t.tx.Rollback() }

@@ -50,6 +50,10 @@ func OpenPebble(dir string, o PebbleOptions) (*Pebble, error) {
 		MemTableSize:                o.MemTableBytes,
 		MemTableStopWritesThreshold: 4,
 		Logger:                      quietLogger{},
+		Merger: &pebble.Merger{Name: "profilestore.counters.v1", Merge: func(_, value []byte) (pebble.ValueMerger, error) {
+			m := &counterMerger{}
+			return m, m.MergeNewer(value)
+		}},
 	}
 	// Tables are not compressed: a compressed block can hold a name as
 	// back-references to other bytes, which a scan for leftover plaintext
@@ -185,7 +189,10 @@ func (t *pebbleTxn) Scan(lower, upper []byte, reverse bool, fn func(k, v []byte)
 
 func (t *pebbleTxn) Set(key, value []byte) error { return t.b.Set(key, value, nil) }
 func (t *pebbleTxn) Delete(key []byte) error     { return t.b.Delete(key, nil) }
-func (t *pebbleTxn) Len() int                    { return int(t.b.Count()) }
+func (t *pebbleTxn) Add(key, counter []byte) error {
+	return t.b.Merge(key, counter, nil)
+}
+func (t *pebbleTxn) Len() int { return int(t.b.Count()) }
 
 func (t *pebbleTxn) Commit() error {
 	t.p.mu.RLock()

@@ -30,6 +30,9 @@ type Txn interface {
 	Reader
 	Set(key, value []byte) error
 	Delete(key []byte) error
+	// Add adds a counter value (see Counter) to the one at key, without
+	// reading it: reads see the sum.
+	Add(key, counter []byte) error
 	// Len is the number of writes so far.
 	Len() int
 	// Commit applies every write atomically: after a crash either all of

@@ -94,6 +94,36 @@ func TestStore(t *testing.T) {
 	}
 }
 
+// TestCounters: Add sums counters without a read, inside the transaction,
+// after its commit, across transactions and after a reopen.
+func TestCounters(t *testing.T) {
+	for _, e := range engines {
+		t.Run(e.name, func(t *testing.T) {
+			dir := t.TempDir()
+			s := e.open(t, dir)
+			k := []byte("n/day")
+			for round := range 3 {
+				tx, err := s.Begin()
+				if err != nil {
+					t.Fatal(err)
+				}
+				must(t, tx.Add(k, Counter(1, 2)))
+				must(t, tx.Add(k, Counter(10)))
+				if v, _, err := tx.Get(k); err != nil || !bytes.Equal(v, Counter(11*uint64(round+1), 2*uint64(round+1))) {
+					t.Fatalf("round %d inside the transaction: %v %v", round, v, err)
+				}
+				must(t, tx.Commit())
+			}
+			must(t, s.Close())
+			s = e.open(t, dir)
+			defer s.Close()
+			if v, _, err := s.Get(k); err != nil || !bytes.Equal(v, Counter(33, 6)) {
+				t.Fatalf("after reopen: %v %v, want %v", v, err, Counter(33, 6))
+			}
+		})
+	}
+}
+
 func TestPrefixEnd(t *testing.T) {
 	for _, c := range []struct{ in, want []byte }{
 		{[]byte("a/"), []byte("a0")},
