@@ -330,3 +330,19 @@ func TestConcurrentWritesChainAndVerify(t *testing.T) {
 		t.Fatalf("after concurrent writes: %d events, %d unsealed\n%s", r.Events, r.Unsealed, breaks(r))
 	}
 }
+
+func TestNoProofOutsideTheChainedHistory(t *testing.T) {
+	l := history(t)
+	res, err := l.store.Append(context.Background(), "astxn-bridge", eventstore.Any,
+		[]eventstore.EventData{{ID: uuid.New(), Type: "appservice.transaction_done", Data: []byte(`{}`), Metadata: []byte(`{}`)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.seal(t)
+	if _, err := integrity.Prove(context.Background(), l.store, res.Position); !errors.Is(err, integrity.ErrNotChained) {
+		t.Fatalf("proof of a ledger event: %v", err)
+	}
+	if r := l.verify(t, nil); !r.OK() {
+		t.Fatalf("a ledger event after the genesis seal is reported:\n%s", breaks(r))
+	}
+}
