@@ -81,6 +81,8 @@ func (s *Server) handleIntegrityProof(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case errors.Is(err, integrity.ErrNoEvent):
 		s.writeError(w, r, domain.Errorf(domain.ErrCodeNotFound, "No event at position %s", p))
+	case errors.Is(err, integrity.ErrNotChained):
+		s.writeError(w, r, domain.Errorf(domain.ErrCodeNotFound, "The event at %s is not part of the history (it is bookkeeping), so no proof covers it", p))
 	case errors.Is(err, integrity.ErrNotSealed):
 		s.writeError(w, r, domain.Errorf(domain.ErrCodeNotReady, "No seal covers the event at %s yet; the next seal is written within the configured seal interval", p))
 	case err != nil:

@@ -53,8 +53,12 @@ type Proof struct {
 }
 
 // ErrNotSealed is returned (wrapped) by Prove for an event that no seal
-// covers yet, or that no proof can cover (an unchained stream).
+// covers yet.
 var ErrNotSealed = errors.New("integrity: no seal covers the event yet")
+
+// ErrNotChained is returned (wrapped) by Prove for an event outside the
+// chained history (the appservice transaction ledger): no seal covers it.
+var ErrNotChained = errors.New("integrity: the event is not part of the chained history")
 
 // ErrNoEvent is returned (wrapped) by Prove when no event is at the position.
 var ErrNoEvent = errors.New("integrity: no event at that position")
@@ -81,7 +85,7 @@ func Prove(ctx context.Context, store eventstore.Store, p eventstore.Position) (
 	}
 	rec := recs[0]
 	if !Covered(rec.Stream) {
-		return Proof{}, fmt.Errorf("%w: stream %s is not chained", ErrNotSealed, rec.Stream)
+		return Proof{}, fmt.Errorf("%w: stream %s", ErrNotChained, rec.Stream)
 	}
 	// The covering seal is the first whose last event is at or after p;
 	// seals' windows move forwards, so search by halves over the seal stream.

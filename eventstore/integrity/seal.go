@@ -167,7 +167,7 @@ func ParsePublicKey(s string) (ed25519.PublicKey, error) {
 	if b64, ok := strings.CutPrefix(s, "ed25519:"); ok {
 		b, err := base64.StdEncoding.DecodeString(b64)
 		if err != nil || len(b) != ed25519.PublicKeySize {
-			return nil, errors.New("integrity: public key: not 32 bytes of base64 after ed25519:")
+			return nil, errors.New(`integrity: public key: "ed25519:" is not followed by 32 bytes of base64`)
 		}
 		return ed25519.PublicKey(b), nil
 	}

@@ -83,18 +83,13 @@ type streamState struct {
 	chained bool
 }
 
-// pendingHead is a covered event of the current seal window.
-type pendingHead struct {
-	Head
-}
-
 // Verifier checks a log fed to it in log order (Add), event by event, and
 // collects every break. Memory is one entry per stream plus the current
 // seal window.
 type Verifier struct {
 	keys    []ed25519.PublicKey
 	streams map[string]streamState
-	window  []pendingHead
+	window  []Head // the covered events of the current seal window, in log order
 	// Predecessor, if set, is asked for the event before the first one
 	// seen of a stream whose first seen revision is not 0 (verify --since).
 	predecessor func(stream string, revision uint64) (eventstore.RecordedEvent, bool, error)
@@ -245,7 +240,7 @@ func (v *Verifier) AddPrepared(rec *eventstore.RecordedEvent, p Prepared) error 
 	// it are checked against the right predecessor.
 	if n.kind != Reordered {
 		v.streams[rec.Stream] = streamState{revision: rec.Revision, hash: hash, chained: link.Chained}
-		v.window = append(v.window, pendingHead{Head{Stream: rec.Stream, Revision: rec.Revision, Hash: hash}})
+		v.window = append(v.window, Head{Stream: rec.Stream, Revision: rec.Revision, Hash: hash})
 	}
 
 	if rec.Stream == SealStream && rec.Type == SealType {
@@ -332,14 +327,14 @@ func (v *Verifier) checkSeal(rec *eventstore.RecordedEvent, eventHash Hash, n *n
 }
 
 // windowHeads returns the last event of each stream in a window, sorted.
-func windowHeads(window []pendingHead) []Head {
+func windowHeads(window []Head) []Head {
 	last := make(map[string]int, len(window))
 	for i, h := range window {
 		last[h.Stream] = i
 	}
 	heads := make([]Head, 0, len(last))
 	for _, i := range last {
-		heads = append(heads, window[i].Head)
+		heads = append(heads, window[i])
 	}
 	SortHeads(heads)
 	return heads
