@@ -451,8 +451,8 @@ func (s *Server) afterWrite(w http.ResponseWriter, r *http.Request, res domain.W
 }
 
 // afterWriteSettled is afterWrite waiting for every view, deferred ones
-// included, and the snapshot they write: for erasure, which is not done
-// until no view and no snapshot holds the erased values.
+// included, and the purge of the view store after an erasure: erasure is
+// not done until no view and no file of the view store holds the values.
 func (s *Server) afterWriteSettled(w http.ResponseWriter, r *http.Request, res domain.WriteResult) {
 	s.answerWrite(w, r, res, s.cfg.Runner.WaitFor)
 }

@@ -17,7 +17,7 @@ import (
 
 // rebuildBench measures what DESIGN's budget promises of projections:
 // rebuilding reads the log at close to the store's raw scan rate, and a
-// restart with a snapshot is ready in about a second for a million users.
+// restart on the view store is ready in about a second for a million users.
 func (b *bench) rebuildBench(ctx context.Context, users int) (string, error) {
 	dataDir := filepath.Join(b.dir, "rebuild")
 	defer os.RemoveAll(dataDir)
