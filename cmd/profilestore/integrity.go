@@ -32,6 +32,12 @@ type IntegrityConfig struct {
 	// TrustedKeys are public keys ("ed25519:<base64>") of earlier signing
 	// keys, so that seals signed before a rotation still verify.
 	TrustedKeys []string `yaml:"trusted_keys"`
+	// CheckAtStart runs the online check of the whole history when serve
+	// starts. Off by default: the check keeps one hash per stream in
+	// memory (gigabytes for a million users), which the views' bounded
+	// memory does not; an admin starts it (POST /_profilestore/v1/integrity/check)
+	// or `profilestore verify` runs offline.
+	CheckAtStart bool `yaml:"check_at_start"`
 }
 
 func (c *IntegrityConfig) validate(dataDir string) error {

@@ -58,8 +58,11 @@ func serveCommand(load loader) *cobra.Command {
 				return err
 			}
 			// Check the history once in the background, so that the
-			// console can say how far it is verified.
-			a.checker.Start(ctx)
+			// console can say how far it is verified (if configured: its
+			// memory grows with the number of streams).
+			if cfg.Integrity.CheckAtStart {
+				a.checker.Start(ctx)
+			}
 			if a.seals != nil {
 				go a.seals.Run(ctx)
 			} else {
