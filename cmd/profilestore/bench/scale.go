@@ -56,6 +56,7 @@ func scaleCommand(env func() (Env, error)) *cobra.Command {
 	var dir, out string
 	var skipFull bool
 	var profile string
+	var reuse bool
 	cmd := &cobra.Command{
 		Use:   "scale",
 		Short: "Write a synthetic homeserver into the store (no HTTP) at full size and a tenth, and measure memory, restart, rebuild, view bytes and read latency of a served process",
@@ -76,7 +77,7 @@ func scaleCommand(env func() (Env, error)) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			s := &scaleBench{env: e, exe: exe, w: cmd.ErrOrStderr(), rebuildProfile: profile}
+			s := &scaleBench{env: e, exe: exe, w: cmd.ErrOrStderr(), rebuildProfile: profile, reuse: reuse}
 			sizes := []scaleSpec{spec.tenth()}
 			if !skipFull {
 				sizes = append(sizes, spec)
@@ -103,6 +104,7 @@ func scaleCommand(env func() (Env, error)) *cobra.Command {
 	cmd.Flags().IntVar(&spec.renames, "renames", 2, "global renames of each user after the joins")
 	cmd.Flags().IntVar(&spec.bigRoom, "big-room", 100_000, "members of the one big room at full size")
 	cmd.Flags().StringVar(&profile, "rebuild-cpuprofile", "", "write a CPU profile of each rebuild to this file")
+	cmd.Flags().BoolVar(&reuse, "reuse", false, "measure again, from the restart on, the data directories an earlier run left in --dir")
 	cmd.Flags().BoolVar(&skipFull, "tenth-only", false, "measure the tenth size only")
 	cmd.Flags().StringVar(&dir, "dir", "", "directory on the disk to measure (default: a temporary directory)")
 	cmd.Flags().StringVar(&out, "out", "", "write the report into this markdown file (between bench-scale markers)")
@@ -112,9 +114,12 @@ func scaleCommand(env func() (Env, error)) *cobra.Command {
 type scaleBench struct {
 	// rebuildProfile, if set, is a file for a CPU profile of the rebuild.
 	rebuildProfile string
-	env            Env
-	exe            string
-	w              io.Writer
+	// reuse measures a data directory an earlier run left (--dir) again,
+	// from the restart on.
+	reuse bool
+	env   Env
+	exe   string
+	w     io.Writer
 }
 
 type scaleResult struct {
@@ -142,6 +147,14 @@ func (s *scaleBench) progress(format string, args ...any) {
 
 func (s *scaleBench) run(ctx context.Context, dataDir string, sp scaleSpec) (scaleResult, error) {
 	res := scaleResult{spec: sp}
+	if s.reuse {
+		if _, err := os.Stat(filepath.Join(dataDir, "views")); err == nil {
+			s.progress("scale %d users: reusing %s (no write, scan or rebuild)", sp.users, dataDir)
+			res.logBytes = fileBytes(filepath.Join(dataDir, "events.db"))
+			res.viewBytes = dirBytes(filepath.Join(dataDir, "views"))
+			return s.serveAndRead(dataDir, sp, res)
+		}
+	}
 	if err := os.RemoveAll(dataDir); err != nil {
 		return res, err
 	}
@@ -204,7 +217,12 @@ func (s *scaleBench) run(ctx context.Context, dataDir string, sp scaleSpec) (sca
 	a.Close()
 	res.logBytes = fileBytes(filepath.Join(dataDir, "events.db"))
 	res.viewBytes = dirBytes(filepath.Join(dataDir, "views"))
+	return s.serveAndRead(dataDir, sp, res)
+}
 
+// serveAndRead starts serve on the data directory as a separate process and
+// reads from it.
+func (s *scaleBench) serveAndRead(dataDir string, sp scaleSpec, res scaleResult) (scaleResult, error) {
 	token, err := pshttp.IssueToken(filepath.Join(dataDir, "tokens.yaml"), "@admin:scale.example", true, "bench scale")
 	if err != nil {
 		return res, err
