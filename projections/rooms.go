@@ -800,11 +800,15 @@ func (a *applier) newChange(e *domain.Event, k kind) (*change, uint32) {
 }
 
 // addEntry adds a line to a room's history and marks the room touched.
-func (a *applier) addEntry(room domain.RoomID, user domain.UserID, pos eventstore.Position, ci uint32, old valueRef) {
+// Only a membership entry marks the room touched: every other entry is of
+// a member whose join or invite already did.
+func (a *applier) addEntry(room domain.RoomID, user domain.UserID, pos eventstore.Position, ci uint32, old valueRef, membership bool) {
 	val := encodeEntry(roomEntry{c: ci, old: old})
 	a.set(posKey(pos, prefixEntry, string(room)), val)
 	a.set(posKey(pos, prefixUserEntry, string(room), string(user)), val)
-	a.set(keyOf(prefixTouched, string(user), string(room)), nil)
+	if membership {
+		a.set(keyOf(prefixTouched, string(user), string(room)), nil)
+	}
 }
 
 func (a *applier) applyGlobal(e *domain.Event) {
@@ -840,7 +844,7 @@ func (a *applier) applyGlobal(e *domain.Event) {
 				continue
 			}
 			if before, src := u.value(p, f, last, a.past(e.User)); !sameValue(before, val) {
-				a.addEntry(room, e.User, e.Position, ci, src)
+				a.addEntry(room, e.User, e.Position, ci, src, false)
 			}
 		}
 		u.lastProp[f], u.hasProp[f] = propChange{pos: e.Position, val: val, ci: ci}, true
@@ -905,7 +909,7 @@ func (a *applier) applyMembership(e *domain.Event) {
 	m.periods = append(m.periods, next)
 	a.putMember(e.Room, e.User, m)
 	a.putChange(ci, c)
-	a.addEntry(e.Room, e.User, e.Position, ci, 0)
+	a.addEntry(e.Room, e.User, e.Position, ci, 0, true)
 }
 
 func (a *applier) applyOverride(e *domain.Event) {
@@ -941,7 +945,7 @@ func (a *applier) applyOverride(e *domain.Event) {
 	c.new, _ = u.value(p, f, last, a.past(e.User))
 	a.putMember(e.Room, e.User, m)
 	a.putChange(ci, c)
-	a.addEntry(e.Room, e.User, e.Position, ci, 0)
+	a.addEntry(e.Room, e.User, e.Position, ci, 0, false)
 }
 
 // Position returns the position of the last event applied.
