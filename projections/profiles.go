@@ -3,6 +3,7 @@ package projections
 import (
 	"bytes"
 	"encoding/json"
+	"slices"
 	"sort"
 	"strings"
 	"unicode"
@@ -327,16 +328,20 @@ func (v *Profiles) Search(term string, limit int) ([]DirectoryResult, bool) {
 	// "Scale user 12345" reads the users of "12345", not of "scale".
 	probe := term
 	if len(words) > 0 {
-		best := -1
+		// Longer words first (they tend to be rarer); each count stops as
+		// soon as it passes the fewest found so far.
+		byLength := slices.Clone(words)
+		sort.SliceStable(byLength, func(i, j int) bool { return len(byLength[i]) > len(byLength[j]) })
+		best := maxDirectoryCandidates + 1
 		v.db.readProfiles(func(r viewstore.Reader) {
-			for _, w := range words {
+			for i, w := range byLength {
 				lo := keyOf(prefixDirectory, w)
 				n := 0
 				_ = r.Scan(lo, viewstore.PrefixEnd(lo), false, func(_, _ []byte) bool {
 					n++
-					return n <= maxDirectoryCandidates
+					return n < best
 				})
-				if best < 0 || n < best {
+				if i == 0 || n < best {
 					best, probe = n, w
 				}
 			}
