@@ -57,3 +57,33 @@ func TestBenchCommandRuns(t *testing.T) {
 		t.Errorf("no ratio table in the report:\n%s", report)
 	}
 }
+
+// TestBenchScaleRuns runs a tiny `bench scale` end to end: the data set is
+// written and rebuilt, `serve` runs as a separate process, and every read
+// succeeds, with the memory and restart rows filled in.
+func TestBenchScaleRuns(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the bench")
+	}
+	cmd := rootCommand()
+	var out bytes.Buffer
+	cmd.SetOut(&out)
+	cmd.SetErr(io.Discard)
+	cmd.SetArgs([]string{"bench", "scale", "--dir", t.TempDir(), "--tenth-only", "--users", "2000", "--room-pool", "200",
+		"--big-room", "500", "--rooms-per-user", "3", "--reads", "0.01"})
+	if err := cmd.ExecuteContext(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	report := out.String()
+	if strings.Contains(report, "failed") {
+		t.Fatalf("reads failed:\n%s", report)
+	}
+	for _, row := range []string{"| events in the log | 1250 |", "| RssAnon after the reads |", "| process start to /ready |", "| names search p50 / p99 |"} {
+		if !strings.Contains(report, row) {
+			t.Errorf("no %q in the report:\n%s", row, report)
+		}
+	}
+	if regexp.MustCompile(`\| RssAnon after restart \| 0 MiB \|`).MatchString(report) {
+		t.Errorf("no memory figure of the served process:\n%s", report)
+	}
+}
