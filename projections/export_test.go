@@ -128,3 +128,6 @@ func Diff(t testing.TB, a, b *DB) string {
 	}
 	return ""
 }
+
+// SortedDiff is sortedDiff, for its table test.
+var SortedDiff = sortedDiff

@@ -217,12 +217,15 @@ func (v *Profiles) Apply(tx viewstore.Txn, e *domain.Event) error {
 	entry.Revision, entry.Position = e.Revision, e.Position
 	words := directoryWords(e.User, p.DisplayName(), len(p.Fields) > 0)
 	if !slicesEqual(words, entry.indexed) {
-		for _, w := range entry.indexed {
+		// Both lists are sorted: only the words that come or go are
+		// written (the id's words never change).
+		gone, come := sortedDiff(entry.indexed, words)
+		for _, w := range gone {
 			if err := tx.Delete(keyOf(prefixDirectory, w, string(e.User))); err != nil {
 				return err
 			}
 		}
-		for _, w := range words {
+		for _, w := range come {
 			if err := tx.Set(keyOf(prefixDirectory, w, string(e.User)), nil); err != nil {
 				return err
 			}
@@ -256,6 +259,25 @@ func (v *Profiles) Committed() {
 func (v *Profiles) Aborted() {
 	clear(v.pending)
 	v.added = 0
+}
+
+// sortedDiff returns what of the sorted list a is not in the sorted list b,
+// and what of b is not in a.
+func sortedDiff(a, b []string) (onlyA, onlyB []string) {
+	i, j := 0, 0
+	for i < len(a) || j < len(b) {
+		switch {
+		case j == len(b) || (i < len(a) && a[i] < b[j]):
+			onlyA = append(onlyA, a[i])
+			i++
+		case i == len(a) || b[j] < a[i]:
+			onlyB = append(onlyB, b[j])
+			j++
+		default:
+			i, j = i+1, j+1
+		}
+	}
+	return onlyA, onlyB
 }
 
 func slicesEqual(a, b []string) bool {

@@ -233,3 +233,22 @@ func TestDeferredViewsDoNotDelayAcknowledgement(t *testing.T) {
 		t.Fatalf("Settle after the deferred view applied: %v (applied %d)", err, gate.applied.Load())
 	}
 }
+
+func TestSortedDiff(t *testing.T) {
+	for _, c := range []struct {
+		a, b, onlyA, onlyB []string
+	}{
+		{nil, nil, nil, nil},
+		{[]string{"a", "b"}, []string{"a", "b"}, nil, nil},
+		{[]string{"a", "c"}, []string{"b", "c", "d"}, []string{"a"}, []string{"b", "d"}},
+		{[]string{"x"}, nil, []string{"x"}, nil},
+		{nil, []string{"y", "z"}, nil, []string{"y", "z"}},
+	} {
+		t.Run(fmt.Sprint(c.a, c.b), func(t *testing.T) {
+			gotA, gotB := projections.SortedDiff(c.a, c.b)
+			if fmt.Sprint(gotA) != fmt.Sprint(c.onlyA) || fmt.Sprint(gotB) != fmt.Sprint(c.onlyB) {
+				t.Fatalf("sortedDiff(%v, %v) = %v, %v; want %v, %v", c.a, c.b, gotA, gotB, c.onlyA, c.onlyB)
+			}
+		})
+	}
+}
