@@ -160,7 +160,10 @@ func (r *Runner) catchUp(ctx context.Context, head eventstore.Position, progress
 			recs, err := r.opts.Store.ReadAll(readCtx, after, r.opts.BatchEvents)
 			if err != nil || len(recs) == 0 {
 				if err != nil {
-					batches <- batch{err: err}
+					select {
+					case batches <- batch{err: err}:
+					case <-readCtx.Done():
+					}
 				}
 				return
 			}
