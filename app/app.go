@@ -123,6 +123,23 @@ func (a *App) newViews(db *projections.DB) (Views, *projections.Runner) {
 
 // openViews opens the view store in dir and builds the views over it.
 func (a *App) openViews(dir string) error {
+	// A rebuild that stopped between its two renames left the old views
+	// beside the place of the current ones: put them back. One that
+	// stopped before them left a partial store, which only takes space.
+	if _, err := os.Stat(dir); os.IsNotExist(err) {
+		if _, err := os.Stat(dir + ".old"); err == nil {
+			a.opts.Logger.Warn("a rebuild was interrupted while swapping the view store in: the previous views are put back")
+			if err := os.Rename(dir+".old", dir); err != nil {
+				return fmt.Errorf("put back the views of an interrupted rebuild: %w", err)
+			}
+		}
+	}
+	if _, err := os.Stat(dir + ".rebuild"); err == nil {
+		a.opts.Logger.Info("removing the view store of an interrupted rebuild")
+		if err := os.RemoveAll(dir + ".rebuild"); err != nil {
+			return err
+		}
+	}
 	db, created, err := projections.OpenDB(dir, a.opts.ViewStore)
 	if err != nil {
 		return fmt.Errorf("open the view store: %w (is another profilestore using this data directory?)", err)

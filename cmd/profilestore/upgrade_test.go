@@ -59,3 +59,39 @@ func TestUpgradeBuildsTheViewsOnce(t *testing.T) {
 		a.close()
 	}
 }
+
+// TestInterruptedRebuildSwapRecovers: a rebuild that stopped between moving
+// the current views aside and moving the new ones in finds the previous
+// views put back at the next start, not an empty store to rebuild.
+func TestInterruptedRebuildSwapRecovers(t *testing.T) {
+	dir := seeded(t)
+	a := testApp(t, dir)
+	if err := a.Runner.Start(context.Background(), nil); err != nil {
+		t.Fatal(err)
+	}
+	a.close()
+	views := filepath.Join(dir, "views")
+	if err := os.Rename(views, views+".old"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(views+".rebuild", 0o700); err != nil {
+		t.Fatal(err)
+	}
+	calls := 0
+	b := testApp(t, dir)
+	defer b.close()
+	if err := b.Runner.Start(context.Background(), func(applied, total uint64) { calls++ }); err != nil {
+		t.Fatal(err)
+	}
+	if calls != 0 {
+		t.Errorf("the start rebuilt the views (%d batches) instead of putting the previous ones back", calls)
+	}
+	if got := b.ProfileView.Get("@bob:example.com").Profile.DisplayName(); got == "" {
+		t.Error("bob has no name after the recovery")
+	}
+	for _, left := range []string{views + ".old", views + ".rebuild"} {
+		if _, err := os.Stat(left); !os.IsNotExist(err) {
+			t.Errorf("%s is still there (%v)", left, err)
+		}
+	}
+}
