@@ -556,22 +556,35 @@ func (v *Rooms) Flush(tx viewstore.Txn) error {
 // own, or a fresh copy of the committed one (readers share those), or a
 // new one. put writes an object to the transaction.
 
+// forChange returns the object under k for the transaction to change:
+// its own, or a copy of the committed one (readers share that), or the
+// stored one decoded; nil when the store has none.
+func forChange[K comparable, V any](a *applier, pending map[K]*V, cache *lru.Cache[K, *V], k K, key func() []byte,
+	encode func(*V) []byte, decode func([]byte, interface{ fail(error) }) *V) *V {
+	if o := pending[k]; o != nil {
+		return o
+	}
+	var o *V
+	if c, ok := cache.Peek(k); ok {
+		o = decode(encode(c), a)
+	} else {
+		raw, ok, err := a.tx.Get(key())
+		a.fail(err)
+		if !ok {
+			return nil
+		}
+		o = decode(raw, a)
+	}
+	pending[k] = o
+	return o
+}
+
 func (a *applier) user(id domain.UserID) *userState {
-	if u := a.v.tx.users[id]; u != nil {
-		return u
-	}
-	if u, ok := a.v.users.Peek(id); ok {
-		u = decodeUserState(encodeUserState(u), a) // a copy: readers share the cached one
+	u := forChange(a, a.v.tx.users, a.v.users, id, func() []byte { return keyOf(prefixUser, string(id)) }, encodeUserState, decodeUserState)
+	if u == nil {
+		u = &userState{}
 		a.v.tx.users[id] = u
-		return u
 	}
-	raw, ok, err := a.tx.Get(keyOf(prefixUser, string(id)))
-	a.fail(err)
-	u := &userState{}
-	if ok {
-		u = decodeUserState(raw, a)
-	}
-	a.v.tx.users[id] = u
 	return u
 }
 
@@ -580,21 +593,11 @@ func (a *applier) putUser(id domain.UserID, u *userState) {
 }
 
 func (a *applier) room(id domain.RoomID) *roomState {
-	if r := a.v.tx.rooms[id]; r != nil {
-		return r
-	}
-	if r, ok := a.v.rooms.Peek(id); ok {
-		r = decodeRoomState(encodeRoomState(r), a)
+	r := forChange(a, a.v.tx.rooms, a.v.rooms, id, func() []byte { return keyOf(prefixRoom, string(id)) }, encodeRoomState, decodeRoomState)
+	if r == nil {
+		r = &roomState{}
 		a.v.tx.rooms[id] = r
-		return r
 	}
-	raw, ok, err := a.tx.Get(keyOf(prefixRoom, string(id)))
-	a.fail(err)
-	r := &roomState{}
-	if ok {
-		r = decodeRoomState(raw, a)
-	}
-	a.v.tx.rooms[id] = r
 	return r
 }
 
@@ -605,23 +608,8 @@ func (a *applier) putRoom(id domain.RoomID, r *roomState) {
 // member returns the user's record in the room for a change, nil when
 // there is none.
 func (a *applier) member(room domain.RoomID, user domain.UserID) *memberRec {
-	k := memberKey{room, user}
-	if m := a.v.tx.members[k]; m != nil {
-		return m
-	}
-	if m, ok := a.v.members.Peek(k); ok {
-		m = decodeMember(encodeMember(m), a)
-		a.v.tx.members[k] = m
-		return m
-	}
-	raw, ok, err := a.tx.Get(keyOf(prefixMember, string(room), string(user)))
-	a.fail(err)
-	if !ok {
-		return nil
-	}
-	m := decodeMember(raw, a)
-	a.v.tx.members[k] = m
-	return m
+	return forChange(a, a.v.tx.members, a.v.members, memberKey{room, user},
+		func() []byte { return keyOf(prefixMember, string(room), string(user)) }, encodeMember, decodeMember)
 }
 
 // putMember writes the record, and the current period beside the user's
@@ -661,21 +649,11 @@ func (a *applier) joined(user domain.UserID) []joinedPeriod {
 }
 
 func (a *applier) change(ci uint32) *change {
-	if c := a.v.tx.changes[ci]; c != nil {
-		return c
-	}
-	if c, ok := a.v.changes.Peek(ci); ok {
-		c = decodeChange(encodeChange(c), a)
+	c := forChange(a, a.v.tx.changes, a.v.changes, ci, func() []byte { return changeKey(ci) }, encodeChange, decodeChange)
+	if c == nil {
+		c = &change{}
 		a.v.tx.changes[ci] = c
-		return c
 	}
-	raw, ok, err := a.tx.Get(changeKey(ci))
-	a.fail(err)
-	c := &change{}
-	if ok {
-		c = decodeChange(raw, a)
-	}
-	a.v.tx.changes[ci] = c
 	return c
 }
 

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/profilestore/profilestore/domain"
 	"github.com/profilestore/profilestore/eventstore"
 	"github.com/profilestore/profilestore/projections/viewstore"
@@ -260,65 +261,45 @@ func (rr *roomsReader) get(key []byte) ([]byte, bool) {
 	return raw, ok
 }
 
-func (rr *roomsReader) room(id domain.RoomID) *roomState {
-	if r, ok := rr.v.rooms.Get(id); ok {
+// committed returns the committed object under k: the cache's, or the
+// stored one decoded and cached; nil when the store has none. Readers
+// share it: it must not be changed.
+func committed[K comparable, V any](rr *roomsReader, cache *lru.Cache[K, *V], k K, key func() []byte,
+	decode func([]byte, interface{ fail(error) }) *V) *V {
+	if o, ok := cache.Get(k); ok {
 		rr.v.stats.hit()
-		return r
+		return o
 	}
 	rr.v.stats.miss()
-	raw, ok := rr.get(keyOf(prefixRoom, string(id)))
+	raw, ok := rr.get(key())
 	if !ok {
 		return nil
 	}
-	r := decodeRoomState(raw, rr)
-	rr.v.rooms.Add(id, r)
-	return r
+	o := decode(raw, rr)
+	cache.Add(k, o)
+	return o
+}
+
+func (rr *roomsReader) room(id domain.RoomID) *roomState {
+	return committed(rr, rr.v.rooms, id, func() []byte { return keyOf(prefixRoom, string(id)) }, decodeRoomState)
 }
 
 func (rr *roomsReader) user(id domain.UserID) *userState {
-	if u, ok := rr.v.users.Get(id); ok {
-		rr.v.stats.hit()
-		return u
-	}
-	rr.v.stats.miss()
-	raw, ok := rr.get(keyOf(prefixUser, string(id)))
-	if !ok {
-		return nil
-	}
-	u := decodeUserState(raw, rr)
-	rr.v.users.Add(id, u)
-	return u
+	return committed(rr, rr.v.users, id, func() []byte { return keyOf(prefixUser, string(id)) }, decodeUserState)
 }
 
 func (rr *roomsReader) member(room domain.RoomID, user domain.UserID) *memberRec {
-	k := memberKey{room, user}
-	if m, ok := rr.v.members.Get(k); ok {
-		rr.v.stats.hit()
-		return m
-	}
-	rr.v.stats.miss()
-	raw, ok := rr.get(keyOf(prefixMember, string(room), string(user)))
-	if !ok {
-		return nil
-	}
-	m := decodeMember(raw, rr)
-	rr.v.members.Add(k, m)
-	return m
+	return committed(rr, rr.v.members, memberKey{room, user}, func() []byte { return keyOf(prefixMember, string(room), string(user)) }, decodeMember)
 }
 
+// change returns a recorded change; every entry names one, so a missing
+// one is a corrupt store.
 func (rr *roomsReader) change(ci uint32) *change {
-	if c, ok := rr.v.changes.Get(ci); ok {
-		rr.v.stats.hit()
-		return c
-	}
-	rr.v.stats.miss()
-	raw, ok := rr.get(changeKey(ci))
-	if !ok {
+	c := committed(rr, rr.v.changes, ci, func() []byte { return changeKey(ci) }, decodeChange)
+	if c == nil {
 		rr.fail(errCorrupt)
 		return &change{}
 	}
-	c := decodeChange(raw, rr)
-	rr.v.changes.Add(ci, c)
 	return c
 }
 
