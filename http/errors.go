@@ -85,8 +85,8 @@ func writeRateLimited(w http.ResponseWriter, retryAfterMs int64) {
 }
 
 func requestLogger(r *http.Request, base logrus.FieldLogger) logrus.FieldLogger {
-	if l, ok := r.Context().Value(loggerKey{}).(logrus.FieldLogger); ok {
-		return l
+	if info, ok := r.Context().Value(loggerKey{}).(*requestInfo); ok {
+		return info.logger()
 	}
 	return base
 }
