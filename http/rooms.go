@@ -337,7 +337,7 @@ func (s *Server) handlePutMembership(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	cmd := domain.ChangeMembership{Room: room, User: user, Actor: actor(r), Meta: s.meta(r)}
-	if cmd.Membership, err = requiredString(obj, "membership", "join, invite, leave, kick, ban"); err != nil {
+	if cmd.Membership, err = requiredString(obj, "membership", "join, invite, leave, kick, ban, unban, knock"); err != nil {
 		s.writeError(w, r, err)
 		return
 	}
