@@ -151,6 +151,16 @@ func keyOf(prefix string, parts ...string) []byte {
 	return k
 }
 
+// appendKey appends keyOf(prefix, parts...) to k.
+func appendKey(k []byte, prefix string, parts ...string) []byte {
+	k = append(k, prefix...)
+	for _, p := range parts {
+		k = append(k, 0)
+		k = append(k, p...)
+	}
+	return k
+}
+
 // rangeOf is the prefix of the keys under parts: keyOf and a 0 byte, so
 // that one id's range never takes in a longer id's.
 func rangeOf(prefix string, parts ...string) []byte {
