@@ -13,7 +13,9 @@ func pastMeta(key string, at time.Time) domain.Metadata {
 	return domain.Metadata{OccurredAt: at, OrderTS: at.UnixMilli(), IdempotencyKey: key, Source: "backfill:test"}
 }
 
-func liveMeta(at time.Time) domain.Metadata { return domain.Metadata{OccurredAt: at, Source: "mirror:test"} }
+func liveMeta(at time.Time) domain.Metadata {
+	return domain.Metadata{OccurredAt: at, Source: "mirror:test"}
+}
 
 func TestBackfilledEventsNeverOverrideLiveState(t *testing.T) {
 	ctx := context.Background()
