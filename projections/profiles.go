@@ -456,3 +456,23 @@ func (v *Profiles) Search(term string, limit int) ([]DirectoryResult, bool) {
 	}
 	return out, limited
 }
+
+// UsersAfter returns up to limit users with a profile, in id order, after
+// the given one ("" for the first): a backfill lists the rooms of the
+// users profilestore knows.
+func (v *Profiles) UsersAfter(after domain.UserID, limit int) ([]domain.UserID, error) {
+	var out []domain.UserID
+	var err error
+	lo := rangeOf(prefixProfile)
+	from := lo
+	if after != "" {
+		from = append(keyOf(prefixProfile, string(after)), 0)
+	}
+	v.db.read(func(r viewstore.Reader) {
+		err = r.Scan(from, viewstore.PrefixEnd(lo), false, func(k, _ []byte) bool {
+			out = append(out, domain.UserID(k[len(lo):]))
+			return len(out) < limit
+		})
+	})
+	return out, err
+}
