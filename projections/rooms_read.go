@@ -373,8 +373,21 @@ func visibleTo(r *roomState, own *memberRec, pos eventstore.Position) bool {
 // Members returns the room's joined and invited members sorted by user id,
 // as of position at (nil: now), and the position the answer is as of.
 // Admins and moderators read any position; members joined now read the
-// positions history_visibility lets them see.
+// positions history_visibility lets them see. As of a position means at
+// that point of the room's history order: with everything recorded up to
+// it and every backfilled event the homeserver placed before it.
 func (v *Rooms) Members(room domain.RoomID, at *eventstore.Position, viewer Viewer) ([]Member, eventstore.Position, error) {
+	return v.membersAsOf(room, at, nil, viewer)
+}
+
+// MembersAtTime is Members as of a time: the homeserver's time for
+// backfilled events, occurred_at for the others. The position returned is
+// that of the last event recorded at or before t (PositionAt).
+func (v *Rooms) MembersAtTime(room domain.RoomID, t time.Time, viewer Viewer) ([]Member, eventstore.Position, error) {
+	return v.membersAsOf(room, nil, &t, viewer)
+}
+
+func (v *Rooms) membersAsOf(room domain.RoomID, at *eventstore.Position, atTime *time.Time, viewer Viewer) ([]Member, eventstore.Position, error) {
 	var out []Member
 	pos := eventstore.Start
 	err := v.read(func(rr *roomsReader) error {
@@ -383,11 +396,17 @@ func (v *Rooms) Members(room domain.RoomID, at *eventstore.Position, viewer View
 			return err
 		}
 		pos = v.last
-		if at != nil && at.Before(v.last) {
+		ord := orderNow
+		switch {
+		case atTime != nil:
+			pos, ord = positionAt(rr.r, *atTime), orderAtTime(*atTime)
+		case at != nil && at.Before(v.last):
 			pos = *at
-			if access != domain.ReadsAll && !visibleTo(r, rr.member(room, viewer.User), pos) {
-				return domain.Errorf(domain.ErrCodeForbidden, "The room's history visibility hides this point in time from you")
-			}
+			ord, err = v.orderAt(rr.r, pos)
+			rr.fail(err)
+		}
+		if ord != orderNow && access != domain.ReadsAll && !visibleTo(r, rr.member(room, viewer.User), ord) {
+			return domain.Errorf(domain.ErrCodeForbidden, "The room's history visibility hides this point in time from you")
 		}
 		lo := rangeOf(prefixMember, string(room))
 		type rec struct {
@@ -405,14 +424,14 @@ func (v *Rooms) Members(room domain.RoomID, at *eventstore.Position, viewer View
 			return true
 		}))
 		for _, rc := range recs {
-			p := rc.m.stateAt(pos)
+			p := rc.m.stateAt(ord)
 			if p == nil || (p.state != stJoin && p.state != stInvite) {
 				continue
 			}
 			u := rr.user(rc.id)
 			past := userPast{r: rr.r, user: rc.id, fail: rr.fail}
-			dn, _ := u.value(p, fDisplayName, pos, past)
-			av, _ := u.value(p, fAvatarURL, pos, past)
+			dn, _ := u.value(p, fDisplayName, ord, past)
+			av, _ := u.value(p, fAvatarURL, ord, past)
 			out = append(out, Member{User: rc.id, Membership: stateNames[p.state], DisplayName: dn, AvatarURL: av})
 		}
 		return nil
@@ -426,9 +445,10 @@ func (v *Rooms) Members(room domain.RoomID, at *eventstore.Position, viewer View
 	return out, pos, nil
 }
 
-// entry renders a change; roomOldRef names the room's value before a global
-// change that reached room (ignored for other changes).
-func (rr *roomsReader) entry(c *change, room domain.RoomID, roomOldRef valueRef, showHidden bool) HistoryEntry {
+// entry renders a change; for a global change that reached room, roomOld
+// is the room's value before it and roomOldRef the change that set it
+// (both ignored for other changes).
+func (rr *roomsReader) entry(c *change, room domain.RoomID, roomOldRef valueRef, roomOld *string, showHidden bool) HistoryEntry {
 	e := HistoryEntry{Position: c.pos, Time: time.UnixMilli(c.ms).UTC(), Room: room, User: c.user, Kind: kindNames[c.kind],
 		Cause: Cause{Type: c.typ, Actor: c.actor, Source: c.source, By: c.by, PropagateTo: c.prop}}
 	// A value set by a hidden entry stays hidden where it shows up again as
@@ -451,8 +471,7 @@ func (rr *roomsReader) entry(c *change, room domain.RoomID, roomOldRef valueRef,
 		e.Field = fieldKeys[c.field]
 		old, ref := c.old, c.oldRef
 		if c.room == "" && room != "" {
-			ref = roomOldRef
-			old = rr.resolve(ref, int(c.field))
+			ref, old = roomOldRef, roomOld
 		}
 		if hiddenSource(ref) {
 			old, e.OldHidden = nil, true
@@ -472,7 +491,8 @@ func (rr *roomsReader) entry(c *change, room domain.RoomID, roomOldRef valueRef,
 	return e
 }
 
-// RoomHistory returns a page of the room's history in log order: joins,
+// RoomHistory returns a page of the room's history in history order (the
+// homeserver's, for backfilled events; see Rooms): joins,
 // invites, leaves, kicks, bans, per-room changes and the global changes that
 // changed what the room showed, each with old and new values.
 func (v *Rooms) RoomHistory(room domain.RoomID, q HistoryQuery) (HistoryPage, error) {
@@ -491,13 +511,19 @@ func (v *Rooms) RoomHistory(room domain.RoomID, q HistoryQuery) (HistoryPage, er
 		if q.User != "" {
 			prefix = rangeOf(prefixUserEntry, string(room), string(q.User))
 		}
-		page.Start, page.End, err = paginateRange(rr.r, prefix, q, v.last, func(_ eventstore.Position, val []byte) bool {
-			re := decodeEntry(val)
-			c := rr.change(re.c)
-			if !q.keeps(c) || (!all && !visibleTo(r, own, c.pos)) {
+		page.Start, page.End, err = paginateRange(rr.r, prefix, q, orderNow, func(ord eventstore.Position, val []byte) bool {
+			re := decodeEntry(val, room, rr)
+			c := re.ch
+			if c == nil { // a user's entries in the room name their change
+				c = rr.change(re.c)
+				if c.room == "" {
+					re.oldVal = rr.resolve(re.old, int(c.field))
+				}
+			}
+			if !q.keeps(c) || (!all && !visibleTo(r, own, ord)) {
 				return false
 			}
-			page.Entries = append(page.Entries, rr.entry(c, room, re.old, all))
+			page.Entries = append(page.Entries, rr.entry(c, room, re.old, re.oldVal, all))
 			return true
 		})
 		return err
@@ -514,12 +540,12 @@ func (v *Rooms) UserHistory(user domain.UserID, q HistoryQuery) (HistoryPage, er
 	err := v.read(func(rr *roomsReader) error {
 		var err error
 		if domain.Reads.WholeUserHistory(q.Viewer, user) {
-			page.Start, page.End, err = paginateRange(rr.r, rangeOf(prefixUserHist, string(user)), q, v.last, func(_ eventstore.Position, val []byte) bool {
+			page.Start, page.End, err = paginateRange(rr.r, rangeOf(prefixUserHist, string(user)), q, orderNow, func(_ eventstore.Position, val []byte) bool {
 				c := rr.change(binary.BigEndian.Uint32(val))
 				if !q.keeps(c) {
 					return false
 				}
-				page.Entries = append(page.Entries, rr.entry(c, c.room, 0, true))
+				page.Entries = append(page.Entries, rr.entry(c, c.room, 0, nil, true))
 				return true
 			})
 			return err
@@ -536,7 +562,7 @@ func (v *Rooms) UserHistory(user domain.UserID, q HistoryQuery) (HistoryPage, er
 			}
 			lo := rangeOf(prefixUserEntry, string(roomID), string(user))
 			rr.fail(rr.r.Scan(lo, viewstore.PrefixEnd(lo), false, func(k, val []byte) bool {
-				refs = append(refs, ref{roomID, readPos(k[len(k)-16:]), decodeEntry(val)})
+				refs = append(refs, ref{roomID, readPos(k[len(k)-16:]), decodeEntry(val, roomID, rr)})
 				return true
 			}))
 		}
@@ -557,12 +583,16 @@ func (v *Rooms) UserHistory(user domain.UserID, q HistoryQuery) (HistoryPage, er
 			}
 		}
 		posAt := func(i int) eventstore.Position { return uniq[i].pos }
-		page.Start, page.End, err = paginate(len(uniq), posAt, q, v.last, func(i int) bool {
+		page.Start, page.End, err = paginate(len(uniq), posAt, q, orderNow, func(i int) bool {
 			c := rr.change(uniq[i].e.c)
 			if !q.keeps(c) {
 				return false
 			}
-			page.Entries = append(page.Entries, rr.entry(c, uniq[i].room, uniq[i].e.old, true))
+			var oldVal *string
+			if c.room == "" {
+				oldVal = rr.resolve(uniq[i].e.old, int(c.field))
+			}
+			page.Entries = append(page.Entries, rr.entry(c, uniq[i].room, uniq[i].e.old, oldVal, true))
 			return true
 		})
 		return err
@@ -615,7 +645,11 @@ func (v *Rooms) ModeratedRooms(user domain.UserID) []domain.RoomID {
 // it is already hidden.
 func (v *Rooms) UserEntry(user domain.UserID, pos eventstore.Position) (found, hidden bool) {
 	_ = v.read(func(rr *roomsReader) error {
-		if _, ok := rr.get(posKey(pos, prefixUserHist, string(user))); ok {
+		ord, err := v.orderAt(rr.r, pos)
+		if err != nil {
+			return err
+		}
+		if _, ok := rr.get(posKey(ord, prefixUserHist, string(user))); ok {
 			found, hidden = true, rr.hidden(pos)
 		}
 		return nil
