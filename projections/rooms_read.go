@@ -514,7 +514,7 @@ func (v *Rooms) RoomHistory(room domain.RoomID, q HistoryQuery) (HistoryPage, er
 		page.Start, page.End, err = paginateRange(rr.r, prefix, q, orderNow, func(ord eventstore.Position, val []byte) bool {
 			re := decodeEntry(val)
 			c := rr.change(re.c)
-			if !q.keeps(c) || (!all && !visibleTo(r, own, ord)) {
+			if !q.keeps(c) || (!all && !domain.Reads.OwnEntry(q.Viewer, c.user) && !visibleTo(r, own, ord)) {
 				return false
 			}
 			page.Entries = append(page.Entries, rr.entry(c, room, re.old, all))
