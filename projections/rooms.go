@@ -247,9 +247,18 @@ type roomState struct {
 // roomEntry is one line of a room's history: a change and, for global
 // changes (which are shared by rooms), where the value the room showed
 // before came from.
+//
+// In the room's history ("re") the entry also carries the change itself
+// and the room's old value, so that a page of history is one range scan
+// and no point read per entry; the user's entries in a room ("rb") and
+// the user's history ("uh") name the change only.
 type roomEntry struct {
 	c   uint32
 	old valueRef
+	// ch and oldVal are the inline copy (nil in "rb" entries): the change,
+	// and the value the room showed before it.
+	ch     *change
+	oldVal *string
 }
 
 // valueRef names a value by the change that set it: 0 is unset; otherwise
@@ -501,6 +510,8 @@ type applier struct {
 	err error
 	// ord is the order key of the event being applied.
 	ord eventstore.Position
+	// scratch holds a key and a value being written (the store copies them).
+	scratch struct{ key, val []byte }
 }
 
 func (a *applier) fail(err error) {
@@ -664,7 +675,11 @@ func (a *applier) joined(user domain.UserID) []joinedPeriod {
 			out = append(out, joinedPeriod{room, m.current()})
 			return true
 		}
-		out = append(out, joinedPeriod{room, decodeMember(v, a).current()})
+		m := decodeMember(v, a)
+		if len(m.periods) == 0 {
+			return true
+		}
+		out = append(out, joinedPeriod{room, &m.periods[0]})
 		return true
 	}))
 	return out
@@ -735,9 +750,11 @@ func (a *applier) erase(user domain.UserID) {
 			return true
 		}))
 		for _, en := range entries {
-			re := decodeEntry(en.v)
+			re := decodeEntry(en.v, room, a)
 			re.old = 0
 			a.set(en.k, encodeEntry(re))
+			// The room's copy: the change, erased above, and no old value.
+			re.ch, re.oldVal = a.change(re.c), nil
 			a.set(posKey(readPos(en.k[len(en.k)-16:]), prefixEntry, string(room)), encodeEntry(re))
 		}
 		if m := a.member(room, user); m != nil {
@@ -863,10 +880,20 @@ func (a *applier) newChange(e *domain.Event, k kind) (*change, uint32) {
 // addEntry adds a line to a room's history and marks the room touched.
 // Only a membership entry marks the room touched: every other entry is of
 // a member whose join or invite already did.
-func (a *applier) addEntry(room domain.RoomID, user domain.UserID, pos eventstore.Position, ci uint32, old valueRef, membership bool) {
-	val := encodeEntry(roomEntry{c: ci, old: old})
-	a.set(posKey(pos, prefixEntry, string(room)), val)
-	a.set(posKey(pos, prefixUserEntry, string(room), string(user)), val)
+//
+// inline is the change encoded (encodeInline), shared by the rooms a global
+// change fans out to; oldVal is the room's value before the change.
+func (a *applier) addEntry(room domain.RoomID, user domain.UserID, pos eventstore.Position, ci uint32, old valueRef, oldVal *string, inline []byte, membership bool) {
+	// The store copies what it is given: one scratch buffer serves every
+	// key and value of a fan-out to thousands of rooms.
+	s := &a.scratch
+	s.val = encodeEntryTo(s.val[:0], roomEntry{c: ci, old: old})
+	ref := len(s.val)
+	s.val = appendInline(s.val, oldVal, inline)
+	s.key = appendPos(appendKey(s.key[:0], prefixEntry, string(room), ""), pos)
+	a.set(s.key, s.val)
+	s.key = appendPos(appendKey(s.key[:0], prefixUserEntry, string(room), string(user), ""), pos)
+	a.set(s.key, s.val[:ref])
 	if membership {
 		a.set(keyOf(prefixTouched, string(user), string(room)), nil)
 	}
@@ -929,11 +956,12 @@ func (a *applier) applyGlobal(e *domain.Event) {
 				rooms = append(rooms, reached{room, p, before, src})
 			}
 		} else {
+			past := a.past(e.User)
 			for _, j := range a.joined(e.User) {
 				if j.period == nil || (prop == domain.PropagateUnchanged && u.hasOverride(j.period, f)) {
 					continue
 				}
-				before, src := u.value(j.period, f, orderNow, a.past(e.User))
+				before, src := u.value(j.period, f, orderNow, past)
 				rooms = append(rooms, reached{j.room, j.period, before, src})
 			}
 		}
@@ -953,6 +981,7 @@ func (a *applier) applyGlobal(e *domain.Event) {
 		if !newest {
 			a.relinkNext(e.User, f, ci, val)
 		}
+		var inline []byte // the change as every room's entry carries it
 		for _, r := range rooms {
 			if e.Meta.OrderTS > 0 {
 				if after, _ := u.value(r.period, f, a.ord, a.past(e.User)); sameValue(r.before, after) {
@@ -961,7 +990,10 @@ func (a *applier) applyGlobal(e *domain.Event) {
 			} else if sameValue(r.before, val) {
 				continue
 			}
-			a.addEntry(r.room, e.User, a.ord, ci, r.src, false)
+			if inline == nil {
+				inline = encodeInline(c)
+			}
+			a.addEntry(r.room, e.User, a.ord, ci, r.src, r.before, inline, false)
 		}
 	}
 	a.putChange(ci, c)
@@ -1024,7 +1056,7 @@ func (a *applier) applyMembership(e *domain.Event) {
 	}
 	a.putMember(e.Room, e.User, m)
 	a.putChange(ci, c)
-	a.addEntry(e.Room, e.User, a.ord, ci, 0, true)
+	a.addEntry(e.Room, e.User, a.ord, ci, 0, nil, encodeInline(c), true)
 }
 
 // relinkNext makes change ci, just put into the user's past, the old global
@@ -1065,7 +1097,7 @@ func (a *applier) refanOut(room domain.RoomID, user domain.UserID, u *userState,
 	hi := posKey(end, prefixUserEntry, string(room), string(user))
 	var stale [][]byte
 	a.fail(a.tx.Scan(lo, hi, false, func(k, val []byte) bool {
-		if a.change(decodeEntry(val).c).room == "" {
+		if a.change(decodeEntry(val, room, a).c).room == "" {
 			stale = append(stale, bytes.Clone(k))
 		}
 		return true
@@ -1095,7 +1127,7 @@ func (a *applier) refanOut(room domain.RoomID, user domain.UserID, u *userState,
 		for _, pc := range props {
 			before, src := u.value(p, f, justBefore(pc.pos), past)
 			if after, _ := u.value(p, f, pc.pos, past); !sameValue(before, after) {
-				a.addEntry(room, user, pc.pos, pc.ci, src, false)
+				a.addEntry(room, user, pc.pos, pc.ci, src, before, encodeInline(a.change(pc.ci)), false)
 			}
 		}
 	}
@@ -1133,7 +1165,7 @@ func (a *applier) applyOverride(e *domain.Event) {
 	c.new, _ = u.value(p, f, a.ord, a.past(e.User))
 	a.putMember(e.Room, e.User, m)
 	a.putChange(ci, c)
-	a.addEntry(e.Room, e.User, a.ord, ci, 0, false)
+	a.addEntry(e.Room, e.User, a.ord, ci, c.oldRef, c.old, encodeInline(c), false)
 }
 
 // Position returns the position of the last event applied.
@@ -1333,13 +1365,121 @@ func decodeChange(raw []byte, errs interface{ fail(error) }) *change {
 }
 
 func encodeEntry(e roomEntry) []byte {
-	var w enc
+	b := encodeEntryTo(nil, e)
+	if e.ch != nil {
+		return appendInline(b, e.oldVal, encodeInline(e.ch))
+	}
+	return b
+}
+
+// encodeEntryTo appends the entry's reference part (c, old) to b.
+func encodeEntryTo(b []byte, e roomEntry) []byte {
+	w := enc{b: b}
 	w.uint(uint64(e.c))
 	w.uint(uint64(e.old))
 	return w.b
 }
 
-func decodeEntry(raw []byte) roomEntry {
+// appendInline appends a room history entry's copy of its change.
+func appendInline(b []byte, oldVal *string, inline []byte) []byte {
+	w := enc{b: b}
+	w.opt(oldVal)
+	w.b = append(w.b, inline...)
+	return w.b
+}
+
+// Event types of changes, coded in the inline copy (0 is a type written
+// out in full).
+var inlineTypes = [...]string{"", domain.TypeFieldSet, domain.TypeFieldDeleted, domain.TypeMemberJoined,
+	domain.TypeMemberInvited, domain.TypeMemberLeft, domain.TypeMemberProfileSet, domain.TypeMemberProfileGone}
+
+// encodeInline writes a change as a room's history entry carries it, in
+// as few bytes as a global change fanning out to thousands of rooms
+// should cost: its old value and the reference to it are the entry's
+// (oldVal, old), the actor is coded when it is the user, the type by
+// number, and names only for membership.
+func encodeInline(c *change) []byte {
+	var w enc
+	w.pos(c.pos)
+	w.int(c.ms)
+	w.str(string(c.user))
+	w.bool(c.room != "")
+	w.uint(uint64(c.kind))
+	w.uint(uint64(c.field))
+	w.str(string(c.prop))
+	w.opt(c.new)
+	switch c.kind {
+	case kJoin, kInvite, kLeave, kKick, kBan, kUnban:
+		for f := range numFields {
+			w.opt(c.names[f])
+			w.uint(uint64(c.namesRef[f]))
+		}
+	}
+	t := 0
+	for i, name := range inlineTypes {
+		if i > 0 && name == c.typ {
+			t = i
+		}
+	}
+	w.uint(uint64(t))
+	if t == 0 {
+		w.str(c.typ)
+	}
+	if c.actor == c.user {
+		w.bool(false)
+	} else {
+		w.bool(true)
+		w.str(string(c.actor))
+	}
+	w.str(c.source)
+	w.str(string(c.by))
+	return w.b
+}
+
+// decodeInline reads what encodeInline wrote, for an entry of room.
+func decodeInline(d *dec, room domain.RoomID, e roomEntry) *change {
+	c := &change{pos: d.pos(), ms: d.int(), user: domain.UserID(d.str())}
+	if d.bool() {
+		c.room, c.old, c.oldRef = room, e.oldVal, e.old
+	}
+	c.kind, c.field, c.prop = kind(d.uint()), uint8(d.uint()), domain.Propagation(d.str())
+	c.new = d.opt()
+	switch c.kind {
+	case kJoin, kInvite, kLeave, kKick, kBan, kUnban:
+		for f := range numFields {
+			c.names[f] = d.opt()
+			c.namesRef[f] = valueRef(d.uint())
+		}
+	}
+	if t := d.uint(); t == 0 {
+		c.typ = d.str()
+	} else if t < uint64(len(inlineTypes)) {
+		c.typ = inlineTypes[t]
+	} else {
+		d.err = errCorrupt
+	}
+	c.actor = c.user
+	if d.bool() {
+		c.actor = domain.UserID(d.str())
+	}
+	c.source, c.by = d.str(), domain.UserID(d.str())
+	if int(c.kind) >= len(kindNames) || c.field >= numFields {
+		d.err = errCorrupt
+	}
+	return c
+}
+
+// decodeEntry decodes an entry of room, with its inline change when it
+// has one.
+func decodeEntry(raw []byte, room domain.RoomID, errs interface{ fail(error) }) roomEntry {
 	d := dec{b: raw}
-	return roomEntry{c: uint32(d.uint()), old: valueRef(d.uint())}
+	e := roomEntry{c: uint32(d.uint()), old: valueRef(d.uint())}
+	if d.err == nil && len(d.b) > 0 {
+		e.oldVal = d.opt()
+		e.ch = decodeInline(&d, room, e)
+	}
+	if errs != nil {
+		errs.fail(d.err)
+	}
+	return e
 }

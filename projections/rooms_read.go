@@ -445,9 +445,10 @@ func (v *Rooms) membersAsOf(room domain.RoomID, at *eventstore.Position, atTime 
 	return out, pos, nil
 }
 
-// entry renders a change; roomOldRef names the room's value before a global
-// change that reached room (ignored for other changes).
-func (rr *roomsReader) entry(c *change, room domain.RoomID, roomOldRef valueRef, showHidden bool) HistoryEntry {
+// entry renders a change; for a global change that reached room, roomOld
+// is the room's value before it and roomOldRef the change that set it
+// (both ignored for other changes).
+func (rr *roomsReader) entry(c *change, room domain.RoomID, roomOldRef valueRef, roomOld *string, showHidden bool) HistoryEntry {
 	e := HistoryEntry{Position: c.pos, Time: time.UnixMilli(c.ms).UTC(), Room: room, User: c.user, Kind: kindNames[c.kind],
 		Cause: Cause{Type: c.typ, Actor: c.actor, Source: c.source, By: c.by, PropagateTo: c.prop}}
 	// A value set by a hidden entry stays hidden where it shows up again as
@@ -470,8 +471,7 @@ func (rr *roomsReader) entry(c *change, room domain.RoomID, roomOldRef valueRef,
 		e.Field = fieldKeys[c.field]
 		old, ref := c.old, c.oldRef
 		if c.room == "" && room != "" {
-			ref = roomOldRef
-			old = rr.resolve(ref, int(c.field))
+			ref, old = roomOldRef, roomOld
 		}
 		if hiddenSource(ref) {
 			old, e.OldHidden = nil, true
@@ -512,12 +512,18 @@ func (v *Rooms) RoomHistory(room domain.RoomID, q HistoryQuery) (HistoryPage, er
 			prefix = rangeOf(prefixUserEntry, string(room), string(q.User))
 		}
 		page.Start, page.End, err = paginateRange(rr.r, prefix, q, orderNow, func(ord eventstore.Position, val []byte) bool {
-			re := decodeEntry(val)
-			c := rr.change(re.c)
+			re := decodeEntry(val, room, rr)
+			c := re.ch
+			if c == nil { // a user's entries in the room name their change
+				c = rr.change(re.c)
+				if c.room == "" {
+					re.oldVal = rr.resolve(re.old, int(c.field))
+				}
+			}
 			if !q.keeps(c) || (!all && !domain.Reads.OwnEntry(q.Viewer, c.user) && !visibleTo(r, own, ord)) {
 				return false
 			}
-			page.Entries = append(page.Entries, rr.entry(c, room, re.old, all))
+			page.Entries = append(page.Entries, rr.entry(c, room, re.old, re.oldVal, all))
 			return true
 		})
 		return err
@@ -539,7 +545,7 @@ func (v *Rooms) UserHistory(user domain.UserID, q HistoryQuery) (HistoryPage, er
 				if !q.keeps(c) {
 					return false
 				}
-				page.Entries = append(page.Entries, rr.entry(c, c.room, 0, true))
+				page.Entries = append(page.Entries, rr.entry(c, c.room, 0, nil, true))
 				return true
 			})
 			return err
@@ -556,7 +562,7 @@ func (v *Rooms) UserHistory(user domain.UserID, q HistoryQuery) (HistoryPage, er
 			}
 			lo := rangeOf(prefixUserEntry, string(roomID), string(user))
 			rr.fail(rr.r.Scan(lo, viewstore.PrefixEnd(lo), false, func(k, val []byte) bool {
-				refs = append(refs, ref{roomID, readPos(k[len(k)-16:]), decodeEntry(val)})
+				refs = append(refs, ref{roomID, readPos(k[len(k)-16:]), decodeEntry(val, roomID, rr)})
 				return true
 			}))
 		}
@@ -582,7 +588,11 @@ func (v *Rooms) UserHistory(user domain.UserID, q HistoryQuery) (HistoryPage, er
 			if !q.keeps(c) {
 				return false
 			}
-			page.Entries = append(page.Entries, rr.entry(c, uniq[i].room, uniq[i].e.old, true))
+			var oldVal *string
+			if c.room == "" {
+				oldVal = rr.resolve(uniq[i].e.old, int(c.field))
+			}
+			page.Entries = append(page.Entries, rr.entry(c, uniq[i].room, uniq[i].e.old, oldVal, true))
 			return true
 		})
 		return err
