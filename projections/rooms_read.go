@@ -627,7 +627,7 @@ func (v *Rooms) RoomHistory(room domain.RoomID, q HistoryQuery) (HistoryPage, er
 			if c == nil { // a user's room-scoped entries name their change
 				c = rr.change(re.c)
 			}
-			if !q.keeps(c) || (!all && !visibleTo(r, own, ord)) {
+			if !q.keeps(c) || (!all && !domain.Reads.OwnEntry(q.Viewer, c.user) && !visibleTo(r, own, ord)) {
 				return false
 			}
 			page.Entries = append(page.Entries, rr.entry(c, room, re.old, re.oldVal, all))
