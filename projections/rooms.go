@@ -659,10 +659,11 @@ func (a *applier) putMember(room domain.RoomID, user domain.UserID, m *memberRec
 	}
 }
 
-// joinedPeriod is a room the user is joined to and the period there.
+// joinedPeriod is a room the user is joined to and the period there (a
+// copy: the fan-out only reads it).
 type joinedPeriod struct {
 	room   domain.RoomID
-	period *period
+	period period
 }
 
 // joined lists the rooms the user is joined to, with their current period.
@@ -672,14 +673,16 @@ func (a *applier) joined(user domain.UserID) []joinedPeriod {
 	a.fail(a.tx.Scan(lo, viewstore.PrefixEnd(lo), false, func(k, v []byte) bool {
 		room := domain.RoomID(k[len(lo):])
 		if m := a.v.tx.members[memberKey{room, user}]; m != nil {
-			out = append(out, joinedPeriod{room, m.current()})
+			if p := m.current(); p != nil {
+				out = append(out, joinedPeriod{room, *p})
+			}
 			return true
 		}
-		m := decodeMember(v, a)
-		if len(m.periods) == 0 {
-			return true
+		d := dec{b: v}
+		if d.uint() == 1 { // the current period, alone
+			out = append(out, joinedPeriod{room: room, period: decodePeriod(&d)})
 		}
-		out = append(out, joinedPeriod{room, &m.periods[0]})
+		a.fail(d.err)
 		return true
 	}))
 	return out
@@ -975,12 +978,15 @@ func (a *applier) applyGlobal(e *domain.Event) {
 			}
 		} else {
 			past := a.past(e.User)
-			for _, j := range a.joined(e.User) {
-				if j.period == nil || (prop == domain.PropagateUnchanged && u.hasOverride(j.period, f)) {
+			joined := a.joined(e.User)
+			rooms = make([]reached, 0, len(joined))
+			for i := range joined {
+				j := &joined[i]
+				if prop == domain.PropagateUnchanged && u.hasOverride(&j.period, f) {
 					continue
 				}
-				before, src := u.value(j.period, f, orderNow, past)
-				rooms = append(rooms, reached{j.room, j.period, before, src})
+				before, src := u.value(&j.period, f, orderNow, past)
+				rooms = append(rooms, reached{j.room, &j.period, before, src})
 			}
 		}
 		if newest {
@@ -1292,17 +1298,21 @@ func decodeMember(raw []byte, errs interface{ fail(error) }) *memberRec {
 	d := dec{b: raw}
 	m := &memberRec{}
 	for n := d.uint(); n > 0 && d.err == nil; n-- {
-		p := period{pos: d.pos(), state: uint8(d.uint()), ci: uint32(d.uint())}
-		for f := range numFields {
-			p.names[f] = d.opt()
-			p.ovr[f] = decProps(&d)
-		}
-		m.periods = append(m.periods, p)
+		m.periods = append(m.periods, decodePeriod(&d))
 	}
 	if errs != nil {
 		errs.fail(d.err)
 	}
 	return m
+}
+
+func decodePeriod(d *dec) period {
+	p := period{pos: d.pos(), state: uint8(d.uint()), ci: uint32(d.uint())}
+	for f := range numFields {
+		p.names[f] = d.opt()
+		p.ovr[f] = decProps(d)
+	}
+	return p
 }
 
 func encodeRoomState(r *roomState) []byte {
