@@ -11,6 +11,7 @@ import (
 
 	"github.com/profilestore/profilestore/domain"
 	bbolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
 )
 
 // BackfillCheckpoint is a backfill's durable state: per room where it got
@@ -99,7 +100,7 @@ type pastGlobal struct {
 // backfill on the same file waits a second and then says one is running.
 func OpenBackfillCheckpoint(path string) (*BackfillCheckpoint, error) {
 	db, err := bbolt.Open(path, 0o600, &bbolt.Options{Timeout: time.Second})
-	if errors.Is(err, bbolt.ErrTimeout) {
+	if errors.Is(err, bolterrors.ErrTimeout) {
 		return nil, fmt.Errorf("%s is in use: another backfill is running on this data directory", path)
 	}
 	if err != nil {
@@ -327,8 +328,8 @@ func (s *pageState) globalNear(user domain.UserID, field, value string, ms int64
 			}
 		}
 		// The last one at or before ms, which may lie before the window.
-		k, v := cur.Seek(msKey(bytes.Clone(prefix), ms+1))
-		if k == nil {
+		var k, v []byte
+		if k, _ = cur.Seek(msKey(bytes.Clone(prefix), ms+1)); k == nil {
 			k, v = cur.Last()
 		} else {
 			k, v = cur.Prev()

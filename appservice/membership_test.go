@@ -236,3 +236,127 @@ func TestSynapsePrevContent(t *testing.T) {
 }
 
 const roomSynA = "!kEPsFvDVWTdkXzZpAv:localhost"
+
+// TestDendriteModerationReplay replays a real Dendrite v0.15.2 session with
+// invites, kicks, bans, unbans, rejoins, a nickname, visibility and
+// power-level changes (scripts/e2e-homeserver.sh), and checks every room's
+// membership history against the homeserver's own events read by Matrix's
+// m.room.member table, and the state each user ends in.
+func TestDendriteModerationReplay(t *testing.T) {
+	raw, err := os.ReadFile("testdata/dendrite-v0.15.2-moderation.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc struct {
+		Transactions []capturedTxn `json:"transactions"`
+	}
+	if err := json.Unmarshal(raw, &doc); err != nil {
+		t.Fatal(err)
+	}
+	nicknames := map[string]bool{"Captain Alice": true, "Bobby in R3": true} // the session's per-room names
+	ms := newMirrorService(t)
+	type member struct {
+		Type     string `json:"type"`
+		RoomID   string `json:"room_id"`
+		Sender   string `json:"sender"`
+		StateKey string `json:"state_key"`
+		Content  struct {
+			Membership  string `json:"membership"`
+			DisplayName string `json:"displayname"`
+			AvatarURL   string `json:"avatar_url"`
+		} `json:"content"`
+	}
+	// want: per room, "user kind" in the homeserver's order, by the table.
+	want := map[string][]string{}
+	state := map[[2]string]string{}
+	for _, txn := range doc.Transactions {
+		var body struct {
+			Events []member `json:"events"`
+		}
+		if err := json.Unmarshal(txn.Body, &body); err != nil {
+			t.Fatal(err)
+		}
+		for _, ev := range body.Events {
+			if ev.Type != "m.room.member" {
+				continue
+			}
+			if ev.Content.Membership == "join" && !nicknames[ev.Content.DisplayName] {
+				ms.hs.set(ev.StateKey, "displayname", ev.Content.DisplayName)
+				ms.hs.set(ev.StateKey, "avatar_url", ev.Content.AvatarURL)
+			}
+			k := [2]string{ev.RoomID, ev.StateKey}
+			prev, m := state[k], ev.Content.Membership
+			if prev == "" {
+				prev = "leave"
+			}
+			kind := ""
+			switch {
+			case m == prev || m == "knock":
+			case m == "leave" && prev == "ban":
+				kind = "unban"
+			case m == "leave" && ev.Sender != ev.StateKey:
+				kind = "kick"
+			default:
+				kind = m
+			}
+			if m != "knock" {
+				state[k] = m
+			}
+			if kind != "" {
+				want[ev.RoomID] = append(want[ev.RoomID], ev.StateKey+" "+kind)
+			}
+		}
+		if status, code := ms.put(txn.TxnID, txn.Body, ms.reg.HSToken); status != 200 {
+			t.Fatalf("transaction %s: %d %s", txn.TxnID, status, code)
+		}
+	}
+	if len(want) != 3 {
+		t.Fatalf("the fixture has %d rooms with members, want 3", len(want))
+	}
+	got := map[string][]string{}
+	rooms := map[string]*domain.Room{}
+	for _, e := range ms.events() {
+		if e.Room == "" {
+			continue
+		}
+		r := rooms[string(e.Room)]
+		if r == nil {
+			r = &domain.Room{}
+			rooms[string(e.Room)] = r
+		}
+		kind := ""
+		switch e.Type {
+		case domain.TypeMemberJoined:
+			kind = "join"
+		case domain.TypeMemberInvited:
+			kind = "invite"
+		case domain.TypeMemberLeft:
+			kind = e.Membership
+			if kind == "leave" && r.Membership(e.User) == "ban" {
+				kind = "unban"
+			}
+		}
+		e := e
+		r.Apply(&e)
+		if kind != "" {
+			got[string(e.Room)] = append(got[string(e.Room)], string(e.User)+" "+kind)
+		}
+	}
+	for room, w := range want {
+		if strings.Join(got[room], "\n") != strings.Join(w, "\n") {
+			t.Errorf("room %s: membership history\n%s\nwant (the homeserver's)\n%s", room, strings.Join(got[room], "\n"), strings.Join(w, "\n"))
+		}
+		for k, st := range state {
+			if k[0] == room && rooms[room].Membership(domain.UserID(k[1])) != st {
+				t.Errorf("room %s: %s is %s, the homeserver says %s", room, k[1], rooms[room].Membership(domain.UserID(k[1])), st)
+			}
+		}
+	}
+	n := 0
+	for _, w := range want {
+		n += len(w)
+	}
+	if n != 33 { // 2 in R1, 3 in R2, 28 in R3
+		t.Fatalf("the fixture's rooms have %d membership changes, want 33", n)
+	}
+}

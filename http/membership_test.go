@@ -135,3 +135,29 @@ func TestAdminJoinOfJoinedMemberRenamesInRoom(t *testing.T) {
 		t.Errorf("join of a joined member with a bad avatar: %d %s", res.Status, res.Body)
 	}
 }
+
+// TestOwnMembershipEntriesAreVisible: with history_visibility joined, a
+// member sees their own kick and the invite that brought them back (as
+// homeservers show a user their own membership events); alice, who joined
+// later, sees neither.
+func TestOwnMembershipEntriesAreVisible(t *testing.T) {
+	ts := newRoomsService(t)
+	ts.ok("PUT", v1+"/history_visibility", root, map[string]string{"history_visibility": "joined"})
+	for _, m := range []string{"join", "kick", "invite", "join"} {
+		ts.ok("PUT", v1+"/members/"+string(bob), root, map[string]string{"membership": m})
+	}
+	ts.ok("PUT", v1+"/members/"+string(alice), root, map[string]string{"membership": "join"})
+	kinds := func(as domain.UserID) string {
+		var out []string
+		for _, e := range ts.ok("GET", v1+"/history?dir=f&user="+string(bob), as, nil).json(t)["chunk"].([]any) {
+			out = append(out, e.(map[string]any)["kind"].(string))
+		}
+		return strings.Join(out, ",")
+	}
+	if got := kinds(bob); got != "join,kick,invite,join" {
+		t.Errorf("bob sees his own entries %q, want join,kick,invite,join", got)
+	}
+	if got := kinds(alice); got != "" {
+		t.Errorf("alice, who joined later, sees bob's entries %q, want none", got)
+	}
+}

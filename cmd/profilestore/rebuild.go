@@ -57,8 +57,13 @@ func rebuildCommand(load loader) *cobra.Command {
 			if err := a.RebuildViews(ctx, progressReporter("rebuilding the views")); err != nil {
 				return err
 			}
+			took := time.Since(start)
+			cp, err := a.ViewStore().Checkpoint()
+			if err != nil {
+				return err
+			}
 			fmt.Fprintf(cmd.OutOrStdout(), "rebuilt projections to position %s in %s (%d profiles)\n",
-				a.Runner.Checkpoint(), time.Since(start).Round(time.Millisecond), a.ProfileView.Len())
+				cp, took.Round(time.Millisecond), a.ProfileView.Len())
 			return nil
 		},
 	}
