@@ -224,6 +224,21 @@ func renderMemberLines(t *testing.T, ms []projections.Member, err error) []strin
 	return out
 }
 
+// settleViews waits until the views have applied every profile and room
+// event (they follow those streams, not the transaction ledger).
+func settleViews(t *testing.T, ms *mirrorService) {
+	t.Helper()
+	var last eventstore.Position
+	for _, e := range ms.events() {
+		last = e.Position
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := ms.app.Runner.WaitFor(ctx, last); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func TestBackfillThroughTheClientAPIAfterMirrorMode(t *testing.T) {
 	ms := newMirrorService(t)
 	ctx := context.Background()
@@ -280,19 +295,7 @@ func TestBackfillThroughTheClientAPIAfterMirrorMode(t *testing.T) {
 	ms.send("live1", raw(liveR1))
 	ms.send("live2", raw(liveR2))
 	ms.send("live3", raw(liveR4))
-	settle := func() {
-		t.Helper()
-		// The views follow profile and room streams, not the transaction ledger.
-		var last eventstore.Position
-		for _, e := range ms.events() {
-			last = e.Position
-		}
-		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		defer cancel()
-		if err := ms.app.Runner.WaitFor(wctx, last); err != nil {
-			t.Fatal(err)
-		}
-	}
+	settle := func() { t.Helper(); settleViews(t, ms) }
 	settle()
 	view := ms.app.RoomView
 	liveHistory := map[string][]string{}

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -33,6 +34,10 @@ type BackfillConfig struct {
 	RenameWindow time.Duration `yaml:"rename_window"`
 	// Checkpoint is the backfill's state file (default <data_dir>/backfill.db).
 	Checkpoint string `yaml:"checkpoint"`
+	// SynapseAdminTokenFile holds a Synapse server admin's access token:
+	// set, the backfill reads every room through Synapse's admin API
+	// instead of the client-server API.
+	SynapseAdminTokenFile string `yaml:"synapse_admin_token_file"`
 }
 
 func (c *BackfillConfig) validate() error {
@@ -88,7 +93,17 @@ func (a *app) newBackfill(users []string, metrics *appservice.BackfillMetrics, p
 	if rps == 0 {
 		rps = 10
 	}
-	client := appservice.NewHomeserverClient(hsURL, reg.ASToken, rps, nil)
+	token := reg.ASToken
+	if bc.SynapseAdminTokenFile != "" {
+		raw, err := os.ReadFile(bc.SynapseAdminTokenFile)
+		if err != nil {
+			return nil, fmt.Errorf("appservice.backfill.synapse_admin_token_file: %w", err)
+		}
+		if token = strings.TrimSpace(string(raw)); token == "" {
+			return nil, fmt.Errorf("appservice.backfill.synapse_admin_token_file: %s is empty (it holds a Synapse admin's access token)", bc.SynapseAdminTokenFile)
+		}
+	}
+	client := appservice.NewHomeserverClient(hsURL, token, rps, nil)
 	client.OnRateLimited = func(wait time.Duration) {
 		metrics.RateLimited()
 		a.log.WithField("wait", wait.String()).Info("backfill: the homeserver asked to slow down")
@@ -101,7 +116,10 @@ func (a *app) newBackfill(users []string, metrics *appservice.BackfillMetrics, p
 		}
 		ids = append(ids, id)
 	}
-	source := &appservice.ClientHistory{Client: client, Users: ids, Known: a.ProfileView.UsersAfter, Local: reg.MatchesUser}
+	var source appservice.HistorySource = &appservice.ClientHistory{Client: client, Users: ids, Known: a.ProfileView.UsersAfter, Local: reg.MatchesUser}
+	if bc.SynapseAdminTokenFile != "" {
+		source = &appservice.SynapseAdminHistory{Client: client}
+	}
 	cp, err := appservice.OpenBackfillCheckpoint(bc.checkpointPath(a.cfg.DataDir))
 	if err != nil {
 		return nil, err
@@ -126,7 +144,9 @@ func backfillCommand(load loader, f *cliFlags) *cobra.Command {
 through the client-server API, as profilestore's appservice acting as each
 room's local members (user_id=), and record it where it happened in each
 room's history (docs/APPSERVICE.md, "Backfill"). The rooms are those of the
-users profilestore knows, of appservice.backfill.users and of --user.
+users profilestore knows, of appservice.backfill.users and of --user. With
+appservice.backfill.synapse_admin_token_file, every room Synapse knows is
+read through its admin API instead, regardless of membership.
 
 Progress is kept per room in <data_dir>/backfill.db: an interrupted
 backfill (Ctrl-C) resumes where it stopped, and running it again appends

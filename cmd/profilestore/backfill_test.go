@@ -101,3 +101,26 @@ func TestBackfillCommandNeedsTheHomeserver(t *testing.T) {
 		t.Fatalf("backfill without a homeserver: %v, want a message naming appservice.homeserver_url", err)
 	}
 }
+
+func TestBackfillCommandSynapseAdminTokenFile(t *testing.T) {
+	for name, content := range map[string]string{"missing": "", "empty": " \n"} {
+		t.Run(name, func(t *testing.T) {
+			dir, config, _ := backfillDir(t, "http://127.0.0.1:1")
+			tokenFile := filepath.Join(dir, "admin-token")
+			if name == "empty" {
+				if err := os.WriteFile(tokenFile, []byte(content), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			cfg, _ := os.ReadFile(config)
+			cfg = append(cfg, []byte("    synapse_admin_token_file: "+tokenFile+"\n")...)
+			if err := os.WriteFile(config, cfg, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			_, _, err := run2(t, "backfill", "--data-dir", dir, "--config", config, "--quiet")
+			if err == nil || !strings.Contains(err.Error(), "synapse_admin_token_file") {
+				t.Fatalf("backfill with a %s admin token file: %v", name, err)
+			}
+		})
+	}
+}
