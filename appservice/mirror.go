@@ -71,6 +71,11 @@ type clientEvent struct {
 	StateKey       *string         `json:"state_key"`
 	OriginServerTS int64           `json:"origin_server_ts"`
 	Content        json.RawMessage `json:"content"`
+	Unsigned       struct {
+		// PrevContent is the state this event replaced (Synapse sends it;
+		// Dendrite v0.15.2 does not).
+		PrevContent json.RawMessage `json:"prev_content"`
+	} `json:"unsigned"`
 }
 
 // errMalformed marks input the mirror skips (logged and counted), as
@@ -285,13 +290,23 @@ func (m *Mirror) member(ctx context.Context, ev *clientEvent) (bool, error) {
 		av = ""
 	}
 	values := map[string]string{domain.KeyDisplayName: dn, domain.KeyAvatarURL: av}
+	prev := readPrevMember(ev.Unsigned.PrevContent)
 	local := m.opts.Registration.MatchesUser(user)
 	changed := false
 
+	// The homeserver already applied the change: profilestore records it
+	// even where its own state says Matrix forbids it (that state is then
+	// the one out of date), and interprets it by Matrix's m.room.member
+	// table (a leave by someone else is a kick, or an unban of a banned
+	// member; the room service tells them apart by the member's state).
+	change := domain.ChangeMembership{Room: room, User: user, Actor: domain.ServerActor, Membership: c.Membership, FromHomeserver: true}
 	switch c.Membership {
 	case domain.MembershipJoin:
 		if local {
 			for _, f := range []string{domain.KeyDisplayName, domain.KeyAvatarURL} {
+				if prev.unchanged(f, values[f]) {
+					continue // not this event's change: nothing to ask the homeserver
+				}
 				ch, err := m.reconcileGlobal(ctx, ev, user, f, values[f])
 				if err != nil {
 					return false, err
@@ -299,39 +314,60 @@ func (m *Mirror) member(ctx context.Context, ev *clientEvent) (bool, error) {
 				changed = changed || ch
 			}
 		}
-		res, err := m.opts.Rooms.ChangeMembership(ctx, domain.ChangeMembership{Room: room, User: user, Actor: domain.ServerActor, Membership: domain.MembershipJoin,
-			DisplayName: &dn, AvatarURL: &av, Meta: m.meta(ev, "join")})
-		if err != nil {
-			return false, err
-		}
-		if res.Changed {
-			return true, nil
-		}
-		// Already joined: a profile change inside the room.
-		for _, f := range []string{domain.KeyDisplayName, domain.KeyAvatarURL} {
-			ch, err := m.roomValue(ctx, ev, room, user, f, values[f], local)
-			if err != nil {
-				return false, err
-			}
-			changed = changed || ch
-		}
-		return changed, nil
+		// A join of a member already joined is a profile change inside the
+		// room: the room service compares the names with the (new) global
+		// ones, so a value equal to it shows the global one again (any
+		// override is cleared) and another is the room's own value.
+		change.DisplayName, change.AvatarURL = &dn, &av
 	case domain.MembershipInvite:
-		res, err := m.opts.Rooms.ChangeMembership(ctx, domain.ChangeMembership{Room: room, User: user, Actor: domain.ServerActor, Membership: domain.MembershipInvite,
-			DisplayName: &dn, AvatarURL: &av, Meta: m.meta(ev, "invite")})
-		return res.Changed, err
-	case domain.MembershipLeave, domain.MembershipBan:
-		membership := c.Membership
-		if membership == domain.MembershipLeave && sender != user {
-			membership = domain.MembershipKick
+		change.DisplayName, change.AvatarURL = &dn, &av
+	case domain.MembershipLeave:
+		if sender != user {
+			change.Membership = domain.MembershipKick
 		}
-		res, err := m.opts.Rooms.ChangeMembership(ctx, domain.ChangeMembership{Room: room, User: user, Actor: domain.ServerActor, Membership: membership, Meta: m.meta(ev, membership)})
-		return res.Changed, err
-	case "knock":
-		return false, nil // a request to join changes no profile or membership here
+	case domain.MembershipBan, domain.MembershipKnock:
 	default:
 		return false, malformed("unknown membership %q", c.Membership)
 	}
+	change.Meta = m.meta(ev, change.Membership)
+	res, err := m.opts.Rooms.ChangeMembership(ctx, change)
+	return changed || res.Changed, err
+}
+
+// prevMember is what unsigned.prev_content says the member's state was
+// before the event; the zero value means "not known".
+type prevMember struct {
+	known  bool
+	joined bool
+	values map[string]string
+}
+
+// readPrevMember reads unsigned.prev_content. Content it cannot read is
+// "not known": the event is then handled as if the homeserver had sent none.
+func readPrevMember(raw json.RawMessage) prevMember {
+	if len(raw) == 0 || string(raw) == "null" {
+		return prevMember{}
+	}
+	var c memberContent
+	if json.Unmarshal(raw, &c) != nil {
+		return prevMember{}
+	}
+	dn, err1 := optionalString(c.DisplayName, "displayname")
+	av, err2 := optionalString(c.AvatarURL, "avatar_url")
+	if err1 != nil || err2 != nil {
+		return prevMember{}
+	}
+	return prevMember{known: true, joined: c.Membership == domain.MembershipJoin,
+		values: map[string]string{domain.KeyDisplayName: dn, domain.KeyAvatarURL: av}}
+}
+
+// unchanged reports whether the homeserver says the member was joined with
+// the same value of field before this event: a join that changed only
+// something else (the avatar, the membership's reason) is no rename and no
+// per-room name, whatever profilestore's stored global value says, so the
+// homeserver's profile API need not be asked.
+func (p prevMember) unchanged(field, value string) bool {
+	return p.known && p.joined && p.values[field] == value
 }
 
 // reconcileGlobal records a global change of field when the homeserver
@@ -368,27 +404,6 @@ func (m *Mirror) reconcileGlobal(ctx context.Context, ev *clientEvent, user doma
 		v, _ := json.Marshal(value)
 		res, err = m.opts.Profiles.SetField(ctx, domain.SetField{User: user, Actor: domain.ServerActor, Key: field, Value: v, PropagateTo: domain.PropagateUnchanged, Meta: meta}, nil)
 	}
-	return res.Changed, err
-}
-
-// roomValue records what a joined member's room shows for field after a
-// join-to-join change.
-func (m *Mirror) roomValue(ctx context.Context, ev *clientEvent, room domain.RoomID, user domain.UserID, field, value string, local bool) (bool, error) {
-	if local {
-		p, _, err := m.opts.Profiles.Profile(ctx, user)
-		if err != nil {
-			return false, err
-		}
-		global := p.DisplayName()
-		if field == domain.KeyAvatarURL {
-			global = p.AvatarURL()
-		}
-		if value == global {
-			res, err := m.opts.Rooms.ClearMemberProfile(ctx, domain.ClearMemberProfile{Room: room, User: user, Actor: domain.ServerActor, Field: field, Meta: m.meta(ev, "clear."+field)})
-			return res.Changed, err
-		}
-	}
-	res, err := m.opts.Rooms.SetMemberProfile(ctx, domain.SetMemberProfile{Room: room, User: user, Actor: domain.ServerActor, Field: field, Value: value, Meta: m.meta(ev, "room."+field)})
 	return res.Changed, err
 }
 

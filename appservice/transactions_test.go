@@ -89,6 +89,9 @@ type mirrorService struct {
 	server *httptest.Server
 	ing    *appservice.Ingester
 	app    *psapp.App
+	// lookup and requireAuth configure the MSC4337 routes at the next start.
+	lookup      *pshttp.ProfileLookup
+	requireAuth bool
 }
 
 // openViews opens a view store in dir for a test server; the caller closes it.
@@ -139,6 +142,7 @@ func (ms *mirrorService) start() {
 		MaxTransactionBytes: 1 << 20, Logger: quietLogger()})
 	cfg := ms.app.ServerConfig()
 	cfg.Appservice, cfg.Logger, cfg.Collectors = ms.ing, quietLogger(), append(cfg.Collectors, ms.ing.Collectors()...)
+	cfg.ProfileLookup, cfg.RequireAuthForProfile = ms.lookup, ms.requireAuth
 	ms.server = httptest.NewServer(pshttp.NewServer(cfg).Handler())
 }
 

@@ -185,6 +185,11 @@ func Decode(ctx context.Context, s *Sealer, rec eventstore.RecordedEvent) (Event
 		e.User = StreamOwner(rec.Stream)
 		e.By = e.Meta.Actor
 		e.Hidden, err = eventstore.ParsePosition(p.Position)
+		if moved, ok := s.movedHide(rec.Stream, rec.Revision); ok {
+			// An import put the entry elsewhere and kept this event's
+			// bytes (its hash covers them): see moved.go.
+			e.Hidden = moved
+		}
 	case TypeErased:
 		var p erasedPayload
 		err = json.Unmarshal(rec.Data, &p)

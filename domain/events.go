@@ -84,6 +84,12 @@ type Metadata struct {
 	// a user), as they typed it. It is kept in plain text beside the event,
 	// also after an erasure, so it must not repeat the user's values.
 	Reason string `json:"reason,omitempty"`
+	// OrderTS places an event written after the fact (a backfill from the
+	// homeserver) in its room's history: the homeserver's timeline time in
+	// milliseconds, non-decreasing along the room's timeline. Views order
+	// history by it instead of by log position (docs/DECISIONS.md, "History
+	// order"). Zero for events recorded as they happened.
+	OrderTS int64 `json:"order_ts,omitempty"`
 }
 
 // Payloads as stored. Personal values are Sealed with the user's key.

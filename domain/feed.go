@@ -60,6 +60,11 @@ func OpenPayload(ctx context.Context, s *Sealer, rec eventstore.RecordedEvent) (
 			fields[name] = plain
 		}
 	}
+	if moved, ok := s.movedHide(rec.Stream, rec.Revision); ok && rec.Type == TypeEntryHidden {
+		// The entry is elsewhere in this store than the stored hide says
+		// (an import, see moved.go): the feed names where it is.
+		fields["position"], _ = json.Marshal(moved.String())
+	}
 	data, err := json.Marshal(fields)
 	if err != nil {
 		return OpenedPayload{}, err

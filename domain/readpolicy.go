@@ -75,6 +75,17 @@ func (ReadPolicy) EntryVisible(visibility, membershipThen string) bool {
 	return true
 }
 
+// OwnEntry says whether an entry of a room's history is about the reader:
+// a member always sees those, whatever history_visibility hides around
+// them (their own kick, ban or unban; an invite they received while the
+// room showed only joined members' history). They are the reader's own, and
+// homeservers show them too: Dendrite shows a user all of their own
+// membership events, Synapse most of them (a leave after a join or invite,
+// a ban after a join).
+func (ReadPolicy) OwnEntry(r Reader, about UserID) bool {
+	return r.User != "" && r.User == about
+}
+
 // WholeUserHistory says whether a reader sees every global and per-room
 // change of a user: the user themself and admins. Moderators see the
 // user's entries in the rooms they moderate (Room decides per room).

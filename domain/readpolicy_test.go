@@ -50,6 +50,15 @@ func TestReadPolicyEntryVisible(t *testing.T) {
 	}
 }
 
+func TestReadPolicyOwnEntry(t *testing.T) {
+	if !Reads.OwnEntry(Reader{User: "@a:x"}, "@a:x") {
+		t.Error("a member's own entry is not theirs")
+	}
+	if Reads.OwnEntry(Reader{User: "@a:x"}, "@b:x") || Reads.OwnEntry(Reader{}, "") {
+		t.Error("someone else's entry (or an anonymous reader's) counts as own")
+	}
+}
+
 func TestReadPolicyNames(t *testing.T) {
 	const u, room, other = UserID("@mod:example.com"), RoomID("!mod:example.com"), RoomID("!other:example.com")
 	moderates := func(r RoomID, who UserID) bool { return r == room && who == u }

@@ -10,15 +10,18 @@ import (
 	"github.com/profilestore/profilestore/eventstore"
 )
 
-// Membership values. Join, invite, leave and ban are states a member is in;
-// kick is only ever an event (room.member_left with membership kick), after
-// which the member's state is leave.
+// Membership values. Join, invite, leave and ban are states a member is in.
+// Kick, unban and knock are only ever commands: a kick and an unban end in
+// leave (room.member_left with membership kick, or leave after a ban), and
+// profilestore records no knocks (a knocking user is not in the room).
 const (
 	MembershipJoin   = "join"
 	MembershipInvite = "invite"
 	MembershipLeave  = "leave"
 	MembershipKick   = "kick"
 	MembershipBan    = "ban"
+	MembershipUnban  = "unban"
+	MembershipKnock  = "knock"
 )
 
 // History visibility values of m.room.history_visibility.
@@ -51,6 +54,28 @@ type RoomMember struct {
 	// OverrideAt is where each override was set: a later global change with
 	// propagate_to all cleared it without the room stream knowing.
 	OverrideAt map[string]eventstore.Position
+	// PastOrder is the order_ts of the backfilled event the state came
+	// from, or liveState once an event recorded as it happened decided it.
+	PastOrder int64
+}
+
+// liveState marks state that an event recorded as it happened decided: a
+// backfilled event, older by construction, is then history only.
+const liveState int64 = -1
+
+// supersedes reports whether an event may decide state last decided at
+// order (liveState, 0 for never, or a backfilled event's order_ts), and
+// returns the order the state then has. Live events always decide (they
+// are decided on this state); a backfilled one only over older backfilled
+// state (docs/DECISIONS.md, "History order and backfill").
+func supersedes(e *Event, order int64) (int64, bool) {
+	if e.Meta.OrderTS <= 0 {
+		return liveState, true
+	}
+	if order == liveState || order > e.Meta.OrderTS {
+		return order, false
+	}
+	return e.Meta.OrderTS, true
 }
 
 // override returns the member's override of field unless a global change
@@ -74,6 +99,12 @@ type Room struct {
 	HistoryVisibility string
 	// PowerLevels is nil until the room sets them; nobody moderates until then.
 	PowerLevels *PowerLevels
+	// VisibilityOrder and PowerLevelsOrder are where those came from (see
+	// RoomMember.PastOrder).
+	VisibilityOrder, PowerLevelsOrder int64
+	// LiveSince is the occurred_at (ms) of the room's first event recorded
+	// as it happened, 0 if none: a backfill writes only what came before.
+	LiveSince int64
 }
 
 // Membership returns u's membership: join, invite, ban, or leave (also for
@@ -105,6 +136,30 @@ func (r *Room) Apply(e *Event) {
 			r.Members[e.User] = m
 		}
 		return m
+	}
+	if e.Meta.OrderTS <= 0 && r.LiveSince == 0 {
+		r.LiveSince = max(e.Meta.OccurredAt.UnixMilli(), 1)
+	}
+	switch e.Type {
+	case TypeMemberJoined, TypeMemberInvited, TypeMemberLeft, TypeMemberProfileSet, TypeMemberProfileGone:
+		m := member()
+		order, ok := supersedes(e, m.PastOrder)
+		if !ok {
+			return // a backfilled event older than the member's state: history only
+		}
+		m.PastOrder = order
+	case TypeHistoryVisibility:
+		order, ok := supersedes(e, r.VisibilityOrder)
+		if !ok {
+			return
+		}
+		r.VisibilityOrder = order
+	case TypePowerLevels:
+		order, ok := supersedes(e, r.PowerLevelsOrder)
+		if !ok {
+			return
+		}
+		r.PowerLevelsOrder = order
 	}
 	switch e.Type {
 	case TypeMemberJoined:
@@ -151,45 +206,93 @@ func (r *Room) settle(e *Event, provisional, actual eventstore.Position) {
 	}
 }
 
-// ChangeMembership is the command to join, invite, leave, kick or ban a user.
+// ChangeMembership is the command to join, invite, leave, kick, ban, unban
+// or knock a user.
 type ChangeMembership struct {
 	Room RoomID
 	User UserID
-	// Membership is join, invite, leave, kick or ban.
+	// Membership is join, invite, leave, kick, ban, unban or knock.
 	Membership string
 	// DisplayName and AvatarURL are the member's names at a join or invite;
-	// nil means "the user's global profile" (the service fills it in), a
+	// nil means "the user's global profile" (Global) at a first join or an
+	// invite, and "unchanged" at a join of a member already joined; a
 	// pointer to "" means none.
 	DisplayName *string
 	AvatarURL   *string
-	Actor       Actor
-	Meta        Metadata
+	// Global is the user's global profile, which the service reads: the
+	// names a join or invite takes by default, and what a join of a member
+	// already joined compares its names with.
+	Global Profile
+	// FromHomeserver marks a change the homeserver already made (mirror
+	// mode). It is recorded even where profilestore's state says Matrix
+	// forbids it: the homeserver checked it, so profilestore's state is the
+	// one out of date (events it never received), and following the
+	// homeserver puts the room right again.
+	FromHomeserver bool
+	Actor          Actor
+	Meta           Metadata
 }
 
-// DecideMembership returns the events of a membership change: none when the
-// user is already in the requested state. Banned users must be unbanned
-// (membership leave) before they can be invited or join, and a joined user
-// cannot be invited, as in Matrix.
+// DecideMembership returns the events of a membership change, following
+// the transitions of Matrix's m.room.member table (docs/API.md has the
+// whole table):
+//
+//   - join: a first join records the names at join; a join of a member
+//     already joined is a change of their names in the room (a per-room
+//     value, or back to the global one).
+//   - leave: the member leaves (or rejects an invite); on a banned member,
+//     set by someone else, it is an unban, as in Matrix.
+//   - kick: someone else removes a joined or invited member. A kick does
+//     not lift a ban: on a banned member it is refused (unban says what is
+//     meant), except from the homeserver, where a leave by someone else on
+//     a banned member is an unban.
+//   - unban: a banned member's ban is lifted (they are then not in the room).
+//   - knock: recorded as the end of an invite, if there was one; a knock
+//     is not a membership profilestore keeps.
+//
+// None when the user is already in the requested state. Transitions Matrix
+// never makes (a banned user joining, a joined user invited) are 403
+// M_FORBIDDEN unless FromHomeserver.
 func DecideMembership(r *Room, cmd ChangeMembership, lim Limits) ([]Event, error) {
 	cur := r.Membership(cmd.User)
+	strict := !cmd.FromHomeserver
 	base := Event{Room: cmd.Room, User: cmd.User, Meta: cmd.Meta}
+	byOther := cmd.Meta.Actor != cmd.User
+	left := func(membership string) []Event {
+		base.Type, base.Membership = TypeMemberLeft, membership
+		if byOther {
+			base.By = cmd.Meta.Actor
+		}
+		return []Event{base}
+	}
 	switch cmd.Membership {
 	case MembershipJoin, MembershipInvite:
-		dn, err := memberValue(KeyDisplayName, cmd.DisplayName, lim)
-		if err != nil {
+		if cur == MembershipJoin && cmd.Membership == MembershipJoin {
+			return decideMemberNames(r, cmd, lim)
+		}
+		dn, av := cmd.DisplayName, cmd.AvatarURL
+		if dn == nil {
+			g := cmd.Global.DisplayName()
+			dn = &g
+		}
+		if av == nil {
+			g := cmd.Global.AvatarURL()
+			av = &g
+		}
+		var err error
+		if dn, err = memberValue(KeyDisplayName, dn, lim); err != nil {
 			return nil, err
 		}
-		av, err := memberValue(KeyAvatarURL, cmd.AvatarURL, lim)
-		if err != nil {
+		if av, err = memberValue(KeyAvatarURL, av, lim); err != nil {
 			return nil, err
 		}
-		if cur == MembershipBan {
-			return nil, Errorf(ErrCodeForbidden, "%s is banned from this room", cmd.User)
+		if cur == MembershipBan && strict {
+			return nil, Errorf(ErrCodeForbidden, "%s is banned from this room: unban them first (membership unban)", cmd.User)
 		}
 		if cur == cmd.Membership {
 			return nil, nil
 		}
-		if cmd.Membership == MembershipInvite && cur == MembershipJoin {
+		if cmd.Membership == MembershipInvite && cur == MembershipJoin && strict {
 			return nil, Errorf(ErrCodeForbidden, "%s is already in the room", cmd.User)
 		}
 		base.Type, base.DisplayName, base.AvatarURL = TypeMemberJoined, dn, av
@@ -198,26 +301,86 @@ func DecideMembership(r *Room, cmd ChangeMembership, lim Limits) ([]Event, error
 		}
 		return []Event{base}, nil
 	case MembershipLeave:
-		if cur == MembershipLeave {
+		switch {
+		case cur == MembershipLeave:
 			return nil, nil
+		case cur == MembershipBan && !byOther && strict:
+			return nil, Errorf(ErrCodeForbidden, "%s is banned: only someone else can unban them", cmd.User)
 		}
+		return left(MembershipLeave), nil
 	case MembershipKick:
-		// Kicking someone who is not there changes nothing.
-		if cur != MembershipJoin && cur != MembershipInvite {
+		switch cur {
+		case MembershipJoin, MembershipInvite:
+			return left(MembershipKick), nil
+		case MembershipBan:
+			if strict {
+				return nil, Errorf(ErrCodeForbidden, "%s is banned: a kick does not lift a ban (use membership unban)", cmd.User)
+			}
+			return left(MembershipLeave), nil // the homeserver's leave by someone else: an unban
+		}
+		return nil, nil // kicking someone who is not there changes nothing
+	case MembershipUnban:
+		switch cur {
+		case MembershipBan:
+			return left(MembershipLeave), nil
+		case MembershipLeave:
 			return nil, nil
 		}
+		if strict {
+			return nil, Errorf(ErrCodeForbidden, "%s is not banned from this room", cmd.User)
+		}
+		return nil, nil
 	case MembershipBan:
 		if cur == MembershipBan {
 			return nil, nil
 		}
-	default:
-		return nil, Errorf(ErrCodeInvalidParam, "membership must be one of join, invite, leave, kick, ban")
+		return left(MembershipBan), nil
+	case MembershipKnock:
+		switch cur {
+		case MembershipLeave:
+			return nil, nil
+		case MembershipInvite:
+			return left(MembershipLeave), nil // knocking replaces the invite
+		}
+		if strict {
+			return nil, Errorf(ErrCodeForbidden, "%s cannot knock: they are %s", cmd.User, map[string]string{MembershipJoin: "already in the room", MembershipBan: "banned"}[cur])
+		}
+		return left(MembershipLeave), nil
 	}
-	base.Type, base.Membership = TypeMemberLeft, cmd.Membership
-	if cmd.Meta.Actor != cmd.User {
-		base.By = cmd.Meta.Actor
+	return nil, Errorf(ErrCodeInvalidParam, "membership must be one of join, invite, leave, kick, ban, unban, knock")
+}
+
+// decideMemberNames returns the events of a join of a member already
+// joined: the names it gives become the room's. A name equal to the user's
+// global one (or none) clears the room's override, as the room then shows
+// the global value; another is a per-room value. Names not given are left
+// as they are.
+func decideMemberNames(r *Room, cmd ChangeMembership, lim Limits) ([]Event, error) {
+	var events []Event
+	for _, f := range []struct {
+		key    string
+		value  *string
+		global string
+	}{{KeyDisplayName, cmd.DisplayName, cmd.Global.DisplayName()}, {KeyAvatarURL, cmd.AvatarURL, cmd.Global.AvatarURL()}} {
+		if f.value == nil {
+			continue
+		}
+		v, err := validateRoomString(f.key, *f.value, lim)
+		if err != nil {
+			return nil, err
+		}
+		var evs []Event
+		if v == "" || v == f.global {
+			evs, err = DecideClearMemberProfile(r, ClearMemberProfile{Room: cmd.Room, User: cmd.User, Field: f.key, ClearedAt: cmd.Global.AllAt[f.key], Actor: cmd.Actor, Meta: cmd.Meta})
+		} else {
+			evs, err = DecideSetMemberProfile(r, SetMemberProfile{Room: cmd.Room, User: cmd.User, Field: f.key, Value: v, ClearedAt: cmd.Global.AllAt[f.key], Actor: cmd.Actor, Meta: cmd.Meta}, lim)
+		}
+		if err != nil {
+			return nil, err
+		}
+		events = append(events, evs...)
 	}
-	return []Event{base}, nil
+	return events, nil
 }
 
 // memberValue validates a displayname or avatar_url given at a join or

@@ -33,25 +33,20 @@ func NewRoomService(store eventstore.Store, sealer *Sealer, policy WritePolicy, 
 // CacheStats describes the room cache.
 func (s *RoomService) CacheStats() CacheStats { return s.streams.stats() }
 
-// ChangeMembership joins, invites, removes or bans a user. A join or invite
-// without names takes the user's global displayname and avatar_url.
+// ChangeMembership joins, invites, removes, bans or unbans a user. A join
+// or invite without names takes the user's global displayname and
+// avatar_url; a join of a member already joined compares its names with
+// them.
 func (s *RoomService) ChangeMembership(ctx context.Context, cmd ChangeMembership) (WriteResult, error) {
 	if err := s.policy.CheckRoomWrite(cmd.Actor); err != nil {
 		return WriteResult{}, err
 	}
-	if (cmd.Membership == MembershipJoin || cmd.Membership == MembershipInvite) && (cmd.DisplayName == nil || cmd.AvatarURL == nil) && s.profiles != nil {
+	if (cmd.Membership == MembershipJoin || cmd.Membership == MembershipInvite) && s.profiles != nil {
 		p, _, err := s.profiles.Profile(ctx, cmd.User)
 		if err != nil {
 			return WriteResult{}, err
 		}
-		if cmd.DisplayName == nil {
-			dn := p.DisplayName()
-			cmd.DisplayName = &dn
-		}
-		if cmd.AvatarURL == nil {
-			av := p.AvatarURL()
-			cmd.AvatarURL = &av
-		}
+		cmd.Global = p
 	}
 	return s.run(ctx, cmd.Room, cmd.Meta.IdempotencyKey, func(r *Room) ([]Event, error) {
 		return DecideMembership(r, cmd, s.policy.Limits)

@@ -1,6 +1,7 @@
 package domain
 
 import (
+	"encoding/json"
 	"testing"
 
 	"github.com/profilestore/profilestore/eventstore"
@@ -35,38 +36,164 @@ func mustMember(t *testing.T, r *Room, u UserID, m string) {
 	}
 }
 
-func TestDecideMembershipTransitions(t *testing.T) {
-	var r Room
-	steps := []struct {
-		membership string
-		wantEvents int
-		wantCode   string
-		wantState  string
-	}{
-		{MembershipLeave, 0, "", MembershipLeave}, // leaving a room never joined changes nothing
-		{MembershipKick, 0, "", MembershipLeave},
-		{MembershipInvite, 1, "", MembershipInvite},
-		{MembershipInvite, 0, "", MembershipInvite},
-		{MembershipJoin, 1, "", MembershipJoin},
-		{MembershipJoin, 0, "", MembershipJoin},
-		{MembershipInvite, 0, ErrCodeForbidden, MembershipJoin},
-		{MembershipKick, 1, "", MembershipLeave},
-		{MembershipBan, 1, "", MembershipBan},
-		{MembershipJoin, 0, ErrCodeForbidden, MembershipBan},
-		{MembershipInvite, 0, ErrCodeForbidden, MembershipBan},
-		{MembershipBan, 0, "", MembershipBan},
-		{MembershipLeave, 1, "", MembershipLeave}, // unban
-		{MembershipJoin, 1, "", MembershipJoin},
-		{"knock", 0, ErrCodeInvalidParam, MembershipJoin},
+// TestDecideMembershipTable checks every transition of Matrix's
+// m.room.member table (from invite, join, leave, ban; by the user or by
+// someone else) for the admin route (strict) and for mirror mode
+// (FromHomeserver). "from knock" is "from leave": profilestore records no
+// knocks. Each row starts from its own room.
+func TestDecideMembershipTable(t *testing.T) {
+	const u, mod = UserID("@u:x"), UserID("@mod:x")
+	type want struct {
+		result string // "", joined, invited, left:<membership>, or an errcode
+		state  string
 	}
-	for i, st := range steps {
-		evs, err := member(t, &r, "@a:x", st.membership, "@mod:x")
-		if ErrorCode(err) != st.wantCode || len(evs) != st.wantEvents {
-			t.Fatalf("step %d (%s): %d events, err %v; want %d events, code %q", i, st.membership, len(evs), err, st.wantEvents, st.wantCode)
+	rows := []struct {
+		from, cmd string
+		byOther   bool
+		strict    want // the admin route
+		hs        want // mirror mode
+	}{
+		// from invite
+		{MembershipInvite, MembershipInvite, true, want{"", MembershipInvite}, want{"", MembershipInvite}},
+		{MembershipInvite, MembershipJoin, false, want{"joined", MembershipJoin}, want{"joined", MembershipJoin}},
+		{MembershipInvite, MembershipLeave, false, want{"left:leave", MembershipLeave}, want{"left:leave", MembershipLeave}}, // rejected
+		{MembershipInvite, MembershipKick, true, want{"left:kick", MembershipLeave}, want{"left:kick", MembershipLeave}},     // revoked
+		{MembershipInvite, MembershipBan, true, want{"left:ban", MembershipBan}, want{"left:ban", MembershipBan}},            // banned
+		{MembershipInvite, MembershipKnock, false, want{"left:leave", MembershipLeave}, want{"left:leave", MembershipLeave}}, // re-knocking
+		{MembershipInvite, MembershipUnban, true, want{ErrCodeForbidden, MembershipInvite}, want{"", MembershipInvite}},      // not banned
+		// from join
+		{MembershipJoin, MembershipInvite, true, want{ErrCodeForbidden, MembershipJoin}, want{"invited", MembershipInvite}}, // must never happen
+		{MembershipJoin, MembershipJoin, false, want{"", MembershipJoin}, want{"", MembershipJoin}},                         // same names: no change
+		{MembershipJoin, MembershipLeave, false, want{"left:leave", MembershipLeave}, want{"left:leave", MembershipLeave}},
+		{MembershipJoin, MembershipKick, true, want{"left:kick", MembershipLeave}, want{"left:kick", MembershipLeave}},
+		{MembershipJoin, MembershipBan, true, want{"left:ban", MembershipBan}, want{"left:ban", MembershipBan}}, // kicked and banned
+		{MembershipJoin, MembershipKnock, false, want{ErrCodeForbidden, MembershipJoin}, want{"left:leave", MembershipLeave}},
+		{MembershipJoin, MembershipUnban, true, want{ErrCodeForbidden, MembershipJoin}, want{"", MembershipJoin}},
+		// from leave (and from knock)
+		{MembershipLeave, MembershipInvite, true, want{"invited", MembershipInvite}, want{"invited", MembershipInvite}},
+		{MembershipLeave, MembershipJoin, false, want{"joined", MembershipJoin}, want{"joined", MembershipJoin}},
+		{MembershipLeave, MembershipLeave, false, want{"", MembershipLeave}, want{"", MembershipLeave}},
+		{MembershipLeave, MembershipKick, true, want{"", MembershipLeave}, want{"", MembershipLeave}},
+		{MembershipLeave, MembershipBan, true, want{"left:ban", MembershipBan}, want{"left:ban", MembershipBan}},
+		{MembershipLeave, MembershipKnock, false, want{"", MembershipLeave}, want{"", MembershipLeave}},
+		{MembershipLeave, MembershipUnban, true, want{"", MembershipLeave}, want{"", MembershipLeave}},
+		// from ban
+		{MembershipBan, MembershipInvite, true, want{ErrCodeForbidden, MembershipBan}, want{"invited", MembershipInvite}},
+		{MembershipBan, MembershipJoin, false, want{ErrCodeForbidden, MembershipBan}, want{"joined", MembershipJoin}},
+		{MembershipBan, MembershipLeave, true, want{"left:leave", MembershipLeave}, want{"left:leave", MembershipLeave}}, // unbanned
+		{MembershipBan, MembershipLeave, false, want{ErrCodeForbidden, MembershipBan}, want{"left:leave", MembershipLeave}},
+		{MembershipBan, MembershipKick, true, want{ErrCodeForbidden, MembershipBan}, want{"left:leave", MembershipLeave}}, // the homeserver's unban
+		{MembershipBan, MembershipUnban, true, want{"left:leave", MembershipLeave}, want{"left:leave", MembershipLeave}},
+		{MembershipBan, MembershipBan, true, want{"", MembershipBan}, want{"", MembershipBan}},
+		{MembershipBan, MembershipKnock, false, want{ErrCodeForbidden, MembershipBan}, want{"left:leave", MembershipLeave}},
+	}
+	setup := map[string][]string{
+		MembershipInvite: {MembershipInvite}, MembershipJoin: {MembershipJoin},
+		MembershipLeave: {MembershipJoin, MembershipLeave}, MembershipBan: {MembershipBan},
+	}
+	// The user's global name is the one every join here gives.
+	global := Profile{Fields: map[string]json.RawMessage{KeyDisplayName: json.RawMessage(`"N"`)}}
+	for _, row := range rows {
+		for _, mode := range []struct {
+			name string
+			hs   bool
+			want want
+		}{{"admin", false, row.strict}, {"homeserver", true, row.hs}} {
+			by := "self"
+			if row.byOther {
+				by = "other"
+			}
+			t.Run(row.from+"/"+row.cmd+"/by_"+by+"/"+mode.name, func(t *testing.T) {
+				var r Room
+				for _, m := range setup[row.from] {
+					evs, err := DecideMembership(&r, ChangeMembership{Room: "!r:x", User: u, Membership: m, DisplayName: ptr("N"), Meta: Metadata{Actor: mod}}, DefaultLimits)
+					decide(t, &r, evs, err)
+					if err != nil {
+						t.Fatalf("setup %s: %v", m, err)
+					}
+				}
+				if r.Membership(u) != row.from {
+					t.Fatalf("setup: state %s, want %s", r.Membership(u), row.from)
+				}
+				actor := u
+				if row.byOther {
+					actor = mod
+				}
+				evs, err := DecideMembership(&r, ChangeMembership{Room: "!r:x", User: u, Membership: row.cmd, DisplayName: ptr("N"), Global: global,
+					FromHomeserver: mode.hs, Meta: Metadata{Actor: actor}}, DefaultLimits)
+				decide(t, &r, evs, err)
+				got := ErrorCode(err)
+				if err == nil && len(evs) > 1 {
+					t.Fatalf("%d events %+v, want at most one", len(evs), evs)
+				}
+				if err == nil && len(evs) == 1 {
+					switch e := evs[0]; e.Type {
+					case TypeMemberJoined:
+						got = "joined"
+					case TypeMemberInvited:
+						got = "invited"
+					case TypeMemberLeft:
+						got = "left:" + e.Membership
+						if row.byOther && e.By != mod {
+							t.Errorf("by = %q, want %s", e.By, mod)
+						}
+					default:
+						got = e.Type
+					}
+				}
+				if got != mode.want.result {
+					t.Errorf("result %q (err %v), want %q", got, err, mode.want.result)
+				}
+				if st := r.Membership(u); st != mode.want.state {
+					t.Errorf("state %s, want %s", st, mode.want.state)
+				}
+			})
 		}
-		if got := r.Membership("@a:x"); got != st.wantState {
-			t.Fatalf("step %d (%s): state %s, want %s", i, st.membership, got, st.wantState)
+	}
+}
+
+// TestDecideMembershipUnknown refuses memberships Matrix does not have.
+func TestDecideMembershipUnknown(t *testing.T) {
+	var r Room
+	if _, err := DecideMembership(&r, ChangeMembership{User: "@a:x", Membership: "part"}, DefaultLimits); ErrorCode(err) != ErrCodeInvalidParam {
+		t.Errorf("membership part: %v, want M_INVALID_PARAM", err)
+	}
+}
+
+// TestDecideJoinOfJoinedMember: a join of a member already joined changes
+// their names in the room; names not given are left alone.
+func TestDecideJoinOfJoinedMember(t *testing.T) {
+	var global Profile
+	global.Fields = map[string]json.RawMessage{KeyDisplayName: json.RawMessage(`"Alice"`)}
+	join := func(r *Room, dn, av *string) []Event {
+		t.Helper()
+		evs, err := DecideMembership(r, ChangeMembership{Room: "!r:x", User: "@a:x", Membership: MembershipJoin, DisplayName: dn, AvatarURL: av, Global: global, Meta: Metadata{Actor: "@a:x"}}, DefaultLimits)
+		if err != nil {
+			t.Fatal(err)
 		}
+		return decide(t, r, evs, err)
+	}
+	var r Room
+	if evs := join(&r, nil, nil); len(evs) != 1 || evs[0].DisplayName == nil || *evs[0].DisplayName != "Alice" {
+		t.Fatalf("first join without names = %+v, want the global name", evs)
+	}
+	if evs := join(&r, ptr("Captain"), nil); len(evs) != 1 || evs[0].Type != TypeMemberProfileSet || string(evs[0].Value) != `"Captain"` {
+		t.Fatalf("join with a new name = %+v, want a per-room value", evs)
+	}
+	if evs := join(&r, nil, ptr("mxc://x/av")); len(evs) != 1 || evs[0].Key != KeyAvatarURL {
+		t.Fatalf("join with a new avatar only = %+v, want the avatar alone", evs)
+	}
+	if got := string(r.Members["@a:x"].Overrides[KeyDisplayName]); got != `"Captain"` {
+		t.Errorf("the name not given changed: %s", got)
+	}
+	if evs := join(&r, ptr("Captain"), nil); len(evs) != 0 {
+		t.Errorf("the same name again = %+v, want nothing", evs)
+	}
+	if evs := join(&r, ptr("Alice"), ptr("")); len(evs) != 2 || evs[0].Type != TypeMemberProfileGone || evs[1].Type != TypeMemberProfileGone {
+		t.Fatalf("join with the global name and no avatar = %+v, want both overrides cleared", evs)
+	}
+	if _, err := DecideMembership(&r, ChangeMembership{Room: "!r:x", User: "@a:x", Membership: MembershipJoin, AvatarURL: ptr("http://x/y"), Meta: Metadata{Actor: "@a:x"}}, DefaultLimits); ErrorCode(err) != ErrCodeInvalidParam {
+		t.Errorf("join of a joined member with a bad avatar: %v, want M_INVALID_PARAM", err)
 	}
 }
 

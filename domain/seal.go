@@ -34,6 +34,9 @@ type Sealer struct {
 
 	mu    sync.RWMutex
 	aeads map[aeadKey]cipher.AEAD
+	// moved: where the entries that imported hides name are in this store
+	// (LoadMovedHides); Decode reads hides through it.
+	moved map[movedKey]eventstore.Position
 }
 
 type aeadKey struct {

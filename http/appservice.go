@@ -36,6 +36,7 @@ func (s *Server) appserviceRoutes() {
 	a.HandleFunc("/ping", s.homeserverAuthed(hsToken, s.handlePing)).Methods(http.MethodPost)
 	a.HandleFunc("/users/{userId}", s.homeserverAuthed(hsToken, s.handleQueryUserOrRoom)).Methods(http.MethodGet)
 	a.HandleFunc("/rooms/{roomAlias}", s.homeserverAuthed(hsToken, s.handleQueryUserOrRoom)).Methods(http.MethodGet)
+	s.profileLookupRoutes(hsToken)
 }
 
 // homeserverAuthed checks the hs_token: 401 M_MISSING_TOKEN without one,

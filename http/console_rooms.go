@@ -65,22 +65,21 @@ func (s *Server) handleConsoleRooms(w http.ResponseWriter, r *http.Request, id I
 // consoleMoment reads the moment the room page shows members as of: the
 // API's ?at= (position) or ?at_ts= (ms), or the form's ?at_time= (a
 // datetime-local value, read as UTC). nil is now.
-func (s *Server) consoleMoment(r *http.Request) (*eventstore.Position, error) {
+func (s *Server) consoleMoment(r *http.Request) (moment, error) {
 	raw := r.URL.Query().Get("at_time")
 	if raw == "" {
 		return s.asOf(r)
 	}
 	if r.URL.Query().Get("at") != "" || r.URL.Query().Get("at_ts") != "" {
-		return nil, domain.Errorf(domain.ErrCodeInvalidParam, "Choose a position or a date and time, not both")
+		return moment{}, domain.Errorf(domain.ErrCodeInvalidParam, "Choose a position or a date and time, not both")
 	}
 	raw = strings.TrimSuffix(strings.TrimSpace(raw), "Z")
 	for _, layout := range []string{"2006-01-02T15:04:05", "2006-01-02T15:04", "2006-01-02 15:04:05", "2006-01-02 15:04", "2006-01-02"} {
 		if t, err := time.ParseInLocation(layout, raw, time.UTC); err == nil {
-			p := s.cfg.RoomView.PositionAt(t)
-			return &p, nil
+			return moment{time: &t}, nil
 		}
 	}
-	return nil, domain.Errorf(domain.ErrCodeInvalidParam, "The date and time must be ISO 8601 in UTC, like 2026-01-31T14:05:00 or 2026-01-31")
+	return moment{}, domain.Errorf(domain.ErrCodeInvalidParam, "The date and time must be ISO 8601 in UTC, like 2026-01-31T14:05:00 or 2026-01-31")
 }
 
 // consoleHistoryQuery reads a history page's parameters (the API's) for
@@ -123,7 +122,7 @@ func (s *Server) handleConsoleRoom(w http.ResponseWriter, r *http.Request, id Id
 	var members []projections.Member
 	var pos eventstore.Position
 	if err == nil {
-		members, pos, err = s.cfg.RoomView.Members(room, at, hq.Viewer)
+		members, pos, err = s.membersAt(room, at, hq.Viewer)
 	}
 	var hist projections.HistoryPage
 	if err == nil {
@@ -146,7 +145,7 @@ func (s *Server) handleConsoleRoom(w http.ResponseWriter, r *http.Request, id Id
 	history := consoleHistoryOf(hist, hq, path, q, false, profiles)
 	s.addActions(&history, id, profiles)
 	s.render(w, r, http.StatusOK, "room", s.page(id, string(room)), map[string]any{
-		"Room": room, "Path": path, "Query": q, "AsOf": at != nil, "Position": pos,
+		"Room": room, "Path": path, "Query": q, "AsOf": at.pos != nil || at.time != nil, "Position": pos,
 		"Members": shown, "Alerts": s.roomLookalikes(room, members),
 		"History": history,
 		"Kinds":   consoleKinds(),

@@ -61,28 +61,44 @@ type memberJSON struct {
 	AvatarURL   *string       `json:"avatar_url,omitempty"`
 }
 
-// asOf reads ?at=<position> or ?at_ts=<ms>; nil means now.
-func (s *Server) asOf(r *http.Request) (*eventstore.Position, error) {
+// moment is a point of a room's history to read members as of: a log
+// position, or a time (the homeserver's, for backfilled history). Neither
+// is now.
+type moment struct {
+	pos  *eventstore.Position
+	time *time.Time
+}
+
+// asOf reads ?at=<position> or ?at_ts=<ms>.
+func (s *Server) asOf(r *http.Request) (moment, error) {
 	q := r.URL.Query()
 	if v := q.Get("at"); v != "" {
 		if q.Get("at_ts") != "" {
-			return nil, domain.Errorf(domain.ErrCodeInvalidParam, "Give at or at_ts, not both")
+			return moment{}, domain.Errorf(domain.ErrCodeInvalidParam, "Give at or at_ts, not both")
 		}
 		p, err := eventstore.ParsePosition(v)
 		if err != nil {
-			return nil, domain.Errorf(domain.ErrCodeInvalidParam, "at is not a position token")
+			return moment{}, domain.Errorf(domain.ErrCodeInvalidParam, "at is not a position token")
 		}
-		return &p, nil
+		return moment{pos: &p}, nil
 	}
 	if v := q.Get("at_ts"); v != "" {
 		ms, err := strconv.ParseInt(v, 10, 64)
 		if err != nil || ms < 0 || ms > 1<<53 {
-			return nil, domain.Errorf(domain.ErrCodeInvalidParam, "at_ts must be a timestamp in milliseconds")
+			return moment{}, domain.Errorf(domain.ErrCodeInvalidParam, "at_ts must be a timestamp in milliseconds")
 		}
-		p := s.cfg.RoomView.PositionAt(time.UnixMilli(ms))
-		return &p, nil
+		t := time.UnixMilli(ms)
+		return moment{time: &t}, nil
 	}
-	return nil, nil
+	return moment{}, nil
+}
+
+// membersAt reads the room's members as of the moment.
+func (s *Server) membersAt(room domain.RoomID, m moment, v projections.Viewer) ([]projections.Member, eventstore.Position, error) {
+	if m.time != nil {
+		return s.cfg.RoomView.MembersAtTime(room, *m.time, v)
+	}
+	return s.cfg.RoomView.Members(room, m.pos, v)
 }
 
 // roomMembersAsOf reads {roomId} and ?at= / ?at_ts= and returns the members
@@ -92,14 +108,14 @@ func (s *Server) roomMembersAsOf(r *http.Request) (domain.RoomID, []projections.
 	if err == nil {
 		err = s.waitForPosition(r)
 	}
-	var at *eventstore.Position
+	var at moment
 	if err == nil {
 		at, err = s.asOf(r)
 	}
 	if err != nil {
 		return "", nil, eventstore.Position{}, err
 	}
-	members, pos, err := s.cfg.RoomView.Members(room, at, viewer(r))
+	members, pos, err := s.membersAt(room, at, viewer(r))
 	return room, members, pos, err
 }
 
@@ -321,7 +337,7 @@ func (s *Server) handlePutMembership(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	cmd := domain.ChangeMembership{Room: room, User: user, Actor: actor(r), Meta: s.meta(r)}
-	if cmd.Membership, err = requiredString(obj, "membership", "join, invite, leave, kick, ban"); err != nil {
+	if cmd.Membership, err = requiredString(obj, "membership", "join, invite, leave, kick, ban, unban, knock"); err != nil {
 		s.writeError(w, r, err)
 		return
 	}

@@ -119,7 +119,7 @@ func TestRoomRoutesRefuseBadInput(t *testing.T) {
 		{"GET", v1 + "/members?at=x", alice, nil, 400, "M_INVALID_PARAM"},
 		{"GET", v1 + "/members?at_ts=-1", alice, nil, 400, "M_INVALID_PARAM"},
 		{"PUT", v1 + "/members/" + string(bob), alice, map[string]string{"membership": "join"}, 403, "M_FORBIDDEN"},
-		{"PUT", v1 + "/members/" + string(bob), root, map[string]string{"membership": "knock"}, 400, "M_INVALID_PARAM"},
+		{"PUT", v1 + "/members/" + string(bob), root, map[string]string{"membership": "part"}, 400, "M_INVALID_PARAM"},
 		{"PUT", v1 + "/members/" + string(bob), root, map[string]string{}, 400, "M_MISSING_PARAM"},
 		{"PUT", v1 + "/members/" + string(bob), root, "not json", 400, "M_NOT_JSON"},
 		{"PUT", v1 + "/members/" + string(bob), root, map[string]any{"membership": "join", "avatar_url": 3}, 400, "M_INVALID_PARAM"},

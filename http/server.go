@@ -82,6 +82,10 @@ type Config struct {
 	// Appservice, if set, is served on /_matrix/app/v1 to the homeserver
 	// (http/appservice.go).
 	Appservice Appservice
+	// ProfileLookup, if set with Appservice, serves MSC4337 to the
+	// homeserver: profilestore as a supplier of profiles
+	// (http/appservice_profile.go).
+	ProfileLookup *ProfileLookup
 	// Supplier, if set, adds appservice supplements (MSC4337) to every
 	// client profile read.
 	Supplier ProfileSupplier

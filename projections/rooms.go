@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/binary"
 	"encoding/json"
+	"math"
+	"slices"
 	"sort"
 	"sync/atomic"
 	"time"
@@ -26,6 +28,17 @@ import (
 // change appends one reference to the history of each room whose value it
 // changed. Everything lives in the view store (key prefixes below), with
 // bounded caches of decoded objects in front of it.
+//
+// History is ordered by an order key, not by log position, so that events
+// backfilled from the homeserver after live ones read in the homeserver's
+// order (docs/DECISIONS.md, "History order"). The key has the shape of a
+// Position: Commit is a time in milliseconds, Prepare the event's log
+// position (unique, so it breaks ties in log order). An event recorded as it
+// happened takes the running maximum of occurred_at (the time mark), so such
+// events keep their log order; a backfilled one takes its Meta.OrderTS.
+// Every position a period, override, propagated change, visibility mark or
+// history key holds is an order key; change.pos is the log position, which
+// hiding and the API's entry positions use.
 type Rooms struct {
 	db *DB
 	// Committed state, decoded, in bounded caches; the view store has it all.
@@ -77,8 +90,10 @@ const (
 	prefixRoom      = "rs" // room -> roomState
 	prefixMember    = "rm" // room, user -> memberRec
 	prefixEntry     = "re" // room, position -> roomEntry
-	prefixUserEntry = "rb" // room, user, position -> roomEntry
+	prefixUserEntry = "rb" // room, user, position -> roomEntry of a membership or per-room change (a global change's are found from "rp")
 	prefixTime      = "t"  // milliseconds -> position
+	prefixTimePos   = "ot" // position -> milliseconds: the finished marks, looked up by position (the open one is Rooms.mark)
+	prefixOrder     = "oe" // position -> order key of an event written after the fact (Meta.OrderTS)
 	prefixHidden    = "hd" // position: the entry is hidden
 )
 
@@ -225,14 +240,25 @@ type period struct {
 type roomState struct {
 	vis []visMark
 	pl  *domain.PowerLevels
+	// plOrd is the order key of the event pl came from.
+	plOrd eventstore.Position
 }
 
 // roomEntry is one line of a room's history: a change and, for global
 // changes (which are shared by rooms), where the value the room showed
 // before came from.
+//
+// In the room's history ("re") the entry also carries the change itself
+// and the room's old value, so that a page of history is one range scan
+// and no point read per entry; the user's entries in a room ("rb") and
+// the user's history ("uh") name the change only.
 type roomEntry struct {
 	c   uint32
 	old valueRef
+	// ch and oldVal are the inline copy (nil in "rb" entries): the change,
+	// and the value the room showed before it.
+	ch     *change
+	oldVal *string
 }
 
 // valueRef names a value by the change that set it: 0 is unset; otherwise
@@ -482,6 +508,10 @@ type applier struct {
 	v   *Rooms
 	tx  viewstore.Txn
 	err error
+	// ord is the order key of the event being applied.
+	ord eventstore.Position
+	// scratch holds a key and a value being written (the store copies them).
+	scratch struct{ key, val []byte }
 }
 
 func (a *applier) fail(err error) {
@@ -499,6 +529,7 @@ func (v *Rooms) Apply(tx viewstore.Txn, e *domain.Event) error {
 	a := &applier{v: v, tx: tx}
 	v.tx.last = e.Position
 	a.markTime(e)
+	a.ord = a.orderOf(e)
 	switch e.Type {
 	case domain.TypeFieldSet, domain.TypeFieldDeleted:
 		if e.Room == "" && e.User != "" {
@@ -520,13 +551,15 @@ func (v *Rooms) Apply(tx viewstore.Txn, e *domain.Event) error {
 	case domain.TypeHistoryVisibility:
 		if e.Room != "" {
 			r := a.room(e.Room)
-			r.vis = append(r.vis, visMark{pos: e.Position, vis: e.Visibility})
+			r.vis = slices.Insert(r.vis, lastLE(r.vis, visPos, a.ord)+1, visMark{pos: a.ord, vis: e.Visibility})
 			a.putRoom(e.Room, r)
 		}
 	case domain.TypePowerLevels:
 		if e.Room != "" {
 			r := a.room(e.Room)
-			r.pl = e.PowerLevels
+			if !a.ord.Before(r.plOrd) { // a backfilled older one is history only
+				r.pl, r.plOrd = e.PowerLevels, a.ord
+			}
 			a.putRoom(e.Room, r)
 		}
 	}
@@ -626,10 +659,11 @@ func (a *applier) putMember(room domain.RoomID, user domain.UserID, m *memberRec
 	}
 }
 
-// joinedPeriod is a room the user is joined to and the period there.
+// joinedPeriod is a room the user is joined to and the period there (a
+// copy: the fan-out only reads it).
 type joinedPeriod struct {
 	room   domain.RoomID
-	period *period
+	period period
 }
 
 // joined lists the rooms the user is joined to, with their current period.
@@ -639,10 +673,16 @@ func (a *applier) joined(user domain.UserID) []joinedPeriod {
 	a.fail(a.tx.Scan(lo, viewstore.PrefixEnd(lo), false, func(k, v []byte) bool {
 		room := domain.RoomID(k[len(lo):])
 		if m := a.v.tx.members[memberKey{room, user}]; m != nil {
-			out = append(out, joinedPeriod{room, m.current()})
+			if p := m.current(); p != nil {
+				out = append(out, joinedPeriod{room, *p})
+			}
 			return true
 		}
-		out = append(out, joinedPeriod{room, decodeMember(v, a).current()})
+		d := dec{b: v}
+		if d.uint() == 1 { // the current period, alone
+			out = append(out, joinedPeriod{room: room, period: decodePeriod(&d)})
+		}
+		a.fail(d.err)
 		return true
 	}))
 	return out
@@ -673,6 +713,7 @@ func changeKey(ci uint32) []byte {
 func (a *applier) erase(user domain.UserID) {
 	u := a.user(user)
 	u.global = [numFields]*string{}
+	var propagated []eventstore.Position // where the user's global changes are in rooms' histories
 	for f := range numFields {
 		u.lastProp[f].val = nil
 		lo := rangeOf(prefixUserProp, string(user), fieldPart(f))
@@ -683,6 +724,7 @@ func (a *applier) erase(user domain.UserID) {
 			return true
 		}))
 		for _, p := range props {
+			propagated = append(propagated, readPos(p.k[len(p.k)-16:]))
 			d := dec{b: p.v}
 			d.opt()
 			ci := d.uint()
@@ -713,10 +755,23 @@ func (a *applier) erase(user domain.UserID) {
 			return true
 		}))
 		for _, en := range entries {
-			re := decodeEntry(en.v)
+			re := decodeEntry(en.v, room, a)
 			re.old = 0
 			a.set(en.k, encodeEntry(re))
+			// The room's copy: the change, erased above, and no old value.
+			re.ch, re.oldVal = a.change(re.c), nil
 			a.set(posKey(readPos(en.k[len(en.k)-16:]), prefixEntry, string(room)), encodeEntry(re))
+		}
+		for _, ord := range propagated {
+			k := posKey(ord, prefixEntry, string(room))
+			raw, ok, err := a.tx.Get(k)
+			a.fail(err)
+			if !ok {
+				continue // the change did not reach this room
+			}
+			re := decodeEntry(raw, room, a)
+			re.old, re.ch, re.oldVal = 0, a.change(re.c), nil
+			a.set(k, encodeEntry(re))
 		}
 		if m := a.member(room, user); m != nil {
 			for i := range m.periods {
@@ -753,18 +808,79 @@ func (a *applier) rangeRooms(prefix string, user domain.UserID) []domain.RoomID 
 // timestamp maps to the last position at or before it even if clocks of
 // several writers disagree slightly.
 func (a *applier) markTime(e *domain.Event) {
-	ms := e.Meta.OccurredAt.UnixMilli()
+	// A backfilled event's place counts too, so that live events applied
+	// after it always order after it.
+	ms := max(e.Meta.OccurredAt.UnixMilli(), e.Meta.OrderTS)
 	m := &a.v.tx.mark
 	if !m.pos.IsStart() && ms > m.ms {
 		// The mark moves on: the finished one is written (the newest at Flush).
 		var w enc
 		w.pos(m.pos)
 		a.set(binary.BigEndian.AppendUint64(keyOf(prefixTime), uint64(m.ms)), w.b)
+		a.set(posKey(m.pos, prefixTimePos), binary.BigEndian.AppendUint64(nil, uint64(m.ms)))
 	}
 	if m.pos.IsStart() || ms > m.ms {
 		m.ms = ms
 	}
 	m.pos = e.Position
+}
+
+// orderNow lies after every order key: reads of the present use it.
+var orderNow = eventstore.Position{Commit: math.MaxUint64, Prepare: math.MaxUint64}
+
+// orderOf is the event's order key (see Rooms). A backfilled event's is
+// also kept under its log position, for reads as of that position.
+func (a *applier) orderOf(e *domain.Event) eventstore.Position {
+	if e.Meta.OrderTS > 0 {
+		o := eventstore.Position{Commit: uint64(e.Meta.OrderTS), Prepare: e.Position.Prepare}
+		var w enc
+		w.pos(o)
+		a.set(posKey(e.Position, prefixOrder), w.b)
+		return o
+	}
+	return eventstore.Position{Commit: uint64(max(a.v.tx.mark.ms, 0)), Prepare: e.Position.Prepare}
+}
+
+// justBefore is the order key just before o (o itself for the first).
+func justBefore(o eventstore.Position) eventstore.Position {
+	switch {
+	case o.Prepare > 0:
+		o.Prepare--
+	case o.Commit > 0:
+		o.Commit, o.Prepare = o.Commit-1, math.MaxUint64
+	}
+	return o
+}
+
+// orderAt is the order key that a read as of log position p uses: a
+// backfilled event's own, otherwise the time mark at p and p itself, so
+// that it takes in every event recorded up to p and every backfilled one
+// the homeserver placed before it.
+func (v *Rooms) orderAt(r viewstore.Reader, p eventstore.Position) (eventstore.Position, error) {
+	raw, ok, err := r.Get(posKey(p, prefixOrder))
+	if err != nil {
+		return eventstore.Position{}, err
+	}
+	if ok {
+		d := dec{b: raw}
+		o := d.pos()
+		return o, d.err
+	}
+	ms := v.mark.ms
+	lo := rangeOf(prefixTimePos)
+	err = r.Scan(posKey(p, prefixTimePos), viewstore.PrefixEnd(lo), false, func(_, val []byte) bool {
+		if len(val) == 8 {
+			ms = int64(binary.BigEndian.Uint64(val))
+		}
+		return false
+	})
+	return eventstore.Position{Commit: uint64(max(ms, 0)), Prepare: p.Prepare}, err
+}
+
+// orderAtTime is the order key of reads as of t: everything that happened
+// at or before it, in the homeserver's time for backfilled events.
+func orderAtTime(t time.Time) eventstore.Position {
+	return eventstore.Position{Commit: uint64(max(t.UnixMilli(), 0)), Prepare: math.MaxUint64}
 }
 
 func (a *applier) newChange(e *domain.Event, k kind) (*change, uint32) {
@@ -773,17 +889,32 @@ func (a *applier) newChange(e *domain.Event, k kind) (*change, uint32) {
 	ci := a.v.tx.nChanges
 	a.v.tx.nChanges++
 	a.v.tx.changes[ci] = c
-	a.set(posKey(e.Position, prefixUserHist, string(e.User)), binary.BigEndian.AppendUint32(nil, ci))
+	a.set(posKey(a.ord, prefixUserHist, string(e.User)), binary.BigEndian.AppendUint32(nil, ci))
 	return c, ci
 }
 
 // addEntry adds a line to a room's history and marks the room touched.
 // Only a membership entry marks the room touched: every other entry is of
 // a member whose join or invite already did.
-func (a *applier) addEntry(room domain.RoomID, user domain.UserID, pos eventstore.Position, ci uint32, old valueRef, membership bool) {
-	val := encodeEntry(roomEntry{c: ci, old: old})
-	a.set(posKey(pos, prefixEntry, string(room)), val)
-	a.set(posKey(pos, prefixUserEntry, string(room), string(user)), val)
+//
+// inline is the change encoded (encodeInline), shared by the rooms a global
+// change fans out to; oldVal is the room's value before the change.
+func (a *applier) addEntry(room domain.RoomID, user domain.UserID, pos eventstore.Position, ci uint32, old valueRef, oldVal *string, inline []byte, membership, global bool) {
+	// The store copies what it is given: one scratch buffer serves every
+	// key and value of a fan-out to thousands of rooms.
+	s := &a.scratch
+	s.val = encodeEntryTo(s.val[:0], roomEntry{c: ci, old: old})
+	ref := len(s.val)
+	s.val = appendInline(s.val, oldVal, inline)
+	s.key = appendPos(appendKey(s.key[:0], prefixEntry, string(room), ""), pos)
+	a.set(s.key, s.val)
+	if !global {
+		// A global change's entry in a room is found from the user's
+		// propagated changes ("rp") instead: one key per room, not two,
+		// for a fan-out to thousands of rooms.
+		s.key = appendPos(appendKey(s.key[:0], prefixUserEntry, string(room), string(user), ""), pos)
+		a.set(s.key, s.val[:ref])
+	}
 	if membership {
 		a.set(keyOf(prefixTouched, string(user), string(room)), nil)
 	}
@@ -804,35 +935,86 @@ func (a *applier) applyGlobal(e *domain.Event) {
 		k = kGlobalAvatar
 	}
 	c, ci := a.newChange(e, k)
-	c.field, c.old, c.new, c.oldRef = uint8(f), u.global[f], val, u.globalRef[f]
-	u.global[f], u.globalRef[f] = val, 0
-	if val != nil {
-		u.globalRef[f] = valueRef(ci + 1)
-	}
 	prop := e.PropagateTo
 	if prop == "" {
 		prop = domain.PropagateUnchanged // events from before propagation was recorded
 	}
+	// A backfilled change older than the user's last propagated one is
+	// history only: the current values stay.
+	newest := !u.hasProp[f] || !a.ord.Before(u.lastProp[f].pos)
+	c.field, c.new = uint8(f), val
+	if newest {
+		c.old, c.oldRef = u.global[f], u.globalRef[f]
+		u.global[f], u.globalRef[f] = val, 0
+		if val != nil {
+			u.globalRef[f] = valueRef(ci + 1)
+		}
+	} else if pc, ok := a.past(e.User).propLE(f, a.ord); ok {
+		c.old = pc.val
+		if pc.val != nil {
+			c.oldRef = valueRef(pc.ci + 1)
+		}
+	}
 	if prop != domain.PropagateNone {
-		// Only the history fans out; the room values follow from u.lastProp below.
-		last := a.v.tx.last
-		for _, j := range a.joined(e.User) {
-			room, p := j.room, j.period
-			if p == nil || (prop == domain.PropagateUnchanged && u.hasOverride(p, f)) {
-				continue
-			}
-			if before, src := u.value(p, f, last, a.past(e.User)); !sameValue(before, val) {
-				a.addEntry(room, e.User, e.Position, ci, src, false)
+		// Only the history fans out; the room values follow from the
+		// propagated changes recorded below. A live change reaches the
+		// rooms the user is joined to now; a backfilled one those the
+		// user was joined to at its place in history.
+		type reached struct {
+			room   domain.RoomID
+			before *string
+			src    valueRef
+		}
+		var rooms []reached
+		if e.Meta.OrderTS <= 0 {
+			past := a.past(e.User)
+			joined := a.joined(e.User)
+			rooms = make([]reached, 0, len(joined))
+			for i := range joined {
+				j := &joined[i]
+				if prop == domain.PropagateUnchanged && u.hasOverride(&j.period, f) {
+					continue
+				}
+				before, src := u.value(&j.period, f, orderNow, past)
+				rooms = append(rooms, reached{j.room, before, src})
 			}
 		}
-		u.lastProp[f], u.hasProp[f] = propChange{pos: e.Position, val: val, ci: ci}, true
+		if newest {
+			u.lastProp[f], u.hasProp[f] = propChange{pos: a.ord, val: val, ci: ci}, true
+		}
 		var w enc
 		w.opt(val)
 		w.uint(uint64(ci))
-		a.set(posKey(e.Position, prefixUserProp, string(e.User), fieldPart(f)), w.b)
+		a.set(posKey(a.ord, prefixUserProp, string(e.User), fieldPart(f)), w.b)
 		if prop == domain.PropagateAll {
-			u.lastAll[f] = e.Position
-			a.set(posKey(e.Position, prefixUserAll, string(e.User), fieldPart(f)), nil)
+			if newest || u.lastAll[f].Before(a.ord) {
+				u.lastAll[f] = a.ord
+			}
+			a.set(posKey(a.ord, prefixUserAll, string(e.User), fieldPart(f)), nil)
+		}
+		if !newest {
+			a.relinkNext(e.User, f, ci, val)
+		}
+		var inline []byte // the change as every room's entry carries it
+		for _, r := range rooms {
+			if sameValue(r.before, val) {
+				continue
+			}
+			if inline == nil {
+				inline = encodeInline(c)
+			}
+			a.addEntry(r.room, e.User, a.ord, ci, r.src, r.before, inline, false, true)
+		}
+		if e.Meta.OrderTS > 0 {
+			// A backfilled change reaches the rooms the user was joined to
+			// at its place, and changes the entries after it there.
+			a.putChange(ci, c) // refanOut reads it
+			for _, room := range a.rangeRooms(prefixTouched, e.User) {
+				m := a.member(room, e.User)
+				if i := lastLE(m.periods, periodPos, a.ord); i >= 0 && m.periods[i].state == stJoin {
+					a.refanOut(room, e.User, u, &m.periods[i], justBefore(a.ord), periodEnd(m, i))
+				}
+			}
 		}
 	}
 	a.putChange(ci, c)
@@ -848,12 +1030,17 @@ func (a *applier) applyMembership(e *domain.Event) {
 	if _, ok := a.v.tx.rooms[e.Room]; !ok {
 		a.putRoom(e.Room, a.room(e.Room)) // the room exists from its first member on
 	}
-	cur := m.current()
+	// The period before this event in history order: the last one for a
+	// live event, possibly an earlier one for a backfilled event.
+	i := lastLE(m.periods, periodPos, a.ord)
+	var cur *period
+	if i >= 0 {
+		cur = &m.periods[i]
+	}
 	var k kind
-	next := period{pos: e.Position}
+	next := period{pos: a.ord}
 	var names [numFields]*string
 	var namesRef [numFields]valueRef
-	last := a.v.tx.last
 	switch e.Type {
 	case domain.TypeMemberJoined:
 		k, next.state = kJoin, stJoin
@@ -877,17 +1064,104 @@ func (a *applier) applyMembership(e *domain.Event) {
 		}
 		if cur != nil {
 			for f := range numFields {
-				names[f], namesRef[f] = u.value(cur, f, last, a.past(e.User))
+				names[f], namesRef[f] = u.value(cur, f, a.ord, a.past(e.User))
 			}
 		}
 	}
 	c, ci := a.newChange(e, k)
 	c.names, c.namesRef = names, namesRef
 	next.ci = ci
-	m.periods = append(m.periods, next)
+	m.periods = slices.Insert(m.periods, i+1, next)
+	if e.Meta.OrderTS > 0 {
+		a.refanOut(e.Room, e.User, u, &m.periods[i+1], a.ord, periodEnd(m, i+1))
+	}
 	a.putMember(e.Room, e.User, m)
 	a.putChange(ci, c)
-	a.addEntry(e.Room, e.User, e.Position, ci, 0, true)
+	a.addEntry(e.Room, e.User, a.ord, ci, 0, nil, encodeInline(c), true, false)
+}
+
+// relinkNext makes change ci, just put into the user's past, the old global
+// value of the next propagated change of f, which was recorded before it.
+func (a *applier) relinkNext(user domain.UserID, f int, ci uint32, val *string) {
+	lo := append(posKey(a.ord, prefixUserProp, string(user), fieldPart(f)), 0)
+	hi := viewstore.PrefixEnd(rangeOf(prefixUserProp, string(user), fieldPart(f)))
+	next, found := uint32(0), false
+	a.fail(a.tx.Scan(lo, hi, false, func(_, v []byte) bool {
+		d := dec{b: v}
+		d.opt()
+		next, found = uint32(d.uint()), true
+		return false
+	}))
+	if !found {
+		return
+	}
+	c := a.change(next)
+	c.old, c.oldRef = val, 0
+	if val != nil {
+		c.oldRef = valueRef(ci + 1)
+	}
+	a.putChange(next, c)
+}
+
+// periodEnd is where the member's period at index i ends (orderNow for
+// the current one).
+func periodEnd(m *memberRec, i int) eventstore.Position {
+	if i+1 < len(m.periods) {
+		return m.periods[i+1].pos
+	}
+	return orderNow
+}
+
+// refanOut redoes the room's entries of the user's global changes after
+// from and before end, inside period p, after a backfill put something
+// into history there (a membership period, an override, a global change):
+// the entries recorded before may belong to another period now, or name
+// an old value that is no longer the one before them, and global changes
+// may now change what the room showed where they did not. A live event
+// needs none of this: nothing lies after it.
+func (a *applier) refanOut(room domain.RoomID, user domain.UserID, u *userState, p *period, from, end eventstore.Position) {
+	// The room's entries of global changes lie at the order keys of the
+	// user's propagated changes ("rp").
+	var stale []eventstore.Position
+	for f := range numFields {
+		lo := append(posKey(from, prefixUserProp, string(user), fieldPart(f)), 0)
+		hi := posKey(end, prefixUserProp, string(user), fieldPart(f))
+		a.fail(a.tx.Scan(lo, hi, false, func(k, _ []byte) bool {
+			stale = append(stale, readPos(k[len(k)-16:]))
+			return true
+		}))
+	}
+	for _, ord := range stale {
+		a.fail(a.tx.Delete(posKey(ord, prefixEntry, string(room))))
+	}
+	if p.state != stJoin {
+		return
+	}
+	past := a.past(user)
+	for f := range numFields {
+		type prop struct {
+			pos eventstore.Position
+			ci  uint32
+		}
+		var props []prop
+		plo := append(posKey(from, prefixUserProp, string(user), fieldPart(f)), 0)
+		phi := posKey(end, prefixUserProp, string(user), fieldPart(f))
+		a.fail(a.tx.Scan(plo, phi, false, func(k, val []byte) bool {
+			d := dec{b: val}
+			d.opt()
+			props = append(props, prop{readPos(k[len(k)-16:]), uint32(d.uint())})
+			return true
+		}))
+		for _, pc := range props {
+			if !p.pos.Before(pc.pos) {
+				continue // at the period's start the join's names hold
+			}
+			before, src := u.value(p, f, justBefore(pc.pos), past)
+			if after, _ := u.value(p, f, pc.pos, past); !sameValue(before, after) {
+				a.addEntry(room, user, pc.pos, pc.ci, src, before, encodeInline(a.change(pc.ci)), false, true)
+			}
+		}
+	}
 }
 
 func (a *applier) applyOverride(e *domain.Event) {
@@ -896,7 +1170,7 @@ func (a *applier) applyOverride(e *domain.Event) {
 		return
 	}
 	m := a.member(e.Room, e.User)
-	p := m.current()
+	p := m.stateAt(a.ord)
 	if p == nil || p.state != stJoin {
 		return // overrides exist only while joined; the decision refuses others
 	}
@@ -915,15 +1189,17 @@ func (a *applier) applyOverride(e *domain.Event) {
 		}
 	}
 	u := a.user(e.User)
-	last := a.v.tx.last
-	before, beforeRef := u.value(p, f, last, a.past(e.User))
+	before, beforeRef := u.value(p, f, a.ord, a.past(e.User))
 	c, ci := a.newChange(e, k)
-	p.ovr[f] = append(p.ovr[f], propChange{pos: e.Position, val: val, ci: ci})
+	p.ovr[f] = slices.Insert(p.ovr[f], lastLE(p.ovr[f], propPos, a.ord)+1, propChange{pos: a.ord, val: val, ci: ci})
 	c.field, c.old, c.oldRef = uint8(f), before, beforeRef
-	c.new, _ = u.value(p, f, last, a.past(e.User))
+	c.new, _ = u.value(p, f, a.ord, a.past(e.User))
+	if e.Meta.OrderTS > 0 {
+		a.refanOut(e.Room, e.User, u, p, a.ord, periodEnd(m, lastLE(m.periods, periodPos, a.ord)))
+	}
 	a.putMember(e.Room, e.User, m)
 	a.putChange(ci, c)
-	a.addEntry(e.Room, e.User, e.Position, ci, 0, false)
+	a.addEntry(e.Room, e.User, a.ord, ci, c.oldRef, c.old, encodeInline(c), false, false)
 }
 
 // Position returns the position of the last event applied.
@@ -937,18 +1213,22 @@ func (v *Rooms) Position() eventstore.Position {
 // before t (Start when none did), for as-of reads by timestamp.
 func (v *Rooms) PositionAt(t time.Time) eventstore.Position {
 	pos := eventstore.Start
+	v.db.read(func(r viewstore.Reader) { pos = positionAt(r, t) })
+	return pos
+}
+
+func positionAt(r viewstore.Reader, t time.Time) eventstore.Position {
+	pos := eventstore.Start
 	ms := t.UnixMilli()
 	if ms < 0 {
 		return pos
 	}
-	v.db.read(func(r viewstore.Reader) {
-		lo := keyOf(prefixTime)
-		hi := binary.BigEndian.AppendUint64(keyOf(prefixTime), uint64(ms)+1)
-		_ = r.Scan(lo, hi, true, func(_, val []byte) bool {
-			d := dec{b: val}
-			pos = d.pos()
-			return false
-		})
+	lo := keyOf(prefixTime)
+	hi := binary.BigEndian.AppendUint64(keyOf(prefixTime), uint64(ms)+1)
+	_ = r.Scan(lo, hi, true, func(_, val []byte) bool {
+		d := dec{b: val}
+		pos = d.pos()
+		return false
 	})
 	return pos
 }
@@ -1027,17 +1307,21 @@ func decodeMember(raw []byte, errs interface{ fail(error) }) *memberRec {
 	d := dec{b: raw}
 	m := &memberRec{}
 	for n := d.uint(); n > 0 && d.err == nil; n-- {
-		p := period{pos: d.pos(), state: uint8(d.uint()), ci: uint32(d.uint())}
-		for f := range numFields {
-			p.names[f] = d.opt()
-			p.ovr[f] = decProps(&d)
-		}
-		m.periods = append(m.periods, p)
+		m.periods = append(m.periods, decodePeriod(&d))
 	}
 	if errs != nil {
 		errs.fail(d.err)
 	}
 	return m
+}
+
+func decodePeriod(d *dec) period {
+	p := period{pos: d.pos(), state: uint8(d.uint()), ci: uint32(d.uint())}
+	for f := range numFields {
+		p.names[f] = d.opt()
+		p.ovr[f] = decProps(d)
+	}
+	return p
 }
 
 func encodeRoomState(r *roomState) []byte {
@@ -1052,6 +1336,7 @@ func encodeRoomState(r *roomState) []byte {
 		pl, _ = json.Marshal(r.pl)
 	}
 	w.raw(pl)
+	w.pos(r.plOrd)
 	return w.b
 }
 
@@ -1067,6 +1352,7 @@ func decodeRoomState(raw []byte, errs interface{ fail(error) }) *roomState {
 			d.err = errCorrupt
 		}
 	}
+	r.plOrd = d.pos()
 	if errs != nil {
 		errs.fail(d.err)
 	}
@@ -1117,13 +1403,121 @@ func decodeChange(raw []byte, errs interface{ fail(error) }) *change {
 }
 
 func encodeEntry(e roomEntry) []byte {
-	var w enc
+	b := encodeEntryTo(nil, e)
+	if e.ch != nil {
+		return appendInline(b, e.oldVal, encodeInline(e.ch))
+	}
+	return b
+}
+
+// encodeEntryTo appends the entry's reference part (c, old) to b.
+func encodeEntryTo(b []byte, e roomEntry) []byte {
+	w := enc{b: b}
 	w.uint(uint64(e.c))
 	w.uint(uint64(e.old))
 	return w.b
 }
 
-func decodeEntry(raw []byte) roomEntry {
+// appendInline appends a room history entry's copy of its change.
+func appendInline(b []byte, oldVal *string, inline []byte) []byte {
+	w := enc{b: b}
+	w.opt(oldVal)
+	w.b = append(w.b, inline...)
+	return w.b
+}
+
+// Event types of changes, coded in the inline copy (0 is a type written
+// out in full).
+var inlineTypes = [...]string{"", domain.TypeFieldSet, domain.TypeFieldDeleted, domain.TypeMemberJoined,
+	domain.TypeMemberInvited, domain.TypeMemberLeft, domain.TypeMemberProfileSet, domain.TypeMemberProfileGone}
+
+// encodeInline writes a change as a room's history entry carries it, in
+// as few bytes as a global change fanning out to thousands of rooms
+// should cost: its old value and the reference to it are the entry's
+// (oldVal, old), the actor is coded when it is the user, the type by
+// number, and names only for membership.
+func encodeInline(c *change) []byte {
+	var w enc
+	w.pos(c.pos)
+	w.int(c.ms)
+	w.str(string(c.user))
+	w.bool(c.room != "")
+	w.uint(uint64(c.kind))
+	w.uint(uint64(c.field))
+	w.str(string(c.prop))
+	w.opt(c.new)
+	switch c.kind {
+	case kJoin, kInvite, kLeave, kKick, kBan, kUnban:
+		for f := range numFields {
+			w.opt(c.names[f])
+			w.uint(uint64(c.namesRef[f]))
+		}
+	}
+	t := 0
+	for i, name := range inlineTypes {
+		if i > 0 && name == c.typ {
+			t = i
+		}
+	}
+	w.uint(uint64(t))
+	if t == 0 {
+		w.str(c.typ)
+	}
+	if c.actor == c.user {
+		w.bool(false)
+	} else {
+		w.bool(true)
+		w.str(string(c.actor))
+	}
+	w.str(c.source)
+	w.str(string(c.by))
+	return w.b
+}
+
+// decodeInline reads what encodeInline wrote, for an entry of room.
+func decodeInline(d *dec, room domain.RoomID, e roomEntry) *change {
+	c := &change{pos: d.pos(), ms: d.int(), user: domain.UserID(d.str())}
+	if d.bool() {
+		c.room, c.old, c.oldRef = room, e.oldVal, e.old
+	}
+	c.kind, c.field, c.prop = kind(d.uint()), uint8(d.uint()), domain.Propagation(d.str())
+	c.new = d.opt()
+	switch c.kind {
+	case kJoin, kInvite, kLeave, kKick, kBan, kUnban:
+		for f := range numFields {
+			c.names[f] = d.opt()
+			c.namesRef[f] = valueRef(d.uint())
+		}
+	}
+	if t := d.uint(); t == 0 {
+		c.typ = d.str()
+	} else if t < uint64(len(inlineTypes)) {
+		c.typ = inlineTypes[t]
+	} else {
+		d.err = errCorrupt
+	}
+	c.actor = c.user
+	if d.bool() {
+		c.actor = domain.UserID(d.str())
+	}
+	c.source, c.by = d.str(), domain.UserID(d.str())
+	if int(c.kind) >= len(kindNames) || c.field >= numFields {
+		d.err = errCorrupt
+	}
+	return c
+}
+
+// decodeEntry decodes an entry of room, with its inline change when it
+// has one.
+func decodeEntry(raw []byte, room domain.RoomID, errs interface{ fail(error) }) roomEntry {
 	d := dec{b: raw}
-	return roomEntry{c: uint32(d.uint()), old: valueRef(d.uint())}
+	e := roomEntry{c: uint32(d.uint()), old: valueRef(d.uint())}
+	if d.err == nil && len(d.b) > 0 {
+		e.oldVal = d.opt()
+		e.ch = decodeInline(&d, room, e)
+	}
+	if errs != nil {
+		errs.fail(d.err)
+	}
+	return e
 }

@@ -242,6 +242,8 @@ func (r *modelRoom) visible(viewer projections.Viewer) ([]projections.HistoryEnt
 		ok := all
 		switch {
 		case all:
+		case e.User == viewer.User: // a member's own entries (docs/DECISIONS.md)
+			ok = true
 		case e.vis == domain.VisibilityInvited:
 			ok = e.states[viewer.User] == domain.MembershipJoin || e.states[viewer.User] == domain.MembershipInvite
 		case e.vis == domain.VisibilityJoined:
@@ -327,7 +329,7 @@ func (w *world) step() {
 		// The service's default: the global profile when no names are given.
 		p := w.prof(u)
 		dn, av := p.DisplayName(), p.AvatarURL()
-		cmd.DisplayName, cmd.AvatarURL = &dn, &av
+		cmd.DisplayName, cmd.AvatarURL, cmd.Global = &dn, &av, *p
 		if w.rng.IntN(3) == 0 {
 			n := w.pick(namePool)
 			cmd.DisplayName = &n

@@ -240,6 +240,120 @@ func paginateRange(r viewstore.Reader, prefix []byte, q HistoryQuery, last event
 	return b.token(), end.token(), nil
 }
 
+// rangeFrom is the key range of a position-ordered range under prefix
+// that a page starting at boundary b reads in its direction.
+func rangeFrom(prefix []byte, b boundary, backwards bool) (lo, hi []byte) {
+	at := appendPos(bytes.Clone(prefix), b.pos)
+	lo, hi = prefix, viewstore.PrefixEnd(prefix)
+	switch {
+	case !backwards && b.after:
+		lo = append(at, 0) // after pos
+	case !backwards:
+		lo = at // from pos
+	case b.after:
+		hi = append(at, 0) // up to pos
+	default:
+		hi = at // before pos
+	}
+	return lo, hi
+}
+
+// userEntry is one of a user's entries in a room's history, as stored.
+type userEntry struct {
+	ord eventstore.Position
+	val []byte
+}
+
+// userEntries lists a user's entries in a room from boundary b in a
+// direction, in order, reading at most max (0: no bound) keys of each
+// source: the membership and per-room entries ("rb"), and the room's
+// entries ("re") at the order keys of the user's propagated global changes
+// ("rp"), which only some rooms have. When a source had more, the list
+// stops where the examined part ends (next) and more is set.
+func userEntries(r viewstore.Reader, room domain.RoomID, user domain.UserID, b boundary, backwards bool, max int) (out []userEntry, next eventstore.Position, more bool, err error) {
+	type source struct {
+		prefix []byte
+		global bool
+	}
+	sources := []source{{prefix: rangeOf(prefixUserEntry, string(room), string(user))}}
+	for f := range numFields {
+		sources = append(sources, source{prefix: rangeOf(prefixUserProp, string(user), fieldPart(f)), global: true})
+	}
+	before := func(x, y eventstore.Position) bool { // x comes first in the direction read
+		if backwards {
+			return y.Before(x)
+		}
+		return x.Before(y)
+	}
+	for _, s := range sources {
+		lo, hi := rangeFrom(s.prefix, b, backwards)
+		n := 0
+		var last eventstore.Position
+		var ords []eventstore.Position
+		err = r.Scan(lo, hi, backwards, func(k, val []byte) bool {
+			if max > 0 && n == max {
+				if !more || before(last, next) {
+					next, more = last, true
+				}
+				return false
+			}
+			n++
+			last = readPos(k[len(k)-16:])
+			if s.global {
+				ords = append(ords, last)
+			} else {
+				out = append(out, userEntry{last, bytes.Clone(val)})
+			}
+			return true
+		})
+		if err != nil {
+			return nil, next, false, err
+		}
+		for _, ord := range ords {
+			raw, ok, err := r.Get(posKey(ord, prefixEntry, string(room)))
+			if err != nil {
+				return nil, next, false, err
+			}
+			if ok {
+				out = append(out, userEntry{ord, raw})
+			}
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return before(out[i].ord, out[j].ord) })
+	if more {
+		cut := sort.Search(len(out), func(i int) bool { return before(next, out[i].ord) })
+		out = out[:cut]
+	}
+	return out, next, more, nil
+}
+
+// paginateUserEntries is paginateRange over a user's entries in a room.
+func paginateUserEntries(r viewstore.Reader, room domain.RoomID, user domain.UserID, q HistoryQuery, take func(ord eventstore.Position, val []byte) bool) (string, string, error) {
+	limit := pageLimit(q)
+	b, err := startBoundary(q, orderNow)
+	if err != nil {
+		return "", "", err
+	}
+	entries, next, more, err := userEntries(r, room, user, b, q.Backwards, limit*scanFactor)
+	if err != nil {
+		return "", "", err
+	}
+	kept := 0
+	for i, en := range entries {
+		if kept == limit {
+			more, next = true, entries[i-1].ord
+			break
+		}
+		if take(en.ord, en.val) {
+			kept++
+		}
+	}
+	if !more {
+		return b.token(), "", nil // nothing further in this direction
+	}
+	return b.token(), boundary{pos: next, after: !q.Backwards}.token(), nil
+}
+
 // roomsReader reads committed state through the caches; what it returns
 // is shared and must not be changed.
 type roomsReader struct {
@@ -373,8 +487,21 @@ func visibleTo(r *roomState, own *memberRec, pos eventstore.Position) bool {
 // Members returns the room's joined and invited members sorted by user id,
 // as of position at (nil: now), and the position the answer is as of.
 // Admins and moderators read any position; members joined now read the
-// positions history_visibility lets them see.
+// positions history_visibility lets them see. As of a position means at
+// that point of the room's history order: with everything recorded up to
+// it and every backfilled event the homeserver placed before it.
 func (v *Rooms) Members(room domain.RoomID, at *eventstore.Position, viewer Viewer) ([]Member, eventstore.Position, error) {
+	return v.membersAsOf(room, at, nil, viewer)
+}
+
+// MembersAtTime is Members as of a time: the homeserver's time for
+// backfilled events, occurred_at for the others. The position returned is
+// that of the last event recorded at or before t (PositionAt).
+func (v *Rooms) MembersAtTime(room domain.RoomID, t time.Time, viewer Viewer) ([]Member, eventstore.Position, error) {
+	return v.membersAsOf(room, nil, &t, viewer)
+}
+
+func (v *Rooms) membersAsOf(room domain.RoomID, at *eventstore.Position, atTime *time.Time, viewer Viewer) ([]Member, eventstore.Position, error) {
 	var out []Member
 	pos := eventstore.Start
 	err := v.read(func(rr *roomsReader) error {
@@ -383,11 +510,17 @@ func (v *Rooms) Members(room domain.RoomID, at *eventstore.Position, viewer View
 			return err
 		}
 		pos = v.last
-		if at != nil && at.Before(v.last) {
+		ord := orderNow
+		switch {
+		case atTime != nil:
+			pos, ord = positionAt(rr.r, *atTime), orderAtTime(*atTime)
+		case at != nil && at.Before(v.last):
 			pos = *at
-			if access != domain.ReadsAll && !visibleTo(r, rr.member(room, viewer.User), pos) {
-				return domain.Errorf(domain.ErrCodeForbidden, "The room's history visibility hides this point in time from you")
-			}
+			ord, err = v.orderAt(rr.r, pos)
+			rr.fail(err)
+		}
+		if ord != orderNow && access != domain.ReadsAll && !visibleTo(r, rr.member(room, viewer.User), ord) {
+			return domain.Errorf(domain.ErrCodeForbidden, "The room's history visibility hides this point in time from you")
 		}
 		lo := rangeOf(prefixMember, string(room))
 		type rec struct {
@@ -405,14 +538,14 @@ func (v *Rooms) Members(room domain.RoomID, at *eventstore.Position, viewer View
 			return true
 		}))
 		for _, rc := range recs {
-			p := rc.m.stateAt(pos)
+			p := rc.m.stateAt(ord)
 			if p == nil || (p.state != stJoin && p.state != stInvite) {
 				continue
 			}
 			u := rr.user(rc.id)
 			past := userPast{r: rr.r, user: rc.id, fail: rr.fail}
-			dn, _ := u.value(p, fDisplayName, pos, past)
-			av, _ := u.value(p, fAvatarURL, pos, past)
+			dn, _ := u.value(p, fDisplayName, ord, past)
+			av, _ := u.value(p, fAvatarURL, ord, past)
 			out = append(out, Member{User: rc.id, Membership: stateNames[p.state], DisplayName: dn, AvatarURL: av})
 		}
 		return nil
@@ -426,9 +559,10 @@ func (v *Rooms) Members(room domain.RoomID, at *eventstore.Position, viewer View
 	return out, pos, nil
 }
 
-// entry renders a change; roomOldRef names the room's value before a global
-// change that reached room (ignored for other changes).
-func (rr *roomsReader) entry(c *change, room domain.RoomID, roomOldRef valueRef, showHidden bool) HistoryEntry {
+// entry renders a change; for a global change that reached room, roomOld
+// is the room's value before it and roomOldRef the change that set it
+// (both ignored for other changes).
+func (rr *roomsReader) entry(c *change, room domain.RoomID, roomOldRef valueRef, roomOld *string, showHidden bool) HistoryEntry {
 	e := HistoryEntry{Position: c.pos, Time: time.UnixMilli(c.ms).UTC(), Room: room, User: c.user, Kind: kindNames[c.kind],
 		Cause: Cause{Type: c.typ, Actor: c.actor, Source: c.source, By: c.by, PropagateTo: c.prop}}
 	// A value set by a hidden entry stays hidden where it shows up again as
@@ -451,8 +585,7 @@ func (rr *roomsReader) entry(c *change, room domain.RoomID, roomOldRef valueRef,
 		e.Field = fieldKeys[c.field]
 		old, ref := c.old, c.oldRef
 		if c.room == "" && room != "" {
-			ref = roomOldRef
-			old = rr.resolve(ref, int(c.field))
+			ref, old = roomOldRef, roomOld
 		}
 		if hiddenSource(ref) {
 			old, e.OldHidden = nil, true
@@ -472,7 +605,8 @@ func (rr *roomsReader) entry(c *change, room domain.RoomID, roomOldRef valueRef,
 	return e
 }
 
-// RoomHistory returns a page of the room's history in log order: joins,
+// RoomHistory returns a page of the room's history in history order (the
+// homeserver's, for backfilled events; see Rooms): joins,
 // invites, leaves, kicks, bans, per-room changes and the global changes that
 // changed what the room showed, each with old and new values.
 func (v *Rooms) RoomHistory(room domain.RoomID, q HistoryQuery) (HistoryPage, error) {
@@ -487,19 +621,23 @@ func (v *Rooms) RoomHistory(room domain.RoomID, q HistoryQuery) (HistoryPage, er
 		if !all {
 			own = rr.member(room, q.Viewer.User)
 		}
-		prefix := rangeOf(prefixEntry, string(room))
-		if q.User != "" {
-			prefix = rangeOf(prefixUserEntry, string(room), string(q.User))
-		}
-		page.Start, page.End, err = paginateRange(rr.r, prefix, q, v.last, func(_ eventstore.Position, val []byte) bool {
-			re := decodeEntry(val)
-			c := rr.change(re.c)
-			if !q.keeps(c) || (!all && !visibleTo(r, own, c.pos)) {
+		take := func(ord eventstore.Position, val []byte) bool {
+			re := decodeEntry(val, room, rr)
+			c := re.ch
+			if c == nil { // a user's room-scoped entries name their change
+				c = rr.change(re.c)
+			}
+			if !q.keeps(c) || (!all && !domain.Reads.OwnEntry(q.Viewer, c.user) && !visibleTo(r, own, ord)) {
 				return false
 			}
-			page.Entries = append(page.Entries, rr.entry(c, room, re.old, all))
+			page.Entries = append(page.Entries, rr.entry(c, room, re.old, re.oldVal, all))
 			return true
-		})
+		}
+		if q.User != "" {
+			page.Start, page.End, err = paginateUserEntries(rr.r, room, q.User, q, take)
+			return err
+		}
+		page.Start, page.End, err = paginateRange(rr.r, rangeOf(prefixEntry, string(room)), q, orderNow, take)
 		return err
 	})
 	return page, err
@@ -514,12 +652,12 @@ func (v *Rooms) UserHistory(user domain.UserID, q HistoryQuery) (HistoryPage, er
 	err := v.read(func(rr *roomsReader) error {
 		var err error
 		if domain.Reads.WholeUserHistory(q.Viewer, user) {
-			page.Start, page.End, err = paginateRange(rr.r, rangeOf(prefixUserHist, string(user)), q, v.last, func(_ eventstore.Position, val []byte) bool {
+			page.Start, page.End, err = paginateRange(rr.r, rangeOf(prefixUserHist, string(user)), q, orderNow, func(_ eventstore.Position, val []byte) bool {
 				c := rr.change(binary.BigEndian.Uint32(val))
 				if !q.keeps(c) {
 					return false
 				}
-				page.Entries = append(page.Entries, rr.entry(c, c.room, 0, true))
+				page.Entries = append(page.Entries, rr.entry(c, c.room, 0, nil, true))
 				return true
 			})
 			return err
@@ -534,11 +672,11 @@ func (v *Rooms) UserHistory(user domain.UserID, q HistoryQuery) (HistoryPage, er
 			if _, access, _ := rr.access(roomID, q.Viewer); access != domain.ReadsAll {
 				continue
 			}
-			lo := rangeOf(prefixUserEntry, string(roomID), string(user))
-			rr.fail(rr.r.Scan(lo, viewstore.PrefixEnd(lo), false, func(k, val []byte) bool {
-				refs = append(refs, ref{roomID, readPos(k[len(k)-16:]), decodeEntry(val)})
-				return true
-			}))
+			all, _, _, err := userEntries(rr.r, roomID, user, boundary{pos: eventstore.Start, after: true}, false, 0)
+			rr.fail(err)
+			for _, en := range all {
+				refs = append(refs, ref{roomID, en.ord, decodeEntry(en.val, roomID, rr)})
+			}
 		}
 		if len(refs) == 0 {
 			return domain.Errorf(domain.ErrCodeForbidden, "You may not read this user's history")
@@ -557,12 +695,16 @@ func (v *Rooms) UserHistory(user domain.UserID, q HistoryQuery) (HistoryPage, er
 			}
 		}
 		posAt := func(i int) eventstore.Position { return uniq[i].pos }
-		page.Start, page.End, err = paginate(len(uniq), posAt, q, v.last, func(i int) bool {
-			c := rr.change(uniq[i].e.c)
+		page.Start, page.End, err = paginate(len(uniq), posAt, q, orderNow, func(i int) bool {
+			re := uniq[i].e
+			c := re.ch
+			if c == nil {
+				c = rr.change(re.c)
+			}
 			if !q.keeps(c) {
 				return false
 			}
-			page.Entries = append(page.Entries, rr.entry(c, uniq[i].room, uniq[i].e.old, true))
+			page.Entries = append(page.Entries, rr.entry(c, uniq[i].room, re.old, re.oldVal, true))
 			return true
 		})
 		return err
@@ -615,7 +757,11 @@ func (v *Rooms) ModeratedRooms(user domain.UserID) []domain.RoomID {
 // it is already hidden.
 func (v *Rooms) UserEntry(user domain.UserID, pos eventstore.Position) (found, hidden bool) {
 	_ = v.read(func(rr *roomsReader) error {
-		if _, ok := rr.get(posKey(pos, prefixUserHist, string(user))); ok {
+		ord, err := v.orderAt(rr.r, pos)
+		if err != nil {
+			return err
+		}
+		if _, ok := rr.get(posKey(ord, prefixUserHist, string(user))); ok {
 			found, hidden = true, rr.hidden(pos)
 		}
 		return nil

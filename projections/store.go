@@ -14,7 +14,7 @@ import (
 // FormatVersion changes whenever a view's keys, encodings or fold change;
 // a view store of another version is set aside and the views rebuilt from
 // the log.
-const FormatVersion = 4
+const FormatVersion = 8
 
 // Key prefixes of the view store. Each view owns its prefixes; the byte
 // after a prefix is 0 so that no prefix is a prefix of another's keys.
@@ -143,6 +143,16 @@ func keyOf(prefix string, parts ...string) []byte {
 		n += len(p) + 1
 	}
 	k := make([]byte, 0, n+16)
+	k = append(k, prefix...)
+	for _, p := range parts {
+		k = append(k, 0)
+		k = append(k, p...)
+	}
+	return k
+}
+
+// appendKey appends keyOf(prefix, parts...) to k.
+func appendKey(k []byte, prefix string, parts ...string) []byte {
 	k = append(k, prefix...)
 	for _, p := range parts {
 		k = append(k, 0)

@@ -8,7 +8,11 @@
 # per-room nickname in one room, then compares, room by room, profilestore's
 # members view with the homeserver's joined_members, and checks that
 # profilestore's room histories show the joins, the global rename (once, as
-# one global change) and the per-room rename. Then it turns moderation alerts
+# one global change) and the per-room rename. In a third room it drives
+# invites (accepted, rejected, revoked), kicks, bans, unbans, leave and
+# rejoin, a nickname, history visibility and power-level changes, and
+# compares every room's membership history and states with the homeserver's
+# timeline, and what history_visibility shows each non-moderator. Then it turns moderation alerts
 # on (docs/ALERTS.md): alice makes a moderation room and invites
 # profilestore's bot, mallory joins R1 under a look-alike of alice's name
 # (a Cyrillic А), and the bot's m.notice about it must appear in the
@@ -188,7 +192,9 @@ sleep 1 # let any late event arrive before comparing
 fail=0
 mismatch() { echo "MISMATCH: $*"; fail=1; }
 [ "$rename_ok" = 1 ] || mismatch "the global rename did not reach profilestore in both rooms"
-label() { if [ "$1" = "$R1" ]; then echo R1; else echo R2; fi; }
+R3=""
+label() { case "$1" in "$R1") echo R1 ;; "$R2") echo R2 ;; "$R3") echo R3 ;; *) echo "$1" ;; esac; }
+ROOMS=("$R1" "$R2")
 
 compare() { # phase title
   log "$1: global profiles"
@@ -200,7 +206,7 @@ compare() { # phase title
   done
   log "$1: members per room: homeserver joined_members vs profilestore members (admin)"
   printf '%-4s %-18s %-42s %-42s %s\n' room user "homeserver (name avatar)" "profilestore (name avatar)" ""
-  for r in "$R1" "$R2"; do
+  for r in "${ROOMS[@]}"; do
     hs_json=$(api "$A" GET "/rooms/$(enc "$r")/joined_members")
     ps_json=$(psc "$ADM" "/_profilestore/v1/rooms/$(enc "$r")/members") || { mismatch "$1: profilestore members of $r"; continue; }
     hs_rows=$(jq -r '.joined | to_entries[] | [.key, (.value.display_name // ""), (.value.avatar_url // "")] | @tsv' <<<"$hs_json" | sort)
@@ -271,6 +277,132 @@ sed 's/^/   /' <<<"$uh"
 for name in "Alice Renamed" "Alice Two"; do
   n=$(grep -c -- "-> $name\$" <<<"$uh" || true)
   [ "$n" = 1 ] || mismatch "the rename to $name is recorded $n times as a global change, want 1"
+done
+
+# 6b. Moderation through the homeserver, in a third room: invites (accepted,
+# rejected, revoked), kicks, bans (of a member, of a stranger), unbans,
+# leave and rejoin, a per-room nickname, history visibility and power-level
+# changes. Afterwards every room is compared: names, every user's
+# membership, the room's membership history in the homeserver's order (as
+# the creator), and, for members who are not moderators, the part of it
+# history_visibility lets each of them see, from both sides.
+log "moderation in R3: invites, kicks, bans, unbans, leave and rejoin, visibility and power levels"
+CAROL=@carol:$SERVER_NAME DAVE=@dave:$SERVER_NAME EVE=@eve:$SERVER_NAME
+C=$(register carol pw-carol-123456); D=$(register dave pw-dave-123456); E=$(register eve pw-eve-123456)
+for t in "$C" "$D" "$E"; do [ -n "$t" ] && [ "$t" != null ] || die "registration gave no access token"; done
+R3=$(api "$A" POST /createRoom '{"preset":"private_chat","name":"e2e moderation scenarios"}' | jq -r .room_id)
+ROOMS+=("$R3")
+echo "R3=$R3"
+room() { printf '/rooms/%s' "$(enc "$R3")"; }
+act() { # token verb user [reason]: invite, kick, ban, unban in R3
+  api "$1" POST "$(room)/$2" "$(jq -nc --arg u "$3" --arg r "${4:-e2e}" '{user_id:$u, reason:$r}')" >/dev/null ||
+    mismatch "the homeserver refused $2 of $3"
+}
+join3() { api "$1" POST "/join/$(enc "$R3")" '{}' >/dev/null || mismatch "the homeserver refused a join of R3 ($2)"; }
+leave3() { api "$1" POST "$(room)/leave" '{}' >/dev/null || mismatch "the homeserver refused a leave of R3 ($2)"; }
+set_state() { # type content
+  api "$A" PUT "$(room)/state/$1" "$2" >/dev/null || mismatch "the homeserver refused $1 $2"
+}
+power() { # user level: alice changes one user's power level
+  local pl; pl=$(api "$A" GET "$(room)/state/m.room.power_levels")
+  set_state m.room.power_levels "$(jq -c --arg u "$1" --argjson l "$2" '.users[$u]=$l' <<<"$pl")"
+}
+# settle: wait until profilestore has applied everything the homeserver
+# sent: its admin history of R3 stops growing, and has the expected length.
+r3_len() { psc "$ADM" "/_profilestore/v1/rooms/$(enc "$R3")/history?dir=f&limit=1000" 2>/dev/null | jq '.chunk | length' 2>/dev/null || echo 0; }
+settle() { # the same length four times in a row, 0.3 s apart (at most 30 s)
+  local last=-1 n same=0
+  for _ in $(seq 100); do
+    n=$(r3_len); if [ "$n" = "$last" ]; then same=$((same + 1)); [ "$same" -ge 3 ] && return 0; else same=0; fi
+    last=$n; sleep 0.3
+  done
+}
+
+act "$A" invite "$BOB"; join3 "$B" bob                  # invite accepted
+act "$A" invite "$CAROL"; leave3 "$C" carol             # invite rejected
+act "$A" invite "$DAVE"; act "$A" kick "$DAVE" revoked   # invite revoked
+set_state m.room.history_visibility '{"history_visibility":"joined"}'
+act "$A" invite "$DAVE"; join3 "$D" dave
+act "$A" kick "$BOB"                                     # kick
+act "$A" invite "$BOB"; join3 "$B" bob                   # rejoin after a kick
+act "$A" ban "$DAVE"                                     # ban of a member
+if api "$D" POST "/join/$(enc "$R3")" '{}' >/dev/null 2>&1; then mismatch "the homeserver let banned dave join"; fi
+act "$A" invite "$CAROL"; leave3 "$C" carol             # while dave is out: hidden from him as a member
+act "$A" unban "$DAVE"                                   # unban: leave by alice on a banned member
+act "$A" invite "$DAVE"; join3 "$D" dave                 # back after the unban
+act "$A" ban "$EVE"; act "$A" unban "$EVE"               # ban and unban of someone never in the room
+member=$(api "$B" GET "$(room)/state/m.room.member/$(enc "$BOB")")
+api "$B" PUT "$(room)/state/m.room.member/$(enc "$BOB")" "$(jq -c '.displayname="Bobby in R3"' <<<"$member")" >/dev/null ||
+  mismatch "bob's per-room nickname was refused"
+power "$DAVE" 50                                         # dave moderates (kick level 50)
+set_state m.room.history_visibility '{"history_visibility":"invited"}'
+settle
+# profilestore shows a moderator everything, entries before their join too.
+all=$(r3_len)
+dave_sees=$(psc "$D" "/_profilestore/v1/rooms/$(enc "$R3")/history?dir=f&limit=1000" | jq '.chunk | length' || echo error)
+echo "R3 history entries: $all for the admin; $dave_sees for dave while he moderates"
+[ "$dave_sees" = "$all" ] || mismatch "dave, a moderator of R3 (power 50), sees $dave_sees of $all history entries"
+act "$A" invite "$CAROL"; join3 "$C" carol; leave3 "$C" carol   # leave ...
+act "$A" invite "$CAROL"; join3 "$C" carol                      # ... and rejoin
+act "$A" invite "$EVE"; join3 "$E" eve; act "$A" ban "$EVE"     # kicked and banned
+power "$DAVE" 0                                          # dave no longer moderates
+set_state m.room.history_visibility '{"history_visibility":"shared"}'
+settle
+sleep 1
+# Demoted, dave reads R3 as a member: no longer what happened while he was out.
+all=$(r3_len)
+dave_sees=$(psc "$D" "/_profilestore/v1/rooms/$(enc "$R3")/history?dir=f&limit=1000" | jq '.chunk | length' || echo error)
+echo "R3 history entries: $all for the admin; $dave_sees for dave once he no longer moderates"
+[ "$dave_sees" != error ] && [ "$dave_sees" -lt "$all" ] || mismatch "dave, no longer a moderator, still sees $dave_sees of $all entries"
+
+compare "after the moderation scenarios"
+
+# Every member event of a room, oldest first, as the creator sees the
+# timeline (she has been joined since the start), read by the Matrix table:
+# user<TAB>kind, kinds as profilestore names them. A join of a member
+# already joined is a name change, not a membership: left out here.
+hs_membership() { # token room
+  api "$1" GET "/rooms/$(enc "$2")/messages?dir=b&limit=1000&filter=$(enc '{"types":["m.room.member"],"lazy_load_members":false}')" |
+    jq -r '[.chunk[]] | reverse | reduce .[] as $e ({state: {}, out: []};
+      ($e.state_key) as $u | (.state[$u] // "leave") as $prev | ($e.content.membership) as $m |
+      (if $m == "join" then (if $prev == "join" then null else "join" end)
+       elif $m == "invite" then (if $prev == "invite" then null else "invite" end)
+       elif $m == "ban" then (if $prev == "ban" then null else "ban" end)
+       elif $m == "leave" then
+         (if $prev == "leave" then null elif $prev == "ban" then "unban" elif $e.sender == $u then "leave" else "kick" end)
+       else null end) as $k |
+      .state[$u] = (if $m == "knock" then $prev else $m end) |
+      if $k then .out += [$u + "\t" + $k] else . end) | .out[]'
+}
+ps_membership() { # token room
+  psc "$1" "/_profilestore/v1/rooms/$(enc "$2")/history?dir=f&limit=1000" |
+    jq -r '.chunk[] | select(.kind | IN("join","invite","leave","kick","ban","unban")) | [.user_id, .kind] | @tsv'
+}
+# The state each user ends in, from a membership list as above.
+final_states() { awk -F'\t' '{s=$2; if (s=="kick"||s=="unban") s="leave"; st[$1]=s} END {for (u in st) print u "\t" st[u]}' | sort; }
+
+log "every room: membership history (homeserver timeline vs profilestore, as the creator) and each user's state"
+for r in "${ROOMS[@]}"; do
+  l=$(label "$r")
+  h=$(hs_membership "$A" "$r") || { mismatch "homeserver timeline of $l"; continue; }
+  p=$(ps_membership "$A" "$r") || { mismatch "profilestore history of $l"; continue; }
+  echo "-- $l: $(wc -l <<<"$h") membership changes on the homeserver, $(wc -l <<<"$p") in profilestore"
+  if [ "$h" = "$p" ]; then sed 's/^/   /' <<<"$p"; else
+    mismatch "$l membership history differs:"; diff <(echo "$h") <(echo "$p") | sed 's/^/   /' || true; fi
+  # The homeserver's current state of every user it knows in the room.
+  hs_state=$(api "$A" GET "/rooms/$(enc "$r")/members" | jq -r '.chunk[] | [.state_key, .content.membership] | @tsv' |
+    awk -F'\t' '$2!="knock"' | sort)
+  ps_state=$(final_states <<<"$p")
+  [ "$hs_state" = "$ps_state" ] || { mismatch "$l: users' memberships differ"; diff <(echo "$hs_state") <(echo "$ps_state") | sed 's/^/   /' || true; }
+done
+
+log "R3 as each member who does not moderate: what history_visibility shows them"
+for who in bob carol dave; do
+  case $who in bob) t=$B u=$BOB ;; carol) t=$C u=$CAROL ;; dave) t=$D u=$DAVE ;; esac
+  h=$(hs_membership "$t" "$R3") || { mismatch "homeserver timeline of R3 as $who"; continue; }
+  p=$(ps_membership "$t" "$R3") || { mismatch "profilestore history of R3 as $who"; continue; }
+  echo "-- $who ($u): $(grep -c . <<<"$h") entries on the homeserver, $(grep -c . <<<"$p") in profilestore"
+  [ "$h" = "$p" ] || { mismatch "R3 as $who differs (homeserver <, profilestore >):"; diff <(echo "$h") <(echo "$p") | sed 's/^/   /' || true; }
 done
 
 # Transactions as received (trace log), kept for fixtures.

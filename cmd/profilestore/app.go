@@ -71,6 +71,12 @@ func openApp(ctx context.Context, cfg Config, log *logrus.Logger) (*app, error) 
 		return nil, err
 	}
 	a := &app{App: wired, cfg: cfg, log: log}
+	// Hides that an import moved (domain/moved.go) are decoded through the
+	// Sealer, so it must know them before anything reads the log.
+	if err := domain.LoadMovedHides(ctx, a.Store, a.Sealer); err != nil {
+		a.close()
+		return nil, err
+	}
 	keys, err := cfg.Integrity.trustedKeys(nil)
 	if err != nil {
 		a.close()

@@ -27,6 +27,9 @@ type AppserviceConfig struct {
 	MaxTransactionBytes int64         `yaml:"max_transaction_bytes"`
 	// Supplements are MSC4337 profile supplements from other appservices.
 	Supplements SupplementsConfig `yaml:"supplements"`
+	// ProfileLookup serves MSC4337 to the homeserver: profilestore as a
+	// supplier of the profiles it stores.
+	ProfileLookup ProfileLookupConfig `yaml:"profile_lookup"`
 	// Registrations are other appservices' registration files (bridges)
 	// whose as_tokens may write on the client API, as their sender or, with
 	// ?user_id=, as a user in one of their exclusive users namespaces.
@@ -36,6 +39,8 @@ type AppserviceConfig struct {
 	// ServerName is the homeserver's server name, which Registrations need
 	// (the sender's user id; namespaces cover local users only).
 	ServerName string `yaml:"server_name"`
+	// Backfill imports the homeserver's past history (profilestore backfill).
+	Backfill BackfillConfig `yaml:"backfill"`
 }
 
 // SupplementsConfig configures MSC4337 on profile reads.
@@ -45,6 +50,16 @@ type SupplementsConfig struct {
 	Registrations []string `yaml:"registrations"`
 	// Deadline bounds each appservice's answer (default 500 ms).
 	Deadline time.Duration `yaml:"deadline"`
+}
+
+// ProfileLookupConfig configures the MSC4337 routes profilestore serves.
+type ProfileLookupConfig struct {
+	// Enabled serves them (default true, with appservice.enabled).
+	Enabled *bool `yaml:"enabled"`
+	// StandardFields supplies displayname and avatar_url too (default
+	// false: mirror mode copies those from the homeserver, so supplying
+	// them back could only replace a newer value with an older one).
+	StandardFields bool `yaml:"standard_fields"`
 }
 
 func (c *AppserviceConfig) registrationPath(dataDir string) string {
@@ -93,6 +108,9 @@ func (a *app) withAppservice(cfg *pshttp.Config) error {
 		MaxTransactionBytes: ac.MaxTransactionBytes, Logger: a.log})
 	cfg.Appservice = ing
 	cfg.Collectors = append(cfg.Collectors, ing.Collectors()...)
+	if pl := ac.ProfileLookup; pl.Enabled == nil || *pl.Enabled {
+		cfg.ProfileLookup = &pshttp.ProfileLookup{StandardFields: pl.StandardFields}
+	}
 	return nil
 }
 
@@ -116,7 +134,7 @@ func appserviceAuth(ac AppserviceConfig, next pshttp.Authenticator) (*pshttp.App
 func appserviceCommand(load loader, f *cliFlags) *cobra.Command {
 	cmd := &cobra.Command{Use: "appservice", Short: "Run beside a homeserver as an application service"}
 	var id, url, sender, serverName string
-	var force bool
+	var force, profileLookup bool
 	register := &cobra.Command{
 		Use:   "register",
 		Short: "Write profilestore's registration (random as_token and hs_token) and print it for the homeserver",
@@ -142,6 +160,10 @@ func appserviceCommand(load loader, f *cliFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			// MSC4337: both flags, so a homeserver implementing the stable
+			// or the unstable version calls profilestore (which serves both
+			// paths).
+			reg.SupportsProfileLookup, reg.UnstableProfileLookup = profileLookup, profileLookup
 			// Registering comes before the first serve, so like serve and
 			// token issue it may create the data directory, and says so.
 			if err := makeDataDir(filepath.Dir(path), func(m string) { fmt.Fprintln(cmd.ErrOrStderr(), m) }); err != nil {
@@ -164,6 +186,7 @@ func appserviceCommand(load loader, f *cliFlags) *cobra.Command {
 	register.Flags().StringVar(&sender, "sender-localpart", "_profilestore", "localpart of the appservice's own user")
 	register.Flags().StringVar(&serverName, "server-name", "", "the homeserver's server name (required)")
 	register.Flags().BoolVar(&force, "force", false, "replace an existing registration")
+	register.Flags().BoolVar(&profileLookup, "profile-lookup", true, "ask the homeserver to call profilestore for profiles (MSC4337: supports_profile_lookup)")
 	_ = register.MarkFlagRequired("server-name")
 	cmd.AddCommand(f.add(register, "data-dir", "listen"))
 	return cmd

@@ -340,3 +340,23 @@ func TestAppserviceRegisterSaysItCreatesTheDataDir(t *testing.T) {
 		t.Fatalf("%q %v", stderr, err)
 	}
 }
+
+// TestAppserviceRegisterAsksForProfileLookups: the registration carries
+// MSC4337's flags, stable and unstable, unless --profile-lookup=false.
+func TestAppserviceRegisterAsksForProfileLookups(t *testing.T) {
+	for _, on := range []bool{true, false} {
+		args := []string{"appservice", "register", "--server-name", "example.org", "--data-dir", t.TempDir()}
+		if !on {
+			args = append(args, "--profile-lookup=false")
+		}
+		stdout, stderr, err := run2(t, args...)
+		if err != nil {
+			t.Fatalf("%v: %s", err, stderr)
+		}
+		for _, flag := range []string{"supports_profile_lookup: true", "msc4337_supports_profile_lookup: true"} {
+			if strings.Contains(stdout, flag) != on {
+				t.Errorf("--profile-lookup=%v: %q in the registration: %v\n%s", on, flag, !on, stdout)
+			}
+		}
+	}
+}

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math"
 	"os"
 	"path/filepath"
 
@@ -25,9 +24,11 @@ const maxImportLine = 4 << 20
 const importBatch = 512
 
 // importLog appends the events of an NDJSON export to an empty store, in
-// order, with their ids, types, payloads and metadata. Positions are those
-// of the new store; the positions that profile.entry_hidden payloads refer
-// to are translated. It returns how many events it appended.
+// order, with their ids, types, payloads and metadata, byte for byte (the
+// hash chains and seals cover them). Positions are those of the new store:
+// where a profile.entry_hidden names an entry whose position differs here,
+// a log.hides_moved event appended at the end says where it is now
+// (domain/moved.go). It returns how many events of the export it appended.
 func importLog(ctx context.Context, store eventstore.Store, r io.Reader) (uint64, error) {
 	head, err := store.Head(ctx)
 	if err != nil {
@@ -36,7 +37,18 @@ func importLog(ctx context.Context, store eventstore.Store, r io.Reader) (uint64
 	if !head.IsStart() {
 		return 0, errors.New("import: the store is not empty; import into a new data directory")
 	}
-	newPos := make(map[string]string) // exported position -> imported position
+	newPos := make(map[string]eventstore.Position) // exported position -> imported position
+	// The hides imported, and where an earlier import said the entries of
+	// some are (the export of an imported store carries its
+	// log.hides_moved events), by their stream and revision in the export.
+	type hide struct {
+		stream   string
+		from, to uint64 // revision in the export, in this store
+		position string // the entry's exported position, as stored
+	}
+	var hides []hide
+	movedInExport := make(map[string]string) // "stream\x00revision" -> exported position
+	movedKey := func(stream string, revision uint64) string { return fmt.Sprintf("%s\x00%d", stream, revision) }
 	var batch []exportLine
 	var n uint64
 	flush := func() error {
@@ -49,13 +61,7 @@ func importLog(ctx context.Context, store eventstore.Store, r io.Reader) (uint64
 			if err != nil {
 				return fmt.Errorf("import: event %s: bad event_id", l.Position)
 			}
-			data := []byte(l.Data)
-			if l.Type == domain.TypeEntryHidden {
-				if data, err = translateHidden(data, newPos); err != nil {
-					return fmt.Errorf("import: event %s: %w", l.Position, err)
-				}
-			}
-			events[i] = eventstore.EventData{ID: id, Type: l.Type, Data: data, Metadata: l.Metadata}
+			events[i] = eventstore.EventData{ID: id, Type: l.Type, Data: []byte(l.Data), Metadata: l.Metadata}
 		}
 		res, err := store.Append(ctx, batch[0].Stream, eventstore.Any, events)
 		if err != nil {
@@ -68,7 +74,24 @@ func importLog(ctx context.Context, store eventstore.Store, r io.Reader) (uint64
 			return fmt.Errorf("import: read back %s: %v", batch[0].Stream, err)
 		}
 		for i, rec := range recs {
-			newPos[batch[i].Position] = rec.Position.String()
+			l := &batch[i]
+			newPos[l.Position] = rec.Position
+			switch {
+			case l.Type == domain.TypeEntryHidden:
+				p, err := hiddenPosition(l.Data)
+				if err != nil {
+					return fmt.Errorf("import: event %s: %w", l.Position, err)
+				}
+				hides = append(hides, hide{stream: l.Stream, from: l.Revision, to: rec.Revision, position: p})
+			case l.Stream == domain.MovedHidesStream && l.Type == domain.TypeHidesMoved:
+				moved, err := domain.ParseHidesMoved(l.Data)
+				if err != nil {
+					return fmt.Errorf("import: event %s: %w", l.Position, err)
+				}
+				for _, m := range moved {
+					movedInExport[movedKey(m.Stream, m.Revision)] = m.Position.String()
+				}
+			}
 		}
 		n += uint64(len(batch))
 		batch = batch[:0]
@@ -99,31 +122,51 @@ func importLog(ctx context.Context, store eventstore.Store, r io.Reader) (uint64
 	if err := sc.Err(); err != nil {
 		return n, fmt.Errorf("import: line %d: %w", lineNo+1, err)
 	}
-	return n, flush()
+	if err := flush(); err != nil {
+		return n, err
+	}
+	// Where each hidden entry is in this store. A hide keeps its bytes; one
+	// whose entry is elsewhere here than the hide (or an earlier import's
+	// record, which is imported too) says is listed. If revisions moved (an
+	// export that starts inside streams), an earlier record's keys may name
+	// other hides here: then every hide is listed, and the new record wins.
+	var moved []domain.MovedHide
+	shifted := false
+	for _, h := range hides {
+		shifted = shifted || h.from != h.to
+	}
+	for _, h := range hides {
+		entry, already := movedInExport[movedKey(h.stream, h.from)]
+		if !already {
+			entry = h.position
+		}
+		to, ok := newPos[entry]
+		if !ok {
+			// The hidden entry is not in the file (a bounded export).
+			to = domain.NoEntry
+		}
+		if shifted || to.String() != entry {
+			moved = append(moved, domain.MovedHide{Stream: h.stream, Revision: h.to, Position: to})
+		}
+	}
+	if err := domain.AppendMovedHides(ctx, store, moved); err != nil {
+		return n, fmt.Errorf("import: %w", err)
+	}
+	return n, nil
 }
 
-// translateHidden rewrites the position an entry_hidden payload refers to.
-func translateHidden(data []byte, newPos map[string]string) ([]byte, error) {
-	var fields map[string]json.RawMessage
-	if err := json.Unmarshal(data, &fields); err != nil {
-		return nil, err
+// hiddenPosition returns the position an entry_hidden payload names.
+func hiddenPosition(data []byte) (string, error) {
+	var p struct {
+		Position string `json:"position"`
 	}
-	var old string
-	if err := json.Unmarshal(fields["position"], &old); err != nil {
-		return nil, errors.New("entry_hidden without a position")
+	if err := json.Unmarshal(data, &p); err != nil {
+		return "", err
 	}
-	p, ok := newPos[old]
-	if !ok {
-		// The hidden entry is not in the file (a bounded export): nothing to hide.
-		p = eventstore.Position{Commit: math.MaxUint64, Prepare: math.MaxUint64}.String()
+	if _, err := eventstore.ParsePosition(p.Position); err != nil {
+		return "", errors.New("entry_hidden without a position")
 	}
-	if p == old {
-		// Same position in the new store (a whole export into the embedded
-		// store): keep the stored bytes, which the event's hash covers.
-		return data, nil
-	}
-	fields["position"], _ = json.Marshal(p)
-	return json.Marshal(fields)
+	return p.Position, nil
 }
 
 func importCommand(load loader) *cobra.Command {
@@ -212,6 +255,11 @@ otherwise; --allow-unreadable imports such values anyway, unreadable.`,
 			}
 			n, err := importLog(ctx, a.Store, in)
 			if err != nil {
+				return err
+			}
+			// The app was opened on an empty store: read the moved hides
+			// the import recorded before the views are built.
+			if err := domain.LoadMovedHides(ctx, a.Store, a.Sealer); err != nil {
 				return err
 			}
 			if err := a.Runner.Rebuild(ctx, progressReporter("building projections")); err != nil {

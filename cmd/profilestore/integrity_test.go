@@ -11,9 +11,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/profilestore/profilestore/domain"
 	"github.com/profilestore/profilestore/eventstore"
 	"github.com/profilestore/profilestore/eventstore/integrity"
+	"github.com/profilestore/profilestore/projections"
 )
 
 // sealedApp opens a data directory whose app seals with the key at keyPath.
@@ -144,6 +147,114 @@ func TestVerifyExportAndReimport(t *testing.T) {
 	want1 := "BREAK changed at " + victim.Stream
 	if err == nil || !strings.Contains(out, want1) || !strings.Contains(out, "(position "+victim.Position+")") || strings.Count(out, "BREAK") != 1 {
 		t.Fatalf("verify a tampered export: %v\n%s\nwant one break: %s ... position %s", err, out, want1, victim.Position)
+	}
+}
+
+// TestReimportWithOtherPositionsVerifiesIdentically: when the new store's
+// positions differ from the export's (here an export that leaves out the
+// log's first event, an appservice ledger entry; EventStoreDB and the
+// embedded store differ the same way), the import keeps every hide's bytes,
+// so the re-imported log verifies with the same seals and roots and no
+// break, and the hidden entry is still the one hidden. An export of that
+// store, re-imported in turn, needs no further record.
+func TestReimportWithOtherPositionsVerifiesIdentically(t *testing.T) {
+	ctx := context.Background()
+	keyPath, pub := keygen(t)
+	src := t.TempDir()
+	a := sealedApp(t, src, keyPath)
+	ledger, err := a.Store.Append(ctx, "astxn-test", eventstore.NoStream, []eventstore.EventData{{ID: uuid.New(), Type: "appservice.txn", Data: []byte(`{"v":1}`)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	seed(t, a) // a hide of bob's first name among them, written before chaining
+	if _, err := a.seals.SealNow(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// A chained hide, after the genesis seal.
+	var daveOld eventstore.Position
+	for _, name := range []string{"Dave Old", "Dave New"} {
+		v, _ := json.Marshal(name)
+		res, err := a.Profiles.SetField(ctx, domain.SetField{User: "@dave:example.com", Actor: domain.ServerActor, Key: "displayname", Value: v,
+			Meta: domain.Metadata{OccurredAt: time.Now()}}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if daveOld.IsStart() {
+			daveOld = res.Position
+		}
+	}
+	if err := a.RebuildViews(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Profiles.HideEntry(ctx, domain.HideEntry{User: "@dave:example.com", Entry: daveOld, Actor: domain.ServerActor,
+		Meta: domain.Metadata{OccurredAt: time.Now()}}, a.RoomView); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.seals.SealNow(ctx); err != nil {
+		t.Fatal(err)
+	}
+	want, err := integrity.VerifyStore(ctx, a.Store, a.checker.Keys(), 0, nil, nil)
+	if err != nil || !want.OK() || want.LastSeal == nil {
+		t.Fatalf("source: %+v %v", want, err)
+	}
+	if err := a.RebuildViews(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	wantNames := map[domain.UserID][]projections.NameUse{}
+	for _, u := range []domain.UserID{"@bob:example.com", "@dave:example.com"} {
+		wantNames[u] = a.Names.UserNames(u, nil)
+		if n := wantNames[u]; len(n) != 2 || !n[0].Hidden || n[1].Hidden {
+			t.Fatalf("the source's names of %s are not what the test needs: %+v", u, n)
+		}
+	}
+	var export bytes.Buffer
+	if _, err := exportLog(ctx, a.Store, exportBounds{From: ledger.Position}, &export, nil); err != nil {
+		t.Fatal(err)
+	}
+	a.close()
+
+	reimport := func(export []byte) (string, integrity.Report, []eventstore.RecordedEvent) {
+		t.Helper()
+		dst := t.TempDir()
+		if _, err := run(t, ctx, "import", "--data-dir", dst, "--keyring", filepath.Join(src, "keys.db"), writeTemp(t, export)); err != nil {
+			t.Fatal(err)
+		}
+		b := testApp(t, dst)
+		defer b.close()
+		got, err := integrity.VerifyStore(ctx, b.Store, a.checker.Keys(), 0, nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !got.OK() || got.Seals != want.Seals || got.LastSeal == nil || got.LastSeal.Seal.Root != want.LastSeal.Seal.Root ||
+			got.LastSeal.EventHash != want.LastSeal.EventHash {
+			t.Fatalf("the re-imported log verifies differently:\n got %+v\nwant %+v", got, want)
+		}
+		for _, u := range []domain.UserID{"@bob:example.com", "@dave:example.com"} {
+			if names := b.Names.UserNames(u, nil); len(names) != 2 || names[0].Name != wantNames[u][0].Name || !names[0].Hidden || names[1].Hidden {
+				t.Fatalf("after the import, %s's names are %+v, want %+v", u, names, wantNames[u])
+			}
+		}
+		moved, err := b.Store.ReadStream(ctx, domain.MovedHidesStream, 0, eventstore.Forwards, 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var again bytes.Buffer
+		if _, err := exportLog(ctx, b.Store, exportBounds{}, &again, nil); err != nil {
+			t.Fatal(err)
+		}
+		out, err := run(t, ctx, "verify", "--export", writeTemp(t, again.Bytes()), "--public-key", pub)
+		if err != nil || !strings.Contains(out, "0 breaks") {
+			t.Fatalf("verify the imported store's export: %q %v", out, err)
+		}
+		return again.String(), got, moved
+	}
+	again, got, moved := reimport(export.Bytes())
+	if len(moved) != 1 || got.Events != want.Events-1+1 {
+		t.Fatalf("%d log.hides_moved events and %d events, want 1 and %d (the ledger entry left out, the record added)", len(moved), got.Events, want.Events)
+	}
+	_, got2, moved2 := reimport([]byte(again))
+	if len(moved2) != 1 || got2.Events != got.Events {
+		t.Fatalf("the second import: %d log.hides_moved events and %d events, want 1 and %d", len(moved2), got2.Events, got.Events)
 	}
 }
 

@@ -70,6 +70,7 @@ func TestServeTokenRebuildExport(t *testing.T) {
 	if err != nil || resp.StatusCode != 200 {
 		t.Fatalf("PUT: %v %v", resp, err)
 	}
+	putAt := resp.Header.Get("X-Profilestore-Position")
 	// The view caches and the view store's size are in /metrics.
 	if resp, err := http.Get(base + "/_matrix/client/v3/profile/@alice:example.com"); err != nil || resp.StatusCode != 200 {
 		t.Fatalf("GET profile: %v %v", resp, err)
@@ -94,8 +95,8 @@ func TestServeTokenRebuildExport(t *testing.T) {
 		t.Error("no view store after a clean stop")
 	}
 	out, err := run(t, context.Background(), "rebuild", "--data-dir", dir)
-	if err != nil || !strings.Contains(out, "(1 profiles)") {
-		t.Fatalf("rebuild: %q %v", out, err)
+	if err != nil || !strings.Contains(out, "(1 profiles)") || putAt == "" || !strings.Contains(out, "to position "+putAt+" ") {
+		t.Fatalf("rebuild: %q %v (the PUT was at %q)", out, err, putAt)
 	}
 	out, err = run(t, context.Background(), "export", "--data-dir", dir)
 	if err != nil || strings.Count(out, "\n") != 1 || !strings.Contains(out, `"type":"profile.field_set"`) {

@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"fmt"
+	"os"
+	"runtime/pprof"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -10,6 +12,7 @@ import (
 
 func rebuildCommand(load loader) *cobra.Command {
 	var allowUnreadable bool
+	var cpuProfile string
 	cmd := &cobra.Command{
 		Use:   "rebuild",
 		Short: "Rebuild every view from the event log into a fresh view store and swap it in (stop the server first)",
@@ -39,15 +42,32 @@ func rebuildCommand(load loader) *cobra.Command {
 				}
 				fmt.Fprintf(cmd.ErrOrStderr(), "rebuilding with --allow-unreadable: %s\n", bad)
 			}
+			if cpuProfile != "" {
+				f, err := os.Create(cpuProfile)
+				if err != nil {
+					return fmt.Errorf("rebuild: the CPU profile: %w", err)
+				}
+				defer f.Close()
+				if err := pprof.StartCPUProfile(f); err != nil {
+					return fmt.Errorf("rebuild: the CPU profile: %w", err)
+				}
+				defer pprof.StopCPUProfile()
+			}
 			start := time.Now()
 			if err := a.RebuildViews(ctx, progressReporter("rebuilding the views")); err != nil {
 				return err
 			}
+			took := time.Since(start)
+			cp, err := a.ViewStore().Checkpoint()
+			if err != nil {
+				return err
+			}
 			fmt.Fprintf(cmd.OutOrStdout(), "rebuilt projections to position %s in %s (%d profiles)\n",
-				a.Runner.Checkpoint(), time.Since(start).Round(time.Millisecond), a.ProfileView.Len())
+				cp, took.Round(time.Millisecond), a.ProfileView.Len())
 			return nil
 		},
 	}
 	cmd.Flags().BoolVar(&allowUnreadable, "allow-unreadable", false, "rebuild although sealed values cannot be opened (they read as erased)")
+	cmd.Flags().StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the rebuild to this file (for `go tool pprof`)")
 	return cmd
 }

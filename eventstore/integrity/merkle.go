@@ -2,10 +2,14 @@ package integrity
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"runtime"
+	"slices"
 	"sort"
+	"strings"
 	"sync"
 
 	"github.com/transparency-dev/merkle/compact"
@@ -22,7 +26,10 @@ type Head struct {
 
 // leafData is lp(stream) ‖ u64(revision) ‖ hash, the bytes of a leaf.
 func (h Head) leafData() []byte {
-	b := make([]byte, 0, 8+len(h.Stream)+8+len(h.Hash))
+	return h.appendLeafData(make([]byte, 0, 8+len(h.Stream)+8+len(h.Hash)))
+}
+
+func (h Head) appendLeafData(b []byte) []byte {
 	b = binary.BigEndian.AppendUint64(b, uint64(len(h.Stream)))
 	b = append(b, h.Stream...)
 	b = binary.BigEndian.AppendUint64(b, h.Revision)
@@ -32,9 +39,69 @@ func (h Head) leafData() []byte {
 // LeafHash is the RFC 6962 leaf hash of a head: SHA-256(0x00 ‖ leaf data).
 func (h Head) LeafHash() []byte { return rfc6962.DefaultHasher.HashLeaf(h.leafData()) }
 
-// SortHeads orders heads as their seal's tree does: by stream name, bytewise.
+// SortHeads orders heads as their seal's tree does: by stream name,
+// bytewise. A large window (the genesis seal of a big existing log) is
+// sorted in chunks on every core and merged: verify's check of such a seal
+// is otherwise one core's sort of every stream name after the walk.
 func SortHeads(heads []Head) {
-	sort.Slice(heads, func(i, j int) bool { return heads[i].Stream < heads[j].Stream })
+	workers := runtime.GOMAXPROCS(0)
+	if len(heads) < 8192 || workers == 1 {
+		slices.SortFunc(heads, compareHeads)
+		return
+	}
+	chunk := (len(heads) + workers - 1) / workers
+	var wg sync.WaitGroup
+	var runs [][]Head
+	for lo := 0; lo < len(heads); lo += chunk {
+		run := heads[lo:min(lo+chunk, len(heads))]
+		runs = append(runs, run)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			slices.SortFunc(run, compareHeads)
+		}()
+	}
+	wg.Wait()
+	// Merge the sorted runs pairwise into a copy, then back.
+	buf := make([]Head, len(heads))
+	src, dst := heads, buf
+	for len(runs) > 1 {
+		var merged [][]Head
+		off := 0
+		for i := 0; i < len(runs); i += 2 {
+			if i+1 == len(runs) {
+				n := copy(dst[off:], runs[i])
+				merged = append(merged, dst[off:off+n])
+				off += n
+				continue
+			}
+			n := mergeHeads(dst[off:], runs[i], runs[i+1])
+			merged = append(merged, dst[off:off+n])
+			off += n
+		}
+		runs = merged
+		src, dst = dst, src
+	}
+	if &src[0] != &heads[0] {
+		copy(heads, src)
+	}
+}
+
+func compareHeads(a, b Head) int { return strings.Compare(a.Stream, b.Stream) }
+
+// mergeHeads merges two sorted runs into dst and returns how many it wrote.
+func mergeHeads(dst, a, b []Head) int {
+	n := 0
+	for len(a) > 0 && len(b) > 0 {
+		if b[0].Stream < a[0].Stream {
+			dst[n], b = b[0], b[1:]
+		} else {
+			dst[n], a = a[0], a[1:]
+		}
+		n++
+	}
+	n += copy(dst[n:], a)
+	return n + copy(dst[n:], b)
 }
 
 // Root is the RFC 6962 root over heads, which must be sorted (SortHeads),
@@ -51,27 +118,47 @@ func Root(heads []Head) (Hash, error) {
 			return root, fmt.Errorf("integrity: heads not sorted or repeated at %q", heads[i].Stream)
 		}
 	}
-	leaves := make([][]byte, len(heads))
+	// Each core hashes the leaves of one run of heads into a compact range;
+	// adjacent ranges then merge into the whole tree's.
 	workers := runtime.GOMAXPROCS(0)
 	if len(heads) < 1024 {
 		workers = 1
 	}
-	var wg sync.WaitGroup
+	rf := compact.RangeFactory{Hash: hashChildren}
 	chunk := (len(heads) + workers - 1) / workers
+	var ranges []*compact.Range
+	var errs []error
+	var wg sync.WaitGroup
 	for lo := 0; lo < len(heads); lo += chunk {
+		i := len(ranges)
+		ranges = append(ranges, nil)
+		errs = append(errs, nil)
 		wg.Add(1)
 		go func(lo, hi int) {
 			defer wg.Done()
-			for i := lo; i < hi; i++ {
-				leaves[i] = heads[i].LeafHash()
+			r := rf.NewEmptyRange(uint64(lo))
+			// One array for the run's leaf hashes; the range keeps some.
+			sums := make([]byte, sha256.Size*(hi-lo))
+			var buf []byte
+			for i, h := range heads[lo:hi] {
+				buf = h.appendLeafData(append(buf[:0], rfc6962.RFC6962LeafHashPrefix))
+				sum := sums[i*sha256.Size : (i+1)*sha256.Size : (i+1)*sha256.Size]
+				*(*[sha256.Size]byte)(sum) = sha256.Sum256(buf)
+				if err := r.Append(sum, nil); err != nil {
+					errs[i] = err
+					return
+				}
 			}
+			ranges[i] = r
 		}(lo, min(lo+chunk, len(heads)))
 	}
 	wg.Wait()
-	rf := compact.RangeFactory{Hash: rfc6962.DefaultHasher.HashChildren}
-	r := rf.NewEmptyRange(0)
-	for _, lh := range leaves {
-		if err := r.Append(lh, nil); err != nil {
+	if err := errors.Join(errs...); err != nil {
+		return root, err
+	}
+	r := ranges[0]
+	for _, next := range ranges[1:] {
+		if err := r.AppendRange(next, nil); err != nil {
 			return root, err
 		}
 	}
@@ -81,6 +168,21 @@ func Root(heads []Head) (Hash, error) {
 	}
 	copy(root[:], h)
 	return root, nil
+}
+
+// hashChildren is RFC 6962's node hash, SHA-256(0x01 ‖ left ‖ right), as
+// rfc6962.DefaultHasher computes it but in one call on a stack buffer: a
+// genesis seal's root hashes as many nodes as the log has streams.
+func hashChildren(l, r []byte) []byte {
+	if len(l) != sha256.Size || len(r) != sha256.Size {
+		return rfc6962.DefaultHasher.HashChildren(l, r)
+	}
+	var b [1 + 2*sha256.Size]byte
+	b[0] = rfc6962.RFC6962NodeHashPrefix
+	copy(b[1:], l)
+	copy(b[1+sha256.Size:], r)
+	sum := sha256.Sum256(b[:])
+	return sum[:]
 }
 
 // Tree is the RFC 6962 Merkle tree over a seal's sorted heads.

@@ -2,6 +2,7 @@ package integrity_test
 
 import (
 	"fmt"
+	"runtime"
 	"testing"
 
 	"github.com/profilestore/profilestore/eventstore/integrity"
@@ -37,5 +38,29 @@ func TestRootIsTheTreesRoot(t *testing.T) {
 	}
 	if _, err := integrity.Root([]integrity.Head{{Stream: "b"}, {Stream: "a"}}); err == nil {
 		t.Fatal("unsorted heads accepted")
+	}
+}
+
+// TestSortHeadsInRuns: a window large enough to be sorted in runs on
+// several cores comes out in stream order with every head kept, for an
+// odd and an even number of runs.
+func TestSortHeadsInRuns(t *testing.T) {
+	for _, procs := range []int{1, 2, 3} {
+		t.Run(fmt.Sprintf("procs=%d", procs), func(t *testing.T) {
+			defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(procs))
+			const n = 20_001
+			heads := make([]integrity.Head, n)
+			for i := range heads {
+				// A fixed permutation of 0..n-1 (7919 is prime to n).
+				j := (i * 7919) % n
+				heads[i] = integrity.Head{Stream: fmt.Sprintf("profile-@%06d:x", j), Revision: uint64(j)}
+			}
+			integrity.SortHeads(heads)
+			for i, h := range heads {
+				if want := fmt.Sprintf("profile-@%06d:x", i); h.Stream != want || h.Revision != uint64(i) {
+					t.Fatalf("head %d is %s revision %d, want %s revision %d", i, h.Stream, h.Revision, want, i)
+				}
+			}
+		})
 	}
 }

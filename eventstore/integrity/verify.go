@@ -81,6 +81,55 @@ type streamState struct {
 	hash     Hash
 	// chained: the last event carried its own hash.
 	chained bool
+	// win is 1 + the index (counted from the start of the walk) of the
+	// stream's last event in the window list, 0 if none: so the next event
+	// of the stream marks that one as no longer the stream's head.
+	win uint64
+}
+
+// windowChunk is how many window events one block of the window list
+// holds: the list grows by blocks, never by copying what it holds (a
+// genesis seal's window is the whole log).
+const windowChunk = 4096
+
+// windowList is the current seal window's covered events, in log order, in
+// blocks of windowChunk.
+type windowList struct {
+	blocks [][]windowEvent
+	n      int
+}
+
+func (w *windowList) len() int { return w.n }
+
+func (w *windowList) at(i int) *windowEvent { return &w.blocks[i/windowChunk][i%windowChunk] }
+
+func (w *windowList) push(e windowEvent) {
+	if w.n%windowChunk == 0 && w.n/windowChunk == len(w.blocks) {
+		w.blocks = append(w.blocks, make([]windowEvent, windowChunk))
+	}
+	*w.at(w.n) = e
+	w.n++
+}
+
+// dropFirst removes the first k events, moving the rest to the front and
+// keeping the first block for reuse.
+func (w *windowList) dropFirst(k int) {
+	for i := k; i < w.n; i++ {
+		*w.at(i - k) = *w.at(i)
+	}
+	w.n -= k
+	keep := min(len(w.blocks), max(1, (w.n+windowChunk-1)/windowChunk))
+	clear(w.blocks[keep:])
+	w.blocks = w.blocks[:keep]
+}
+
+// windowEvent is a covered event of the current seal window.
+type windowEvent struct {
+	Head
+	// next is 1 + the index of the stream's next event in the window list,
+	// 0 while this is the stream's last: a seal's heads are the events of
+	// its window whose next event is not in that window.
+	next uint64
 }
 
 // Verifier checks a log fed to it in log order (Add), event by event, and
@@ -89,7 +138,10 @@ type streamState struct {
 type Verifier struct {
 	keys    []ed25519.PublicKey
 	streams map[string]streamState
-	window  []Head // the covered events of the current seal window, in log order
+	// window: the covered events of the current seal window, in log order;
+	// windowBase is the index of window[0] counted from the walk's start.
+	window     windowList
+	windowBase uint64
 	// Predecessor, if set, is asked for the event before the first one
 	// seen of a stream whose first seen revision is not 0 (verify --since).
 	predecessor func(stream string, revision uint64) (eventstore.RecordedEvent, bool, error)
@@ -125,10 +177,12 @@ func (v *Verifier) fail(kind BreakKind, rec *eventstore.RecordedEvent, format st
 // hash from its own bytes. Prepare runs on many events at once (VerifyStore
 // hashes a batch on every core); Add then checks them in log order.
 type Prepared struct {
-	hash  Hash
-	link  Link
-	err   error
-	ready bool // hash is final (a chained or malformed event)
+	hash Hash
+	// prev and stored are the event's prev_hash and event_hash, if chained.
+	prev, stored Hash
+	err          error
+	chained      bool
+	ready        bool // hash is final (a chained or malformed event)
 }
 
 // Prepare hashes a chained event from its bytes; an unchained event's hash
@@ -145,11 +199,12 @@ func (e *eventHasher) prepare(rec *eventstore.RecordedEvent) Prepared {
 	l, prefix, err := readLink(rec.Metadata)
 	switch {
 	case err != nil:
-		return Prepared{link: l, err: err}
+		return Prepared{err: err}
 	case l.Chained:
-		return Prepared{hash: e.sum(l.Prev, rec.Stream, rec.Revision, rec.ID, rec.Type, rec.Data, prefix, closingBrace), link: l, ready: true}
+		return Prepared{hash: e.sum(l.Prev, rec.Stream, rec.Revision, rec.ID, rec.Type, rec.Data, prefix, closingBrace),
+			prev: l.Prev, stored: l.Hash, chained: true, ready: true}
 	}
-	return Prepared{link: l}
+	return Prepared{}
 }
 
 // notes collects what is wrong with one event: the first kind and every
@@ -200,7 +255,8 @@ func (v *Verifier) AddPrepared(rec *eventstore.RecordedEvent, p Prepared) error 
 	if st != nil {
 		prev = st.hash
 	}
-	hash, link, err := p.hash, p.link, p.err
+	hash, err := p.hash, p.err
+	link := Link{Chained: p.chained, Prev: p.prev, Hash: p.stored}
 	if !p.ready {
 		hash = v.hasher.sum(prev, rec.Stream, rec.Revision, rec.ID, rec.Type, rec.Data, rec.Metadata, nil)
 	}
@@ -239,8 +295,12 @@ func (v *Verifier) AddPrepared(rec *eventstore.RecordedEvent, p Prepared) error 
 	// swapped) leaves the stream's state where it was, so the events after
 	// it are checked against the right predecessor.
 	if n.kind != Reordered {
-		v.streams[rec.Stream] = streamState{revision: rec.Revision, hash: hash, chained: link.Chained}
-		v.window = append(v.window, Head{Stream: rec.Stream, Revision: rec.Revision, Hash: hash})
+		idx := v.windowBase + uint64(v.window.len())
+		if st != nil && st.win > v.windowBase {
+			v.window.at(int(st.win - 1 - v.windowBase)).next = idx + 1
+		}
+		v.streams[rec.Stream] = streamState{revision: rec.Revision, hash: hash, chained: link.Chained, win: idx + 1}
+		v.window.push(windowEvent{Head: Head{Stream: rec.Stream, Revision: rec.Revision, Hash: hash}})
 	}
 
 	if rec.Stream == SealStream && rec.Type == SealType {
@@ -289,8 +349,8 @@ func (v *Verifier) checkSeal(rec *eventstore.RecordedEvent, eventHash Hash, n *n
 	// Split the window at the seal's through event; what follows it (and
 	// this seal event) belongs to the next window.
 	end := -1
-	for i := len(v.window) - 1; i >= 0; i-- {
-		if v.window[i].Stream == s.Through.Stream && v.window[i].Revision == s.Through.Revision {
+	for i := v.window.len() - 1; i >= 0; i-- {
+		if e := v.window.at(i); e.Stream == s.Through.Stream && e.Revision == s.Through.Revision {
 			end = i
 			break
 		}
@@ -300,7 +360,7 @@ func (v *Verifier) checkSeal(rec *eventstore.RecordedEvent, eventHash Hash, n *n
 			n.note(BadRoot, "the seal's last event (%s revision %d) is not in its window", s.Through.Stream, s.Through.Revision)
 			good = false
 		} else {
-			heads := windowHeads(v.window[:end+1])
+			heads := v.windowHeads(end)
 			root, err := Root(heads)
 			switch {
 			case err != nil:
@@ -315,7 +375,8 @@ func (v *Verifier) checkSeal(rec *eventstore.RecordedEvent, eventHash Hash, n *n
 	// The walk of a trusted seal starts after its last event: all it has
 	// seen belongs to the next window.
 	if end >= 0 && !trusted {
-		v.window = append(v.window[:0], v.window[end+1:]...)
+		v.window.dropFirst(end + 1)
+		v.windowBase += uint64(end + 1)
 	}
 	v.genesisSeen = true
 	// Follow the seal chain from every seal, good or not, so one bad seal
@@ -326,15 +387,15 @@ func (v *Verifier) checkSeal(rec *eventstore.RecordedEvent, eventHash Hash, n *n
 	}
 }
 
-// windowHeads returns the last event of each stream in a window, sorted.
-func windowHeads(window []Head) []Head {
-	last := make(map[string]int, len(window))
-	for i, h := range window {
-		last[h.Stream] = i
-	}
-	heads := make([]Head, 0, len(last))
-	for _, i := range last {
-		heads = append(heads, window[i])
+// windowHeads returns the last event of each stream in window[:end+1],
+// sorted: those whose stream's next event is later or not yet seen.
+func (v *Verifier) windowHeads(end int) []Head {
+	last := v.windowBase + uint64(end) + 1 // 1 + the index of window[end]
+	heads := make([]Head, 0, end+1)
+	for i := 0; i <= end; i++ {
+		if e := v.window.at(i); e.next == 0 || e.next > last {
+			heads = append(heads, e.Head)
+		}
 	}
 	SortHeads(heads)
 	return heads
@@ -343,8 +404,8 @@ func windowHeads(window []Head) []Head {
 // Finish ends the walk and returns the report. A log that ends before the
 // witness's seal (SetWitness) is reported as truncated.
 func (v *Verifier) Finish() Report {
-	for _, h := range v.window {
-		if h.Stream != SealStream {
+	for i := 0; i < v.window.len(); i++ {
+		if v.window.at(i).Stream != SealStream {
 			v.report.Unsealed++
 		}
 	}
@@ -393,6 +454,10 @@ func VerifyStore(ctx context.Context, store eventstore.Store, keys []ed25519.Pub
 		return Report{}, err
 	}
 	total := head.Commit - min(after.Commit, head.Commit)
+	// Size the stream table for the log up front (bounded: a log of many
+	// events per stream needs far fewer entries): growing it entry by entry
+	// re-hashes every stream seen so far at each step.
+	v.streams = make(map[string]streamState, min(total, streamTableHint))
 	// Read the next page while this one is hashed, and hash a page on every
 	// core: the checks in log order that follow are cheap.
 	ctx, cancel := context.WithCancel(ctx)
@@ -427,6 +492,9 @@ func VerifyStore(ctx context.Context, store eventstore.Store, keys []ed25519.Pub
 		err      error
 	}
 	ready := make(chan preparedPage, 1)
+	// Prepared pages come back for reuse once checked: at most three are
+	// in use (being hashed, waiting, being checked).
+	free := make(chan []Prepared, 3)
 	go func() {
 		defer close(ready)
 		workers := runtime.GOMAXPROCS(0)
@@ -437,7 +505,15 @@ func VerifyStore(ctx context.Context, store eventstore.Store, keys []ed25519.Pub
 				return
 			}
 			recs := pg.recs
-			prepared := make([]Prepared, len(recs))
+			var prepared []Prepared
+			select {
+			case prepared = <-free:
+			default:
+			}
+			if cap(prepared) < len(recs) {
+				prepared = make([]Prepared, len(recs))
+			}
+			prepared = prepared[:len(recs)]
 			var wg sync.WaitGroup
 			chunk := (len(recs) + workers - 1) / workers
 			for w := 0; w < workers; w++ {
@@ -471,6 +547,10 @@ func VerifyStore(ctx context.Context, store eventstore.Store, keys []ed25519.Pub
 				return Report{}, err
 			}
 		}
+		select {
+		case free <- pg.prepared:
+		default:
+		}
 		done += uint64(len(pg.recs))
 		if progress != nil {
 			progress(min(done, total), total)
@@ -481,6 +561,9 @@ func VerifyStore(ctx context.Context, store eventstore.Store, keys []ed25519.Pub
 	}
 	return v.Finish(), nil
 }
+
+// streamTableHint bounds the stream table's initial size: about 10 MiB.
+const streamTableHint = 1 << 17
 
 var errNotFound = errors.New("integrity: event not found")
 

@@ -115,7 +115,8 @@ func (t *boltTxn) Scan(lower, upper []byte, reverse bool, fn func(k, v []byte) b
 
 func (t *boltTxn) Set(key, value []byte) error {
 	t.n++
-	return t.tx.Bucket(boltBucket).Put(key, value)
+	// bbolt keeps the slices until the commit; the seam lets callers reuse them.
+	return t.tx.Bucket(boltBucket).Put(bytes.Clone(key), bytes.Clone(value))
 }
 
 func (t *boltTxn) Delete(key []byte) error {

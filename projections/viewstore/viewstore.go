@@ -28,6 +28,7 @@ type Reader interface {
 // goroutine at a time.
 type Txn interface {
 	Reader
+	// Set, Delete and Add copy their arguments: callers may reuse them.
 	Set(key, value []byte) error
 	Delete(key []byte) error
 	// Add adds a counter value (see Counter) to the one at key, without

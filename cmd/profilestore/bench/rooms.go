@@ -77,9 +77,10 @@ func (b *bench) runRooms(ctx context.Context, a *App, srv *pshttp.Server, rb roo
 		figs = append(figs, f)
 	}
 	fmt.Fprintf(&s, "\n### A global display-name change, 1 room vs %d rooms (HTTP, durable, acknowledged after the local views applied it)\n\n", rb.rooms)
+	s.WriteString("Every tenth rename is a check, left out of the acknowledgement figures: the time until the first, a middle and the last room show the new name (one commit publishes them all), then every room is read to confirm it. The time to settle is that of the other renames.\n\n")
 	s.WriteString("| rooms | renames | ack p50 | ack p99 | ack → all rooms' views show it (worst) | ack → every deferred view applied it (worst) |\n|---:|---:|---:|---:|---:|---:|\n")
 	for _, f := range figs {
-		fmt.Fprintf(&s, "| %d | %d | %s | %s | %s (all %d room views read) | %s |\n", f.rooms, rb.renames, fmtDur(f.p50), fmtDur(f.p99), fmtDur(f.visibleMax), f.visibleChecks, fmtDur(f.settledMax))
+		fmt.Fprintf(&s, "| %d | %d | %s | %s | %s (then all %d rooms checked) | %s |\n", f.rooms, rb.renames, fmtDur(f.p50), fmtDur(f.p99), fmtDur(f.visibleMax), f.visibleChecks, fmtDur(f.settledMax))
 	}
 	if figs[0].p50 > 0 {
 		fmt.Fprintf(&s, "\nRatio of acknowledgement latency, %d rooms / 1 room: p50 %.2fx, p99 %.2fx.\n", rb.rooms,
@@ -151,14 +152,24 @@ func (b *bench) measureRenames(ctx context.Context, a *App, client *http.Client,
 		if err != nil {
 			return f, err
 		}
+		shows := func(r int) (bool, error) {
+			ms, _, err := a.RoomViews.Members(benchRoom(prefix, r), nil, projections.Viewer{Admin: true})
+			return err == nil && len(ms) == 1 && ms[0].DisplayName != nil && *ms[0].DisplayName == name, err
+		}
 		if check {
-			for r := 0; r < rooms; r++ {
+			// Every room's value follows from the user's state, which one
+			// commit of the deferred stage publishes: the rooms show the
+			// new name together. The time to visible is that of the first,
+			// a middle and the last room all showing it (reading 10,000
+			// rooms one after another would time the reads); every room is
+			// then checked.
+			for _, r := range []int{0, rooms / 2, rooms - 1} {
 				for {
-					ms, _, err := a.RoomViews.Members(benchRoom(prefix, r), nil, projections.Viewer{Admin: true})
+					ok, err := shows(r)
 					if err != nil {
 						return f, err
 					}
-					if len(ms) == 1 && ms[0].DisplayName != nil && *ms[0].DisplayName == name {
+					if ok {
 						break
 					}
 					if time.Since(acked) > 10*time.Second {
@@ -168,6 +179,11 @@ func (b *bench) measureRenames(ctx context.Context, a *App, client *http.Client,
 				}
 			}
 			f.visibleMax = max(f.visibleMax, time.Since(acked))
+			for r := 0; r < rooms; r++ {
+				if ok, err := shows(r); err != nil || !ok {
+					return f, fmt.Errorf("room %d of %d does not show %q once rooms 0, %d and %d do (%v)", r, rooms, name, rooms/2, rooms-1, err)
+				}
+			}
 		} else {
 			lat = append(lat, acked.Sub(t0))
 		}
@@ -177,7 +193,9 @@ func (b *bench) measureRenames(ctx context.Context, a *App, client *http.Client,
 		if err := a.Runner.WaitFor(ctx, pos); err != nil {
 			return f, err
 		}
-		f.settledMax = max(f.settledMax, time.Since(acked))
+		if !check { // a check's reads would count in the time to settle
+			f.settledMax = max(f.settledMax, time.Since(acked))
+		}
 	}
 	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
 	f.p50, f.p99 = lat[len(lat)/2], lat[min(len(lat)-1, len(lat)*99/100)]
