@@ -96,7 +96,7 @@ func writeRateLimited(w http.ResponseWriter, retryAfterMs int64) {
 }
 
 func requestLogger(r *http.Request, base logrus.FieldLogger) logrus.FieldLogger {
-	if info, ok := r.Context().Value(loggerKey{}).(*requestInfo); ok {
+	if info, ok := r.Context().Value(requestInfoKey{}).(*requestInfo); ok {
 		return info.logger()
 	}
 	return base

@@ -120,7 +120,7 @@ type Server struct {
 	csrfKey []byte
 }
 
-type loggerKey struct{}
+type requestInfoKey struct{}
 type identityKey struct{}
 
 // NewServer builds the routes; Open starts listening.
@@ -313,7 +313,7 @@ func (s *Server) middleware(next http.Handler) http.Handler {
 		h[hdrRequestID] = []string{reqID}
 		info := &requestInfo{base: s.log, id: reqID, method: r.Method, route: "unmatched"}
 		rec := &statusRecorder{ResponseWriter: w}
-		r = r.WithContext(context.WithValue(r.Context(), loggerKey{}, info))
+		r = r.WithContext(context.WithValue(r.Context(), requestInfoKey{}, info))
 		err := checkQuery(r)
 		if err == nil {
 			err = checkHeaders(r)
@@ -371,11 +371,15 @@ var (
 	corsExposeHeaders = []string{"ETag, X-Profilestore-Position, Retry-After"}
 )
 
-// requestInfo is what the request's log lines carry. The logger is built
-// only when something logs: most requests never do.
+// requestInfo is what the request's log lines carry, and who made it once
+// authed has authenticated it. The logger is built only when something
+// logs: most requests never do.
 type requestInfo struct {
 	base              logrus.FieldLogger
 	id, method, route string
+	// identity is who authed authenticated, when authenticated is true.
+	identity      Identity
+	authenticated bool
 }
 
 func (i *requestInfo) logger() logrus.FieldLogger {
@@ -386,7 +390,7 @@ func (i *requestInfo) logger() logrus.FieldLogger {
 // matched a route, and gives the request's info the route's template.
 func routeTemplate(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if info, ok := r.Context().Value(loggerKey{}).(*requestInfo); ok {
+		if info, ok := r.Context().Value(requestInfoKey{}).(*requestInfo); ok {
 			if route := mux.CurrentRoute(r); route != nil {
 				if t, err := route.GetPathTemplate(); err == nil {
 					info.route = t
@@ -414,6 +418,13 @@ func (s *Server) authed(next http.HandlerFunc) http.HandlerFunc {
 		id, err := s.authenticate(r)
 		if err != nil {
 			s.writeError(w, r, err)
+			return
+		}
+		if info, ok := r.Context().Value(requestInfoKey{}).(*requestInfo); ok {
+			// The request's info is in the context already: no new
+			// context and request for the identity.
+			info.identity, info.authenticated = id, true
+			next(w, r)
 			return
 		}
 		next(w, r.WithContext(context.WithValue(r.Context(), identityKey{}, id)))
@@ -445,6 +456,9 @@ func (s *Server) authenticate(r *http.Request) (Identity, error) {
 
 // identity returns the authenticated identity, if any.
 func identity(r *http.Request) (Identity, bool) {
+	if info, ok := r.Context().Value(requestInfoKey{}).(*requestInfo); ok && info.authenticated {
+		return info.identity, true
+	}
 	id, ok := r.Context().Value(identityKey{}).(Identity)
 	return id, ok
 }

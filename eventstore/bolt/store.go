@@ -232,7 +232,10 @@ func validate(stream string, events []eventstore.EventData) error {
 	case len(stream) > maxStreamLen:
 		return fmt.Errorf("%w: stream name of %d bytes, at most %d", eventstore.ErrInvalidAppend, len(stream), maxStreamLen)
 	}
-	seen := make(map[uuid.UUID]struct{}, len(events))
+	var seen map[uuid.UUID]struct{} // most appends are one event: no map
+	if len(events) > 1 {
+		seen = make(map[uuid.UUID]struct{}, len(events))
+	}
 	for i, e := range events {
 		switch {
 		case e.ID == uuid.Nil:
@@ -249,7 +252,9 @@ func validate(stream string, events []eventstore.EventData) error {
 		if _, dup := seen[e.ID]; dup {
 			return fmt.Errorf("%w: event id %s appears twice", eventstore.ErrInvalidAppend, e.ID)
 		}
-		seen[e.ID] = struct{}{}
+		if seen != nil {
+			seen[e.ID] = struct{}{}
+		}
 	}
 	return nil
 }
