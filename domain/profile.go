@@ -194,6 +194,17 @@ func (p Profile) CanonicalSize() int {
 // sorted, no insignificant white space, numbers as written, no HTML escaping.
 // It fails on anything that is not exactly one JSON value.
 func CanonicalJSON(raw []byte) (json.RawMessage, error) {
+	if s, ok := plainJSONString(raw); ok {
+		// Most values are strings (names, mxc URIs) that are canonical
+		// already: the general path would decode and re-encode them to the
+		// same bytes.
+		return s, nil
+	}
+	return canonicalJSON(raw)
+}
+
+// canonicalJSON is CanonicalJSON's general path: decode, then encode.
+func canonicalJSON(raw []byte) (json.RawMessage, error) {
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.UseNumber()
 	var v any
@@ -210,6 +221,30 @@ func CanonicalJSON(raw []byte) (json.RawMessage, error) {
 		return nil, err
 	}
 	return bytes.TrimRight(buf.Bytes(), "\n"), nil
+}
+
+// plainJSONString returns raw without surrounding white space when it is a
+// JSON string that canonical encoding leaves as it is: valid UTF-8, no
+// escape, no control character, and neither U+2028 nor U+2029 (which
+// encoding/json always escapes).
+func plainJSONString(raw []byte) ([]byte, bool) {
+	s := bytes.Trim(raw, " \t\r\n") // JSON's white space, no other
+	if len(s) < 2 || s[0] != '"' || s[len(s)-1] != '"' {
+		return nil, false
+	}
+	body := s[1 : len(s)-1]
+	for i := 0; i < len(body); i++ {
+		switch c := body[i]; {
+		case c < 0x20 || c == '"' || c == '\\':
+			return nil, false
+		case c == 0xE2 && i+2 < len(body) && body[i+1] == 0x80 && (body[i+2] == 0xA8 || body[i+2] == 0xA9):
+			return nil, false
+		}
+	}
+	if !utf8.Valid(body) {
+		return nil, false
+	}
+	return s, true
 }
 
 // SetField is the command to set one key of a user's global profile.

@@ -323,30 +323,49 @@ func directoryWords(u domain.UserID, displayName string, listed bool) []string {
 	if !listed {
 		return nil
 	}
-	seen := map[string]bool{}
-	var out []string
+	name := strings.ToLower(displayName)
+	local := strings.ToLower(strings.TrimPrefix(string(u), "@"))
+	// Every rename computes this: collect, sort, drop repeats, with no map
+	// and no intermediate word lists.
+	out := make([]string, 0, 8)
 	add := func(w string) {
-		if w != "" && !seen[w] {
-			seen[w] = true
+		if w != "" {
 			out = append(out, w)
 		}
 	}
-	name := strings.ToLower(displayName)
-	local := strings.ToLower(strings.TrimPrefix(string(u), "@"))
 	add(name)
 	add(local)
-	for _, w := range splitWords(name) {
-		add(w)
-	}
-	for _, w := range splitWords(local) {
-		add(w)
-	}
+	eachWord(name, add)
+	eachWord(local, add)
 	sort.Strings(out)
+	return slices.Compact(out)
+}
+
+// splitWords returns the words of s: its runs of letters and digits.
+func splitWords(s string) []string {
+	var out []string
+	eachWord(s, func(w string) { out = append(out, w) })
 	return out
 }
 
-func splitWords(s string) []string {
-	return strings.FieldsFunc(s, func(r rune) bool { return !unicode.IsLetter(r) && !unicode.IsDigit(r) })
+// eachWord calls fn with each run of letters and digits of s, in order.
+func eachWord(s string, fn func(string)) {
+	start := -1
+	for i, r := range s {
+		if unicode.IsLetter(r) || unicode.IsDigit(r) {
+			if start < 0 {
+				start = i
+			}
+			continue
+		}
+		if start >= 0 {
+			fn(s[start:i])
+			start = -1
+		}
+	}
+	if start >= 0 {
+		fn(s[start:])
+	}
 }
 
 // DirectoryResult is one user found by Search.
