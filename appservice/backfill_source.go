@@ -263,8 +263,21 @@ func (s *ClientHistory) Messages(ctx context.Context, room domain.RoomID, reader
 	if from != "" {
 		q.Set("from", from)
 	}
-	return messagesPage(ctx, s.Client, "/_matrix/client/v3/rooms/"+url.PathEscape(string(room))+"/messages", q, from)
+	path := "/_matrix/client/v3/rooms/" + url.PathEscape(string(room)) + "/messages"
+	events, next, err := messagesPage(ctx, s.Client, path, q, from)
+	var he *HomeserverError
+	if from == "" && errors.As(err, &he) && he.Status == http.StatusBadRequest {
+		// Dendrite (v0.15.2) refuses dir=f without from ("malformed sync
+		// token": its token for the room's start prints as ""); its
+		// topology token before the first event is t0_0.
+		q.Set("from", dendriteStart)
+		return messagesPage(ctx, s.Client, path, q, dendriteStart)
+	}
+	return events, next, err
 }
+
+// dendriteStart is Dendrite's topology token before a room's first event.
+const dendriteStart = "t0_0"
 
 // messagesPage reads a /messages answer ({chunk, start, end}).
 func messagesPage(ctx context.Context, c *HomeserverClient, path string, q url.Values, from string) ([]HistoryEvent, string, error) {
@@ -285,18 +298,14 @@ func messagesPage(ctx context.Context, c *HomeserverClient, path string, q url.V
 	}
 	next := body.End
 	// The end of the timeline (or of what the reader may see): no end
-	// token, or one that does not move on, or Dendrite's empty topology
-	// token on an empty page. An empty page with another token is not the
-	// end (Synapse filters after fetching): paging goes on.
-	if next == from || (len(body.Chunk) == 0 && next == dendriteNoToken) {
+	// token (Dendrite sends "" after the last event), or one that does not
+	// move on. An empty page with another token is not the end (Synapse
+	// filters after fetching): paging goes on.
+	if next == from {
 		next = ""
 	}
 	return events, next, nil
 }
-
-// dendriteNoToken is the end token Dendrite (v0.15.2) gives the page after
-// the last one: its zero topology token.
-const dendriteNoToken = "t0_0"
 
 // SynapseAdminHistory reads history through Synapse's admin API with a
 // server admin's access token: every room the server knows (GET

@@ -22,9 +22,10 @@ import (
 
 // historyServer answers the client-server API calls a backfill makes, in
 // the shapes Dendrite v0.15.2 answers them (GET /joined_rooms; GET
-// /rooms/{roomId}/messages with dir=f, a filter, from and limit, an end
-// token on every page and an empty last page), as the appservice with
-// user_id=.
+// /rooms/{roomId}/messages with dir=f, a filter, from and limit: no page
+// without from, which Dendrite refuses, t0_0 for the start, an end token on
+// every page and an empty last page with an empty one), as the appservice
+// with user_id=.
 type historyServer struct {
 	*httptest.Server
 	t       *testing.T
@@ -115,7 +116,13 @@ func (hs *historyServer) messagesPage(w http.ResponseWriter, r *http.Request, ro
 	}
 	limit, _ := strconv.Atoi(q.Get("limit"))
 	from := 0
-	if f := q.Get("from"); f != "" {
+	switch f := q.Get("from"); f {
+	case "":
+		// Dendrite v0.15.2: its token for the start prints as "".
+		matrixError(w, 400, "M_INVALID_PARAM", "Invalid from parameter: malformed sync token")
+		return
+	case "t0_0": // the topology token before the first event
+	default:
 		from, _ = strconv.Atoi(strings.TrimPrefix(f, "t"))
 	}
 	var chunk []map[string]any
@@ -131,7 +138,7 @@ func (hs *historyServer) messagesPage(w http.ResponseWriter, r *http.Request, ro
 	}
 	end := "t" + strconv.Itoa(i)
 	if len(chunk) == 0 {
-		end = "t0_0" // Dendrite's empty topology token on the last page
+		end = "" // Dendrite's zero topology token after the last event
 	}
 	_ = json.NewEncoder(w).Encode(map[string]any{"chunk": chunk, "start": "t" + strconv.Itoa(from), "end": end})
 }
