@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"time"
 
 	"github.com/profilestore/profilestore/domain"
 )
@@ -16,8 +17,31 @@ type Backfill interface {
 	// Start starts a backfill in the background, reading the rooms of
 	// users besides the configured ones; started is false when one runs.
 	Start(users []domain.UserID) (started bool, err error)
-	// Status is the running or last backfill's state, as JSON.
-	Status() any
+	// Status is the running or last backfill's state.
+	Status() BackfillStatus
+}
+
+// BackfillStatus is GET /_profilestore/v1/backfill: the running or last
+// backfill of this server's lifetime.
+type BackfillStatus struct {
+	Running bool `json:"running"`
+	// Phase (survey or write), Rooms in it and Done, the Room being read,
+	// Events read and changes Recorded in the phase.
+	Phase    string        `json:"phase,omitempty"`
+	Rooms    int           `json:"rooms"`
+	Done     int           `json:"done"`
+	Room     domain.RoomID `json:"room,omitempty"`
+	Events   int64         `json:"events"`
+	Recorded int64         `json:"recorded"`
+	Started  *time.Time    `json:"started_at,omitempty"`
+	Finished *time.Time    `json:"finished_at,omitempty"`
+	// Error says why the last run stopped before the end.
+	Error string `json:"error,omitempty"`
+	// Report is the last run's report (as profilestore backfill --json);
+	// Unreadable and Incomplete count its problem rooms, for the console.
+	Report     any `json:"report,omitempty"`
+	Unreadable int `json:"-"`
+	Incomplete int `json:"-"`
 }
 
 // maxBackfillUsers bounds the users one request may name.

@@ -4,6 +4,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/profilestore/profilestore/domain"
 	pshttp "github.com/profilestore/profilestore/http"
@@ -14,6 +15,7 @@ type fakeBackfill struct {
 	mu      sync.Mutex
 	running bool
 	users   [][]domain.UserID
+	status  *pshttp.BackfillStatus // what Status says, if set
 }
 
 func (f *fakeBackfill) Start(users []domain.UserID) (bool, error) {
@@ -26,10 +28,13 @@ func (f *fakeBackfill) Start(users []domain.UserID) (bool, error) {
 	return true, nil
 }
 
-func (f *fakeBackfill) Status() any {
+func (f *fakeBackfill) Status() pshttp.BackfillStatus {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return map[string]any{"running": f.running}
+	if f.status != nil {
+		return *f.status
+	}
+	return pshttp.BackfillStatus{Running: f.running, Phase: "write", Rooms: 40, Done: 12, Events: 5120, Recorded: 311}
 }
 
 func TestBackfillRoute(t *testing.T) {
@@ -79,5 +84,39 @@ func TestNoBackfillRouteWithoutTheAppservice(t *testing.T) {
 	ts := newTestService(t)
 	if r := ts.do("POST", "/_profilestore/v1/backfill", ts.tokens["@admin:example.com"], nil); r.Status != 404 {
 		t.Errorf("POST /backfill without a backfill configured: %d %s, want 404", r.Status, r.Body)
+	}
+}
+
+// TestConsoleShowsTheBackfill: the admins' overview has a line on the
+// running or last backfill, none before the first.
+func TestConsoleShowsTheBackfill(t *testing.T) {
+	started, finished := time.Date(2026, 12, 1, 22, 0, 0, 0, time.UTC), time.Date(2026, 12, 1, 22, 5, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		name   string
+		status pshttp.BackfillStatus
+		want   string
+	}{
+		{"never ran", pshttp.BackfillStatus{}, ""},
+		{"running", pshttp.BackfillStatus{Running: true, Phase: "write", Rooms: 40, Done: 12, Events: 5120, Recorded: 311, Started: &started},
+			"A backfill is running: recording rooms, 12 of 40 done; 5120 events read, 311 changes recorded."},
+		{"stopped", pshttp.BackfillStatus{Started: &started, Finished: &finished, Error: "context canceled"},
+			"The last backfill stopped before the end: context canceled. Starting it again resumes where it stopped."},
+		{"finished", pshttp.BackfillStatus{Phase: "write", Rooms: 3, Done: 3, Started: &started, Finished: &finished, Unreadable: 1},
+			"The last backfill finished at 2026-12-01 22:05 UTC: 3 of 3 rooms. 1 room(s) could not be read."},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			st := tc.status
+			ts := newTestService(t, func(c *pshttp.Config) { c.Backfill = &fakeBackfill{status: &st} })
+			status, body, _ := ts.consoleGet("/console/", ts.consoleCookieOf("@admin:example.com"))
+			if status != 200 {
+				t.Fatalf("overview: %d", status)
+			}
+			if shown := strings.Contains(body, "Backfill from the homeserver"); shown != (tc.want != "") {
+				t.Errorf("backfill section shown: %v, want %v", shown, tc.want != "")
+			}
+			if tc.want != "" && !strings.Contains(body, tc.want) {
+				t.Errorf("overview lacks %q", tc.want)
+			}
+		})
 	}
 }

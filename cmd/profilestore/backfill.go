@@ -16,6 +16,7 @@ import (
 
 	"github.com/profilestore/profilestore/appservice"
 	"github.com/profilestore/profilestore/domain"
+	pshttp "github.com/profilestore/profilestore/http"
 	"github.com/schollz/progressbar/v3"
 	"github.com/sirupsen/logrus"
 	"github.com/spf13/cobra"
@@ -259,16 +260,6 @@ type backfillService struct {
 	finished time.Time
 }
 
-// backfillStatus is GET /_profilestore/v1/backfill.
-type backfillStatus struct {
-	Running  bool                         `json:"running"`
-	Progress *appservice.BackfillProgress `json:"progress,omitempty"`
-	Started  *time.Time                   `json:"started_at,omitempty"`
-	Finished *time.Time                   `json:"finished_at,omitempty"`
-	Error    string                       `json:"error,omitempty"`
-	Report   *appservice.BackfillReport   `json:"report,omitempty"`
-}
-
 func newBackfillService(a *app) *backfillService {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &backfillService{a: a, metrics: appservice.NewBackfillMetrics(), ctx: ctx, cancel: cancel}
@@ -315,13 +306,18 @@ func (s *backfillService) Start(users []domain.UserID) (bool, error) {
 }
 
 // Status implements pshttp.Backfill.
-func (s *backfillService) Status() any {
+func (s *backfillService) Status() pshttp.BackfillStatus {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	st := backfillStatus{Running: s.running, Error: s.err, Report: s.report}
+	p := s.progress
+	st := pshttp.BackfillStatus{Running: s.running, Phase: p.Phase, Rooms: p.Rooms, Done: p.Done, Room: p.Room,
+		Events: p.Events, Recorded: p.Recorded, Error: s.err}
+	if s.report != nil {
+		st.Report, st.Unreadable, st.Incomplete = *s.report, len(s.report.Unreadable), len(s.report.Incomplete)
+	}
 	if !s.started.IsZero() {
-		started, progress := s.started, s.progress
-		st.Started, st.Progress = &started, &progress
+		started := s.started
+		st.Started = &started
 	}
 	if !s.finished.IsZero() && !s.running {
 		finished := s.finished

@@ -160,11 +160,12 @@ func TestBackfillOnTheRunningServer(t *testing.T) {
 		t.Fatalf("Start = %v, %v", started, err)
 	}
 	deadline := time.Now().Add(10 * time.Second)
-	for svc.Status().(backfillStatus).Running && time.Now().Before(deadline) {
+	for svc.Status().Running && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
-	st := svc.Status().(backfillStatus)
-	if st.Running || st.Error != "" || st.Report == nil || st.Report.Done != 1 || st.Report.Recorded != 4 || st.Finished == nil {
+	st := svc.Status()
+	rep, _ := st.Report.(appservice.BackfillReport)
+	if st.Running || st.Error != "" || rep.Done != 1 || rep.Recorded != 4 || st.Finished == nil || st.Phase != appservice.PhaseWrite || st.Done != 1 {
 		t.Fatalf("status after the run: %+v (report %+v)", st, st.Report)
 	}
 	reg2 := prometheus.NewRegistry()
@@ -204,7 +205,7 @@ func TestBackfillOnTheRunningServer(t *testing.T) {
 		t.Fatalf("second Start = %v, %v", started, err)
 	}
 	svc.stop()
-	if st := svc.Status().(backfillStatus); st.Running {
+	if st := svc.Status(); st.Running {
 		t.Errorf("still running after stop: %+v", st)
 	}
 }
