@@ -962,21 +962,11 @@ func (a *applier) applyGlobal(e *domain.Event) {
 		// user was joined to at its place in history.
 		type reached struct {
 			room   domain.RoomID
-			period *period
 			before *string
 			src    valueRef
 		}
 		var rooms []reached
-		if e.Meta.OrderTS > 0 {
-			for _, room := range a.rangeRooms(prefixTouched, e.User) {
-				p := a.member(room, e.User).stateAt(a.ord)
-				if p == nil || p.state != stJoin {
-					continue
-				}
-				before, src := u.value(p, f, a.ord, a.past(e.User))
-				rooms = append(rooms, reached{room, p, before, src})
-			}
-		} else {
+		if e.Meta.OrderTS <= 0 {
 			past := a.past(e.User)
 			joined := a.joined(e.User)
 			rooms = make([]reached, 0, len(joined))
@@ -986,7 +976,7 @@ func (a *applier) applyGlobal(e *domain.Event) {
 					continue
 				}
 				before, src := u.value(&j.period, f, orderNow, past)
-				rooms = append(rooms, reached{j.room, &j.period, before, src})
+				rooms = append(rooms, reached{j.room, before, src})
 			}
 		}
 		if newest {
@@ -1007,17 +997,24 @@ func (a *applier) applyGlobal(e *domain.Event) {
 		}
 		var inline []byte // the change as every room's entry carries it
 		for _, r := range rooms {
-			if e.Meta.OrderTS > 0 {
-				if after, _ := u.value(r.period, f, a.ord, a.past(e.User)); sameValue(r.before, after) {
-					continue
-				}
-			} else if sameValue(r.before, val) {
+			if sameValue(r.before, val) {
 				continue
 			}
 			if inline == nil {
 				inline = encodeInline(c)
 			}
 			a.addEntry(r.room, e.User, a.ord, ci, r.src, r.before, inline, false, true)
+		}
+		if e.Meta.OrderTS > 0 {
+			// A backfilled change reaches the rooms the user was joined to
+			// at its place, and changes the entries after it there.
+			a.putChange(ci, c) // refanOut reads it
+			for _, room := range a.rangeRooms(prefixTouched, e.User) {
+				m := a.member(room, e.User)
+				if i := lastLE(m.periods, periodPos, a.ord); i >= 0 && m.periods[i].state == stJoin {
+					a.refanOut(room, e.User, u, &m.periods[i], justBefore(a.ord), periodEnd(m, i))
+				}
+			}
 		}
 	}
 	a.putChange(ci, c)
@@ -1076,7 +1073,7 @@ func (a *applier) applyMembership(e *domain.Event) {
 	next.ci = ci
 	m.periods = slices.Insert(m.periods, i+1, next)
 	if e.Meta.OrderTS > 0 {
-		a.refanOut(e.Room, e.User, u, m, i+1)
+		a.refanOut(e.Room, e.User, u, &m.periods[i+1], a.ord, periodEnd(m, i+1))
 	}
 	a.putMember(e.Room, e.User, m)
 	a.putChange(ci, c)
@@ -1106,22 +1103,28 @@ func (a *applier) relinkNext(user domain.UserID, f int, ci uint32, val *string) 
 	a.putChange(next, c)
 }
 
-// refanOut redoes the room's entries of the user's global changes within
-// the period at index i, which a backfill has just put into history: the
-// ones recorded there before belonged to the period it cut short, and the
-// ones that reach the room in it (it may be a join) are added. A live
-// event needs none of this: nothing lies after it.
-func (a *applier) refanOut(room domain.RoomID, user domain.UserID, u *userState, m *memberRec, i int) {
-	p := &m.periods[i]
-	end := orderNow
+// periodEnd is where the member's period at index i ends (orderNow for
+// the current one).
+func periodEnd(m *memberRec, i int) eventstore.Position {
 	if i+1 < len(m.periods) {
-		end = m.periods[i+1].pos
+		return m.periods[i+1].pos
 	}
+	return orderNow
+}
+
+// refanOut redoes the room's entries of the user's global changes after
+// from and before end, inside period p, after a backfill put something
+// into history there (a membership period, an override, a global change):
+// the entries recorded before may belong to another period now, or name
+// an old value that is no longer the one before them, and global changes
+// may now change what the room showed where they did not. A live event
+// needs none of this: nothing lies after it.
+func (a *applier) refanOut(room domain.RoomID, user domain.UserID, u *userState, p *period, from, end eventstore.Position) {
 	// The room's entries of global changes lie at the order keys of the
 	// user's propagated changes ("rp").
 	var stale []eventstore.Position
 	for f := range numFields {
-		lo := append(posKey(p.pos, prefixUserProp, string(user), fieldPart(f)), 0)
+		lo := append(posKey(from, prefixUserProp, string(user), fieldPart(f)), 0)
 		hi := posKey(end, prefixUserProp, string(user), fieldPart(f))
 		a.fail(a.tx.Scan(lo, hi, false, func(k, _ []byte) bool {
 			stale = append(stale, readPos(k[len(k)-16:]))
@@ -1141,7 +1144,7 @@ func (a *applier) refanOut(room domain.RoomID, user domain.UserID, u *userState,
 			ci  uint32
 		}
 		var props []prop
-		plo := append(posKey(p.pos, prefixUserProp, string(user), fieldPart(f)), 0)
+		plo := append(posKey(from, prefixUserProp, string(user), fieldPart(f)), 0)
 		phi := posKey(end, prefixUserProp, string(user), fieldPart(f))
 		a.fail(a.tx.Scan(plo, phi, false, func(k, val []byte) bool {
 			d := dec{b: val}
@@ -1150,6 +1153,9 @@ func (a *applier) refanOut(room domain.RoomID, user domain.UserID, u *userState,
 			return true
 		}))
 		for _, pc := range props {
+			if !p.pos.Before(pc.pos) {
+				continue // at the period's start the join's names hold
+			}
 			before, src := u.value(p, f, justBefore(pc.pos), past)
 			if after, _ := u.value(p, f, pc.pos, past); !sameValue(before, after) {
 				a.addEntry(room, user, pc.pos, pc.ci, src, before, encodeInline(a.change(pc.ci)), false, true)
@@ -1188,6 +1194,9 @@ func (a *applier) applyOverride(e *domain.Event) {
 	p.ovr[f] = slices.Insert(p.ovr[f], lastLE(p.ovr[f], propPos, a.ord)+1, propChange{pos: a.ord, val: val, ci: ci})
 	c.field, c.old, c.oldRef = uint8(f), before, beforeRef
 	c.new, _ = u.value(p, f, a.ord, a.past(e.User))
+	if e.Meta.OrderTS > 0 {
+		a.refanOut(e.Room, e.User, u, p, a.ord, periodEnd(m, lastLE(m.periods, periodPos, a.ord)))
+	}
 	a.putMember(e.Room, e.User, m)
 	a.putChange(ci, c)
 	a.addEntry(e.Room, e.User, a.ord, ci, c.oldRef, c.old, encodeInline(c), false, false)
