@@ -183,6 +183,7 @@ const (
 	bfAlice = "@alice:localhost"
 	bfBob   = "@bob:localhost"
 	bfRemo  = "@remo:elsewhere.example"
+	bfSolo  = "@solo:localhost"
 )
 
 // historyLines renders a room's history (as an admin) as "user kind old->new".
@@ -275,7 +276,9 @@ func TestBackfillThroughTheClientAPIAfterMirrorMode(t *testing.T) {
 	r2 := &timeline{room: "!r2:localhost"}
 	r2.state("m.room.create", bfAlice, at(0), map[string]any{"creator": bfAlice})
 	r2.member(bfAlice, bfAlice, "join", "Alice", at(1))
+	r2.member(bfSolo, bfSolo, "join", "Solo", at(5))
 	r2.member(bfAlice, bfAlice, "join", "Alice Two", at(12))
+	r2.member(bfSolo, bfSolo, "join", "Solo Two", at(15)) // a rename of a user in this room only
 	liveR2 := r2.member(bfAlice, bfAlice, "join", "Alice Three", install.Add(time.Second))
 
 	// A room whose history before alice's join is hidden from her.
@@ -299,6 +302,7 @@ func TestBackfillThroughTheClientAPIAfterMirrorMode(t *testing.T) {
 
 	// Mirror mode, from install day.
 	ms.hs.set(bfAlice, domain.KeyDisplayName, "Alice Three")
+	ms.hs.set(bfSolo, domain.KeyDisplayName, "Solo Two")
 	ms.send("live1", raw(liveR1))
 	ms.send("live2", raw(liveR2))
 	ms.send("live3", raw(liveR4))
@@ -327,7 +331,8 @@ func TestBackfillThroughTheClientAPIAfterMirrorMode(t *testing.T) {
 			waited++
 		}
 		b := appservice.NewBackfill(appservice.BackfillOptions{Registration: ms.reg, Profiles: ms.app.Profiles, Rooms: ms.app.Rooms,
-			Source: &appservice.ClientHistory{Client: client, Users: []domain.UserID{bfAlice, "@ghost:localhost"}}, Checkpoint: cp, PageSize: 3, Logger: quietLogger()})
+			Source: &appservice.ClientHistory{Client: client, Users: []domain.UserID{bfAlice, "@ghost:localhost"}}, Checkpoint: cp, PageSize: 3, Logger: quietLogger(),
+			Homeserver: appservice.NewHomeserverProfiles(ms.hs.URL, ms.reg.ASToken, nil, time.Minute)})
 		return b.Run(ctx)
 	}
 
@@ -371,7 +376,9 @@ func TestBackfillThroughTheClientAPIAfterMirrorMode(t *testing.T) {
 	// to Alice Three on install day: mirror mode recorded that rename once
 	// (and, not knowing she was in the room, her event there as a join);
 	// the backfill shows that the rename reached the room.
-	want2 := []string{"alice join ->Alice", "alice global_rename Alice->Alice Two", "alice global_rename Alice Two->Alice Three"}
+	// solo, in this room only, renamed: the homeserver's profile has the
+	// new name now, so it is a global change, not a per-room one.
+	want2 := []string{"alice join ->Alice", "solo join ->Solo", "alice global_rename Alice->Alice Two", "solo global_rename Solo->Solo Two", "alice global_rename Alice Two->Alice Three"}
 	if got := historyLines(t, view, "!r2:localhost"); !reflect.DeepEqual(got, append(want2, liveHistory["!r2:localhost"]...)) {
 		t.Errorf("!r2 history:\n got %q\nwant %q then the live %q", got, want2, liveHistory["!r2:localhost"])
 	}

@@ -128,7 +128,8 @@ func (a *app) newBackfill(users []string, metrics *appservice.BackfillMetrics, p
 		return nil, err
 	}
 	b := appservice.NewBackfill(appservice.BackfillOptions{Registration: reg, Profiles: a.Profiles, Rooms: a.Rooms, Source: source,
-		Checkpoint: cp, PageSize: bc.PageSize, RenameWindow: bc.RenameWindow, Progress: progress, Metrics: metrics, Logger: a.log})
+		Checkpoint: cp, PageSize: bc.PageSize, RenameWindow: bc.RenameWindow, Progress: progress, Metrics: metrics, Logger: a.log,
+		Homeserver: appservice.NewHomeserverProfiles(hsURL, reg.ASToken, nil, ac.ProfileCacheTTL)})
 	return &backfillRun{b: b, cp: cp}, nil
 }
 
