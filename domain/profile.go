@@ -3,6 +3,7 @@ package domain
 import (
 	"bytes"
 	"encoding/json"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -42,6 +43,15 @@ type Profile struct {
 	// Moderation lists the hides and erasures of the user's stream, oldest
 	// first: who acted, when and why (the console's record of actions).
 	Moderation []ModerationRecord
+	// LiveSince is the occurred_at (ms) of the stream's first field change
+	// recorded as it happened, 0 if none. From then on the profile is what
+	// live changes made it, and backfilled changes (older by construction)
+	// are history only; before, the newest backfilled change of a key wins
+	// (PastOrder). See docs/DECISIONS.md, "History order and backfill".
+	LiveSince int64
+	// PastOrder is the order_ts of the backfilled change each key's value
+	// came from, while LiveSince is 0.
+	PastOrder map[string]int64
 }
 
 // ModerationRecord is one hide or erasure as the profile's stream holds it.
@@ -83,6 +93,19 @@ func (p Profile) stringField(key string) string {
 
 // Apply folds one profile event into the profile.
 func (p *Profile) Apply(e *Event) {
+	if e.Type == TypeFieldSet || e.Type == TypeFieldDeleted {
+		if e.Meta.OrderTS > 0 {
+			if p.LiveSince != 0 || p.PastOrder[e.Key] > e.Meta.OrderTS {
+				return // history only: the rooms view shows it where it belongs
+			}
+			if p.PastOrder == nil {
+				p.PastOrder = make(map[string]int64)
+			}
+			p.PastOrder[e.Key] = e.Meta.OrderTS
+		} else if p.LiveSince == 0 {
+			p.LiveSince, p.PastOrder = max(e.Meta.OccurredAt.UnixMilli(), 1), nil
+		}
+	}
 	if (e.Type == TypeFieldSet || e.Type == TypeFieldDeleted) && e.PropagateTo == PropagateAll {
 		if p.AllAt == nil {
 			p.AllAt = make(map[string]eventstore.Position)
@@ -132,7 +155,7 @@ func (p *Profile) settle(e *Event, provisional, actual eventstore.Position) {
 
 // Clone returns a copy that shares no map with p (values are immutable).
 func (p Profile) Clone() Profile {
-	c := Profile{Fields: make(map[string]json.RawMessage, len(p.Fields)), ErasedAt: p.ErasedAt}
+	c := Profile{Fields: make(map[string]json.RawMessage, len(p.Fields)), ErasedAt: p.ErasedAt, LiveSince: p.LiveSince, PastOrder: maps.Clone(p.PastOrder)}
 	for k, v := range p.Fields {
 		c.Fields[k] = v
 	}
@@ -171,6 +194,17 @@ func (p Profile) CanonicalSize() int {
 // sorted, no insignificant white space, numbers as written, no HTML escaping.
 // It fails on anything that is not exactly one JSON value.
 func CanonicalJSON(raw []byte) (json.RawMessage, error) {
+	if s, ok := plainJSONString(raw); ok {
+		// Most values are strings (names, mxc URIs) that are canonical
+		// already: the general path would decode and re-encode them to the
+		// same bytes.
+		return s, nil
+	}
+	return canonicalJSON(raw)
+}
+
+// canonicalJSON is CanonicalJSON's general path: decode, then encode.
+func canonicalJSON(raw []byte) (json.RawMessage, error) {
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.UseNumber()
 	var v any
@@ -187,6 +221,30 @@ func CanonicalJSON(raw []byte) (json.RawMessage, error) {
 		return nil, err
 	}
 	return bytes.TrimRight(buf.Bytes(), "\n"), nil
+}
+
+// plainJSONString returns raw without surrounding white space when it is a
+// JSON string that canonical encoding leaves as it is: valid UTF-8, no
+// escape, no control character, and neither U+2028 nor U+2029 (which
+// encoding/json always escapes).
+func plainJSONString(raw []byte) ([]byte, bool) {
+	s := bytes.Trim(raw, " \t\r\n") // JSON's white space, no other
+	if len(s) < 2 || s[0] != '"' || s[len(s)-1] != '"' {
+		return nil, false
+	}
+	body := s[1 : len(s)-1]
+	for i := 0; i < len(body); i++ {
+		switch c := body[i]; {
+		case c < 0x20 || c == '"' || c == '\\':
+			return nil, false
+		case c == 0xE2 && i+2 < len(body) && body[i+1] == 0x80 && (body[i+2] == 0xA8 || body[i+2] == 0xA9):
+			return nil, false
+		}
+	}
+	if !utf8.Valid(body) {
+		return nil, false
+	}
+	return s, true
 }
 
 // SetField is the command to set one key of a user's global profile.

@@ -54,6 +54,28 @@ type RoomMember struct {
 	// OverrideAt is where each override was set: a later global change with
 	// propagate_to all cleared it without the room stream knowing.
 	OverrideAt map[string]eventstore.Position
+	// PastOrder is the order_ts of the backfilled event the state came
+	// from, or liveState once an event recorded as it happened decided it.
+	PastOrder int64
+}
+
+// liveState marks state that an event recorded as it happened decided: a
+// backfilled event, older by construction, is then history only.
+const liveState int64 = -1
+
+// supersedes reports whether an event may decide state last decided at
+// order (liveState, 0 for never, or a backfilled event's order_ts), and
+// returns the order the state then has. Live events always decide (they
+// are decided on this state); a backfilled one only over older backfilled
+// state (docs/DECISIONS.md, "History order and backfill").
+func supersedes(e *Event, order int64) (int64, bool) {
+	if e.Meta.OrderTS <= 0 {
+		return liveState, true
+	}
+	if order == liveState || order > e.Meta.OrderTS {
+		return order, false
+	}
+	return e.Meta.OrderTS, true
 }
 
 // override returns the member's override of field unless a global change
@@ -77,6 +99,12 @@ type Room struct {
 	HistoryVisibility string
 	// PowerLevels is nil until the room sets them; nobody moderates until then.
 	PowerLevels *PowerLevels
+	// VisibilityOrder and PowerLevelsOrder are where those came from (see
+	// RoomMember.PastOrder).
+	VisibilityOrder, PowerLevelsOrder int64
+	// LiveSince is the occurred_at (ms) of the room's first event recorded
+	// as it happened, 0 if none: a backfill writes only what came before.
+	LiveSince int64
 }
 
 // Membership returns u's membership: join, invite, ban, or leave (also for
@@ -108,6 +136,30 @@ func (r *Room) Apply(e *Event) {
 			r.Members[e.User] = m
 		}
 		return m
+	}
+	if e.Meta.OrderTS <= 0 && r.LiveSince == 0 {
+		r.LiveSince = max(e.Meta.OccurredAt.UnixMilli(), 1)
+	}
+	switch e.Type {
+	case TypeMemberJoined, TypeMemberInvited, TypeMemberLeft, TypeMemberProfileSet, TypeMemberProfileGone:
+		m := member()
+		order, ok := supersedes(e, m.PastOrder)
+		if !ok {
+			return // a backfilled event older than the member's state: history only
+		}
+		m.PastOrder = order
+	case TypeHistoryVisibility:
+		order, ok := supersedes(e, r.VisibilityOrder)
+		if !ok {
+			return
+		}
+		r.VisibilityOrder = order
+	case TypePowerLevels:
+		order, ok := supersedes(e, r.PowerLevelsOrder)
+		if !ok {
+			return
+		}
+		r.PowerLevelsOrder = order
 	}
 	switch e.Type {
 	case TypeMemberJoined:

@@ -82,7 +82,7 @@ func (s *Server) handleTransaction(w http.ResponseWriter, r *http.Request) {
 	err := s.cfg.Appservice.Transaction(r.Context(), txnID, r.Body)
 	switch code := domain.ErrorCode(err); {
 	case err == nil:
-		writeJSON(w, http.StatusOK, struct{}{})
+		writeEmptyObject(w)
 	case code == domain.ErrCodeTooLarge:
 		// 413 tells the homeserver not to send this transaction again as is.
 		writeJSON(w, http.StatusRequestEntityTooLarge, matrixError{ErrCode: code, Error: domain.ErrorMessage(err)})
@@ -98,7 +98,7 @@ func (s *Server) handleTransaction(w http.ResponseWriter, r *http.Request) {
 func (s *Server) handlePing(w http.ResponseWriter, r *http.Request) {
 	// The body carries an optional transaction_id; nothing to do with it.
 	_, _ = io.Copy(io.Discard, io.LimitReader(r.Body, 64<<10))
-	writeJSON(w, http.StatusOK, struct{}{})
+	writeEmptyObject(w)
 }
 
 // handleQueryUserOrRoom answers "no such user" (and "no such alias"):

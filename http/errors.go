@@ -54,6 +54,17 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	_ = json.NewEncoder(w).Encode(v)
 }
 
+// emptyObject is what json.Encoder writes for struct{}{}.
+var emptyObject = []byte("{}\n")
+
+// writeEmptyObject answers 200 with {}, the answer of most writes, without
+// an encoder.
+func writeEmptyObject(w http.ResponseWriter) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(emptyObject)
+}
+
 // writeError answers with the Matrix error of err. Errors without an errcode
 // are internal: logged with the request's logger and shown as M_UNKNOWN.
 func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
@@ -85,8 +96,8 @@ func writeRateLimited(w http.ResponseWriter, retryAfterMs int64) {
 }
 
 func requestLogger(r *http.Request, base logrus.FieldLogger) logrus.FieldLogger {
-	if l, ok := r.Context().Value(loggerKey{}).(logrus.FieldLogger); ok {
-		return l
+	if info, ok := r.Context().Value(loggerKey{}).(*requestInfo); ok {
+		return info.logger()
 	}
 	return base
 }

@@ -3,7 +3,6 @@ package http
 import (
 	"bytes"
 	"encoding/json"
-	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -99,51 +98,117 @@ func checkBody(body []byte) error {
 
 // checkDuplicateKeys refuses an object that names a key twice, at any
 // depth: Go keeps the last value, other parsers the first, so the two
-// readings of one body could differ (canonical JSON forbids it too).
+// readings of one body could differ (canonical JSON forbids it too). body
+// is valid JSON; it is scanned once, without a decoder: most bodies are
+// one small object.
 func checkDuplicateKeys(body []byte) error {
-	// One frame per open object or array; an object's frame knows its keys
-	// and whether its next token is a key.
-	type frame struct {
-		keys    map[string]bool // nil for an array
-		wantKey bool
+	var backing [8]jsonFrame
+	open := backing[:0]
+	// value marks the end of a value in the innermost frame: in an object,
+	// a key comes next.
+	value := func() {
+		if n := len(open); n > 0 && open[n-1].object {
+			open[n-1].wantKey = true
+		}
 	}
-	var open []*frame
-	dec := json.NewDecoder(bytes.NewReader(body))
-	for {
-		tok, err := dec.Token()
-		if err == io.EOF {
-			return nil
-		}
-		if err != nil {
-			return domain.Errorf(domain.ErrCodeNotJSON, "Content not JSON")
-		}
-		if d, ok := tok.(json.Delim); ok && (d == '}' || d == ']') {
+	for i := 0; i < len(body); {
+		switch c := body[i]; c {
+		case '{', '[':
+			value()
+			open = append(open, jsonFrame{object: c == '{', wantKey: c == '{'})
+			i++
+		case '}', ']':
 			open = open[:len(open)-1]
-			continue
-		}
-		var top *frame
-		if len(open) > 0 {
-			top = open[len(open)-1]
-		}
-		if top != nil && top.keys != nil && top.wantKey {
-			key, _ := tok.(string)
-			if top.keys[key] {
-				return domain.Errorf(domain.ErrCodeBadJSON, "The body names the key %q twice in one object", key)
+			i++
+		case '"':
+			end, escaped := stringEnd(body, i)
+			if n := len(open); n > 0 && open[n-1].object && open[n-1].wantKey {
+				top := &open[n-1]
+				key := body[i+1 : end-1]
+				if escaped {
+					var k string
+					if json.Unmarshal(body[i:end], &k) != nil {
+						return domain.Errorf(domain.ErrCodeNotJSON, "Content not JSON")
+					}
+					key = []byte(k)
+				}
+				if top.has(key) {
+					return domain.Errorf(domain.ErrCodeBadJSON, "The body names the key %q twice in one object", key)
+				}
+				top.wantKey = false
+			} else {
+				value()
 			}
-			top.keys[key], top.wantKey = true, false
-			continue
-		}
-		// A value: in an object, a key comes after it.
-		if top != nil && top.keys != nil {
-			top.wantKey = true
-		}
-		switch tok {
-		case json.Delim('{'):
-			open = append(open, &frame{keys: map[string]bool{}, wantKey: true})
-		case json.Delim('['):
-			open = append(open, &frame{})
+			i = end
+		case ' ', '\t', '\r', '\n', ':', ',':
+			i++
+		default: // a number, true, false or null
+			for i < len(body) && !endsLiteral(body[i]) {
+				i++
+			}
+			value()
 		}
 	}
+	return nil
+}
+
+// jsonFrame is an open object or array of checkDuplicateKeys: an object's
+// keys so far, and whether its next string is a key.
+type jsonFrame struct {
+	keys    [][]byte
+	many    map[string]bool // the keys, once there are many
+	object  bool
+	wantKey bool
+}
+
+// has reports whether the object already named key, and notes it.
+func (f *jsonFrame) has(key []byte) bool {
+	if f.many != nil {
+		if f.many[string(key)] {
+			return true
+		}
+		f.many[string(key)] = true
+		return false
+	}
+	for _, k := range f.keys {
+		if bytes.Equal(k, key) {
+			return true
+		}
+	}
+	f.keys = append(f.keys, key)
+	if len(f.keys) > 16 {
+		f.many = make(map[string]bool, 2*len(f.keys))
+		for _, k := range f.keys {
+			f.many[string(k)] = true
+		}
+		f.keys = nil
+	}
+	return false
+}
+
+// endsLiteral reports whether c ends a number or a true, false or null.
+func endsLiteral(c byte) bool {
+	switch c {
+	case ' ', '\t', '\r', '\n', ',', ':', ']', '}':
+		return true
+	}
+	return false
+}
+
+// stringEnd returns the index after the JSON string starting at body[i]
+// (a quote), and whether it holds an escape.
+func stringEnd(body []byte, i int) (int, bool) {
+	escaped := false
+	for j := i + 1; j < len(body); j++ {
+		switch body[j] {
+		case '\\':
+			escaped = true
+			j++
+		case '"':
+			return j + 1, escaped
+		}
+	}
+	return len(body), escaped
 }
 
 func hex4(b []byte) (rune, bool) {

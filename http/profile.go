@@ -190,7 +190,7 @@ func (s *Server) finishProfileWrite(w http.ResponseWriter, r *http.Request, star
 		s.metrics.Append.Observe(time.Since(start).Seconds())
 	}
 	s.afterWrite(w, r, res)
-	writeJSON(w, http.StatusOK, struct{}{})
+	writeEmptyObject(w)
 }
 
 // propagation reads propagate_to (MSC4466) or propagate (MSC4069), stable or

@@ -359,7 +359,7 @@ func (s *Server) finishRoomWrite(w http.ResponseWriter, r *http.Request, res dom
 		return
 	}
 	s.afterWrite(w, r, res)
-	writeJSON(w, http.StatusOK, struct{}{})
+	writeEmptyObject(w)
 }
 
 // memberProfileTarget reads a per-room profile write's room, user and field

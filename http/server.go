@@ -79,6 +79,9 @@ type Config struct {
 	Integrity *integrity.Checker
 	SealKey   ed25519.PublicKey
 
+	// Backfill, if set, serves /_profilestore/v1/backfill (http/backfill.go).
+	Backfill Backfill
+
 	// Appservice, if set, is served on /_matrix/app/v1 to the homeserver
 	// (http/appservice.go).
 	Appservice Appservice
@@ -146,6 +149,7 @@ func NewServer(cfg Config) *Server {
 	s.metrics.Registry.MustRegister(cfg.Collectors...)
 	s.metrics.Registry.MustRegister(newCommandCaches(cfg.Profiles, cfg.RoomService))
 	s.routes()
+	s.router.Use(routeTemplate)
 	s.handler = s.middleware(s.router)
 	return s
 }
@@ -226,6 +230,10 @@ func (s *Server) routes() {
 		ps.HandleFunc("/integrity/proof", s.handleIntegrityProof).Methods(http.MethodGet)
 		ps.HandleFunc("/integrity/check", s.authed(s.handleIntegrityCheck)).Methods(http.MethodPost)
 	}
+	if s.cfg.Backfill != nil {
+		ps.HandleFunc("/backfill", s.authed(s.handleBackfillStart)).Methods(http.MethodPost)
+		ps.HandleFunc("/backfill", s.authed(s.handleBackfillStatus)).Methods(http.MethodGet)
+	}
 	if s.cfg.Names != nil {
 		ps.HandleFunc("/names/search", s.authed(s.handleNamesSearch)).Methods(http.MethodGet)
 	}
@@ -287,15 +295,18 @@ func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter 
 
 // middleware adds CORS (as the Matrix spec asks of client-facing servers), a
 // request id, a structured log line per request (never the token or query),
-// and metrics by route template.
+// and metrics by route template. The router matches the route once: its
+// template reaches the log and the metrics through the request's info,
+// filled in by routeTemplate once the router has chosen the route.
 func (s *Server) middleware(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		h := w.Header()
-		h.Set("Access-Control-Allow-Origin", "*")
-		h.Set("Access-Control-Allow-Methods", "GET, POST, PUT, DELETE, OPTIONS")
-		h.Set("Access-Control-Allow-Headers", "X-Requested-With, Content-Type, Authorization, If-Match, X-Profilestore-Min-Position, Last-Event-ID")
-		h.Set("Access-Control-Expose-Headers", "ETag, X-Profilestore-Position, Retry-After")
+		// The values are shared, never changed: net/http only reads them.
+		h[hdrAllowOrigin] = corsAllowOrigin
+		h[hdrAllowMethods] = corsAllowMethods
+		h[hdrAllowHeaders] = corsAllowHeaders
+		h[hdrExposeHeaders] = corsExposeHeaders
 		if r.Method == http.MethodOptions {
 			w.WriteHeader(http.StatusOK)
 			return
@@ -306,42 +317,102 @@ func (s *Server) middleware(next http.Handler) http.Handler {
 			_, _ = rand.Read(b[:])
 			reqID = hex.EncodeToString(b[:])
 		}
-		h.Set("X-Request-Id", reqID)
-		route := "unmatched"
-		var match mux.RouteMatch
-		if s.router.Match(r, &match) && match.Route != nil {
-			if t, err := match.Route.GetPathTemplate(); err == nil {
-				route = t
-			}
-		}
-		log := s.log.WithFields(logrus.Fields{"request_id": reqID, "method": r.Method, "route": route})
-		ctx := context.WithValue(r.Context(), loggerKey{}, log)
+		h[hdrRequestID] = []string{reqID}
+		info := &requestInfo{base: s.log, id: reqID, method: r.Method, route: "unmatched"}
 		rec := &statusRecorder{ResponseWriter: w}
+		r = r.WithContext(context.WithValue(r.Context(), loggerKey{}, info))
 		err := checkQuery(r)
 		if err == nil {
 			err = checkHeaders(r)
 		}
+		if err != nil {
+			// Refused before routing: the metrics still count it under
+			// its route.
+			var match mux.RouteMatch
+			if s.router.Match(r, &match) && match.Route != nil {
+				if t, terr := match.Route.GetPathTemplate(); terr == nil {
+					info.route = t
+				}
+			}
+		}
 		switch {
 		case err != nil && isConsolePath(r.URL.Path):
 			// People reading the console get the refusal as a page.
-			s.renderError(rec, r.WithContext(ctx), Identity{}, err)
+			s.renderError(rec, r, Identity{}, err)
 		case err != nil:
-			s.writeError(rec, r.WithContext(ctx), err)
+			s.writeError(rec, r, err)
 		default:
-			next.ServeHTTP(rec, r.WithContext(ctx))
+			next.ServeHTTP(rec, r)
 		}
 		if rec.status == 0 {
 			rec.status = http.StatusOK
 		}
 		elapsed := time.Since(start)
-		s.metrics.observeRequest(route, r.Method, rec.status, elapsed)
-		entry := log.WithFields(logrus.Fields{"status": rec.status, "duration_ms": float64(elapsed.Microseconds()) / 1000})
-		if rec.status >= 500 {
-			entry.Warn("request")
-		} else {
-			entry.Debug("request")
+		s.metrics.observeRequest(info.route, r.Method, rec.status, elapsed)
+		// The line is built only when it will be written: at the default
+		// level a successful request logs nothing.
+		if rec.status >= 500 || levelEnabled(s.log, logrus.DebugLevel) {
+			entry := info.logger().WithFields(logrus.Fields{"status": rec.status, "duration_ms": float64(elapsed.Microseconds()) / 1000})
+			if rec.status >= 500 {
+				entry.Warn("request")
+			} else {
+				entry.Debug("request")
+			}
 		}
 	})
+}
+
+// Response headers every answer carries, in canonical form.
+const (
+	hdrAllowOrigin   = "Access-Control-Allow-Origin"
+	hdrAllowMethods  = "Access-Control-Allow-Methods"
+	hdrAllowHeaders  = "Access-Control-Allow-Headers"
+	hdrExposeHeaders = "Access-Control-Expose-Headers"
+	hdrRequestID     = "X-Request-Id"
+)
+
+var (
+	corsAllowOrigin   = []string{"*"}
+	corsAllowMethods  = []string{"GET, POST, PUT, DELETE, OPTIONS"}
+	corsAllowHeaders  = []string{"X-Requested-With, Content-Type, Authorization, If-Match, X-Profilestore-Min-Position, Last-Event-ID"}
+	corsExposeHeaders = []string{"ETag, X-Profilestore-Position, Retry-After"}
+)
+
+// requestInfo is what the request's log lines carry. The logger is built
+// only when something logs: most requests never do.
+type requestInfo struct {
+	base              logrus.FieldLogger
+	id, method, route string
+}
+
+func (i *requestInfo) logger() logrus.FieldLogger {
+	return i.base.WithFields(logrus.Fields{"request_id": i.id, "method": i.method, "route": i.route})
+}
+
+// routeTemplate is the router's middleware: it runs once the router has
+// matched a route, and gives the request's info the route's template.
+func routeTemplate(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if info, ok := r.Context().Value(loggerKey{}).(*requestInfo); ok {
+			if route := mux.CurrentRoute(r); route != nil {
+				if t, err := route.GetPathTemplate(); err == nil {
+					info.route = t
+				}
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// levelEnabled reports whether l writes at level (true when it cannot tell).
+func levelEnabled(l logrus.FieldLogger, level logrus.Level) bool {
+	switch l := l.(type) {
+	case *logrus.Logger:
+		return l.IsLevelEnabled(level)
+	case *logrus.Entry:
+		return l.Logger.IsLevelEnabled(level)
+	}
+	return true
 }
 
 // authed requires an access token and puts the identity in the context.

@@ -3,6 +3,7 @@ package projections
 import (
 	"bytes"
 	"encoding/json"
+	"maps"
 	"slices"
 	"sort"
 	"strings"
@@ -34,6 +35,10 @@ type profileEntry struct {
 	Position eventstore.Position
 	// indexed are the directory words the committed entry is indexed under.
 	indexed []string
+	// liveSince and pastOrder are domain.Profile's: whether a backfilled
+	// change may still set a key.
+	liveSince int64
+	pastOrder map[string]int64
 }
 
 const (
@@ -95,6 +100,17 @@ func encodeProfile(e *profileEntry) []byte {
 	for _, t := range e.indexed {
 		w.str(t)
 	}
+	w.int(e.liveSince)
+	past := make([]string, 0, len(e.pastOrder))
+	for k := range e.pastOrder {
+		past = append(past, k)
+	}
+	sort.Strings(past)
+	w.uint(uint64(len(past)))
+	for _, k := range past {
+		w.str(k)
+		w.int(e.pastOrder[k])
+	}
 	return w.b
 }
 
@@ -110,6 +126,14 @@ func decodeProfile(b []byte) (*profileEntry, error) {
 	}
 	for n := d.uint(); n > 0 && d.err == nil; n-- {
 		e.indexed = append(e.indexed, d.str())
+	}
+	e.liveSince = d.int()
+	for n := d.uint(); n > 0 && d.err == nil; n-- {
+		if e.pastOrder == nil {
+			e.pastOrder = make(map[string]int64)
+		}
+		k := d.str()
+		e.pastOrder[k] = d.int()
 	}
 	return e, d.err
 }
@@ -203,7 +227,7 @@ func (v *Profiles) Apply(tx viewstore.Txn, e *domain.Event) error {
 			for k, val := range old.Fields {
 				entry.Fields[k] = val
 			}
-			entry.indexed = old.indexed
+			entry.indexed, entry.liveSince, entry.pastOrder = old.indexed, old.liveSince, maps.Clone(old.pastOrder)
 		} else {
 			v.added++
 		}
@@ -211,9 +235,9 @@ func (v *Profiles) Apply(tx viewstore.Txn, e *domain.Event) error {
 	} else if !entry.Position.Before(e.Position) {
 		return nil
 	}
-	p := domain.Profile{Fields: entry.Fields}
+	p := domain.Profile{Fields: entry.Fields, LiveSince: entry.liveSince, PastOrder: entry.pastOrder}
 	p.Apply(e)
-	entry.Fields = p.Fields
+	entry.Fields, entry.liveSince, entry.pastOrder = p.Fields, p.LiveSince, p.PastOrder
 	entry.Revision, entry.Position = e.Revision, e.Position
 	words := directoryWords(e.User, p.DisplayName(), len(p.Fields) > 0)
 	if !slicesEqual(words, entry.indexed) {
@@ -299,30 +323,49 @@ func directoryWords(u domain.UserID, displayName string, listed bool) []string {
 	if !listed {
 		return nil
 	}
-	seen := map[string]bool{}
-	var out []string
+	name := strings.ToLower(displayName)
+	local := strings.ToLower(strings.TrimPrefix(string(u), "@"))
+	// Every rename computes this: collect, sort, drop repeats, with no map
+	// and no intermediate word lists.
+	out := make([]string, 0, 8)
 	add := func(w string) {
-		if w != "" && !seen[w] {
-			seen[w] = true
+		if w != "" {
 			out = append(out, w)
 		}
 	}
-	name := strings.ToLower(displayName)
-	local := strings.ToLower(strings.TrimPrefix(string(u), "@"))
 	add(name)
 	add(local)
-	for _, w := range splitWords(name) {
-		add(w)
-	}
-	for _, w := range splitWords(local) {
-		add(w)
-	}
+	eachWord(name, add)
+	eachWord(local, add)
 	sort.Strings(out)
+	return slices.Compact(out)
+}
+
+// splitWords returns the words of s: its runs of letters and digits.
+func splitWords(s string) []string {
+	var out []string
+	eachWord(s, func(w string) { out = append(out, w) })
 	return out
 }
 
-func splitWords(s string) []string {
-	return strings.FieldsFunc(s, func(r rune) bool { return !unicode.IsLetter(r) && !unicode.IsDigit(r) })
+// eachWord calls fn with each run of letters and digits of s, in order.
+func eachWord(s string, fn func(string)) {
+	start := -1
+	for i, r := range s {
+		if unicode.IsLetter(r) || unicode.IsDigit(r) {
+			if start < 0 {
+				start = i
+			}
+			continue
+		}
+		if start >= 0 {
+			fn(s[start:i])
+			start = -1
+		}
+	}
+	if start >= 0 {
+		fn(s[start:])
+	}
 }
 
 // DirectoryResult is one user found by Search.
@@ -431,4 +474,24 @@ func (v *Profiles) Search(term string, limit int) ([]DirectoryResult, bool) {
 		out[i] = DirectoryResult{UserID: h.id, DisplayName: p.DisplayName(), AvatarURL: p.AvatarURL()}
 	}
 	return out, limited
+}
+
+// UsersAfter returns up to limit users with a profile, in id order, after
+// the given one ("" for the first): a backfill lists the rooms of the
+// users profilestore knows.
+func (v *Profiles) UsersAfter(after domain.UserID, limit int) ([]domain.UserID, error) {
+	var out []domain.UserID
+	var err error
+	lo := rangeOf(prefixProfile)
+	from := lo
+	if after != "" {
+		from = append(keyOf(prefixProfile, string(after)), 0)
+	}
+	v.db.read(func(r viewstore.Reader) {
+		err = r.Scan(from, viewstore.PrefixEnd(lo), false, func(k, _ []byte) bool {
+			out = append(out, domain.UserID(k[len(lo):]))
+			return len(out) < limit
+		})
+	})
+	return out, err
 }

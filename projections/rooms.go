@@ -90,7 +90,7 @@ const (
 	prefixRoom      = "rs" // room -> roomState
 	prefixMember    = "rm" // room, user -> memberRec
 	prefixEntry     = "re" // room, position -> roomEntry
-	prefixUserEntry = "rb" // room, user, position -> roomEntry
+	prefixUserEntry = "rb" // room, user, position -> roomEntry of a membership or per-room change (a global change's are found from "rp")
 	prefixTime      = "t"  // milliseconds -> position
 	prefixTimePos   = "ot" // position -> milliseconds: the finished marks, looked up by position (the open one is Rooms.mark)
 	prefixOrder     = "oe" // position -> order key of an event written after the fact (Meta.OrderTS)
@@ -659,10 +659,11 @@ func (a *applier) putMember(room domain.RoomID, user domain.UserID, m *memberRec
 	}
 }
 
-// joinedPeriod is a room the user is joined to and the period there.
+// joinedPeriod is a room the user is joined to and the period there (a
+// copy: the fan-out only reads it).
 type joinedPeriod struct {
 	room   domain.RoomID
-	period *period
+	period period
 }
 
 // joined lists the rooms the user is joined to, with their current period.
@@ -672,14 +673,16 @@ func (a *applier) joined(user domain.UserID) []joinedPeriod {
 	a.fail(a.tx.Scan(lo, viewstore.PrefixEnd(lo), false, func(k, v []byte) bool {
 		room := domain.RoomID(k[len(lo):])
 		if m := a.v.tx.members[memberKey{room, user}]; m != nil {
-			out = append(out, joinedPeriod{room, m.current()})
+			if p := m.current(); p != nil {
+				out = append(out, joinedPeriod{room, *p})
+			}
 			return true
 		}
-		m := decodeMember(v, a)
-		if len(m.periods) == 0 {
-			return true
+		d := dec{b: v}
+		if d.uint() == 1 { // the current period, alone
+			out = append(out, joinedPeriod{room: room, period: decodePeriod(&d)})
 		}
-		out = append(out, joinedPeriod{room, &m.periods[0]})
+		a.fail(d.err)
 		return true
 	}))
 	return out
@@ -710,6 +713,7 @@ func changeKey(ci uint32) []byte {
 func (a *applier) erase(user domain.UserID) {
 	u := a.user(user)
 	u.global = [numFields]*string{}
+	var propagated []eventstore.Position // where the user's global changes are in rooms' histories
 	for f := range numFields {
 		u.lastProp[f].val = nil
 		lo := rangeOf(prefixUserProp, string(user), fieldPart(f))
@@ -720,6 +724,7 @@ func (a *applier) erase(user domain.UserID) {
 			return true
 		}))
 		for _, p := range props {
+			propagated = append(propagated, readPos(p.k[len(p.k)-16:]))
 			d := dec{b: p.v}
 			d.opt()
 			ci := d.uint()
@@ -756,6 +761,17 @@ func (a *applier) erase(user domain.UserID) {
 			// The room's copy: the change, erased above, and no old value.
 			re.ch, re.oldVal = a.change(re.c), nil
 			a.set(posKey(readPos(en.k[len(en.k)-16:]), prefixEntry, string(room)), encodeEntry(re))
+		}
+		for _, ord := range propagated {
+			k := posKey(ord, prefixEntry, string(room))
+			raw, ok, err := a.tx.Get(k)
+			a.fail(err)
+			if !ok {
+				continue // the change did not reach this room
+			}
+			re := decodeEntry(raw, room, a)
+			re.old, re.ch, re.oldVal = 0, a.change(re.c), nil
+			a.set(k, encodeEntry(re))
 		}
 		if m := a.member(room, user); m != nil {
 			for i := range m.periods {
@@ -883,7 +899,7 @@ func (a *applier) newChange(e *domain.Event, k kind) (*change, uint32) {
 //
 // inline is the change encoded (encodeInline), shared by the rooms a global
 // change fans out to; oldVal is the room's value before the change.
-func (a *applier) addEntry(room domain.RoomID, user domain.UserID, pos eventstore.Position, ci uint32, old valueRef, oldVal *string, inline []byte, membership bool) {
+func (a *applier) addEntry(room domain.RoomID, user domain.UserID, pos eventstore.Position, ci uint32, old valueRef, oldVal *string, inline []byte, membership, global bool) {
 	// The store copies what it is given: one scratch buffer serves every
 	// key and value of a fan-out to thousands of rooms.
 	s := &a.scratch
@@ -892,8 +908,13 @@ func (a *applier) addEntry(room domain.RoomID, user domain.UserID, pos eventstor
 	s.val = appendInline(s.val, oldVal, inline)
 	s.key = appendPos(appendKey(s.key[:0], prefixEntry, string(room), ""), pos)
 	a.set(s.key, s.val)
-	s.key = appendPos(appendKey(s.key[:0], prefixUserEntry, string(room), string(user), ""), pos)
-	a.set(s.key, s.val[:ref])
+	if !global {
+		// A global change's entry in a room is found from the user's
+		// propagated changes ("rp") instead: one key per room, not two,
+		// for a fan-out to thousands of rooms.
+		s.key = appendPos(appendKey(s.key[:0], prefixUserEntry, string(room), string(user), ""), pos)
+		a.set(s.key, s.val[:ref])
+	}
 	if membership {
 		a.set(keyOf(prefixTouched, string(user), string(room)), nil)
 	}
@@ -941,28 +962,21 @@ func (a *applier) applyGlobal(e *domain.Event) {
 		// user was joined to at its place in history.
 		type reached struct {
 			room   domain.RoomID
-			period *period
 			before *string
 			src    valueRef
 		}
 		var rooms []reached
-		if e.Meta.OrderTS > 0 {
-			for _, room := range a.rangeRooms(prefixTouched, e.User) {
-				p := a.member(room, e.User).stateAt(a.ord)
-				if p == nil || p.state != stJoin {
-					continue
-				}
-				before, src := u.value(p, f, a.ord, a.past(e.User))
-				rooms = append(rooms, reached{room, p, before, src})
-			}
-		} else {
+		if e.Meta.OrderTS <= 0 {
 			past := a.past(e.User)
-			for _, j := range a.joined(e.User) {
-				if j.period == nil || (prop == domain.PropagateUnchanged && u.hasOverride(j.period, f)) {
+			joined := a.joined(e.User)
+			rooms = make([]reached, 0, len(joined))
+			for i := range joined {
+				j := &joined[i]
+				if prop == domain.PropagateUnchanged && u.hasOverride(&j.period, f) {
 					continue
 				}
-				before, src := u.value(j.period, f, orderNow, past)
-				rooms = append(rooms, reached{j.room, j.period, before, src})
+				before, src := u.value(&j.period, f, orderNow, past)
+				rooms = append(rooms, reached{j.room, before, src})
 			}
 		}
 		if newest {
@@ -983,17 +997,24 @@ func (a *applier) applyGlobal(e *domain.Event) {
 		}
 		var inline []byte // the change as every room's entry carries it
 		for _, r := range rooms {
-			if e.Meta.OrderTS > 0 {
-				if after, _ := u.value(r.period, f, a.ord, a.past(e.User)); sameValue(r.before, after) {
-					continue
-				}
-			} else if sameValue(r.before, val) {
+			if sameValue(r.before, val) {
 				continue
 			}
 			if inline == nil {
 				inline = encodeInline(c)
 			}
-			a.addEntry(r.room, e.User, a.ord, ci, r.src, r.before, inline, false)
+			a.addEntry(r.room, e.User, a.ord, ci, r.src, r.before, inline, false, true)
+		}
+		if e.Meta.OrderTS > 0 {
+			// A backfilled change reaches the rooms the user was joined to
+			// at its place, and changes the entries after it there.
+			a.putChange(ci, c) // refanOut reads it
+			for _, room := range a.rangeRooms(prefixTouched, e.User) {
+				m := a.member(room, e.User)
+				if i := lastLE(m.periods, periodPos, a.ord); i >= 0 && m.periods[i].state == stJoin {
+					a.refanOut(room, e.User, u, &m.periods[i], justBefore(a.ord), periodEnd(m, i))
+				}
+			}
 		}
 	}
 	a.putChange(ci, c)
@@ -1052,11 +1073,11 @@ func (a *applier) applyMembership(e *domain.Event) {
 	next.ci = ci
 	m.periods = slices.Insert(m.periods, i+1, next)
 	if e.Meta.OrderTS > 0 {
-		a.refanOut(e.Room, e.User, u, m, i+1)
+		a.refanOut(e.Room, e.User, u, &m.periods[i+1], a.ord, periodEnd(m, i+1))
 	}
 	a.putMember(e.Room, e.User, m)
 	a.putChange(ci, c)
-	a.addEntry(e.Room, e.User, a.ord, ci, 0, nil, encodeInline(c), true)
+	a.addEntry(e.Room, e.User, a.ord, ci, 0, nil, encodeInline(c), true, false)
 }
 
 // relinkNext makes change ci, just put into the user's past, the old global
@@ -1082,29 +1103,36 @@ func (a *applier) relinkNext(user domain.UserID, f int, ci uint32, val *string) 
 	a.putChange(next, c)
 }
 
-// refanOut redoes the room's entries of the user's global changes within
-// the period at index i, which a backfill has just put into history: the
-// ones recorded there before belonged to the period it cut short, and the
-// ones that reach the room in it (it may be a join) are added. A live
-// event needs none of this: nothing lies after it.
-func (a *applier) refanOut(room domain.RoomID, user domain.UserID, u *userState, m *memberRec, i int) {
-	p := &m.periods[i]
-	end := orderNow
+// periodEnd is where the member's period at index i ends (orderNow for
+// the current one).
+func periodEnd(m *memberRec, i int) eventstore.Position {
 	if i+1 < len(m.periods) {
-		end = m.periods[i+1].pos
+		return m.periods[i+1].pos
 	}
-	lo := append(posKey(p.pos, prefixUserEntry, string(room), string(user)), 0)
-	hi := posKey(end, prefixUserEntry, string(room), string(user))
-	var stale [][]byte
-	a.fail(a.tx.Scan(lo, hi, false, func(k, val []byte) bool {
-		if a.change(decodeEntry(val, room, a).c).room == "" {
-			stale = append(stale, bytes.Clone(k))
-		}
-		return true
-	}))
-	for _, k := range stale {
-		a.fail(a.tx.Delete(k))
-		a.fail(a.tx.Delete(posKey(readPos(k[len(k)-16:]), prefixEntry, string(room))))
+	return orderNow
+}
+
+// refanOut redoes the room's entries of the user's global changes after
+// from and before end, inside period p, after a backfill put something
+// into history there (a membership period, an override, a global change):
+// the entries recorded before may belong to another period now, or name
+// an old value that is no longer the one before them, and global changes
+// may now change what the room showed where they did not. A live event
+// needs none of this: nothing lies after it.
+func (a *applier) refanOut(room domain.RoomID, user domain.UserID, u *userState, p *period, from, end eventstore.Position) {
+	// The room's entries of global changes lie at the order keys of the
+	// user's propagated changes ("rp").
+	var stale []eventstore.Position
+	for f := range numFields {
+		lo := append(posKey(from, prefixUserProp, string(user), fieldPart(f)), 0)
+		hi := posKey(end, prefixUserProp, string(user), fieldPart(f))
+		a.fail(a.tx.Scan(lo, hi, false, func(k, _ []byte) bool {
+			stale = append(stale, readPos(k[len(k)-16:]))
+			return true
+		}))
+	}
+	for _, ord := range stale {
+		a.fail(a.tx.Delete(posKey(ord, prefixEntry, string(room))))
 	}
 	if p.state != stJoin {
 		return
@@ -1116,7 +1144,7 @@ func (a *applier) refanOut(room domain.RoomID, user domain.UserID, u *userState,
 			ci  uint32
 		}
 		var props []prop
-		plo := append(posKey(p.pos, prefixUserProp, string(user), fieldPart(f)), 0)
+		plo := append(posKey(from, prefixUserProp, string(user), fieldPart(f)), 0)
 		phi := posKey(end, prefixUserProp, string(user), fieldPart(f))
 		a.fail(a.tx.Scan(plo, phi, false, func(k, val []byte) bool {
 			d := dec{b: val}
@@ -1125,9 +1153,12 @@ func (a *applier) refanOut(room domain.RoomID, user domain.UserID, u *userState,
 			return true
 		}))
 		for _, pc := range props {
+			if !p.pos.Before(pc.pos) {
+				continue // at the period's start the join's names hold
+			}
 			before, src := u.value(p, f, justBefore(pc.pos), past)
 			if after, _ := u.value(p, f, pc.pos, past); !sameValue(before, after) {
-				a.addEntry(room, user, pc.pos, pc.ci, src, before, encodeInline(a.change(pc.ci)), false)
+				a.addEntry(room, user, pc.pos, pc.ci, src, before, encodeInline(a.change(pc.ci)), false, true)
 			}
 		}
 	}
@@ -1163,9 +1194,12 @@ func (a *applier) applyOverride(e *domain.Event) {
 	p.ovr[f] = slices.Insert(p.ovr[f], lastLE(p.ovr[f], propPos, a.ord)+1, propChange{pos: a.ord, val: val, ci: ci})
 	c.field, c.old, c.oldRef = uint8(f), before, beforeRef
 	c.new, _ = u.value(p, f, a.ord, a.past(e.User))
+	if e.Meta.OrderTS > 0 {
+		a.refanOut(e.Room, e.User, u, p, a.ord, periodEnd(m, lastLE(m.periods, periodPos, a.ord)))
+	}
 	a.putMember(e.Room, e.User, m)
 	a.putChange(ci, c)
-	a.addEntry(e.Room, e.User, a.ord, ci, c.oldRef, c.old, encodeInline(c), false)
+	a.addEntry(e.Room, e.User, a.ord, ci, c.oldRef, c.old, encodeInline(c), false, false)
 }
 
 // Position returns the position of the last event applied.
@@ -1273,17 +1307,21 @@ func decodeMember(raw []byte, errs interface{ fail(error) }) *memberRec {
 	d := dec{b: raw}
 	m := &memberRec{}
 	for n := d.uint(); n > 0 && d.err == nil; n-- {
-		p := period{pos: d.pos(), state: uint8(d.uint()), ci: uint32(d.uint())}
-		for f := range numFields {
-			p.names[f] = d.opt()
-			p.ovr[f] = decProps(&d)
-		}
-		m.periods = append(m.periods, p)
+		m.periods = append(m.periods, decodePeriod(&d))
 	}
 	if errs != nil {
 		errs.fail(d.err)
 	}
 	return m
+}
+
+func decodePeriod(d *dec) period {
+	p := period{pos: d.pos(), state: uint8(d.uint()), ci: uint32(d.uint())}
+	for f := range numFields {
+		p.names[f] = d.opt()
+		p.ovr[f] = decProps(d)
+	}
+	return p
 }
 
 func encodeRoomState(r *roomState) []byte {

@@ -240,6 +240,120 @@ func paginateRange(r viewstore.Reader, prefix []byte, q HistoryQuery, last event
 	return b.token(), end.token(), nil
 }
 
+// rangeFrom is the key range of a position-ordered range under prefix
+// that a page starting at boundary b reads in its direction.
+func rangeFrom(prefix []byte, b boundary, backwards bool) (lo, hi []byte) {
+	at := appendPos(bytes.Clone(prefix), b.pos)
+	lo, hi = prefix, viewstore.PrefixEnd(prefix)
+	switch {
+	case !backwards && b.after:
+		lo = append(at, 0) // after pos
+	case !backwards:
+		lo = at // from pos
+	case b.after:
+		hi = append(at, 0) // up to pos
+	default:
+		hi = at // before pos
+	}
+	return lo, hi
+}
+
+// userEntry is one of a user's entries in a room's history, as stored.
+type userEntry struct {
+	ord eventstore.Position
+	val []byte
+}
+
+// userEntries lists a user's entries in a room from boundary b in a
+// direction, in order, reading at most max (0: no bound) keys of each
+// source: the membership and per-room entries ("rb"), and the room's
+// entries ("re") at the order keys of the user's propagated global changes
+// ("rp"), which only some rooms have. When a source had more, the list
+// stops where the examined part ends (next) and more is set.
+func userEntries(r viewstore.Reader, room domain.RoomID, user domain.UserID, b boundary, backwards bool, max int) (out []userEntry, next eventstore.Position, more bool, err error) {
+	type source struct {
+		prefix []byte
+		global bool
+	}
+	sources := []source{{prefix: rangeOf(prefixUserEntry, string(room), string(user))}}
+	for f := range numFields {
+		sources = append(sources, source{prefix: rangeOf(prefixUserProp, string(user), fieldPart(f)), global: true})
+	}
+	before := func(x, y eventstore.Position) bool { // x comes first in the direction read
+		if backwards {
+			return y.Before(x)
+		}
+		return x.Before(y)
+	}
+	for _, s := range sources {
+		lo, hi := rangeFrom(s.prefix, b, backwards)
+		n := 0
+		var last eventstore.Position
+		var ords []eventstore.Position
+		err = r.Scan(lo, hi, backwards, func(k, val []byte) bool {
+			if max > 0 && n == max {
+				if !more || before(last, next) {
+					next, more = last, true
+				}
+				return false
+			}
+			n++
+			last = readPos(k[len(k)-16:])
+			if s.global {
+				ords = append(ords, last)
+			} else {
+				out = append(out, userEntry{last, bytes.Clone(val)})
+			}
+			return true
+		})
+		if err != nil {
+			return nil, next, false, err
+		}
+		for _, ord := range ords {
+			raw, ok, err := r.Get(posKey(ord, prefixEntry, string(room)))
+			if err != nil {
+				return nil, next, false, err
+			}
+			if ok {
+				out = append(out, userEntry{ord, raw})
+			}
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return before(out[i].ord, out[j].ord) })
+	if more {
+		cut := sort.Search(len(out), func(i int) bool { return before(next, out[i].ord) })
+		out = out[:cut]
+	}
+	return out, next, more, nil
+}
+
+// paginateUserEntries is paginateRange over a user's entries in a room.
+func paginateUserEntries(r viewstore.Reader, room domain.RoomID, user domain.UserID, q HistoryQuery, take func(ord eventstore.Position, val []byte) bool) (string, string, error) {
+	limit := pageLimit(q)
+	b, err := startBoundary(q, orderNow)
+	if err != nil {
+		return "", "", err
+	}
+	entries, next, more, err := userEntries(r, room, user, b, q.Backwards, limit*scanFactor)
+	if err != nil {
+		return "", "", err
+	}
+	kept := 0
+	for i, en := range entries {
+		if kept == limit {
+			more, next = true, entries[i-1].ord
+			break
+		}
+		if take(en.ord, en.val) {
+			kept++
+		}
+	}
+	if !more {
+		return b.token(), "", nil // nothing further in this direction
+	}
+	return b.token(), boundary{pos: next, after: !q.Backwards}.token(), nil
+}
+
 // roomsReader reads committed state through the caches; what it returns
 // is shared and must not be changed.
 type roomsReader struct {
@@ -507,25 +621,23 @@ func (v *Rooms) RoomHistory(room domain.RoomID, q HistoryQuery) (HistoryPage, er
 		if !all {
 			own = rr.member(room, q.Viewer.User)
 		}
-		prefix := rangeOf(prefixEntry, string(room))
-		if q.User != "" {
-			prefix = rangeOf(prefixUserEntry, string(room), string(q.User))
-		}
-		page.Start, page.End, err = paginateRange(rr.r, prefix, q, orderNow, func(ord eventstore.Position, val []byte) bool {
+		take := func(ord eventstore.Position, val []byte) bool {
 			re := decodeEntry(val, room, rr)
 			c := re.ch
-			if c == nil { // a user's entries in the room name their change
+			if c == nil { // a user's room-scoped entries name their change
 				c = rr.change(re.c)
-				if c.room == "" {
-					re.oldVal = rr.resolve(re.old, int(c.field))
-				}
 			}
 			if !q.keeps(c) || (!all && !domain.Reads.OwnEntry(q.Viewer, c.user) && !visibleTo(r, own, ord)) {
 				return false
 			}
 			page.Entries = append(page.Entries, rr.entry(c, room, re.old, re.oldVal, all))
 			return true
-		})
+		}
+		if q.User != "" {
+			page.Start, page.End, err = paginateUserEntries(rr.r, room, q.User, q, take)
+			return err
+		}
+		page.Start, page.End, err = paginateRange(rr.r, rangeOf(prefixEntry, string(room)), q, orderNow, take)
 		return err
 	})
 	return page, err
@@ -560,11 +672,11 @@ func (v *Rooms) UserHistory(user domain.UserID, q HistoryQuery) (HistoryPage, er
 			if _, access, _ := rr.access(roomID, q.Viewer); access != domain.ReadsAll {
 				continue
 			}
-			lo := rangeOf(prefixUserEntry, string(roomID), string(user))
-			rr.fail(rr.r.Scan(lo, viewstore.PrefixEnd(lo), false, func(k, val []byte) bool {
-				refs = append(refs, ref{roomID, readPos(k[len(k)-16:]), decodeEntry(val, roomID, rr)})
-				return true
-			}))
+			all, _, _, err := userEntries(rr.r, roomID, user, boundary{pos: eventstore.Start, after: true}, false, 0)
+			rr.fail(err)
+			for _, en := range all {
+				refs = append(refs, ref{roomID, en.ord, decodeEntry(en.val, roomID, rr)})
+			}
 		}
 		if len(refs) == 0 {
 			return domain.Errorf(domain.ErrCodeForbidden, "You may not read this user's history")
@@ -584,15 +696,15 @@ func (v *Rooms) UserHistory(user domain.UserID, q HistoryQuery) (HistoryPage, er
 		}
 		posAt := func(i int) eventstore.Position { return uniq[i].pos }
 		page.Start, page.End, err = paginate(len(uniq), posAt, q, orderNow, func(i int) bool {
-			c := rr.change(uniq[i].e.c)
+			re := uniq[i].e
+			c := re.ch
+			if c == nil {
+				c = rr.change(re.c)
+			}
 			if !q.keeps(c) {
 				return false
 			}
-			var oldVal *string
-			if c.room == "" {
-				oldVal = rr.resolve(uniq[i].e.old, int(c.field))
-			}
-			page.Entries = append(page.Entries, rr.entry(c, uniq[i].room, uniq[i].e.old, oldVal, true))
+			page.Entries = append(page.Entries, rr.entry(c, uniq[i].room, re.old, re.oldVal, true))
 			return true
 		})
 		return err

@@ -1,7 +1,9 @@
 package projections_test
 
 import (
+	"fmt"
 	"reflect"
+	"slices"
 	"testing"
 
 	"github.com/profilestore/profilestore/domain"
@@ -64,5 +66,68 @@ func TestRoomHistoryKindFilterPagesThroughMatchesOnly(t *testing.T) {
 	}
 	if want := []domain.UserID{"@a:x", "@b:x", "@c:x"}; !reflect.DeepEqual(users, want) || rest.End != "" {
 		t.Errorf("renames over two pages: %v (end %q), want %v", users, rest.End, want)
+	}
+}
+
+// A room's history filtered by a user finds the user's global changes that
+// reached the room among many that did not (they reached rooms joined
+// later), page by page in both directions, with pages that may come back
+// short while the scan bound skips the others.
+func TestRoomHistoryOfOneUserAmongManyGlobalChanges(t *testing.T) {
+	f := newFeeder(t)
+	u := domain.UserID("@u:x")
+	f.join("!early:x", u, "start")
+	var want []string
+	want = append(want, "join")
+	for i := range 30 {
+		f.rename(u, fmt.Sprintf("early %d", i), domain.PropagateAll)
+		want = append(want, fmt.Sprintf("global_rename early %d", i))
+	}
+	f.apply(domain.Event{Type: domain.TypeMemberLeft, Room: "!early:x", User: u, Membership: domain.MembershipLeave})
+	want = append(want, "leave")
+	f.join("!late:x", u, "later")
+	for i := range 500 { // none of these reach !early:x
+		f.rename(u, fmt.Sprintf("late %d", i), domain.PropagateAll)
+	}
+	f.join("!early:x", u, "back")
+	want = append(want, "join")
+	f.rename(u, "both", domain.PropagateAll)
+	want = append(want, "global_rename both")
+
+	admin := projections.Viewer{User: "@admin:x", Admin: true}
+	for _, backwards := range []bool{false, true} {
+		t.Run(fmt.Sprintf("backwards=%v", backwards), func(t *testing.T) {
+			q := projections.HistoryQuery{Viewer: admin, User: u, Backwards: backwards, Limit: 2}
+			var got []string
+			for pages := 0; ; pages++ {
+				if pages > 1000 {
+					t.Fatal("paging does not end")
+				}
+				page, err := f.v.RoomHistory("!early:x", q)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if len(page.Entries) > q.Limit {
+					t.Fatalf("a page of %d entries for a limit of %d", len(page.Entries), q.Limit)
+				}
+				for _, e := range page.Entries {
+					line := e.Kind
+					if e.New.DisplayName != nil && e.Kind == projections.KindGlobalRename {
+						line += " " + *e.New.DisplayName
+					}
+					got = append(got, line)
+				}
+				if page.End == "" {
+					break
+				}
+				q.From = page.End
+			}
+			if backwards {
+				slices.Reverse(got)
+			}
+			if !slices.Equal(got, want) {
+				t.Fatalf("got %q\nwant %q", got, want)
+			}
+		})
 	}
 }

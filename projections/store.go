@@ -14,7 +14,7 @@ import (
 // FormatVersion changes whenever a view's keys, encodings or fold change;
 // a view store of another version is set aside and the views rebuilt from
 // the log.
-const FormatVersion = 6
+const FormatVersion = 8
 
 // Key prefixes of the view store. Each view owns its prefixes; the byte
 // after a prefix is 0 so that no prefix is a prefix of another's keys.

@@ -39,6 +39,8 @@ type AppserviceConfig struct {
 	// ServerName is the homeserver's server name, which Registrations need
 	// (the sender's user id; namespaces cover local users only).
 	ServerName string `yaml:"server_name"`
+	// Backfill imports the homeserver's past history (profilestore backfill).
+	Backfill BackfillConfig `yaml:"backfill"`
 }
 
 // SupplementsConfig configures MSC4337 on profile reads.

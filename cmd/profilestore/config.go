@@ -235,6 +235,9 @@ func (c *Config) validate() error {
 	if c.Appservice.MaxTransactionBytes < 0 {
 		return errors.New("config: appservice.max_transaction_bytes cannot be negative")
 	}
+	if err := c.Appservice.Backfill.validate(); err != nil {
+		return err
+	}
 	if c.Auth.TokensFile == "" {
 		c.Auth.TokensFile = filepath.Join(c.DataDir, "tokens.yaml")
 	}

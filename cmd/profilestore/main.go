@@ -137,6 +137,7 @@ func rootCommand() *cobra.Command {
 		f.add(backupCommand(load), "data-dir", "tokens-file"),
 		f.add(benchCommand(load), "store", "esdb-url"),
 		appserviceCommand(load, f),
+		backfillCommand(load, f),
 		integrityCommand(load, f),
 		f.add(verifyCommand(load), store...),
 		verifyProofCommand(),

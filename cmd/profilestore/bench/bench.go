@@ -46,9 +46,24 @@ type benchResult struct {
 	Elapsed     time.Duration
 	P50, P99    time.Duration
 	Errors      int64
+	// ServerCPU is the CPU time the bench process (the server under
+	// load) used during an HTTP load, LoaderCPU the loader child's; both
+	// are 0 for the in-process measurements.
+	ServerCPU, LoaderCPU time.Duration
 }
 
 func (r benchResult) perSecond() float64 { return float64(r.Ops) / r.Elapsed.Seconds() }
+
+// cpuPerOp is the server's and the loader's CPU time per operation, "—"
+// when not measured. Less sensitive than throughput to what else runs on
+// a shared machine: it says what a request costs, not how much of the
+// cores it got.
+func (r benchResult) cpuPerOp() string {
+	if r.ServerCPU <= 0 || r.Ops == 0 {
+		return "—"
+	}
+	return fmtDur(r.ServerCPU/time.Duration(r.Ops)) + " / " + fmtDur(r.LoaderCPU/time.Duration(r.Ops))
+}
 
 // Command is `profilestore bench`; env reads the configuration when it runs.
 func Command(env func() (Env, error)) *cobra.Command {
@@ -57,6 +72,7 @@ func Command(env func() (Env, error)) *cobra.Command {
 	var out, dir string
 	var rb roomsBench
 	var cpuProfile string
+	sealing := true
 	cmd := &cobra.Command{
 		Use:   "bench",
 		Short: "Measure fsync, store appends, HTTP writes and reads against a no-op handler, and write docs/PERFORMANCE.md's table",
@@ -85,7 +101,7 @@ func Command(env func() (Env, error)) *cobra.Command {
 				defer os.RemoveAll(dir)
 			}
 			b := &bench{log: log, dir: dir, duration: duration, conc: conc, w: cmd.ErrOrStderr(), rooms: rb,
-				store: cfg.Store, esdbURL: cfg.ESDBURL, open: cfg.Open, cpuProfile: cpuProfile}
+				store: cfg.Store, esdbURL: cfg.ESDBURL, open: cfg.Open, cpuProfile: cpuProfile, sealing: sealing}
 			if b.store == "esdb" {
 				// The room and rebuild measurements build their data sets
 				// through the store; on EventStoreDB they measure the server.
@@ -111,6 +127,7 @@ func Command(env func() (Env, error)) *cobra.Command {
 	cmd.Flags().IntVar(&rb.historyEntries, "history-entries", 1_000_000, "history entries of the big room")
 	cmd.Flags().IntVar(&rb.restartUsers, "restart-users", 1_000_000, "users of the rebuild and restart measurement (0 skips it)")
 	cmd.Flags().StringVar(&dir, "dir", "", "directory on the disk to measure (default: a temporary directory)")
+	cmd.Flags().BoolVar(&sealing, "sealing", true, "measure the cost of sealing (pairs of PUT runs with the seal writer off and on; --sealing=false skips them)")
 	cmd.Flags().StringVar(&cpuProfile, "cpuprofile", "", "write the server's CPU profile during the HTTP measurements to this file (go tool pprof)")
 	cmd.AddCommand(loadCommand(), scaleCommand(env))
 	return cmd
@@ -130,6 +147,8 @@ type bench struct {
 	// cpuProfile, if set, receives the server process's CPU profile
 	// during the HTTP measurements (the loader runs apart).
 	cpuProfile string
+	// sealing runs the sealing on/off pairs.
+	sealing bool
 }
 
 func (b *bench) progress(format string, args ...any) { fmt.Fprintf(b.w, format+"\n", args...) }
@@ -190,11 +209,13 @@ func (b *bench) run(ctx context.Context) (string, error) {
 		}
 	}
 	report := b.report(fsyncs, rows)
-	sealing, err := b.sealingBench(ctx, a, srv, tokens)
-	if err != nil {
-		return "", err
+	if b.sealing {
+		sealing, err := b.sealingBench(ctx, a, srv, tokens)
+		if err != nil {
+			return "", err
+		}
+		report += sealing
 	}
-	report += sealing
 	if b.rooms.rooms > 0 {
 		roomsReport, err := b.runRooms(ctx, a, srv, b.rooms)
 		if err != nil {
@@ -347,10 +368,11 @@ func (b *bench) report(fsyncs float64, rows []benchResult) string {
 		time.Now().UTC().Format("2006-01-02 15:04 MST"), machineDescription(), b.store, b.duration, joinInts(b.conc), b.rooms.rooms, b.rooms.renames, b.rooms.historyMembers, b.rooms.historyEntries, b.rooms.restartUsers)
 	s.WriteString("HTTP clients run in a separate loader process (the bench's own binary, re-executed), against the service and a no-op handler served by the bench process on the same net/http stack.\n\n")
 	fmt.Fprintf(&s, "Raw fsync baseline of the data disk (4 KiB write + fdatasync, one at a time): **%.0f/s**.\n\n", fsyncs)
-	s.WriteString("| what | clients | ops/s | p50 | p99 | errors |\n|---|---:|---:|---:|---:|---:|\n")
+	s.WriteString("CPU per request is the CPU time (user and system) the bench process (the server) and the loader child used during the load, over the requests answered: what a request costs each side, whatever else shared the cores.\n\n")
+	s.WriteString("| what | clients | ops/s | p50 | p99 | CPU per request, server / loader | errors |\n|---|---:|---:|---:|---:|---:|---:|\n")
 	sort.SliceStable(rows, func(i, j int) bool { return rows[i].Name < rows[j].Name })
 	for _, r := range rows {
-		fmt.Fprintf(&s, "| %s | %d | %.0f | %s | %s | %d |\n", r.Name, r.Concurrency, r.perSecond(), fmtDur(r.P50), fmtDur(r.P99), r.Errors)
+		fmt.Fprintf(&s, "| %s | %d | %.0f | %s | %s | %s | %d |\n", r.Name, r.Concurrency, r.perSecond(), fmtDur(r.P50), fmtDur(r.P99), r.cpuPerOp(), r.Errors)
 	}
 	byKey := map[string]benchResult{}
 	for _, r := range rows {

@@ -160,6 +160,7 @@ func (b *bench) remoteLoad(ctx context.Context, spec loadSpec) (benchResult, err
 	cmd.Env = append(os.Environ(), LoaderEnv+"=1")
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	cpu0 := processCPU()
 	if err := cmd.Run(); err != nil {
 		return benchResult{}, fmt.Errorf("bench: loader %s: %w: %s", spec.Name, err, strings.TrimSpace(stderr.String()))
 	}
@@ -167,5 +168,9 @@ func (b *bench) remoteLoad(ctx context.Context, spec loadSpec) (benchResult, err
 	if err := json.Unmarshal(stdout.Bytes(), &res); err != nil {
 		return benchResult{}, fmt.Errorf("bench: loader %s printed %q: %w", spec.Name, stdout.String(), err)
 	}
+	// Both include the loader's start and exit, a few milliseconds
+	// against a load of seconds.
+	res.ServerCPU = processCPU() - cpu0
+	res.LoaderCPU = cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
 	return res, nil
 }

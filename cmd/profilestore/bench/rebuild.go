@@ -80,7 +80,7 @@ func (b *bench) rebuildBench(ctx context.Context, users int) (string, error) {
 	}
 	scan := time.Since(t0)
 	b.progress("sealing and verifying the log…")
-	verify, verifyRatio, err := verifyRow(ctx, a.Store, seals.key, scanned, scan)
+	verify, verifyRatio, err := verifyRow(ctx, a.Store, seals.key)
 	if err != nil {
 		a.Close()
 		return "", err
