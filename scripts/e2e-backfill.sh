@@ -15,7 +15,9 @@
 # with the homeserver's timeline of member events, and its members with
 # /joined_members. The homeserver's answers to the backfill's calls are kept
 # as a replay fixture ($WORK/backfill-fixture.json; see
-# appservice/testdata/dendrite-v0.15.2-backfill.json). Exits 1 on a mismatch.
+# appservice/testdata/dendrite-v0.15.2-backfill.json). Last, with the server
+# stopped, `profilestore backfill` runs again on a new checkpoint and must
+# append nothing. Exits 1 on a mismatch.
 #
 # Needs go, curl, jq, openssl, python3 with PyYAML.
 #   DENDRITE_VERSION (v0.15.2), BIN (binaries; an existing $BIN/dendrite is
@@ -165,6 +167,7 @@ dendrite_config "$WORK/registration.yaml"
 start_dendrite
 "$BIN/profilestore" -c "$WORK/profilestore.yaml" serve > "$WORK/profilestore.log" 2>&1 &
 pids+=($!)
+PS_PID=$!
 wait_for "$PS/health"
 psc() { curl -sf -H "Authorization: Bearer $1" "$PS$2"; }
 
@@ -248,6 +251,19 @@ filter='{"types":["m.room.create","m.room.member","m.room.history_visibility","m
   done
   echo '}}'
 } | jq . > "$WORK/backfill-fixture.json"
+
+# 6. Again from the command line, server stopped, on a new checkpoint:
+# everything is read again and nothing appended.
+log "profilestore backfill again (command line, a new checkpoint): nothing new"
+kill "$PS_PID"; wait "$PS_PID" 2>/dev/null || true
+before=$("$BIN/profilestore" -c "$WORK/profilestore.yaml" export 2>/dev/null | wc -l)
+rm -f "$WORK/ps/backfill.db"
+"$BIN/profilestore" -c "$WORK/profilestore.yaml" backfill --user "$ALICE" --user "$BOB" --user "$CAROL" --json 2>"$WORK/backfill-cli.log" |
+  tee "$WORK/backfill-cli.json" | jq -c '{rooms, done, events, recorded}'
+after=$("$BIN/profilestore" -c "$WORK/profilestore.yaml" export 2>/dev/null | wc -l)
+echo "events in the log: $before before, $after after"
+[ "$before" = "$after" ] || mismatch "a second backfill appended $((after - before)) events"
+[ "$(jq -r .recorded "$WORK/backfill-cli.json")" = 0 ] || mismatch "a second backfill recorded changes"
 
 [ "$fail" = 0 ] || die "profilestore's history differs from Dendrite's after the backfill"
 echo
