@@ -33,9 +33,6 @@ type PebbleOptions struct {
 	MemTableBytes uint64
 }
 
-// blockSize is the tables' data block size.
-const blockSize = 16 << 10
-
 // OpenPebble opens (creating if needed) a pebble store in dir.
 func OpenPebble(dir string, o PebbleOptions) (*Pebble, error) {
 	if o.CacheBytes <= 0 {
@@ -65,14 +62,9 @@ func OpenPebble(dir string, o PebbleOptions) (*Pebble, error) {
 	// and keys are prefix-compressed anyway.
 	// Bloom filters answer most reads of keys that do not exist (a first
 	// join, a user never seen) without reading a table's blocks.
-	// Blocks of 16 KiB rather than 4: a page of room history (100 entries
-	// of about 110 bytes) is one block, and the index a seek reads before
-	// it is a quarter of the size, so more of it stays in the block cache
-	// when the store is many times larger than the cache.
 	for i := range opts.Levels {
 		opts.Levels[i].Compression = func() *sstable.CompressionProfile { return sstable.NoCompression }
 		opts.Levels[i].FilterPolicy = bloom.FilterPolicy(10)
-		opts.Levels[i].BlockSize = blockSize
 	}
 	db, err := pebble.Open(dir, opts)
 	if err != nil {
