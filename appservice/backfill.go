@@ -39,6 +39,10 @@ type BackfillOptions struct {
 	// may lie in different rooms (default 30 minutes): homeservers write
 	// them one room after another.
 	RenameWindow time.Duration
+	// Homeserver, if set, answers what a user's global profile is now: a
+	// user's last in-room change that no other room shows (a user in one
+	// room) is taken as global when the homeserver's profile has it now.
+	Homeserver *HomeserverProfiles
 	// Progress, if set, is told after every page.
 	Progress func(BackfillProgress)
 	Metrics  *BackfillMetrics
@@ -527,6 +531,22 @@ func (b *Backfill) decide(ctx context.Context, st *pageState, p *RoomProgress, e
 							return nil, "", globals, err
 						}
 						isGlobal = true
+					} else if b.opts.Homeserver != nil {
+						// Seen in this room only: still a rename when it is
+						// the user's last change and the homeserver's
+						// profile says so now (a user in one room).
+						last, ok, err := st.lastChange(user, f)
+						if err != nil {
+							return nil, "", 0, storeError{err}
+						}
+						if ok && ev.OriginServerTS >= last {
+							if h, ok := b.opts.Homeserver.Field(ctx, user, f, v); ok && strings.TrimSpace(h) == v {
+								if err := global(f, v, ev.OriginServerTS, ""); err != nil {
+									return nil, "", globals, err
+								}
+								isGlobal = true
+							}
+						}
 					}
 				}
 			}

@@ -32,6 +32,7 @@ var (
 	bucketCands   = []byte("changes") // user, field, sha256(value), ms, room -> event id: in-room name changes the survey saw
 	bucketGlobals = []byte("globals") // user, field, ms -> pastGlobal (JSON): global changes recorded
 	bucketUsers   = []byte("users")   // user -> why their rooms could not be listed
+	bucketLast    = []byte("last")    // user, field -> ms of the last in-room change the survey saw
 )
 
 // Phases of a room.
@@ -107,7 +108,7 @@ func OpenBackfillCheckpoint(path string) (*BackfillCheckpoint, error) {
 		return nil, err
 	}
 	err = db.Update(func(tx *bbolt.Tx) error {
-		for _, b := range [][]byte{bucketRooms, bucketMembers, bucketCands, bucketGlobals, bucketUsers} {
+		for _, b := range [][]byte{bucketRooms, bucketMembers, bucketCands, bucketGlobals, bucketUsers, bucketLast} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -233,11 +234,12 @@ type pageState struct {
 	members map[domain.UserID]*pastMember
 	cands   map[string][]byte
 	globals map[string]pastGlobal
+	last    map[string]int64
 }
 
 func (c *BackfillCheckpoint) page(phase string, room domain.RoomID) *pageState {
 	return &pageState{c: c, phase: phase, room: room, members: map[domain.UserID]*pastMember{},
-		cands: map[string][]byte{}, globals: map[string]pastGlobal{}}
+		cands: map[string][]byte{}, globals: map[string]pastGlobal{}, last: map[string]int64{}}
 }
 
 // member returns the member's state so far (a copy the page may change).
@@ -272,6 +274,24 @@ func (s *pageState) addChange(user domain.UserID, field, value string, ms int64,
 	k := msKey(append(key(string(user), field, valueHash(value)), 0), ms)
 	k = append(append(k, 0), s.room...)
 	s.cands[string(k)] = []byte(eventID)
+	lk := string(key(string(user), field))
+	if cur, ok := s.last[lk]; !ok || ms > cur {
+		s.last[lk] = ms
+	}
+}
+
+// lastChange is the time of the user's last in-room change of field the
+// survey saw, in any room (false when none).
+func (s *pageState) lastChange(user domain.UserID, field string) (int64, bool, error) {
+	var ms int64
+	found := false
+	err := s.c.db.View(func(tx *bbolt.Tx) error {
+		if v := tx.Bucket(bucketLast).Get(key(string(user), field)); len(v) == 8 {
+			ms, found = int64(binary.BigEndian.Uint64(v)), true
+		}
+		return nil
+	})
+	return ms, found, err
 }
 
 // changeElsewhere finds the same change (user, field, value) in another
@@ -368,6 +388,15 @@ func (s *pageState) commit(p RoomProgress) error {
 		gb := tx.Bucket(bucketGlobals)
 		for k, g := range s.globals {
 			if err := putJSON(gb, []byte(k), g); err != nil {
+				return err
+			}
+		}
+		lb := tx.Bucket(bucketLast)
+		for k, ms := range s.last {
+			if v := lb.Get([]byte(k)); len(v) == 8 && int64(binary.BigEndian.Uint64(v)) >= ms {
+				continue
+			}
+			if err := lb.Put([]byte(k), binary.BigEndian.AppendUint64(nil, uint64(ms))); err != nil {
 				return err
 			}
 		}

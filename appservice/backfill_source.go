@@ -46,8 +46,11 @@ type HomeserverError struct {
 }
 
 func (e *HomeserverError) Error() string {
-	if e.Errcode != "" {
+	switch {
+	case e.Errcode != "":
 		return fmt.Sprintf("homeserver answered %d %s: %s", e.Status, e.Errcode, e.Message)
+	case e.Message != "":
+		return fmt.Sprintf("homeserver answered %d with %s", e.Status, e.Message)
 	}
 	return fmt.Sprintf("homeserver answered %d", e.Status)
 }
@@ -61,8 +64,12 @@ type HomeserverClient struct {
 	http    *http.Client
 	limiter *rate.Limiter
 	// Retries bounds the attempts after a transient failure (network,
-	// 5xx); 429s are waited out up to RateLimitWaits times.
+	// 5xx), the first Backoff after it and doubling up to 30 s; 429s are
+	// waited out up to RateLimitWaits times.
 	Retries, RateLimitWaits int
+	Backoff                 time.Duration
+	// MaxBody bounds one answer (default 32 MiB): a bigger one fails.
+	MaxBody int64
 	// OnRateLimited, if set, is told of each 429 and the wait.
 	OnRateLimited func(wait time.Duration)
 }
@@ -80,21 +87,25 @@ func NewHomeserverClient(base, token string, perSecond float64, client *http.Cli
 	if perSecond > 0 {
 		lim = rate.NewLimiter(rate.Limit(perSecond), 1)
 	}
-	return &HomeserverClient{base: strings.TrimRight(base, "/"), token: token, http: client, limiter: lim, Retries: 5, RateLimitWaits: 100}
+	return &HomeserverClient{base: strings.TrimRight(base, "/"), token: token, http: client, limiter: lim,
+		Retries: 5, RateLimitWaits: 100, Backoff: 500 * time.Millisecond, MaxBody: maxHistoryBody}
 }
 
 // get reads path?query as JSON into out.
 func (c *HomeserverClient) get(ctx context.Context, path string, query url.Values, out any) error {
-	backoff := 500 * time.Millisecond
+	backoff := c.Backoff
 	transient, waits := 0, 0
 	for {
 		if err := c.limiter.Wait(ctx); err != nil {
 			return err
 		}
 		status, body, hdr, err := c.do(ctx, path, query)
+		var final *HomeserverError
 		switch {
 		case err != nil && ctx.Err() != nil:
 			return ctx.Err()
+		case errors.As(err, &final):
+			return err // asking again would get the same
 		case err != nil || status >= 500:
 			if transient++; transient > c.Retries {
 				if err == nil {
@@ -148,12 +159,12 @@ func (c *HomeserverClient) do(ctx context.Context, path string, query url.Values
 		return 0, nil, nil, err
 	}
 	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, maxHistoryBody+1))
+	body, err := io.ReadAll(io.LimitReader(resp.Body, c.MaxBody+1))
 	if err != nil {
 		return 0, nil, nil, err
 	}
-	if len(body) > maxHistoryBody {
-		return 0, nil, nil, fmt.Errorf("homeserver answer over %d bytes", maxHistoryBody)
+	if int64(len(body)) > c.MaxBody {
+		return 0, nil, nil, &HomeserverError{Status: resp.StatusCode, Message: fmt.Sprintf("an answer over %d bytes", c.MaxBody)}
 	}
 	return resp.StatusCode, body, resp.Header, nil
 }
@@ -263,8 +274,21 @@ func (s *ClientHistory) Messages(ctx context.Context, room domain.RoomID, reader
 	if from != "" {
 		q.Set("from", from)
 	}
-	return messagesPage(ctx, s.Client, "/_matrix/client/v3/rooms/"+url.PathEscape(string(room))+"/messages", q, from)
+	path := "/_matrix/client/v3/rooms/" + url.PathEscape(string(room)) + "/messages"
+	events, next, err := messagesPage(ctx, s.Client, path, q, from)
+	var he *HomeserverError
+	if from == "" && errors.As(err, &he) && he.Status == http.StatusBadRequest {
+		// Dendrite (v0.15.2) refuses dir=f without from ("malformed sync
+		// token": its token for the room's start prints as ""); its
+		// topology token before the first event is t0_0.
+		q.Set("from", dendriteStart)
+		return messagesPage(ctx, s.Client, path, q, dendriteStart)
+	}
+	return events, next, err
 }
+
+// dendriteStart is Dendrite's topology token before a room's first event.
+const dendriteStart = "t0_0"
 
 // messagesPage reads a /messages answer ({chunk, start, end}).
 func messagesPage(ctx context.Context, c *HomeserverClient, path string, q url.Values, from string) ([]HistoryEvent, string, error) {
@@ -285,18 +309,14 @@ func messagesPage(ctx context.Context, c *HomeserverClient, path string, q url.V
 	}
 	next := body.End
 	// The end of the timeline (or of what the reader may see): no end
-	// token, or one that does not move on, or Dendrite's empty topology
-	// token on an empty page. An empty page with another token is not the
-	// end (Synapse filters after fetching): paging goes on.
-	if next == from || (len(body.Chunk) == 0 && next == dendriteNoToken) {
+	// token (Dendrite sends "" after the last event), or one that does not
+	// move on. An empty page with another token is not the end (Synapse
+	// filters after fetching): paging goes on.
+	if next == from {
 		next = ""
 	}
 	return events, next, nil
 }
-
-// dendriteNoToken is the end token Dendrite (v0.15.2) gives the page after
-// the last one: its zero topology token.
-const dendriteNoToken = "t0_0"
 
 // SynapseAdminHistory reads history through Synapse's admin API with a
 // server admin's access token: every room the server knows (GET

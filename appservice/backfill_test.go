@@ -22,9 +22,10 @@ import (
 
 // historyServer answers the client-server API calls a backfill makes, in
 // the shapes Dendrite v0.15.2 answers them (GET /joined_rooms; GET
-// /rooms/{roomId}/messages with dir=f, a filter, from and limit, an end
-// token on every page and an empty last page), as the appservice with
-// user_id=.
+// /rooms/{roomId}/messages with dir=f, a filter, from and limit: no page
+// without from, which Dendrite refuses, t0_0 for the start, an end token on
+// every page and an empty last page with an empty one), as the appservice
+// with user_id=.
 type historyServer struct {
 	*httptest.Server
 	t       *testing.T
@@ -115,7 +116,13 @@ func (hs *historyServer) messagesPage(w http.ResponseWriter, r *http.Request, ro
 	}
 	limit, _ := strconv.Atoi(q.Get("limit"))
 	from := 0
-	if f := q.Get("from"); f != "" {
+	switch f := q.Get("from"); f {
+	case "":
+		// Dendrite v0.15.2: its token for the start prints as "".
+		matrixError(w, 400, "M_INVALID_PARAM", "Invalid from parameter: malformed sync token")
+		return
+	case "t0_0": // the topology token before the first event
+	default:
 		from, _ = strconv.Atoi(strings.TrimPrefix(f, "t"))
 	}
 	var chunk []map[string]any
@@ -131,7 +138,7 @@ func (hs *historyServer) messagesPage(w http.ResponseWriter, r *http.Request, ro
 	}
 	end := "t" + strconv.Itoa(i)
 	if len(chunk) == 0 {
-		end = "t0_0" // Dendrite's empty topology token on the last page
+		end = "" // Dendrite's zero topology token after the last event
 	}
 	_ = json.NewEncoder(w).Encode(map[string]any{"chunk": chunk, "start": "t" + strconv.Itoa(from), "end": end})
 }
@@ -176,6 +183,7 @@ const (
 	bfAlice = "@alice:localhost"
 	bfBob   = "@bob:localhost"
 	bfRemo  = "@remo:elsewhere.example"
+	bfSolo  = "@solo:localhost"
 )
 
 // historyLines renders a room's history (as an admin) as "user kind old->new".
@@ -268,7 +276,9 @@ func TestBackfillThroughTheClientAPIAfterMirrorMode(t *testing.T) {
 	r2 := &timeline{room: "!r2:localhost"}
 	r2.state("m.room.create", bfAlice, at(0), map[string]any{"creator": bfAlice})
 	r2.member(bfAlice, bfAlice, "join", "Alice", at(1))
+	r2.member(bfSolo, bfSolo, "join", "Solo", at(5))
 	r2.member(bfAlice, bfAlice, "join", "Alice Two", at(12))
+	r2.member(bfSolo, bfSolo, "join", "Solo Two", at(15)) // a rename of a user in this room only
 	liveR2 := r2.member(bfAlice, bfAlice, "join", "Alice Three", install.Add(time.Second))
 
 	// A room whose history before alice's join is hidden from her.
@@ -292,6 +302,7 @@ func TestBackfillThroughTheClientAPIAfterMirrorMode(t *testing.T) {
 
 	// Mirror mode, from install day.
 	ms.hs.set(bfAlice, domain.KeyDisplayName, "Alice Three")
+	ms.hs.set(bfSolo, domain.KeyDisplayName, "Solo Two")
 	ms.send("live1", raw(liveR1))
 	ms.send("live2", raw(liveR2))
 	ms.send("live3", raw(liveR4))
@@ -320,7 +331,8 @@ func TestBackfillThroughTheClientAPIAfterMirrorMode(t *testing.T) {
 			waited++
 		}
 		b := appservice.NewBackfill(appservice.BackfillOptions{Registration: ms.reg, Profiles: ms.app.Profiles, Rooms: ms.app.Rooms,
-			Source: &appservice.ClientHistory{Client: client, Users: []domain.UserID{bfAlice, "@ghost:localhost"}}, Checkpoint: cp, PageSize: 3, Logger: quietLogger()})
+			Source: &appservice.ClientHistory{Client: client, Users: []domain.UserID{bfAlice, "@ghost:localhost"}}, Checkpoint: cp, PageSize: 3, Logger: quietLogger(),
+			Homeserver: appservice.NewHomeserverProfiles(ms.hs.URL, ms.reg.ASToken, nil, time.Minute)})
 		return b.Run(ctx)
 	}
 
@@ -364,7 +376,9 @@ func TestBackfillThroughTheClientAPIAfterMirrorMode(t *testing.T) {
 	// to Alice Three on install day: mirror mode recorded that rename once
 	// (and, not knowing she was in the room, her event there as a join);
 	// the backfill shows that the rename reached the room.
-	want2 := []string{"alice join ->Alice", "alice global_rename Alice->Alice Two", "alice global_rename Alice Two->Alice Three"}
+	// solo, in this room only, renamed: the homeserver's profile has the
+	// new name now, so it is a global change, not a per-room one.
+	want2 := []string{"alice join ->Alice", "solo join ->Solo", "alice global_rename Alice->Alice Two", "solo global_rename Solo->Solo Two", "alice global_rename Alice Two->Alice Three"}
 	if got := historyLines(t, view, "!r2:localhost"); !reflect.DeepEqual(got, append(want2, liveHistory["!r2:localhost"]...)) {
 		t.Errorf("!r2 history:\n got %q\nwant %q then the live %q", got, want2, liveHistory["!r2:localhost"])
 	}

@@ -220,6 +220,11 @@ func (s *Server) handleConsoleOverview(w http.ResponseWriter, r *http.Request, i
 	if s.cfg.Integrity != nil {
 		data["Integrity"] = s.cfg.Integrity.Status()
 	}
+	if s.cfg.Backfill != nil {
+		if st := s.cfg.Backfill.Status(); st.Started != nil {
+			data["Backfill"] = st
+		}
+	}
 	s.render(w, r, http.StatusOK, "overview", s.page(id, "Overview"), data)
 }
 

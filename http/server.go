@@ -79,6 +79,9 @@ type Config struct {
 	Integrity *integrity.Checker
 	SealKey   ed25519.PublicKey
 
+	// Backfill, if set, serves /_profilestore/v1/backfill (http/backfill.go).
+	Backfill Backfill
+
 	// Appservice, if set, is served on /_matrix/app/v1 to the homeserver
 	// (http/appservice.go).
 	Appservice Appservice
@@ -226,6 +229,10 @@ func (s *Server) routes() {
 		ps.HandleFunc("/integrity", s.handleIntegrity).Methods(http.MethodGet)
 		ps.HandleFunc("/integrity/proof", s.handleIntegrityProof).Methods(http.MethodGet)
 		ps.HandleFunc("/integrity/check", s.authed(s.handleIntegrityCheck)).Methods(http.MethodPost)
+	}
+	if s.cfg.Backfill != nil {
+		ps.HandleFunc("/backfill", s.authed(s.handleBackfillStart)).Methods(http.MethodPost)
+		ps.HandleFunc("/backfill", s.authed(s.handleBackfillStatus)).Methods(http.MethodGet)
 	}
 	if s.cfg.Names != nil {
 		ps.HandleFunc("/names/search", s.authed(s.handleNamesSearch)).Methods(http.MethodGet)

@@ -425,18 +425,6 @@ func (rr *roomsReader) hidden(pos eventstore.Position) bool {
 	return ok
 }
 
-// resolve returns the value a reference names (nil once erased).
-func (rr *roomsReader) resolve(ref valueRef, f int) *string {
-	if ref == 0 {
-		return nil
-	}
-	c := rr.change(uint32(ref&^refNames) - 1)
-	if ref&refNames != 0 {
-		return c.names[f]
-	}
-	return c.new
-}
-
 // read runs fn against committed state and returns the first view store
 // failure as an internal error.
 func (v *Rooms) read(fn func(rr *roomsReader) error) error {

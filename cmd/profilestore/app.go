@@ -24,6 +24,8 @@ type app struct {
 	seals   *integrity.Writer
 	// alerts raises and delivers moderation alerts; nil when off.
 	alerts *alerting
+	// backfill runs backfills on the running server; nil without the appservice.
+	backfill *backfillService
 }
 
 // openApp opens the data directory's log and keyring and wires the app over
@@ -118,6 +120,11 @@ func (a *app) server(auth pshttp.Authenticator) (*pshttp.Server, error) {
 	if err := a.withAppservice(&cfg); err != nil {
 		return nil, err
 	}
+	if a.cfg.Appservice.Enabled {
+		a.backfill = newBackfillService(a)
+		cfg.Backfill = a.backfill
+		cfg.Collectors = append(cfg.Collectors, a.backfill.metrics.Collectors()...)
+	}
 	al, err := a.withAlerts(&cfg)
 	if err != nil {
 		return nil, err
@@ -126,4 +133,9 @@ func (a *app) server(auth pshttp.Authenticator) (*pshttp.Server, error) {
 	return pshttp.NewServer(cfg), nil
 }
 
-func (a *app) close() { a.Close() }
+func (a *app) close() {
+	if a.backfill != nil {
+		a.backfill.stop() // before the store closes under it
+	}
+	a.Close()
+}

@@ -10,12 +10,15 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
 	"github.com/profilestore/profilestore/appservice"
 	"github.com/profilestore/profilestore/domain"
+	pshttp "github.com/profilestore/profilestore/http"
 	"github.com/schollz/progressbar/v3"
+	"github.com/sirupsen/logrus"
 	"github.com/spf13/cobra"
 )
 
@@ -125,7 +128,8 @@ func (a *app) newBackfill(users []string, metrics *appservice.BackfillMetrics, p
 		return nil, err
 	}
 	b := appservice.NewBackfill(appservice.BackfillOptions{Registration: reg, Profiles: a.Profiles, Rooms: a.Rooms, Source: source,
-		Checkpoint: cp, PageSize: bc.PageSize, RenameWindow: bc.RenameWindow, Progress: progress, Metrics: metrics, Logger: a.log})
+		Checkpoint: cp, PageSize: bc.PageSize, RenameWindow: bc.RenameWindow, Progress: progress, Metrics: metrics, Logger: a.log,
+		Homeserver: appservice.NewHomeserverProfiles(hsURL, reg.ASToken, nil, ac.ProfileCacheTTL)})
 	return &backfillRun{b: b, cp: cp}, nil
 }
 
@@ -236,4 +240,96 @@ func (b *backfillBar) finish() {
 		fmt.Fprintln(b.w)
 		b.bar = nil
 	}
+}
+
+// backfillService runs backfills on the running server (POST
+// /_profilestore/v1/backfill), one at a time, and keeps the progress and
+// the last report for GET and the console; the metrics show it in /metrics.
+type backfillService struct {
+	a       *app
+	metrics *appservice.BackfillMetrics
+	ctx     context.Context
+	cancel  context.CancelFunc
+	done    sync.WaitGroup
+
+	mu       sync.Mutex
+	running  bool
+	progress appservice.BackfillProgress
+	report   *appservice.BackfillReport
+	err      string
+	started  time.Time
+	finished time.Time
+}
+
+func newBackfillService(a *app) *backfillService {
+	ctx, cancel := context.WithCancel(context.Background())
+	return &backfillService{a: a, metrics: appservice.NewBackfillMetrics(), ctx: ctx, cancel: cancel}
+}
+
+// Start implements pshttp.Backfill.
+func (s *backfillService) Start(users []domain.UserID) (bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.running {
+		return false, nil
+	}
+	names := make([]string, len(users))
+	for i, u := range users {
+		names[i] = string(u)
+	}
+	run, err := s.a.newBackfill(names, s.metrics, func(p appservice.BackfillProgress) {
+		s.mu.Lock()
+		s.progress = p
+		s.mu.Unlock()
+	})
+	if err != nil {
+		// The configuration or the checkpoint (a backfill of the command
+		// line on the same file) stands in the way: the operator's to fix.
+		return false, domain.Errorf(domain.ErrCodeUnavailable, "%v", err)
+	}
+	s.running, s.started, s.err, s.progress = true, time.Now().UTC(), "", appservice.BackfillProgress{}
+	s.done.Add(1)
+	go func() {
+		defer s.done.Done()
+		rep, err := run.run(s.ctx)
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		s.running, s.finished, s.report = false, time.Now().UTC(), &rep
+		if err != nil {
+			s.err = err.Error()
+			s.a.log.WithError(err).Warn("backfill: stopped")
+			return
+		}
+		s.a.log.WithFields(logrus.Fields{"rooms": rep.Rooms, "done": rep.Done, "recorded": rep.Recorded,
+			"unreadable": len(rep.Unreadable), "incomplete": len(rep.Incomplete)}).Info("backfill: finished")
+	}()
+	return true, nil
+}
+
+// Status implements pshttp.Backfill.
+func (s *backfillService) Status() pshttp.BackfillStatus {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p := s.progress
+	st := pshttp.BackfillStatus{Running: s.running, Phase: p.Phase, Rooms: p.Rooms, Done: p.Done, Room: p.Room,
+		Events: p.Events, Recorded: p.Recorded, Error: s.err}
+	if s.report != nil {
+		st.Report, st.Unreadable, st.Incomplete = *s.report, len(s.report.Unreadable), len(s.report.Incomplete)
+	}
+	if !s.started.IsZero() {
+		started := s.started
+		st.Started = &started
+	}
+	if !s.finished.IsZero() && !s.running {
+		finished := s.finished
+		st.Finished = &finished
+	}
+	return st
+}
+
+// stop ends a running backfill (its checkpoint keeps the progress) and
+// waits for it, before the store closes.
+func (s *backfillService) stop() {
+	s.cancel()
+	s.done.Wait()
 }

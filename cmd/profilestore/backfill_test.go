@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -9,9 +10,12 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/profilestore/profilestore/appservice"
+	"github.com/profilestore/profilestore/domain"
 	"github.com/profilestore/profilestore/eventstore/bolt"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // backfillDir is a data directory with a store and profilestore's
@@ -42,10 +46,12 @@ func backfillDir(t *testing.T, hsURL string) (dir, config string, reg *appservic
 	return dir, config, reg
 }
 
-func TestBackfillCommand(t *testing.T) {
-	var asToken string
+// historyHomeserver answers a backfill's calls as the appservice acting
+// as @alice:localhost (the token is read at each request): one room, a
+// create and two joins, in Dendrite's shapes.
+func historyHomeserver(t *testing.T, asToken *string) *httptest.Server {
 	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Header.Get("Authorization") != "Bearer "+asToken || r.URL.Query().Get("user_id") != "@alice:localhost" {
+		if r.Header.Get("Authorization") != "Bearer "+*asToken || r.URL.Query().Get("user_id") != "@alice:localhost" {
 			w.WriteHeader(http.StatusForbidden)
 			_, _ = w.Write([]byte(`{"errcode":"M_FORBIDDEN","error":"no"}`))
 			return
@@ -62,7 +68,13 @@ func TestBackfillCommand(t *testing.T) {
 			_, _ = w.Write([]byte(`{"start":"t4","end":"t0_0","chunk":[]}`))
 		}
 	}))
-	defer hs.Close()
+	t.Cleanup(hs.Close)
+	return hs
+}
+
+func TestBackfillCommand(t *testing.T) {
+	var asToken string
+	hs := historyHomeserver(t, &asToken)
 	dir, config, reg := backfillDir(t, hs.URL)
 	asToken = reg.ASToken
 
@@ -122,5 +134,78 @@ func TestBackfillCommandSynapseAdminTokenFile(t *testing.T) {
 				t.Fatalf("backfill with a %s admin token file: %v", name, err)
 			}
 		})
+	}
+}
+
+// TestBackfillOnTheRunningServer: the service behind POST
+// /_profilestore/v1/backfill runs one backfill at a time in the background
+// and shows its progress in /metrics.
+func TestBackfillOnTheRunningServer(t *testing.T) {
+	var asToken string
+	hs := historyHomeserver(t, &asToken)
+	dir, _, reg := backfillDir(t, hs.URL)
+	asToken = reg.ASToken
+	cfg := defaultConfig()
+	cfg.DataDir = dir
+	cfg.Appservice.Enabled, cfg.Appservice.HomeserverURL = true, hs.URL
+	a, err := openApp(context.Background(), cfg, quietLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc := newBackfillService(a)
+	defer a.close()
+	a.backfill = svc
+	started, err := svc.Start([]domain.UserID{"@alice:localhost"})
+	if err != nil || !started {
+		t.Fatalf("Start = %v, %v", started, err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for svc.Status().Running && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	st := svc.Status()
+	rep, _ := st.Report.(appservice.BackfillReport)
+	if st.Running || st.Error != "" || rep.Done != 1 || rep.Recorded != 4 || st.Finished == nil || st.Phase != appservice.PhaseWrite || st.Done != 1 {
+		t.Fatalf("status after the run: %+v (report %+v)", st, st.Report)
+	}
+	reg2 := prometheus.NewRegistry()
+	reg2.MustRegister(svc.metrics.Collectors()...)
+	got := map[string]float64{}
+	families, err := reg2.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		for _, m := range f.GetMetric() {
+			name := f.GetName()
+			for _, l := range m.GetLabel() {
+				name += "{" + l.GetName() + "=" + l.GetValue() + "}"
+			}
+			switch {
+			case m.GetGauge() != nil:
+				got[name] = m.GetGauge().GetValue()
+			case m.GetCounter() != nil:
+				got[name] = m.GetCounter().GetValue()
+			}
+		}
+	}
+	for name, want := range map[string]float64{
+		"profilestore_backfill_running":                       0,
+		"profilestore_backfill_rooms{phase=write}":            1,
+		"profilestore_backfill_rooms_done{phase=write}":       1,
+		"profilestore_backfill_events_total{result=read}":     3,
+		"profilestore_backfill_events_total{result=recorded}": 4,
+	} {
+		if got[name] != want {
+			t.Errorf("%s = %v, want %v (all: %v)", name, got[name], want, got)
+		}
+	}
+	// A second start runs again (the rooms are done: nothing is recorded).
+	if started, err := svc.Start(nil); err != nil || !started {
+		t.Fatalf("second Start = %v, %v", started, err)
+	}
+	svc.stop()
+	if st := svc.Status(); st.Running {
+		t.Errorf("still running after stop: %+v", st)
 	}
 }

@@ -45,7 +45,7 @@ func (h Head) LeafHash() []byte { return rfc6962.DefaultHasher.HashLeaf(h.leafDa
 // is otherwise one core's sort of every stream name after the walk.
 func SortHeads(heads []Head) {
 	workers := runtime.GOMAXPROCS(0)
-	if len(heads) < 8192 || workers == 1 {
+	if len(heads) < parallelSort || workers == 1 {
 		slices.SortFunc(heads, compareHeads)
 		return
 	}
@@ -62,29 +62,39 @@ func SortHeads(heads []Head) {
 		}()
 	}
 	wg.Wait()
-	// Merge the sorted runs pairwise into a copy, then back.
-	buf := make([]Head, len(heads))
-	src, dst := heads, buf
-	for len(runs) > 1 {
+	if sorted := mergeRuns(runs, len(heads)); &sorted[0] != &heads[0] {
+		copy(heads, sorted)
+	}
+}
+
+// parallelSort is the number of heads from which sorting them is split
+// across cores.
+const parallelSort = 8192
+
+// mergeRuns merges sorted runs of n heads in all, pairwise, and returns the
+// merged heads (runs[0] itself if there is one run).
+func mergeRuns(runs [][]Head, n int) []Head {
+	var bufs [2][]Head
+	for k := 0; len(runs) > 1; k ^= 1 {
+		if bufs[k] == nil {
+			bufs[k] = make([]Head, n)
+		}
+		dst := bufs[k]
 		var merged [][]Head
 		off := 0
 		for i := 0; i < len(runs); i += 2 {
+			var w int
 			if i+1 == len(runs) {
-				n := copy(dst[off:], runs[i])
-				merged = append(merged, dst[off:off+n])
-				off += n
-				continue
+				w = copy(dst[off:], runs[i])
+			} else {
+				w = mergeHeads(dst[off:], runs[i], runs[i+1])
 			}
-			n := mergeHeads(dst[off:], runs[i], runs[i+1])
-			merged = append(merged, dst[off:off+n])
-			off += n
+			merged = append(merged, dst[off:off+w])
+			off += w
 		}
 		runs = merged
-		src, dst = dst, src
 	}
-	if &src[0] != &heads[0] {
-		copy(heads, src)
-	}
+	return runs[0]
 }
 
 func compareHeads(a, b Head) int { return strings.Compare(a.Stream, b.Stream) }
@@ -126,13 +136,11 @@ func Root(heads []Head) (Hash, error) {
 	}
 	rf := compact.RangeFactory{Hash: hashChildren}
 	chunk := (len(heads) + workers - 1) / workers
-	var ranges []*compact.Range
-	var errs []error
+	// Sized before the workers start: each writes its own element.
+	ranges := make([]*compact.Range, (len(heads)+chunk-1)/chunk)
+	errs := make([]error, len(ranges))
 	var wg sync.WaitGroup
-	for lo := 0; lo < len(heads); lo += chunk {
-		i := len(ranges)
-		ranges = append(ranges, nil)
-		errs = append(errs, nil)
+	for w := range ranges {
 		wg.Add(1)
 		go func(lo, hi int) {
 			defer wg.Done()
@@ -145,12 +153,12 @@ func Root(heads []Head) (Hash, error) {
 				sum := sums[i*sha256.Size : (i+1)*sha256.Size : (i+1)*sha256.Size]
 				*(*[sha256.Size]byte)(sum) = sha256.Sum256(buf)
 				if err := r.Append(sum, nil); err != nil {
-					errs[i] = err
+					errs[w] = err
 					return
 				}
 			}
-			ranges[i] = r
-		}(lo, min(lo+chunk, len(heads)))
+			ranges[w] = r
+		}(w*chunk, min((w+1)*chunk, len(heads)))
 	}
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {

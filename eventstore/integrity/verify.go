@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 
@@ -223,11 +224,12 @@ func (n *notes) note(k BreakKind, format string, args ...any) {
 
 // Add checks the next event of the log.
 func (v *Verifier) Add(rec *eventstore.RecordedEvent) error {
-	return v.AddPrepared(rec, v.hasher.prepare(rec))
+	p := v.hasher.prepare(rec)
+	return v.AddPrepared(rec, &p)
 }
 
 // AddPrepared checks the next event of the log, prepared by Prepare.
-func (v *Verifier) AddPrepared(rec *eventstore.RecordedEvent, p Prepared) error {
+func (v *Verifier) AddPrepared(rec *eventstore.RecordedEvent, p *Prepared) error {
 	v.report.Events++
 	if !Covered(rec.Stream) {
 		return nil
@@ -388,17 +390,44 @@ func (v *Verifier) checkSeal(rec *eventstore.RecordedEvent, eventHash Hash, n *n
 }
 
 // windowHeads returns the last event of each stream in window[:end+1],
-// sorted: those whose stream's next event is later or not yet seen.
+// sorted: those whose stream's next event is later or not yet seen. A large
+// window is split across cores, each collecting and sorting the heads of
+// its part, and the parts merged.
 func (v *Verifier) windowHeads(end int) []Head {
 	last := v.windowBase + uint64(end) + 1 // 1 + the index of window[end]
-	heads := make([]Head, 0, end+1)
-	for i := 0; i <= end; i++ {
-		if e := v.window.at(i); e.next == 0 || e.next > last {
-			heads = append(heads, e.Head)
+	collect := func(lo, hi int) []Head {
+		heads := make([]Head, 0, hi-lo)
+		for i := lo; i < hi; i++ {
+			if e := v.window.at(i); e.next == 0 || e.next > last {
+				heads = append(heads, e.Head)
+			}
 		}
+		slices.SortFunc(heads, compareHeads)
+		return heads
 	}
-	SortHeads(heads)
-	return heads
+	workers := runtime.GOMAXPROCS(0)
+	if end+1 < parallelSort || workers == 1 {
+		return collect(0, end+1)
+	}
+	chunk := (end + workers) / workers
+	runs := make([][]Head, (end+chunk)/chunk)
+	var wg sync.WaitGroup
+	for i := range runs {
+		wg.Add(1)
+		go func(lo, hi int) {
+			defer wg.Done()
+			runs[i] = collect(lo, hi)
+		}(i*chunk, min((i+1)*chunk, end+1))
+	}
+	wg.Wait()
+	n := 0
+	for _, r := range runs {
+		n += len(r)
+	}
+	if n == 0 {
+		return nil
+	}
+	return mergeRuns(runs, n)
 }
 
 // Finish ends the walk and returns the report. A log that ends before the
@@ -543,7 +572,7 @@ func VerifyStore(ctx context.Context, store eventstore.Store, keys []ed25519.Pub
 			return Report{}, pg.err
 		}
 		for i := range pg.recs {
-			if err := v.AddPrepared(&pg.recs[i], pg.prepared[i]); err != nil {
+			if err := v.AddPrepared(&pg.recs[i], &pg.prepared[i]); err != nil {
 				return Report{}, err
 			}
 		}

@@ -1,0 +1,102 @@
+package integrity_test
+
+import (
+	"crypto/ed25519"
+	"encoding/json"
+	"fmt"
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/profilestore/profilestore/eventstore"
+	"github.com/profilestore/profilestore/eventstore/integrity"
+)
+
+// TestLargeWindowHeads: a seal over a window large enough that verify
+// collects and sorts its heads on several cores, with streams of several
+// events and events committed between the seal's last event and the seal
+// (they belong to the next window), verifies on one core and on three; a
+// root over one head too few is reported.
+func TestLargeWindowHeads(t *testing.T) {
+	key := newKey(t)
+	const streams, perStream, after = 7000, 3, 500
+	var log []eventstore.RecordedEvent
+	heads := make(map[string]integrity.Head)
+	prev := make(map[string]integrity.Hash)
+	pos := uint64(0)
+	appendEvent := func(stream, typ string, data []byte) integrity.Head {
+		t.Helper()
+		rev := uint64(0)
+		if h, ok := heads[stream]; ok {
+			rev = h.Revision + 1
+		}
+		evs := []eventstore.EventData{{ID: uuid.New(), Type: typ, Data: data, Metadata: []byte(`{"source":"test"}`)}}
+		h, err := integrity.Chain(stream, rev, prev[stream], evs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pos++
+		log = append(log, eventstore.RecordedEvent{EventData: evs[0], Stream: stream, Revision: rev, Position: eventstore.Position{Commit: pos, Prepare: pos}})
+		prev[stream] = h
+		heads[stream] = integrity.Head{Stream: stream, Revision: rev, Hash: h}
+		return heads[stream]
+	}
+	// Revisions interleaved across streams, so that each stream's earlier
+	// events are superseded inside the window.
+	var through integrity.Head
+	for r := 0; r < perStream; r++ {
+		for s := 0; s < streams; s++ {
+			through = appendEvent(fmt.Sprintf("profile-@u%05d:example.com", (s*7919)%streams), "profile.field_set", []byte(`{"v":1}`))
+		}
+	}
+	window := make([]integrity.Head, 0, len(heads))
+	for _, h := range heads {
+		window = append(window, h)
+	}
+	// Committed while the seal was being written: the next window, and
+	// some of them newer events of streams the seal covers.
+	for s := 0; s < after; s++ {
+		appendEvent(fmt.Sprintf("profile-@u%05d:example.com", s*13), "profile.field_set", []byte(`{"v":1}`))
+	}
+	sealWith := func(window []integrity.Head) []eventstore.RecordedEvent {
+		integrity.SortHeads(window)
+		root, err := integrity.Root(window)
+		if err != nil {
+			t.Fatal(err)
+		}
+		seal := integrity.Seal{V: 1, Seq: 1, Root: root, Streams: uint64(len(window)), Through: through, SealedAt: time.Now().UTC()}
+		seal.Sign(key)
+		data, _ := json.Marshal(&seal)
+		evs := []eventstore.EventData{{ID: uuid.New(), Type: integrity.SealType, Data: data, Metadata: []byte(`{}`)}}
+		if _, err := integrity.Chain(integrity.SealStream, 0, integrity.Zero, evs); err != nil {
+			t.Fatal(err)
+		}
+		return append(log[:len(log):len(log)], eventstore.RecordedEvent{EventData: evs[0], Stream: integrity.SealStream,
+			Position: eventstore.Position{Commit: pos + 1, Prepare: pos + 1}})
+	}
+	verify := func(log []eventstore.RecordedEvent) integrity.Report {
+		v := integrity.NewVerifier([]ed25519.PublicKey{key.Public().(ed25519.PublicKey)})
+		for i := range log {
+			if err := v.Add(&log[i]); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return v.Finish()
+	}
+	good := sealWith(window)
+	for _, procs := range []int{1, 3} {
+		t.Run(fmt.Sprintf("procs=%d", procs), func(t *testing.T) {
+			defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(procs))
+			if r := verify(good); !r.OK() || r.LastSeal == nil || r.Unsealed != after {
+				t.Fatalf("breaks %v, last seal %v, %d unsealed (want %d)", r.Breaks, r.LastSeal, r.Unsealed, after)
+			}
+			bad := sealWith(window[1:])
+			r := verify(bad)
+			if len(r.Breaks) != 1 || r.Breaks[0].Kind != integrity.BadRoot {
+				t.Fatalf("a seal missing one head: %v", r.Breaks)
+			}
+		})
+	}
+}
