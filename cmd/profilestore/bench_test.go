@@ -86,4 +86,12 @@ func TestBenchScaleRuns(t *testing.T) {
 	if regexp.MustCompile(`\| RssAnon after restart \| 0 MiB \|`).MatchString(report) {
 		t.Errorf("no memory figure of the served process:\n%s", report)
 	}
+	// Where the memory is, from the served process's /metrics.
+	for _, re := range []string{`\| after the reads: Go heap in use / Go memory from the OS \| \d+ MiB / [1-9]\d* MiB \|`,
+		`\| after the reads: block cache / open tables' readers \(tables\) / memtables \| \d+ MiB / \d+ MiB \([1-9]\d*\) / \d+ MiB \|`,
+		`\| after the reads: objects in the view caches / command caches \| [1-9]\d* / \d+ \|`} {
+		if !regexp.MustCompile(re).MatchString(report) {
+			t.Errorf("no row matching %s:\n%s", re, report)
+		}
+	}
 }

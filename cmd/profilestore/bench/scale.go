@@ -136,6 +136,9 @@ type scaleResult struct {
 	ready                         time.Duration
 	rssRestart, rssReads, rssPeak int64
 	reads                         []readResult
+	// memory is the served process's /metrics after the reads, each
+	// metric summed over its labels: where the anonymous memory is.
+	memory map[string]float64
 }
 
 type readResult struct {
@@ -242,7 +245,45 @@ func (s *scaleBench) serveAndRead(dataDir string, sp scaleSpec, res scaleResult)
 	res.reads = readWorkload(srv.url, token, sp, s.reads)
 	res.rssReads = srv.rssAnon()
 	res.rssPeak = srv.rssPeakAnon()
+	if res.memory, err = scrapeMetrics(srv.url + "/metrics"); err != nil {
+		return res, err
+	}
 	return res, nil
+}
+
+// scrapeMetrics reads a Prometheus text page into each metric's value,
+// summed over its labels.
+func scrapeMetrics(url string) (map[string]float64, error) {
+	resp, err := http.Get(url)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("GET %s: %s", url, resp.Status)
+	}
+	out := map[string]float64{}
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		i := strings.LastIndexByte(line, ' ')
+		if i < 0 {
+			continue
+		}
+		v, err := strconv.ParseFloat(line[i+1:], 64)
+		if err != nil {
+			continue
+		}
+		name := line[:i]
+		if j := strings.IndexByte(name, '{'); j >= 0 {
+			name = name[:j]
+		}
+		out[name] += v
+	}
+	return out, sc.Err()
 }
 
 // writeSynthetic writes the data set straight into the store, sealed as
@@ -558,6 +599,17 @@ func scaleReport(rs []scaleResult) string {
 	row("RssAnon after restart", func(r scaleResult) string { return mib(r.rssRestart) })
 	row("RssAnon after the reads", func(r scaleResult) string { return mib(r.rssReads) })
 	row("peak RSS (VmHWM, files included)", func(r scaleResult) string { return mib(r.rssPeak) })
+	row("after the reads: Go heap in use / Go memory from the OS", func(r scaleResult) string {
+		return mib(int64(r.memory["go_memstats_heap_inuse_bytes"])) + " / " + mib(int64(r.memory["go_memstats_sys_bytes"]))
+	})
+	row("after the reads: block cache / open tables' readers (tables) / memtables", func(r scaleResult) string {
+		return fmt.Sprintf("%s / %s (%.0f) / %s", mib(int64(r.memory["profilestore_view_store_block_cache_bytes"])),
+			mib(int64(r.memory["profilestore_view_store_table_readers_bytes"])), r.memory["profilestore_view_store_open_tables"],
+			mib(int64(r.memory["profilestore_view_store_memtable_bytes"])))
+	})
+	row("after the reads: objects in the view caches / command caches", func(r scaleResult) string {
+		return fmt.Sprintf("%.0f / %.0f", r.memory["profilestore_view_cache_entries"], r.memory["profilestore_command_cache_entries"])
+	})
 	if len(rs) > 0 {
 		for i, rd := range rs[0].reads {
 			row(rd.name+" p50 / p99", func(r scaleResult) string {
