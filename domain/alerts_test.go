@@ -2,6 +2,7 @@ package domain_test
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -203,4 +204,19 @@ func TestFirstKeyGone(t *testing.T) {
 		t.Fatal(err)
 	}
 	check("erased, then keyed again", true)
+
+	// A check builds no cipher: a history page checks every user on it.
+	fresh := domain.NewSealer(keys)
+	for i := range 50 {
+		user := domain.UserID(fmt.Sprintf("@c%d:x", i))
+		if _, err := keys.Current(ctx, string(user)); err != nil {
+			t.Fatal(err)
+		}
+		if gone, err := fresh.FirstKeyGone(ctx, user); err != nil || gone {
+			t.Fatalf("%s, keyed: gone %v %v", user, gone, err)
+		}
+	}
+	if n := fresh.CachedCiphers(); n != 0 {
+		t.Errorf("50 checks left %d ciphers in the Sealer", n)
+	}
 }

@@ -13,6 +13,10 @@ type viewMetrics struct {
 	caches                          []*projections.CacheStats
 	entries, capacity, hits, misses *prometheus.Desc
 	diskBytes                       *prometheus.Desc
+	// The engine's memory: block cache, open tables, memtables.
+	blockBytes, blockHits, blockMisses *prometheus.Desc
+	fileCacheBytes, openTables         *prometheus.Desc
+	memtableBytes                      *prometheus.Desc
 }
 
 // ViewMetrics returns the collectors of the views' memory and disk use: for
@@ -26,6 +30,15 @@ func ViewMetrics(db *projections.DB, caches ...*projections.CacheStats) []promet
 		hits:      prometheus.NewDesc("profilestore_view_cache_hits_total", "Reads a view cache answered.", label, nil),
 		misses:    prometheus.NewDesc("profilestore_view_cache_misses_total", "Reads that went to the view store.", label, nil),
 		diskBytes: prometheus.NewDesc("profilestore_view_store_bytes", "Bytes of the view store's files on disk.", nil, nil),
+		blockBytes: prometheus.NewDesc("profilestore_view_store_block_cache_bytes",
+			"Bytes the view store's block cache holds (at most views.block_cache_mb).", nil, nil),
+		blockHits:   prometheus.NewDesc("profilestore_view_store_block_cache_hits_total", "Block reads the view store's block cache answered.", nil, nil),
+		blockMisses: prometheus.NewDesc("profilestore_view_store_block_cache_misses_total", "Block reads that went to the view store's files.", nil, nil),
+		fileCacheBytes: prometheus.NewDesc("profilestore_view_store_table_readers_bytes",
+			"Memory of the view store's open table readers.", nil, nil),
+		openTables: prometheus.NewDesc("profilestore_view_store_open_tables", "Table files the view store holds open.", nil, nil),
+		memtableBytes: prometheus.NewDesc("profilestore_view_store_memtable_bytes",
+			"Bytes of the view store's memtables (writes not yet flushed to its files).", nil, nil),
 	}}
 }
 
@@ -35,6 +48,9 @@ func (m *viewMetrics) Describe(ch chan<- *prometheus.Desc) {
 	ch <- m.hits
 	ch <- m.misses
 	ch <- m.diskBytes
+	for _, d := range []*prometheus.Desc{m.blockBytes, m.blockHits, m.blockMisses, m.fileCacheBytes, m.openTables, m.memtableBytes} {
+		ch <- d
+	}
 }
 
 func (m *viewMetrics) Collect(ch chan<- prometheus.Metric) {
@@ -46,5 +62,13 @@ func (m *viewMetrics) Collect(ch chan<- prometheus.Metric) {
 	}
 	if m.db != nil {
 		ch <- prometheus.MustNewConstMetric(m.diskBytes, prometheus.GaugeValue, float64(m.db.DiskBytes()))
+		if e, ok := m.db.EngineStats(); ok {
+			ch <- prometheus.MustNewConstMetric(m.blockBytes, prometheus.GaugeValue, float64(e.BlockCacheBytes))
+			ch <- prometheus.MustNewConstMetric(m.blockHits, prometheus.CounterValue, float64(e.BlockCacheHits))
+			ch <- prometheus.MustNewConstMetric(m.blockMisses, prometheus.CounterValue, float64(e.BlockCacheMisses))
+			ch <- prometheus.MustNewConstMetric(m.fileCacheBytes, prometheus.GaugeValue, float64(e.FileCacheBytes))
+			ch <- prometheus.MustNewConstMetric(m.openTables, prometheus.GaugeValue, float64(e.OpenTables))
+			ch <- prometheus.MustNewConstMetric(m.memtableBytes, prometheus.GaugeValue, float64(e.MemTableBytes))
+		}
 	}
 }

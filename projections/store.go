@@ -108,6 +108,15 @@ func (d *DB) DiskBytes() uint64 {
 	return 0
 }
 
+// EngineStats is the view store engine's memory (false when the engine
+// does not report it).
+func (d *DB) EngineStats() (viewstore.EngineStats, bool) {
+	if s, ok := d.store.(interface{ EngineStats() viewstore.EngineStats }); ok {
+		return s.EngineStats(), true
+	}
+	return viewstore.EngineStats{}, false
+}
+
 // Checkpoint returns the position of the last event every view applied.
 func (d *DB) Checkpoint() (eventstore.Position, error) {
 	v, ok, err := d.store.Get(keyCheckpoint)

@@ -69,8 +69,10 @@ func TestBenchScaleRuns(t *testing.T) {
 	var out bytes.Buffer
 	cmd.SetOut(&out)
 	cmd.SetErr(io.Discard)
-	cmd.SetArgs([]string{"bench", "scale", "--dir", t.TempDir(), "--tenth-only", "--users", "2000", "--room-pool", "200",
-		"--big-room", "500", "--rooms-per-user", "3", "--reads", "0.01"})
+	dir := t.TempDir()
+	args := []string{"bench", "scale", "--dir", dir, "--tenth-only", "--users", "2000", "--room-pool", "200",
+		"--big-room", "500", "--rooms-per-user", "3", "--reads", "0.01"}
+	cmd.SetArgs(args)
 	if err := cmd.ExecuteContext(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -85,5 +87,33 @@ func TestBenchScaleRuns(t *testing.T) {
 	}
 	if regexp.MustCompile(`\| RssAnon after restart \| 0 MiB \|`).MatchString(report) {
 		t.Errorf("no memory figure of the served process:\n%s", report)
+	}
+	// Where the memory is, from the served process's /metrics.
+	for _, re := range []string{`\| after the reads: Go heap in use / Go memory from the OS \| \d+ MiB / [1-9]\d* MiB \|`,
+		`\| after the reads: block cache / open tables' readers \(tables\) / memtables \| \d+ MiB / \d+ MiB \([1-9]\d*\) / \d+ MiB \|`,
+		`\| after the reads: objects in the view caches / command caches \| [1-9]\d* / \d+ \|`} {
+		if !regexp.MustCompile(re).MatchString(report) {
+			t.Errorf("no row matching %s:\n%s", re, report)
+		}
+	}
+
+	// --reuse measures the same directory again from the restart on: the
+	// rows of writing, scanning and rebuilding say so, not 0 or NaN.
+	again := rootCommand()
+	out.Reset()
+	again.SetOut(&out)
+	again.SetErr(io.Discard)
+	again.SetArgs(append(args, "--reuse"))
+	if err := again.ExecuteContext(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	reused := out.String()
+	for _, row := range []string{"| events in the log | — (reused) |", "| rebuild into a fresh view store | — (reused) |", "| view bytes / log bytes | "} {
+		if !strings.Contains(reused, row) {
+			t.Errorf("no %q in the --reuse report:\n%s", row, reused)
+		}
+	}
+	if strings.Contains(reused, "NaN") || strings.Contains(reused, "failed") {
+		t.Errorf("the --reuse report:\n%s", reused)
 	}
 }

@@ -82,7 +82,8 @@ func TestServeTokenRebuildExport(t *testing.T) {
 	metrics, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	for _, want := range []string{`profilestore_view_cache_entries{cache="profiles"} 1`, `profilestore_view_cache_capacity{cache="rooms"}`,
-		`profilestore_view_cache_hits_total{cache="profiles"}`, `profilestore_view_cache_misses_total{cache="rooms"}`, "profilestore_view_store_bytes "} {
+		`profilestore_view_cache_hits_total{cache="profiles"}`, `profilestore_view_cache_misses_total{cache="rooms"}`, "profilestore_view_store_bytes ",
+		"profilestore_view_store_block_cache_bytes ", "profilestore_view_store_open_tables ", "profilestore_view_store_memtable_bytes "} {
 		if !strings.Contains(string(metrics), want) {
 			t.Errorf("/metrics lacks %s", want)
 		}

@@ -83,6 +83,33 @@ func (p *Pebble) DiskBytes() uint64 {
 	return p.db.Metrics().DiskSpaceUsage()
 }
 
+// EngineStats is what the engine keeps in memory, for /metrics: the
+// block cache (bounded by PebbleOptions.CacheBytes), the open tables'
+// readers, and the memtables (bounded by MemTableBytes times pebble's
+// stop-writes threshold).
+type EngineStats struct {
+	BlockCacheBytes, BlockCacheHits, BlockCacheMisses int64
+	// FileCacheBytes is the memory of the open tables' readers, and
+	// OpenTables their number.
+	FileCacheBytes, OpenTables int64
+	MemTableBytes              uint64
+}
+
+// EngineStats reads the engine's memory figures (zero once closed).
+func (p *Pebble) EngineStats() EngineStats {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	if p.closed {
+		return EngineStats{}
+	}
+	m := p.db.Metrics()
+	return EngineStats{
+		BlockCacheBytes: m.BlockCache.Size, BlockCacheHits: m.BlockCache.Hits, BlockCacheMisses: m.BlockCache.Misses,
+		FileCacheBytes: m.FileCache.Size, OpenTables: m.FileCache.TableCount,
+		MemTableBytes: m.MemTable.Size,
+	}
+}
+
 // Dir is the store's directory.
 func (p *Pebble) Dir() string { return p.dir }
 

@@ -136,6 +136,12 @@ type scaleResult struct {
 	ready                         time.Duration
 	rssRestart, rssReads, rssPeak int64
 	reads                         []readResult
+	// reused: an earlier run's data directory, measured from the restart
+	// on (no events written, scanned or rebuilt here).
+	reused bool
+	// memory is the served process's /metrics after the reads, each
+	// metric summed over its labels: where the anonymous memory is.
+	memory map[string]float64
 }
 
 type readResult struct {
@@ -154,6 +160,7 @@ func (s *scaleBench) run(ctx context.Context, dataDir string, sp scaleSpec) (sca
 	if s.reuse {
 		if _, err := os.Stat(filepath.Join(dataDir, "views")); err == nil {
 			s.progress("scale %d users: reusing %s (no write, scan or rebuild)", sp.users, dataDir)
+			res.reused = true
 			res.logBytes = fileBytes(filepath.Join(dataDir, "events.db"))
 			res.viewBytes = dirBytes(filepath.Join(dataDir, "views"))
 			return s.serveAndRead(dataDir, sp, res)
@@ -242,7 +249,45 @@ func (s *scaleBench) serveAndRead(dataDir string, sp scaleSpec, res scaleResult)
 	res.reads = readWorkload(srv.url, token, sp, s.reads)
 	res.rssReads = srv.rssAnon()
 	res.rssPeak = srv.rssPeakAnon()
+	if res.memory, err = scrapeMetrics(srv.url + "/metrics"); err != nil {
+		return res, err
+	}
 	return res, nil
+}
+
+// scrapeMetrics reads a Prometheus text page into each metric's value,
+// summed over its labels.
+func scrapeMetrics(url string) (map[string]float64, error) {
+	resp, err := http.Get(url)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("GET %s: %s", url, resp.Status)
+	}
+	out := map[string]float64{}
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		i := strings.LastIndexByte(line, ' ')
+		if i < 0 {
+			continue
+		}
+		v, err := strconv.ParseFloat(line[i+1:], 64)
+		if err != nil {
+			continue
+		}
+		name := line[:i]
+		if j := strings.IndexByte(name, '{'); j >= 0 {
+			name = name[:j]
+		}
+		out[name] += v
+	}
+	return out, sc.Err()
 }
 
 // writeSynthetic writes the data set straight into the store, sealed as
@@ -537,27 +582,47 @@ func scaleReport(rs []scaleResult) string {
 	row := func(name string, f func(r scaleResult) string) {
 		s.WriteString("| " + name + " | " + joinCols(rs, f) + " |\n")
 	}
-	row("events in the log", func(r scaleResult) string { return strconv.Itoa(r.events) })
-	row("writing them (sealed, straight into the store, 64 writers)", func(r scaleResult) string { return r.write.Round(time.Second).String() })
+	// written is a row of what only a run that wrote the data set knows.
+	written := func(f func(r scaleResult) string) func(r scaleResult) string {
+		return func(r scaleResult) string {
+			if r.reused {
+				return "— (reused)"
+			}
+			return f(r)
+		}
+	}
+	row("events in the log", written(func(r scaleResult) string { return strconv.Itoa(r.events) }))
+	row("writing them (sealed, straight into the store, 64 writers)", written(func(r scaleResult) string { return r.write.Round(time.Second).String() }))
 	row("log bytes (events.db)", func(r scaleResult) string { return mib(r.logBytes) })
 	row("view bytes (views/)", func(r scaleResult) string { return mib(r.viewBytes) })
-	row("view bytes per event", func(r scaleResult) string {
+	row("view bytes per event", written(func(r scaleResult) string {
 		return fmt.Sprintf("%.0f B", float64(r.viewBytes)/float64(max(r.events, 1)))
-	})
+	}))
 	row("view bytes / log bytes", func(r scaleResult) string {
 		return fmt.Sprintf("%.2fx", float64(r.viewBytes)/float64(max(r.logBytes, 1)))
 	})
-	row("raw scan of the log", func(r scaleResult) string { return fmt.Sprintf("%.0f events/s", r.scanRate) })
-	row("rebuild into a fresh view store", func(r scaleResult) string {
+	row("raw scan of the log", written(func(r scaleResult) string { return fmt.Sprintf("%.0f events/s", r.scanRate) }))
+	row("rebuild into a fresh view store", written(func(r scaleResult) string {
 		return fmt.Sprintf("%.0f events/s (%.0f%% of the scan)", r.rebuildRate, 100*r.rebuildRate/r.scanRate)
-	})
-	row("rebuild CPU time (user + system, all cores)", func(r scaleResult) string {
+	}))
+	row("rebuild CPU time (user + system, all cores)", written(func(r scaleResult) string {
 		return fmt.Sprintf("%s (%.0f events per CPU second)", r.rebuildCPU.Round(time.Millisecond), float64(r.events)/r.rebuildCPU.Seconds())
-	})
+	}))
 	row("process start to /ready", func(r scaleResult) string { return r.ready.Round(time.Millisecond).String() })
 	row("RssAnon after restart", func(r scaleResult) string { return mib(r.rssRestart) })
 	row("RssAnon after the reads", func(r scaleResult) string { return mib(r.rssReads) })
 	row("peak RSS (VmHWM, files included)", func(r scaleResult) string { return mib(r.rssPeak) })
+	row("after the reads: Go heap in use / Go memory from the OS", func(r scaleResult) string {
+		return mib(int64(r.memory["go_memstats_heap_inuse_bytes"])) + " / " + mib(int64(r.memory["go_memstats_sys_bytes"]))
+	})
+	row("after the reads: block cache / open tables' readers (tables) / memtables", func(r scaleResult) string {
+		return fmt.Sprintf("%s / %s (%.0f) / %s", mib(int64(r.memory["profilestore_view_store_block_cache_bytes"])),
+			mib(int64(r.memory["profilestore_view_store_table_readers_bytes"])), r.memory["profilestore_view_store_open_tables"],
+			mib(int64(r.memory["profilestore_view_store_memtable_bytes"])))
+	})
+	row("after the reads: objects in the view caches / command caches", func(r scaleResult) string {
+		return fmt.Sprintf("%.0f / %.0f", r.memory["profilestore_view_cache_entries"], r.memory["profilestore_command_cache_entries"])
+	})
 	if len(rs) > 0 {
 		for i, rd := range rs[0].reads {
 			row(rd.name+" p50 / p99", func(r scaleResult) string {
