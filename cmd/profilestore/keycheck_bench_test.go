@@ -53,7 +53,7 @@ func BenchmarkCheckLogKeys(b *testing.B) {
 	wg.Wait()
 	b.ResetTimer()
 	for range b.N {
-		bad, err := checkLogKeys(ctx, a.Store, a.Keyring)
+		bad, err := checkLogKeys(ctx, a.Store, a.Keyring, nil)
 		if err != nil || bad.values != 0 {
 			b.Fatalf("%v %v", bad, err)
 		}

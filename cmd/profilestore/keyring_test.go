@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -122,5 +123,40 @@ func TestImportWithoutKeyringNamesTheFlag(t *testing.T) {
 	out, _, err = run2(t, "import", "--data-dir", other, "--allow-unreadable", export)
 	if err != nil || !strings.Contains(out, "imported") {
 		t.Fatalf("import --allow-unreadable: %q %v", out, err)
+	}
+}
+
+// TestKeyCheckReportsProgress: the check before a rebuild reports the log
+// read so far against its head, rising, and ends at the head.
+func TestKeyCheckReportsProgress(t *testing.T) {
+	t.Setenv("PROFILESTORE_LOG_LEVEL", "error")
+	a := testApp(t, t.TempDir())
+	defer a.close()
+	for i := range 5000 {
+		v, _ := json.Marshal(fmt.Sprintf("User %d", i))
+		if _, err := a.Profiles.SetField(context.Background(), domain.SetField{User: domain.UserID(fmt.Sprintf("@u%d:example.com", i%50)), Actor: domain.ServerActor,
+			Key: "displayname", Value: v, Meta: domain.Metadata{OccurredAt: time.Now()}}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	head, err := a.Store.Head(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var calls [][2]uint64
+	bad, err := checkLogKeys(context.Background(), a.Store, a.Keyring, func(done, total uint64) { calls = append(calls, [2]uint64{done, total}) })
+	if err != nil || bad.values != 0 {
+		t.Fatalf("check: %v %v", bad, err)
+	}
+	if len(calls) < 3 {
+		t.Fatalf("%d progress reports for %d events read in pages of 4096", len(calls), head.Commit)
+	}
+	for i, c := range calls {
+		if c[1] != head.Commit || c[0] > c[1] || (i > 0 && c[0] < calls[i-1][0]) {
+			t.Fatalf("report %d: %d of %d (head %d; the one before: %v)", i, c[0], c[1], head.Commit, calls[max(i-1, 0)])
+		}
+	}
+	if last := calls[len(calls)-1]; last[0] != head.Commit {
+		t.Fatalf("the last report is %d of %d", last[0], last[1])
 	}
 }

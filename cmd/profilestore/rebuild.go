@@ -32,7 +32,7 @@ func rebuildCommand(load loader) *cobra.Command {
 			defer a.close()
 			// A rebuild with a keyring that cannot open the log would
 			// replace every view with erased profiles: check first.
-			bad, err := checkLogKeys(ctx, a.Store, a.Keyring)
+			bad, err := checkLogKeys(ctx, a.Store, a.Keyring, progressReporter("checking that every sealed value has its key"))
 			if err != nil {
 				return err
 			}
