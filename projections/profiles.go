@@ -86,11 +86,7 @@ func encodeProfile(e *profileEntry) []byte {
 	var w enc
 	w.uint(e.Revision)
 	w.pos(e.Position)
-	keys := make([]string, 0, len(e.Fields))
-	for k := range e.Fields {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
+	keys := slices.Sorted(maps.Keys(e.Fields))
 	w.uint(uint64(len(keys)))
 	for _, k := range keys {
 		w.str(k)
@@ -101,11 +97,7 @@ func encodeProfile(e *profileEntry) []byte {
 		w.str(t)
 	}
 	w.int(e.liveSince)
-	past := make([]string, 0, len(e.pastOrder))
-	for k := range e.pastOrder {
-		past = append(past, k)
-	}
-	sort.Strings(past)
+	past := slices.Sorted(maps.Keys(e.pastOrder))
 	w.uint(uint64(len(past)))
 	for _, k := range past {
 		w.str(k)
