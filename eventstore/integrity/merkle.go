@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"runtime"
 	"slices"
@@ -115,9 +114,28 @@ func mergeHeads(dst, a, b []Head) int {
 }
 
 // Root is the RFC 6962 root over heads, which must be sorted (SortHeads),
-// without keeping the tree: what verify and the seal writer need. Leaf
-// hashes are computed on every core.
+// without keeping the tree: what verify and the seal writer need.
 func Root(heads []Head) (Hash, error) {
+	var m merkleScratch
+	return m.root(heads)
+}
+
+// merkleScratch holds the node hashes of one level of a tree while its
+// root is computed; verify keeps one for all its seals.
+type merkleScratch struct {
+	level []Hash
+}
+
+// parallelRoot is the number of heads from which a root's leaves are hashed
+// on every core.
+const parallelRoot = 1024
+
+// root computes the tree level by level in one array: each level's nodes
+// overwrite the one below, and a level's last node without a sibling moves
+// up as it is, which is RFC 6962's split at the largest power of two below
+// the size. A large tree is split into subtrees of a power-of-two size,
+// one per core, whose roots are then combined.
+func (m *merkleScratch) root(heads []Head) (Hash, error) {
 	var root Hash
 	if len(heads) == 0 {
 		copy(root[:], rfc6962.DefaultHasher.EmptyRoot())
@@ -128,69 +146,65 @@ func Root(heads []Head) (Hash, error) {
 			return root, fmt.Errorf("integrity: heads not sorted or repeated at %q", heads[i].Stream)
 		}
 	}
-	// Each core hashes the leaves of one run of heads into a compact range;
-	// adjacent ranges then merge into the whole tree's.
-	workers := runtime.GOMAXPROCS(0)
-	if len(heads) < 1024 {
-		workers = 1
+	if cap(m.level) < len(heads) {
+		m.level = make([]Hash, len(heads))
 	}
-	rf := compact.RangeFactory{Hash: hashChildren}
-	chunk := (len(heads) + workers - 1) / workers
-	// Sized before the workers start: each writes its own element.
-	ranges := make([]*compact.Range, (len(heads)+chunk-1)/chunk)
-	errs := make([]error, len(ranges))
+	level := m.level[:len(heads)]
+	workers := runtime.GOMAXPROCS(0)
+	if len(heads) < parallelRoot || workers == 1 {
+		hashLeaves(level, heads)
+		return reduceLevel(level), nil
+	}
+	// Subtrees of 2^k leaves, k the least with at most one per core.
+	chunk := 1
+	for chunk*workers < len(heads) {
+		chunk *= 2
+	}
+	subroots := make([]Hash, (len(heads)+chunk-1)/chunk)
 	var wg sync.WaitGroup
-	for w := range ranges {
+	for w := range subroots {
+		lo, hi := w*chunk, min((w+1)*chunk, len(heads))
 		wg.Add(1)
-		go func(lo, hi int) {
+		go func() {
 			defer wg.Done()
-			r := rf.NewEmptyRange(uint64(lo))
-			// One array for the run's leaf hashes; the range keeps some.
-			sums := make([]byte, sha256.Size*(hi-lo))
-			var buf []byte
-			for i, h := range heads[lo:hi] {
-				buf = h.appendLeafData(append(buf[:0], rfc6962.RFC6962LeafHashPrefix))
-				sum := sums[i*sha256.Size : (i+1)*sha256.Size : (i+1)*sha256.Size]
-				*(*[sha256.Size]byte)(sum) = sha256.Sum256(buf)
-				if err := r.Append(sum, nil); err != nil {
-					errs[w] = err
-					return
-				}
-			}
-			ranges[w] = r
-		}(w*chunk, min((w+1)*chunk, len(heads)))
+			hashLeaves(level[lo:hi], heads[lo:hi])
+			subroots[w] = reduceLevel(level[lo:hi])
+		}()
 	}
 	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
-		return root, err
-	}
-	r := ranges[0]
-	for _, next := range ranges[1:] {
-		if err := r.AppendRange(next, nil); err != nil {
-			return root, err
-		}
-	}
-	h, err := r.GetRootHash(nil)
-	if err != nil {
-		return root, err
-	}
-	copy(root[:], h)
-	return root, nil
+	return reduceLevel(subroots), nil
 }
 
-// hashChildren is RFC 6962's node hash, SHA-256(0x01 ‖ left ‖ right), as
-// rfc6962.DefaultHasher computes it but in one call on a stack buffer: a
-// genesis seal's root hashes as many nodes as the log has streams.
-func hashChildren(l, r []byte) []byte {
-	if len(l) != sha256.Size || len(r) != sha256.Size {
-		return rfc6962.DefaultHasher.HashChildren(l, r)
+// hashLeaves writes the leaf hash of each head, SHA-256(0x00 ‖ leaf data).
+func hashLeaves(dst []Hash, heads []Head) {
+	var stack [128]byte
+	buf := stack[:0]
+	for i := range heads {
+		buf = heads[i].appendLeafData(append(buf[:0], rfc6962.RFC6962LeafHashPrefix))
+		dst[i] = sha256.Sum256(buf)
 	}
+}
+
+// reduceLevel hashes the nodes of level pairwise into the level above, in
+// place, until one is left: the root of the tree whose leaves they are.
+func reduceLevel(level []Hash) Hash {
 	var b [1 + 2*sha256.Size]byte
 	b[0] = rfc6962.RFC6962NodeHashPrefix
-	copy(b[1:], l)
-	copy(b[1+sha256.Size:], r)
-	sum := sha256.Sum256(b[:])
-	return sum[:]
+	for n := len(level); n > 1; {
+		up := 0
+		for i := 0; i+1 < n; i += 2 {
+			copy(b[1:], level[i][:])
+			copy(b[1+sha256.Size:], level[i+1][:])
+			level[up] = sha256.Sum256(b[:])
+			up++
+		}
+		if n%2 == 1 {
+			level[up] = level[n-1]
+			up++
+		}
+		n = up
+	}
+	return level[0]
 }
 
 // Tree is the RFC 6962 Merkle tree over a seal's sorted heads.

@@ -12,7 +12,16 @@ import (
 // tree that proofs come from agree for every size around the powers of two
 // and the parallel threshold, and every leaf's path leads to it.
 func TestRootIsTheTreesRoot(t *testing.T) {
-	for _, n := range []int{0, 1, 2, 3, 4, 5, 7, 8, 9, 1023, 1024, 1025, 3000} {
+	for _, procs := range []int{1, 2, 3} {
+		t.Run(fmt.Sprintf("procs=%d", procs), func(t *testing.T) {
+			defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(procs))
+			testRootIsTheTreesRoot(t)
+		})
+	}
+}
+
+func testRootIsTheTreesRoot(t *testing.T) {
+	for _, n := range []int{0, 1, 2, 3, 4, 5, 7, 8, 9, 1023, 1024, 1025, 3000, 4097, 6145} {
 		heads := make([]integrity.Head, n)
 		for i := range heads {
 			heads[i] = integrity.Head{Stream: fmt.Sprintf("profile-@%06d:x", i), Revision: uint64(i)}

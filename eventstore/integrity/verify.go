@@ -156,6 +156,7 @@ type Verifier struct {
 	witness *Seal
 	report  Report
 	hasher  eventHasher
+	merkle  merkleScratch
 }
 
 // SetWitness gives the verifier a seal a witness kept: the log's seal of
@@ -363,7 +364,7 @@ func (v *Verifier) checkSeal(rec *eventstore.RecordedEvent, eventHash Hash, n *n
 			good = false
 		} else {
 			heads := v.windowHeads(end)
-			root, err := Root(heads)
+			root, err := v.merkle.root(heads)
 			switch {
 			case err != nil:
 				n.note(BadRoot, "%v", err)
