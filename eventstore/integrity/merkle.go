@@ -2,6 +2,7 @@ package integrity
 
 import (
 	"bytes"
+	"cmp"
 	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
@@ -45,7 +46,8 @@ func (h Head) LeafHash() []byte { return rfc6962.DefaultHasher.HashLeaf(h.leafDa
 func SortHeads(heads []Head) {
 	workers := runtime.GOMAXPROCS(0)
 	if len(heads) < parallelSort || workers == 1 {
-		slices.SortFunc(heads, compareHeads)
+		var s headSorter
+		s.sort(heads)
 		return
 	}
 	chunk := (len(heads) + workers - 1) / workers
@@ -57,13 +59,82 @@ func SortHeads(heads []Head) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			slices.SortFunc(run, compareHeads)
+			var s headSorter
+			s.sort(run)
 		}()
 	}
 	wg.Wait()
 	if sorted := mergeRuns(runs, len(heads)); &sorted[0] != &heads[0] {
 		copy(heads, sorted)
 	}
+}
+
+// headSorter sorts heads by stream name; its arrays are kept for the next
+// sort. Heads move once: what is sorted is a key of each name's 8 bytes
+// after the prefix that every name shares (the category, and often more:
+// "profile-@"), with the head's index, and whole names are compared only
+// where keys tie.
+type headSorter struct {
+	keys []headKey
+	tmp  []Head
+}
+
+type headKey struct {
+	key uint64
+	i   int
+}
+
+func (s *headSorter) sort(heads []Head) {
+	if len(heads) < 2 {
+		return
+	}
+	first := heads[0].Stream
+	shared := len(first)
+	for i := 1; i < len(heads) && shared > 0; i++ {
+		name := heads[i].Stream
+		n := min(shared, len(name))
+		j := 0
+		for j < n && first[j] == name[j] {
+			j++
+		}
+		shared = j
+	}
+	keys := s.keys[:0]
+	for i := range heads {
+		keys = append(keys, headKey{key: nameKey(heads[i].Stream, shared), i: i})
+	}
+	s.keys = keys
+	// A key orders two names whose keys differ as the names are ordered
+	// (a name that ends within the key is padded with zeros, which sort
+	// before any byte or tie with a zero byte).
+	slices.SortFunc(keys, func(a, b headKey) int {
+		if a.key != b.key {
+			return cmp.Compare(a.key, b.key)
+		}
+		return strings.Compare(heads[a.i].Stream, heads[b.i].Stream)
+	})
+	if cap(s.tmp) < len(heads) {
+		s.tmp = make([]Head, len(heads))
+	}
+	tmp := s.tmp[:len(heads)]
+	for j, k := range keys {
+		tmp[j] = heads[k.i]
+	}
+	copy(heads, tmp)
+	clear(tmp) // the names are the caller's, not the sorter's to keep
+}
+
+// nameKey is the 8 bytes of name from offset from, big-endian, padded with
+// zeros.
+func nameKey(name string, from int) uint64 {
+	if len(name) >= from+8 {
+		b := name[from : from+8]
+		return uint64(b[0])<<56 | uint64(b[1])<<48 | uint64(b[2])<<40 | uint64(b[3])<<32 |
+			uint64(b[4])<<24 | uint64(b[5])<<16 | uint64(b[6])<<8 | uint64(b[7])
+	}
+	var b [8]byte
+	copy(b[:], name[from:])
+	return binary.BigEndian.Uint64(b[:])
 }
 
 // parallelSort is the number of heads from which sorting them is split
@@ -95,8 +166,6 @@ func mergeRuns(runs [][]Head, n int) []Head {
 	}
 	return runs[0]
 }
-
-func compareHeads(a, b Head) int { return strings.Compare(a.Stream, b.Stream) }
 
 // mergeHeads merges two sorted runs into dst and returns how many it wrote.
 func mergeHeads(dst, a, b []Head) int {

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
-	"slices"
 	"strings"
 	"sync"
 
@@ -157,6 +156,10 @@ type Verifier struct {
 	report  Report
 	hasher  eventHasher
 	merkle  merkleScratch
+	// heads and sorter are a seal's heads and their sort, kept for the
+	// next seal.
+	heads  []Head
+	sorter headSorter
 }
 
 // SetWitness gives the verifier a seal a witness kept: the log's seal of
@@ -396,19 +399,20 @@ func (v *Verifier) checkSeal(rec *eventstore.RecordedEvent, eventHash Hash, n *n
 // its part, and the parts merged.
 func (v *Verifier) windowHeads(end int) []Head {
 	last := v.windowBase + uint64(end) + 1 // 1 + the index of window[end]
-	collect := func(lo, hi int) []Head {
-		heads := make([]Head, 0, hi-lo)
+	collect := func(heads []Head, s *headSorter, lo, hi int) []Head {
 		for i := lo; i < hi; i++ {
 			if e := v.window.at(i); e.next == 0 || e.next > last {
 				heads = append(heads, e.Head)
 			}
 		}
-		slices.SortFunc(heads, compareHeads)
+		s.sort(heads)
 		return heads
 	}
 	workers := runtime.GOMAXPROCS(0)
 	if end+1 < parallelSort || workers == 1 {
-		return collect(0, end+1)
+		// The seal's check is done with them before the next seal's.
+		v.heads = collect(v.heads[:0], &v.sorter, 0, end+1)
+		return v.heads
 	}
 	chunk := (end + workers) / workers
 	runs := make([][]Head, (end+chunk)/chunk)
@@ -417,7 +421,8 @@ func (v *Verifier) windowHeads(end int) []Head {
 		wg.Add(1)
 		go func(lo, hi int) {
 			defer wg.Done()
-			runs[i] = collect(lo, hi)
+			var s headSorter
+			runs[i] = collect(make([]Head, 0, hi-lo), &s, lo, hi)
 		}(i*chunk, min((i+1)*chunk, end+1))
 	}
 	wg.Wait()
