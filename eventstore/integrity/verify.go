@@ -602,6 +602,7 @@ func VerifyStore(ctx context.Context, store eventstore.Store, keys []ed25519.Pub
 		if pg.err != nil {
 			return Report{}, pg.err
 		}
+		v.streams.touch(pg.prepared)
 		for i := range pg.recs {
 			if err := v.AddPrepared(&pg.recs[i], &pg.prepared[i]); err != nil {
 				return Report{}, err
