@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"fmt"
+	"runtime"
 	"slices"
 	"strings"
 	"time"
@@ -132,7 +133,11 @@ const verifyRounds = 5
 // rate): scans and verifies, alternating, and the medians, so that the
 // other load of a shared machine moves both alike. The CPU time of each
 // (all of the process's threads) is given too: it moves less with that
-// load than the time does.
+// load than the time does. Each starts after a collection: the bench's
+// process holds the data of the measurements before (a collection of it
+// costs more CPU than a scan), and without one, whichever of the two a
+// collection fell into carried it (the scan at 50 ms of CPU and verify at
+// 300, or the scan at 200 and verify at 215, from one run to the next).
 func verifyRow(ctx context.Context, store eventstore.Store, key ed25519.PrivateKey) (string, float64, error) {
 	if _, err := integrity.NewWriter(store, integrity.WriterOptions{Key: key}).SealNow(ctx); err != nil {
 		return "", 0, err
@@ -140,11 +145,13 @@ func verifyRow(ctx context.Context, store eventstore.Store, key ed25519.PrivateK
 	var scans, verifies, scanCPU, verifyCPU []time.Duration
 	var r integrity.Report
 	for range verifyRounds {
+		runtime.GC()
 		t0, c0 := time.Now(), processCPU()
 		if _, err := scanLog(ctx, store); err != nil {
 			return "", 0, err
 		}
 		scans, scanCPU = append(scans, time.Since(t0)), append(scanCPU, processCPU()-c0)
+		runtime.GC()
 		t0, c0 = time.Now(), processCPU()
 		var err error
 		if r, err = integrity.VerifyStore(ctx, store, []ed25519.PublicKey{key.Public().(ed25519.PublicKey)}, 0, nil, nil); err != nil {
