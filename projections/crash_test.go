@@ -69,11 +69,15 @@ func openCrashStack(dir string) (*crashStack, error) {
 }
 
 func newRunnerOver(s *crashStack, db *projections.DB) *projections.Runner {
+	return newRunnerWith(s, db, projections.NewProfiles(db, 64), projections.NewRooms(db, 64))
+}
+
+func newRunnerWith(s *crashStack, db *projections.DB, profiles *projections.Profiles, rooms *projections.Rooms) *projections.Runner {
 	log := logrus.New()
 	log.SetOutput(io.Discard)
 	return projections.NewRunner(projections.Options{Store: s.store, Sealer: s.sealer, DB: db, BatchEvents: 256,
-		Views:    []projections.View{projections.NewProfiles(db, 64)},
-		Deferred: []projections.View{projections.NewRooms(db, 64), projections.NewNameIndex(db), projections.NewActivity(db)}, Logger: log})
+		Views:    []projections.View{profiles},
+		Deferred: []projections.View{rooms, projections.NewNameIndex(db), projections.NewActivity(db)}, Logger: log})
 }
 
 func (s *crashStack) close() {
@@ -193,10 +197,22 @@ func TestCrashLeavesViewsEqualToARebuild(t *testing.T) {
 	s.runner.Close()
 
 	fresh := projections.OpenTestDB(t)
-	if err := newRunnerOver(s, fresh).Rebuild(ctx, nil); err != nil {
+	profiles, rooms := projections.NewProfiles(fresh, 64), projections.NewRooms(fresh, 64)
+	if err := newRunnerWith(s, fresh, profiles, rooms).Rebuild(ctx, nil); err != nil {
 		t.Fatal(err)
 	}
 	if diff := projections.Diff(t, s.db, fresh); diff != "" {
 		t.Fatalf("the views after the crashes differ from a rebuild: %s", diff)
+	}
+	// A rebuild writes a store nothing reads yet: it keeps nothing in the
+	// caches, and reads afterwards fill them again.
+	if n := profiles.Cache().Len() + rooms.Cache().Len(); n != 0 {
+		t.Errorf("the rebuild left %d objects in the view caches, want 0", n)
+	}
+	if st := profiles.Get("@u0:crash.example"); !st.Exists {
+		t.Errorf("@u0:crash.example has no profile after the rebuild")
+	}
+	if profiles.Cache().Len() != 1 {
+		t.Errorf("after one read the profiles cache holds %d entries, want 1", profiles.Cache().Len())
 	}
 }

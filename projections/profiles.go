@@ -27,6 +27,9 @@ type Profiles struct {
 	count   int64 // users with a profile stream, committed
 	added   int64 // users added by the open transaction
 	stats   *CacheStats
+	// bulk is set while a rebuild fills a fresh store nothing reads: no
+	// entry is kept in the cache.
+	bulk bool
 }
 
 type profileEntry struct {
@@ -145,7 +148,9 @@ func (v *Profiles) load(r viewstore.Reader, u domain.UserID) (*profileEntry, err
 	if err != nil {
 		return nil, err
 	}
-	v.cache.Add(u, e)
+	if !v.bulk {
+		v.cache.Add(u, e)
+	}
 	return e, nil
 }
 
@@ -263,13 +268,17 @@ func (v *Profiles) Flush(tx viewstore.Txn) error {
 
 // Committed publishes the entries of the committed transaction.
 func (v *Profiles) Committed() {
-	for u, e := range v.pending {
-		v.cache.Add(u, e)
+	if !v.bulk {
+		for u, e := range v.pending {
+			v.cache.Add(u, e)
+		}
 	}
 	clear(v.pending)
 	v.count += v.added
 	v.added = 0
 }
+
+func (v *Profiles) setBulk(on bool) { v.bulk = on }
 
 // Aborted drops the open transaction's entries.
 func (v *Profiles) Aborted() {

@@ -57,6 +57,9 @@ type Rooms struct {
 	hidden atomic.Uint64
 	// tx is what the open transaction changed, not yet readable.
 	tx roomsTxn
+	// bulk is set while a rebuild fills a fresh store nothing reads:
+	// committed objects are not kept in the caches (see setBulk).
+	bulk bool
 }
 
 // roomsTxn holds the objects the open transaction changed, decoded, so
@@ -382,6 +385,12 @@ func (v *Rooms) Committed() {
 	if !v.tx.open {
 		return
 	}
+	if v.bulk {
+		v.last, v.nChanges, v.mark = v.tx.last, v.tx.nChanges, v.tx.mark
+		v.hidden.Store(v.tx.hidden)
+		v.tx = roomsTxn{}
+		return
+	}
 	for k, o := range v.tx.users {
 		v.users.Add(k, o)
 	}
@@ -401,6 +410,8 @@ func (v *Rooms) Committed() {
 
 // Aborted drops what the open transaction changed.
 func (v *Rooms) Aborted() { v.tx = roomsTxn{} }
+
+func (v *Rooms) setBulk(on bool) { v.bulk = on }
 
 // lastLE returns the index of the last element whose position is ≤ at, or -1.
 func lastLE[T any](s []T, pos func(*T) eventstore.Position, at eventstore.Position) int {

@@ -38,6 +38,12 @@ type View interface {
 	Aborted()
 }
 
+// bulkView is a view that can stop filling its caches while a rebuild
+// writes a fresh store that nothing reads yet: every committed object is
+// then a cache insertion (and an eviction) that no reader will use, and
+// the view reads what it needs from the store instead.
+type bulkView interface{ setBulk(on bool) }
+
 // Options configure a Runner.
 type Options struct {
 	Store  eventstore.Store
@@ -642,5 +648,11 @@ func (r *Runner) Rebuild(ctx context.Context, progress func(applied, total uint6
 	// less often saves a tenth of its CPU for a heap that stays bounded
 	// (the caches are).
 	defer debug.SetGCPercent(debug.SetGCPercent(400))
+	for _, v := range append(r.opts.Views, r.opts.Deferred...) {
+		if b, ok := v.(bulkView); ok {
+			b.setBulk(true)
+			defer b.setBulk(false)
+		}
+	}
 	return r.catchUp(ctx, head, progress)
 }

@@ -58,6 +58,39 @@ func TestBenchCommandRuns(t *testing.T) {
 	}
 }
 
+// TestBenchRoomsRuns runs the bench's room measurements small: the renames
+// back to back and spaced, each with its table of both users and a ratio.
+func TestBenchRoomsRuns(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the bench")
+	}
+	cmd := rootCommand()
+	var out bytes.Buffer
+	cmd.SetOut(&out)
+	cmd.SetErr(io.Discard)
+	cmd.SetArgs([]string{"bench", "--dir", t.TempDir(), "--duration", "50ms", "--concurrency", "1", "--rooms", "20", "--renames", "10",
+		"--history-members", "10", "--history-entries", "40", "--restart-users", "0", "--sealing=false"})
+	if err := cmd.ExecuteContext(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	report := out.String()
+	for _, want := range []struct{ name, row string }{
+		{"back to back, 1 room", `(?m)^\| 1 \| 10 \| [0-9.]+ [µm]?s \| [0-9.]+ [µm]?s \| [0-9.]+ [µm]?s \(then all 1 rooms checked\) \|`},
+		{"back to back, 20 rooms", `(?m)^\| 20 \| 10 \| [0-9.]+ [µm]?s \| [0-9.]+ [µm]?s \| [0-9.]+ [µm]?s \(then all 20 rooms checked\) \|`},
+		{"ratio", `(?m)^Ratio of acknowledgement latency, 20 rooms / 1 room: p50 [0-9.]+x, p99 [0-9.]+x\.$`},
+		{"spaced, 1 room", `(?m)^\| 1 \| 5 \| [0-9.]+ [µm]?s \| [0-9.]+ [µm]?s \|$`},
+		{"spaced, 20 rooms", `(?m)^\| 20 \| 5 \| [0-9.]+ [µm]?s \| [0-9.]+ [µm]?s \|$`},
+		{"spaced ratio", `(?m)^Ratio of acknowledgement latency, spaced, 20 rooms / 1 room: p50 [0-9.]+x, p99 [0-9.]+x\.$`},
+	} {
+		if !regexp.MustCompile(want.row).MatchString(report) {
+			t.Errorf("no %s row in the report:\n%s", want.name, report)
+		}
+	}
+	if strings.Contains(report, "history read failed") {
+		t.Errorf("the history measurement failed:\n%s", report)
+	}
+}
+
 // TestBenchHTTPRows runs only the loads --http-rows names: the other rows
 // and their ratios are absent, and the command line in the report says so.
 func TestBenchHTTPRows(t *testing.T) {

@@ -2,9 +2,9 @@ package integrity
 
 import (
 	"bytes"
+	"cmp"
 	"crypto/sha256"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"runtime"
 	"slices"
@@ -46,7 +46,8 @@ func (h Head) LeafHash() []byte { return rfc6962.DefaultHasher.HashLeaf(h.leafDa
 func SortHeads(heads []Head) {
 	workers := runtime.GOMAXPROCS(0)
 	if len(heads) < parallelSort || workers == 1 {
-		slices.SortFunc(heads, compareHeads)
+		var s headSorter
+		s.sort(heads)
 		return
 	}
 	chunk := (len(heads) + workers - 1) / workers
@@ -58,13 +59,82 @@ func SortHeads(heads []Head) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			slices.SortFunc(run, compareHeads)
+			var s headSorter
+			s.sort(run)
 		}()
 	}
 	wg.Wait()
 	if sorted := mergeRuns(runs, len(heads)); &sorted[0] != &heads[0] {
 		copy(heads, sorted)
 	}
+}
+
+// headSorter sorts heads by stream name; its arrays are kept for the next
+// sort. Heads move once: what is sorted is a key of each name's 8 bytes
+// after the prefix that every name shares (the category, and often more:
+// "profile-@"), with the head's index, and whole names are compared only
+// where keys tie.
+type headSorter struct {
+	keys []headKey
+	tmp  []Head
+}
+
+type headKey struct {
+	key uint64
+	i   int
+}
+
+func (s *headSorter) sort(heads []Head) {
+	if len(heads) < 2 {
+		return
+	}
+	first := heads[0].Stream
+	shared := len(first)
+	for i := 1; i < len(heads) && shared > 0; i++ {
+		name := heads[i].Stream
+		n := min(shared, len(name))
+		j := 0
+		for j < n && first[j] == name[j] {
+			j++
+		}
+		shared = j
+	}
+	keys := s.keys[:0]
+	for i := range heads {
+		keys = append(keys, headKey{key: nameKey(heads[i].Stream, shared), i: i})
+	}
+	s.keys = keys
+	// A key orders two names whose keys differ as the names are ordered
+	// (a name that ends within the key is padded with zeros, which sort
+	// before any byte or tie with a zero byte).
+	slices.SortFunc(keys, func(a, b headKey) int {
+		if a.key != b.key {
+			return cmp.Compare(a.key, b.key)
+		}
+		return strings.Compare(heads[a.i].Stream, heads[b.i].Stream)
+	})
+	if cap(s.tmp) < len(heads) {
+		s.tmp = make([]Head, len(heads))
+	}
+	tmp := s.tmp[:len(heads)]
+	for j, k := range keys {
+		tmp[j] = heads[k.i]
+	}
+	copy(heads, tmp)
+	clear(tmp) // the names are the caller's, not the sorter's to keep
+}
+
+// nameKey is the 8 bytes of name from offset from, big-endian, padded with
+// zeros.
+func nameKey(name string, from int) uint64 {
+	if len(name) >= from+8 {
+		b := name[from : from+8]
+		return uint64(b[0])<<56 | uint64(b[1])<<48 | uint64(b[2])<<40 | uint64(b[3])<<32 |
+			uint64(b[4])<<24 | uint64(b[5])<<16 | uint64(b[6])<<8 | uint64(b[7])
+	}
+	var b [8]byte
+	copy(b[:], name[from:])
+	return binary.BigEndian.Uint64(b[:])
 }
 
 // parallelSort is the number of heads from which sorting them is split
@@ -97,8 +167,6 @@ func mergeRuns(runs [][]Head, n int) []Head {
 	return runs[0]
 }
 
-func compareHeads(a, b Head) int { return strings.Compare(a.Stream, b.Stream) }
-
 // mergeHeads merges two sorted runs into dst and returns how many it wrote.
 func mergeHeads(dst, a, b []Head) int {
 	n := 0
@@ -115,9 +183,28 @@ func mergeHeads(dst, a, b []Head) int {
 }
 
 // Root is the RFC 6962 root over heads, which must be sorted (SortHeads),
-// without keeping the tree: what verify and the seal writer need. Leaf
-// hashes are computed on every core.
+// without keeping the tree: what verify and the seal writer need.
 func Root(heads []Head) (Hash, error) {
+	var m merkleScratch
+	return m.root(heads)
+}
+
+// merkleScratch holds the node hashes of one level of a tree while its
+// root is computed; verify keeps one for all its seals.
+type merkleScratch struct {
+	level []Hash
+}
+
+// parallelRoot is the number of heads from which a root's leaves are hashed
+// on every core.
+const parallelRoot = 1024
+
+// root computes the tree level by level in one array: each level's nodes
+// overwrite the one below, and a level's last node without a sibling moves
+// up as it is, which is RFC 6962's split at the largest power of two below
+// the size. A large tree is split into subtrees of a power-of-two size,
+// one per core, whose roots are then combined.
+func (m *merkleScratch) root(heads []Head) (Hash, error) {
 	var root Hash
 	if len(heads) == 0 {
 		copy(root[:], rfc6962.DefaultHasher.EmptyRoot())
@@ -128,69 +215,65 @@ func Root(heads []Head) (Hash, error) {
 			return root, fmt.Errorf("integrity: heads not sorted or repeated at %q", heads[i].Stream)
 		}
 	}
-	// Each core hashes the leaves of one run of heads into a compact range;
-	// adjacent ranges then merge into the whole tree's.
-	workers := runtime.GOMAXPROCS(0)
-	if len(heads) < 1024 {
-		workers = 1
+	if cap(m.level) < len(heads) {
+		m.level = make([]Hash, len(heads))
 	}
-	rf := compact.RangeFactory{Hash: hashChildren}
-	chunk := (len(heads) + workers - 1) / workers
-	// Sized before the workers start: each writes its own element.
-	ranges := make([]*compact.Range, (len(heads)+chunk-1)/chunk)
-	errs := make([]error, len(ranges))
+	level := m.level[:len(heads)]
+	workers := runtime.GOMAXPROCS(0)
+	if len(heads) < parallelRoot || workers == 1 {
+		hashLeaves(level, heads)
+		return reduceLevel(level), nil
+	}
+	// Subtrees of 2^k leaves, k the least with at most one per core.
+	chunk := 1
+	for chunk*workers < len(heads) {
+		chunk *= 2
+	}
+	subroots := make([]Hash, (len(heads)+chunk-1)/chunk)
 	var wg sync.WaitGroup
-	for w := range ranges {
+	for w := range subroots {
+		lo, hi := w*chunk, min((w+1)*chunk, len(heads))
 		wg.Add(1)
-		go func(lo, hi int) {
+		go func() {
 			defer wg.Done()
-			r := rf.NewEmptyRange(uint64(lo))
-			// One array for the run's leaf hashes; the range keeps some.
-			sums := make([]byte, sha256.Size*(hi-lo))
-			var buf []byte
-			for i, h := range heads[lo:hi] {
-				buf = h.appendLeafData(append(buf[:0], rfc6962.RFC6962LeafHashPrefix))
-				sum := sums[i*sha256.Size : (i+1)*sha256.Size : (i+1)*sha256.Size]
-				*(*[sha256.Size]byte)(sum) = sha256.Sum256(buf)
-				if err := r.Append(sum, nil); err != nil {
-					errs[w] = err
-					return
-				}
-			}
-			ranges[w] = r
-		}(w*chunk, min((w+1)*chunk, len(heads)))
+			hashLeaves(level[lo:hi], heads[lo:hi])
+			subroots[w] = reduceLevel(level[lo:hi])
+		}()
 	}
 	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
-		return root, err
-	}
-	r := ranges[0]
-	for _, next := range ranges[1:] {
-		if err := r.AppendRange(next, nil); err != nil {
-			return root, err
-		}
-	}
-	h, err := r.GetRootHash(nil)
-	if err != nil {
-		return root, err
-	}
-	copy(root[:], h)
-	return root, nil
+	return reduceLevel(subroots), nil
 }
 
-// hashChildren is RFC 6962's node hash, SHA-256(0x01 ‖ left ‖ right), as
-// rfc6962.DefaultHasher computes it but in one call on a stack buffer: a
-// genesis seal's root hashes as many nodes as the log has streams.
-func hashChildren(l, r []byte) []byte {
-	if len(l) != sha256.Size || len(r) != sha256.Size {
-		return rfc6962.DefaultHasher.HashChildren(l, r)
+// hashLeaves writes the leaf hash of each head, SHA-256(0x00 ‖ leaf data).
+func hashLeaves(dst []Hash, heads []Head) {
+	var stack [128]byte
+	buf := stack[:0]
+	for i := range heads {
+		buf = heads[i].appendLeafData(append(buf[:0], rfc6962.RFC6962LeafHashPrefix))
+		dst[i] = sha256.Sum256(buf)
 	}
+}
+
+// reduceLevel hashes the nodes of level pairwise into the level above, in
+// place, until one is left: the root of the tree whose leaves they are.
+func reduceLevel(level []Hash) Hash {
 	var b [1 + 2*sha256.Size]byte
 	b[0] = rfc6962.RFC6962NodeHashPrefix
-	copy(b[1:], l)
-	copy(b[1+sha256.Size:], r)
-	sum := sha256.Sum256(b[:])
-	return sum[:]
+	for n := len(level); n > 1; {
+		up := 0
+		for i := 0; i+1 < n; i += 2 {
+			copy(b[1:], level[i][:])
+			copy(b[1+sha256.Size:], level[i+1][:])
+			level[up] = sha256.Sum256(b[:])
+			up++
+		}
+		if n%2 == 1 {
+			level[up] = level[n-1]
+			up++
+		}
+		n = up
+	}
+	return level[0]
 }
 
 // Tree is the RFC 6962 Merkle tree over a seal's sorted heads.

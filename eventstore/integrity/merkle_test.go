@@ -2,7 +2,10 @@ package integrity_test
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"runtime"
+	"slices"
+	"strings"
 	"testing"
 
 	"github.com/profilestore/profilestore/eventstore/integrity"
@@ -12,7 +15,16 @@ import (
 // tree that proofs come from agree for every size around the powers of two
 // and the parallel threshold, and every leaf's path leads to it.
 func TestRootIsTheTreesRoot(t *testing.T) {
-	for _, n := range []int{0, 1, 2, 3, 4, 5, 7, 8, 9, 1023, 1024, 1025, 3000} {
+	for _, procs := range []int{1, 2, 3} {
+		t.Run(fmt.Sprintf("procs=%d", procs), func(t *testing.T) {
+			defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(procs))
+			testRootIsTheTreesRoot(t)
+		})
+	}
+}
+
+func testRootIsTheTreesRoot(t *testing.T) {
+	for _, n := range []int{0, 1, 2, 3, 4, 5, 7, 8, 9, 1023, 1024, 1025, 3000, 4097, 6145} {
 		heads := make([]integrity.Head, n)
 		for i := range heads {
 			heads[i] = integrity.Head{Stream: fmt.Sprintf("profile-@%06d:x", i), Revision: uint64(i)}
@@ -63,4 +75,42 @@ func TestSortHeadsInRuns(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestSortHeadsOrdersNamesBytewise: names that share prefixes of every
+// length, end inside the 8 bytes the sort keys on, or hold zero and 0xff
+// bytes come out in bytewise order, as the tree needs them.
+func TestSortHeadsOrdersNamesBytewise(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	alphabet := []byte{0, 1, 'a', 'b', 0xff}
+	for _, n := range []int{2, 3, 17, 500, 20_000} {
+		for _, prefix := range []string{"", "profile-@", "room-!abcdefgh:"} {
+			seen := make(map[string]bool)
+			var heads []integrity.Head
+			for len(heads) < n {
+				name := []byte(prefix)
+				for range rng.IntN(14) {
+					name = append(name, alphabet[rng.IntN(len(alphabet))])
+				}
+				if !seen[string(name)] {
+					seen[string(name)] = true
+					heads = append(heads, integrity.Head{Stream: string(name), Revision: uint64(len(heads))})
+				}
+			}
+			want := slices.Clone(heads)
+			slices.SortFunc(want, func(a, b integrity.Head) int { return strings.Compare(a.Stream, b.Stream) })
+			integrity.SortHeads(heads)
+			if !slices.Equal(heads, want) {
+				t.Fatalf("%d names after %q: sorted as %q", len(heads), prefix, streams(heads))
+			}
+		}
+	}
+}
+
+func streams(heads []integrity.Head) []string {
+	out := make([]string, len(heads))
+	for i, h := range heads {
+		out[i] = h.Stream
+	}
+	return out
 }

@@ -5,8 +5,8 @@ import (
 	"crypto/ed25519"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"runtime"
-	"slices"
 	"strings"
 	"sync"
 
@@ -79,13 +79,13 @@ func (r *Report) OK() bool { return len(r.Breaks) == 0 }
 // streamState is what the verifier knows of a stream's last event.
 type streamState struct {
 	revision uint64
-	hash     Hash
-	// chained: the last event carried its own hash.
-	chained bool
 	// win is 1 + the index (counted from the start of the walk) of the
 	// stream's last event in the window list, 0 if none: so the next event
 	// of the stream marks that one as no longer the stream's head.
-	win uint64
+	win  uint64
+	hash Hash
+	// chained: the last event carried its own hash.
+	chained bool
 }
 
 // windowChunk is how many window events one block of the window list
@@ -138,7 +138,7 @@ type windowEvent struct {
 // seal window.
 type Verifier struct {
 	keys    []ed25519.PublicKey
-	streams map[string]streamState
+	streams streamTable
 	// window: the covered events of the current seal window, in log order;
 	// windowBase is the index of window[0] counted from the walk's start.
 	window     windowList
@@ -156,6 +156,11 @@ type Verifier struct {
 	witness *Seal
 	report  Report
 	hasher  eventHasher
+	merkle  merkleScratch
+	// heads and sorter are a seal's heads and their sort, kept for the
+	// next seal.
+	heads  []Head
+	sorter headSorter
 }
 
 // SetWitness gives the verifier a seal a witness kept: the log's seal of
@@ -166,7 +171,7 @@ func (v *Verifier) SetWitness(s *Seal) { v.witness = s }
 // NewVerifier verifies seals with the given public keys (none: every seal
 // is reported as forged).
 func NewVerifier(keys []ed25519.PublicKey) *Verifier {
-	return &Verifier{keys: keys, streams: make(map[string]streamState)}
+	return &Verifier{keys: keys, streams: newStreamTable(0)}
 }
 
 func (v *Verifier) fail(kind BreakKind, rec *eventstore.RecordedEvent, format string, args ...any) {
@@ -179,6 +184,9 @@ func (v *Verifier) fail(kind BreakKind, rec *eventstore.RecordedEvent, format st
 // hashes a batch on every core); Add then checks them in log order.
 type Prepared struct {
 	hash Hash
+	// key is the stream's key in the verifier's stream table, if keyed.
+	key   uint64
+	keyed bool
 	// prev and stored are the event's prev_hash and event_hash, if chained.
 	prev, stored Hash
 	err          error
@@ -228,16 +236,31 @@ func (v *Verifier) Add(rec *eventstore.RecordedEvent) error {
 	return v.AddPrepared(rec, &p)
 }
 
+// prepareKeyed is prepare with the stream's key in a stream table of that
+// seed.
+func (e *eventHasher) prepareKeyed(rec *eventstore.RecordedEvent, seed maphash.Seed) Prepared {
+	p := e.prepare(rec)
+	if Covered(rec.Stream) {
+		p.key, p.keyed = streamKey(seed, rec.Stream), true
+	}
+	return p
+}
+
 // AddPrepared checks the next event of the log, prepared by Prepare.
 func (v *Verifier) AddPrepared(rec *eventstore.RecordedEvent, p *Prepared) error {
 	v.report.Events++
 	if !Covered(rec.Stream) {
 		return nil
 	}
-	// Values, not pointers: one map entry per stream and nothing for the
-	// collector to chase.
+	key := p.key
+	if !p.keyed {
+		key = streamKey(v.streams.seed, rec.Stream)
+	}
+	// at is the stream's entry if found, else the index slot for it.
+	at, found := v.streams.find(rec.Stream, key)
 	var st *streamState
-	if s, ok := v.streams[rec.Stream]; ok {
+	if found {
+		s := v.streams.entries[at].state
 		st = &s
 	}
 	if st == nil && rec.Revision > 0 && v.predecessor != nil {
@@ -301,7 +324,12 @@ func (v *Verifier) AddPrepared(rec *eventstore.RecordedEvent, p *Prepared) error
 		if st != nil && st.win > v.windowBase {
 			v.window.at(int(st.win - 1 - v.windowBase)).next = idx + 1
 		}
-		v.streams[rec.Stream] = streamState{revision: rec.Revision, hash: hash, chained: link.Chained, win: idx + 1}
+		next := streamState{revision: rec.Revision, hash: hash, chained: link.Chained, win: idx + 1}
+		if found {
+			v.streams.entries[at].state = next
+		} else if err := v.streams.add(at, rec.Stream, key, next); err != nil {
+			return err
+		}
 		v.window.push(windowEvent{Head: Head{Stream: rec.Stream, Revision: rec.Revision, Hash: hash}})
 	}
 
@@ -363,7 +391,7 @@ func (v *Verifier) checkSeal(rec *eventstore.RecordedEvent, eventHash Hash, n *n
 			good = false
 		} else {
 			heads := v.windowHeads(end)
-			root, err := Root(heads)
+			root, err := v.merkle.root(heads)
 			switch {
 			case err != nil:
 				n.note(BadRoot, "%v", err)
@@ -395,19 +423,20 @@ func (v *Verifier) checkSeal(rec *eventstore.RecordedEvent, eventHash Hash, n *n
 // its part, and the parts merged.
 func (v *Verifier) windowHeads(end int) []Head {
 	last := v.windowBase + uint64(end) + 1 // 1 + the index of window[end]
-	collect := func(lo, hi int) []Head {
-		heads := make([]Head, 0, hi-lo)
+	collect := func(heads []Head, s *headSorter, lo, hi int) []Head {
 		for i := lo; i < hi; i++ {
 			if e := v.window.at(i); e.next == 0 || e.next > last {
 				heads = append(heads, e.Head)
 			}
 		}
-		slices.SortFunc(heads, compareHeads)
+		s.sort(heads)
 		return heads
 	}
 	workers := runtime.GOMAXPROCS(0)
 	if end+1 < parallelSort || workers == 1 {
-		return collect(0, end+1)
+		// The seal's check is done with them before the next seal's.
+		v.heads = collect(v.heads[:0], &v.sorter, 0, end+1)
+		return v.heads
 	}
 	chunk := (end + workers) / workers
 	runs := make([][]Head, (end+chunk)/chunk)
@@ -416,7 +445,8 @@ func (v *Verifier) windowHeads(end int) []Head {
 		wg.Add(1)
 		go func(lo, hi int) {
 			defer wg.Done()
-			runs[i] = collect(lo, hi)
+			var s headSorter
+			runs[i] = collect(make([]Head, 0, hi-lo), &s, lo, hi)
 		}(i*chunk, min((i+1)*chunk, end+1))
 	}
 	wg.Wait()
@@ -484,9 +514,9 @@ func VerifyStore(ctx context.Context, store eventstore.Store, keys []ed25519.Pub
 	}
 	total := head.Commit - min(after.Commit, head.Commit)
 	// Size the stream table for the log up front (bounded: a log of many
-	// events per stream needs far fewer entries): growing it entry by entry
-	// re-hashes every stream seen so far at each step.
-	v.streams = make(map[string]streamState, min(total, streamTableHint))
+	// events per stream needs far fewer entries): growing it re-hashes
+	// every stream seen so far, and copies the entries and names.
+	v.streams = newStreamTable(min(total, streamTableHint))
 	// Read the next page while this one is hashed, and hash a page on every
 	// core: the checks in log order that follow are cheap.
 	ctx, cancel := context.WithCancel(ctx)
@@ -528,6 +558,7 @@ func VerifyStore(ctx context.Context, store eventstore.Store, keys []ed25519.Pub
 		defer close(ready)
 		workers := runtime.GOMAXPROCS(0)
 		hashers := make([]eventHasher, workers)
+		seed := v.streams.seed
 		for pg := range pages {
 			if pg.err != nil {
 				ready <- preparedPage{err: pg.err}
@@ -554,7 +585,7 @@ func VerifyStore(ctx context.Context, store eventstore.Store, keys []ed25519.Pub
 				go func(h *eventHasher) {
 					defer wg.Done()
 					for i := lo; i < hi; i++ {
-						prepared[i] = h.prepare(&recs[i])
+						prepared[i] = h.prepareKeyed(&recs[i], seed)
 					}
 				}(&hashers[w])
 			}
@@ -571,6 +602,7 @@ func VerifyStore(ctx context.Context, store eventstore.Store, keys []ed25519.Pub
 		if pg.err != nil {
 			return Report{}, pg.err
 		}
+		v.streams.touch(pg.prepared)
 		for i := range pg.recs {
 			if err := v.AddPrepared(&pg.recs[i], &pg.prepared[i]); err != nil {
 				return Report{}, err
@@ -591,7 +623,8 @@ func VerifyStore(ctx context.Context, store eventstore.Store, keys []ed25519.Pub
 	return v.Finish(), nil
 }
 
-// streamTableHint bounds the stream table's initial size: about 10 MiB.
+// streamTableHint bounds the stream table's initial size: 2 MiB of index,
+// and room for 8 MiB of entries and 4 MiB of names, touched as they fill.
 const streamTableHint = 1 << 17
 
 var errNotFound = errors.New("integrity: event not found")

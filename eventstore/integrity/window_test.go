@@ -86,6 +86,13 @@ func TestLargeWindowHeads(t *testing.T) {
 		return v.Finish()
 	}
 	good := sealWith(window)
+	// An event after the seal, one byte of it changed.
+	evs := []eventstore.EventData{{ID: uuid.New(), Type: "profile.field_set", Data: []byte(`{"v":1}`), Metadata: []byte(`{}`)}}
+	if _, err := integrity.Chain("profile-@late:example.com", 0, integrity.Zero, evs); err != nil {
+		t.Fatal(err)
+	}
+	evs[0].Data = []byte(`{"v":2}`)
+	changed := eventstore.RecordedEvent{EventData: evs[0], Stream: "profile-@late:example.com", Position: eventstore.Position{Commit: pos + 2, Prepare: pos + 2}}
 	for _, procs := range []int{1, 3} {
 		t.Run(fmt.Sprintf("procs=%d", procs), func(t *testing.T) {
 			defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(procs))
@@ -96,6 +103,12 @@ func TestLargeWindowHeads(t *testing.T) {
 			r := verify(bad)
 			if len(r.Breaks) != 1 || r.Breaks[0].Kind != integrity.BadRoot {
 				t.Fatalf("a seal missing one head: %v", r.Breaks)
+			}
+			// A changed event right after the bad seal is reported after
+			// it, and no seal verified.
+			r = verify(append(bad[:len(bad):len(bad)], changed))
+			if len(r.Breaks) != 2 || r.Breaks[0].Kind != integrity.BadRoot || r.Breaks[1].Kind != integrity.Changed || r.LastSeal != nil {
+				t.Fatalf("a bad seal, then a changed event: %v (last seal %v)", r.Breaks, r.LastSeal)
 			}
 		})
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"github.com/cockroachdb/pebble/v2"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -324,5 +325,72 @@ func TestPebbleEngineStats(t *testing.T) {
 	must(t, s.Close())
 	if closed := s.EngineStats(); closed != (EngineStats{}) {
 		t.Fatalf("a closed store: %+v", closed)
+	}
+}
+
+// Tables get bloom filters above the last level only: pebble never reads
+// one in the last level, where most keys end up.
+func TestPebbleFiltersAboveTheLastLevelOnly(t *testing.T) {
+	p, err := OpenPebble(t.TempDir(), PebbleOptions{CacheBytes: 1 << 20, MemTableBytes: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	write := func(value string) {
+		t.Helper()
+		tx, err := p.Begin()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range 2000 {
+			if err := tx.Set(fmt.Appendf(nil, "key-%05d", i), []byte(value)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := tx.Commit(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("first")
+	filters := func() map[int]uint64 {
+		t.Helper()
+		levels, err := p.db.SSTables(pebble.WithProperties())
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := map[int]uint64{}
+		for l, tables := range levels {
+			for _, tb := range tables {
+				out[l] += tb.Properties.FilterSize
+			}
+		}
+		return out
+	}
+	if err := p.db.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if f := filters(); f[0] == 0 {
+		t.Errorf("a flushed table in L0 has no bloom filter (filter bytes by level: %v)", f)
+	}
+	// A full compaction moves that table to the last level as it is; the
+	// next one merges newer values of the same keys into it, which writes
+	// the last level's table afresh.
+	if err := p.Purge(); err != nil {
+		t.Fatal(err)
+	}
+	write("second")
+	if err := p.Purge(); err != nil {
+		t.Fatal(err)
+	}
+	levels, err := p.db.SSTables()
+	if err != nil {
+		t.Fatal(err)
+	}
+	bottom := len(levels) - 1
+	if len(levels[bottom]) == 0 {
+		t.Fatalf("after a full compaction no table is in the last level")
+	}
+	if n := filters()[bottom]; n != 0 {
+		t.Errorf("the last level's tables hold %d bytes of bloom filter, want none", n)
 	}
 }
