@@ -1,6 +1,7 @@
 package viewstore
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -207,6 +208,12 @@ func scan(src iterable, lower, upper []byte, reverse bool, fn func(k, v []byte) 
 	if err != nil {
 		return err
 	}
+	iterate(it, reverse, fn)
+	return it.Close()
+}
+
+// iterate calls fn for each entry of it, in order, until fn returns false.
+func iterate(it *pebble.Iterator, reverse bool, fn func(k, v []byte) bool) {
 	if reverse {
 		for ok := it.Last(); ok; ok = it.Prev() {
 			if !fn(it.Key(), it.Value()) {
@@ -220,7 +227,6 @@ func scan(src iterable, lower, upper []byte, reverse bool, fn func(k, v []byte) 
 			}
 		}
 	}
-	return it.Close()
 }
 
 // ConcurrentTxns reports that several transactions may be open at once
@@ -239,15 +245,54 @@ func (p *Pebble) Begin() (Txn, error) {
 }
 
 type pebbleTxn struct {
-	p    *Pebble
-	b    *pebble.Batch
+	p *Pebble
+	b *pebble.Batch
+	// it serves the transaction's scans one after another: building and
+	// closing an iterator over the batch and every level of the tree
+	// costs about as much as the seek (the deferred views scan a user's
+	// rooms at every rename). busy while a scan's fn runs, so a scan
+	// inside it gets an iterator of its own.
+	it   *pebble.Iterator
+	busy bool
 	done bool
 }
 
 func (t *pebbleTxn) Get(key []byte) ([]byte, bool, error) { return get(t.b, key) }
 
+// Scan sees the transaction's own writes, over the committed state as of
+// its first scan. The views' keys are each written by one stage, in its
+// own transactions, so that is also the state at every later scan.
 func (t *pebbleTxn) Scan(lower, upper []byte, reverse bool, fn func(k, v []byte) bool) error {
-	return scan(t.b, lower, upper, reverse, fn)
+	if t.busy {
+		return scan(t.b, lower, upper, reverse, fn)
+	}
+	// The iterator keeps the bounds until the next scan sets its own, and
+	// compares them then: copies, as the caller may reuse its slices.
+	opts := &pebble.IterOptions{LowerBound: bytes.Clone(lower), UpperBound: bytes.Clone(upper)}
+	if t.it == nil {
+		it, err := t.b.NewIter(opts)
+		if err != nil {
+			return err
+		}
+		t.it = it
+	} else {
+		t.it.SetOptions(opts) // also shows it the batch's writes since the last scan
+	}
+	t.busy = true
+	defer func() { t.busy = false }()
+	iterate(t.it, reverse, fn)
+	return t.it.Error()
+}
+
+// closeIter closes the scans' iterator, before the batch is committed or
+// closed.
+func (t *pebbleTxn) closeIter() error {
+	if t.it == nil {
+		return nil
+	}
+	err := t.it.Close()
+	t.it = nil
+	return err
 }
 
 func (t *pebbleTxn) Set(key, value []byte) error { return t.b.Set(key, value, nil) }
@@ -265,6 +310,9 @@ func (t *pebbleTxn) Commit() error {
 	}
 	t.done = true
 	defer t.b.Close()
+	if err := t.closeIter(); err != nil {
+		return err
+	}
 	return t.b.Commit(pebble.NoSync)
 }
 
@@ -283,6 +331,9 @@ func (p *Pebble) CommitAll(txns ...Txn) error {
 		if !ok {
 			return fmt.Errorf("viewstore: a transaction of another store")
 		}
+		if err := pt.closeIter(); err != nil {
+			return err
+		}
 		if err := all.Apply(pt.b, nil); err != nil {
 			return err
 		}
@@ -299,6 +350,7 @@ func (p *Pebble) CommitAll(txns ...Txn) error {
 func (t *pebbleTxn) Discard() {
 	if !t.done {
 		t.done = true
+		_ = t.closeIter()
 		t.b.Close()
 	}
 }

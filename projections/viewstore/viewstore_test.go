@@ -97,6 +97,58 @@ func TestStore(t *testing.T) {
 
 // TestCounters: Add sums counters without a read, inside the transaction,
 // after its commit, across transactions and after a reopen.
+// TestTxnScansSeeEachOthersWrites: every scan of a transaction sees the
+// writes made before it, also after earlier scans (which may share an
+// iterator), a scan inside a scan's callback gets its own view, and
+// bounds the caller changes after a scan do not move the next one.
+func TestTxnScansSeeEachOthersWrites(t *testing.T) {
+	for _, e := range engines {
+		t.Run(e.name, func(t *testing.T) {
+			s := e.open(t, t.TempDir())
+			defer s.Close()
+			base, err := s.Begin()
+			must(t, err)
+			must(t, base.Set([]byte("a/0"), []byte("committed")))
+			must(t, base.Set([]byte("b/0"), []byte("committed")))
+			must(t, base.Commit())
+
+			tx, err := s.Begin()
+			must(t, err)
+			defer tx.Discard()
+			lo, hi := []byte("a/"), []byte("a0")
+			if got := scanKeys(t, tx, lo, hi, false); got != "[a/0=committed]" {
+				t.Fatalf("first scan: %s", got)
+			}
+			must(t, tx.Set([]byte("a/1"), []byte("new")))
+			must(t, tx.Delete([]byte("a/0")))
+			copy(lo, "zz") // the caller reuses its buffer
+			lo = []byte("a/")
+			if got := scanKeys(t, tx, lo, hi, false); got != "[a/1=new]" {
+				t.Errorf("scan after writes: %s, want [a/1=new]", got)
+			}
+			must(t, tx.Set([]byte("a/2"), []byte("newer")))
+			if got := scanKeys(t, tx, lo, hi, true); got != "[a/2=newer a/1=new]" {
+				t.Errorf("reverse scan: %s", got)
+			}
+			var outer, inner []string
+			must(t, tx.Scan([]byte("a/"), []byte("a0"), false, func(k, _ []byte) bool {
+				outer = append(outer, string(k))
+				must(t, tx.Scan([]byte("b/"), []byte("b0"), false, func(k, _ []byte) bool {
+					inner = append(inner, string(k))
+					return true
+				}))
+				return true
+			}))
+			if fmt.Sprint(outer) != "[a/1 a/2]" || fmt.Sprint(inner) != "[b/0 b/0]" {
+				t.Errorf("nested scans: outer %v, inner %v", outer, inner)
+			}
+			if got := scanKeys(t, tx, []byte("b/"), []byte("b0"), false); got != "[b/0=committed]" {
+				t.Errorf("scan of another range: %s", got)
+			}
+		})
+	}
+}
+
 func TestCounters(t *testing.T) {
 	for _, e := range engines {
 		t.Run(e.name, func(t *testing.T) {
