@@ -17,8 +17,8 @@ RUN CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o /out/profilestore ./cmd
 
 FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /out/profilestore /usr/local/bin/profilestore
-# The data directory holds projection snapshots (and the bolt store); the
-# image runs as uid 65532, which must own it.
+# The data directory holds the bolt store, the keyring and the view store;
+# the image runs as uid 65532, which must own it.
 COPY --from=build --chown=65532:65532 /out/data /data
 ENV PROFILESTORE_LISTEN=0.0.0.0:8318 \
     PROFILESTORE_DATA_DIR=/data

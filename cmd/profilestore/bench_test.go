@@ -91,6 +91,47 @@ func TestBenchRoomsRuns(t *testing.T) {
 	}
 }
 
+// TestBenchHTTPRows runs only the loads --http-rows names: the other rows
+// and their ratios are absent, and the command line in the report says so.
+func TestBenchHTTPRows(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the bench")
+	}
+	cmd := rootCommand()
+	var out bytes.Buffer
+	cmd.SetOut(&out)
+	cmd.SetErr(io.Discard)
+	cmd.SetArgs([]string{"bench", "--dir", t.TempDir(), "--duration", "100ms", "--concurrency", "2", "--rooms", "0", "--restart-users", "0",
+		"--sealing=false", "--http-rows", "noop,put-own"})
+	if err := cmd.ExecuteContext(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	report := out.String()
+	for _, row := range []string{"no-op handler GET", "PUT displayname, a user per client (durable)"} {
+		if !strings.Contains(report, "| "+row+" | 2 |") {
+			t.Errorf("no row %q in the report:\n%s", row, report)
+		}
+	}
+	for _, row := range []string{"PUT displayname, all clients on one user (durable)", "GET profile"} {
+		if strings.Contains(report, "| "+row+" |") {
+			t.Errorf("row %q was not asked for:\n%s", row, report)
+		}
+	}
+	if !regexp.MustCompile(`(?m)^\| 2 \| [0-9]+% \| — \| — \|$`).MatchString(report) {
+		t.Errorf("the ratio table should have only the PUT / no-op ratio:\n%s", report)
+	}
+	if !strings.Contains(report, "--http-rows noop,put-own`") {
+		t.Errorf("the report's command line does not name --http-rows:\n%s", report)
+	}
+	bad := rootCommand()
+	bad.SetOut(io.Discard)
+	bad.SetErr(io.Discard)
+	bad.SetArgs([]string{"bench", "--http-rows", "put"})
+	if err := bad.ExecuteContext(context.Background()); err == nil || !strings.Contains(err.Error(), "--http-rows") {
+		t.Errorf("--http-rows put: %v, want an error naming the flag", err)
+	}
+}
+
 // TestBenchScaleRuns runs a tiny `bench scale` end to end: the data set is
 // written and rebuilt, `serve` runs as a separate process, and every read
 // succeeds, with the memory and restart rows filled in.

@@ -1,13 +1,17 @@
 package bolt_test
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/google/uuid"
 	"github.com/sirupsen/logrus"
+	bbolt "go.etcd.io/bbolt"
 
 	"github.com/profilestore/profilestore/eventstore"
 	"github.com/profilestore/profilestore/eventstore/bolt"
@@ -78,5 +82,44 @@ func TestOpenErrorNamesThePathOnce(t *testing.T) {
 	_, err := bolt.Open(path, bolt.Options{Logger: quietLogger()})
 	if err == nil || strings.Count(err.Error(), path) != 1 {
 		t.Fatalf("Open: %v, want the path named once", err)
+	}
+}
+
+// TestStreamIndexPagesStayFull: each stream's revisions are appended in
+// order, so the stream index's pages are split near full, not in halves:
+// with many streams written in turn, its leaf pages stay mostly full (a
+// denser file, and smaller pages to read and copy at every commit).
+func TestStreamIndexPagesStayFull(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "events.db")
+	s := openStore(t, path)
+	ctx := context.Background()
+	for round := 0; round < 40; round++ {
+		for u := 0; u < 64; u++ {
+			events := make([]eventstore.EventData, 10)
+			for i := range events {
+				events[i] = eventstore.EventData{ID: uuid.New(), Type: "profile.field_set", Data: []byte(`{}`)}
+			}
+			if _, err := s.Append(ctx, fmt.Sprintf("profile-@user%d:example.com", u), eventstore.Any, events); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db, err := bbolt.Open(path, 0o600, &bbolt.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if err := db.View(func(tx *bbolt.Tx) error {
+		st := tx.Bucket([]byte("streams")).Stats()
+		fill := float64(st.LeafInuse) / float64(st.LeafPageN*db.Info().PageSize)
+		if fill < 0.7 {
+			t.Errorf("the stream index's %d leaf pages are %.0f%% full, want at least 70%%", st.LeafPageN, 100*fill)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -446,8 +446,13 @@ func newTxWriter(tx *bolt.Tx) (*txWriter, error) {
 		return nil, errors.New("bolt: missing bucket")
 	}
 	// The log is appended in key order: full pages instead of half-empty
-	// ones after splits.
+	// ones after splits. So is each stream's range of the stream index,
+	// but many streams share its pages: a page split near full keeps
+	// most of a stream's older revisions in a page no later append
+	// touches, and the page the next appends go to small. A denser
+	// file, and less to read into memory and copy at every commit.
 	w.log.FillPercent = 1.0
+	w.streams.FillPercent = 0.9
 	w.next = 1
 	if k, _ := w.log.Cursor().Last(); k != nil {
 		p, err := decodeUint64(k)

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/pprof"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -71,7 +72,7 @@ func Command(env func() (Env, error)) *cobra.Command {
 	var levels string
 	var out, dir string
 	var rb roomsBench
-	var cpuProfile string
+	var cpuProfile, memProfile, httpRows string
 	sealing := true
 	cmd := &cobra.Command{
 		Use:   "bench",
@@ -100,8 +101,13 @@ func Command(env func() (Env, error)) *cobra.Command {
 				}
 				defer os.RemoveAll(dir)
 			}
+			rows, err := parseHTTPRows(httpRows)
+			if err != nil {
+				return err
+			}
 			b := &bench{log: log, dir: dir, duration: duration, conc: conc, w: cmd.ErrOrStderr(), rooms: rb,
-				store: cfg.Store, esdbURL: cfg.ESDBURL, open: cfg.Open, cpuProfile: cpuProfile, sealing: sealing}
+				store: cfg.Store, esdbURL: cfg.ESDBURL, open: cfg.Open, cpuProfile: cpuProfile, memProfile: memProfile,
+				httpRows: rows, sealing: sealing}
 			if b.store == "esdb" {
 				// The room and rebuild measurements build their data sets
 				// through the store; on EventStoreDB they measure the server.
@@ -129,6 +135,8 @@ func Command(env func() (Env, error)) *cobra.Command {
 	cmd.Flags().StringVar(&dir, "dir", "", "directory on the disk to measure (default: a temporary directory)")
 	cmd.Flags().BoolVar(&sealing, "sealing", true, "measure the cost of sealing (pairs of PUT runs with the seal writer off and on; --sealing=false skips them)")
 	cmd.Flags().StringVar(&cpuProfile, "cpuprofile", "", "write the server's CPU profile during the HTTP measurements to this file (go tool pprof)")
+	cmd.Flags().StringVar(&memProfile, "memprofile", "", "write the server's allocation profile (go tool pprof -sample_index=alloc_space) after the HTTP measurements to this file")
+	cmd.Flags().StringVar(&httpRows, "http-rows", strings.Join(httpScenarios, ","), "comma-separated HTTP loads to run: "+strings.Join(httpScenarios, ", "))
 	cmd.AddCommand(loadCommand(), scaleCommand(env))
 	return cmd
 }
@@ -147,8 +155,30 @@ type bench struct {
 	// cpuProfile, if set, receives the server process's CPU profile
 	// during the HTTP measurements (the loader runs apart).
 	cpuProfile string
+	// memProfile, if set, receives the server process's allocation
+	// profile after the HTTP measurements (the set-up's allocations
+	// included, a small part of seconds of load).
+	memProfile string
+	// httpRows are the scenarios of the HTTP loads to run.
+	httpRows map[string]bool
 	// sealing runs the sealing on/off pairs.
 	sealing bool
+}
+
+// httpScenarios are the HTTP loads, in the order they run at each concurrency.
+var httpScenarios = []string{scenarioNoop, scenarioPutOwn, scenarioPutOneUser, scenarioGetProfile}
+
+// parseHTTPRows reads --http-rows.
+func parseHTTPRows(list string) (map[string]bool, error) {
+	rows := map[string]bool{}
+	for _, f := range strings.Split(list, ",") {
+		f = strings.TrimSpace(f)
+		if !slices.Contains(httpScenarios, f) {
+			return nil, fmt.Errorf("--http-rows: %q is none of %s", f, strings.Join(httpScenarios, ", "))
+		}
+		rows[f] = true
+	}
+	return rows, nil
 }
 
 func (b *bench) progress(format string, args ...any) { fmt.Fprintf(b.w, format+"\n", args...) }
@@ -192,6 +222,15 @@ func (b *bench) run(ctx context.Context) (string, error) {
 		}
 		defer pprof.StopCPUProfile()
 	}
+	if b.memProfile != "" {
+		defer func() {
+			runtime.GC()
+			if f, err := os.Create(b.memProfile); err == nil {
+				_ = pprof.Lookup("allocs").WriteTo(f, 0)
+				f.Close()
+			}
+		}()
+	}
 	for _, c := range b.conc {
 		for _, l := range []loadSpec{
 			{Name: rowNoop, Scenario: scenarioNoop, URL: noop.url},
@@ -199,6 +238,9 @@ func (b *bench) run(ctx context.Context) (string, error) {
 			{Name: rowPutOneUser, Scenario: scenarioPutOneUser, URL: srv.URL(), Tokens: tokens[:1]},
 			{Name: rowGetProfile, Scenario: scenarioGetProfile, URL: srv.URL()},
 		} {
+			if !b.httpRows[l.Scenario] {
+				continue
+			}
 			b.progress("HTTP %s, %d clients (loader process)…", l.Name, c)
 			l.Clients = c
 			r, err := b.remoteLoad(ctx, l)
@@ -364,8 +406,18 @@ func (b *bench) report(fsyncs float64, rows []benchResult) string {
 		where = "EventStoreDB at " + b.esdbURL
 	}
 	fmt.Fprintf(&s, "Store: %s.\n\n", where)
-	fmt.Fprintf(&s, "Measured %s on %s; command: `go run ./cmd/profilestore bench --store %s --duration %s --concurrency %s --rooms %d --renames %d --history-members %d --history-entries %d --restart-users %d`.\n\n",
-		time.Now().UTC().Format("2006-01-02 15:04 MST"), machineDescription(), b.store, b.duration, joinInts(b.conc), b.rooms.rooms, b.rooms.renames, b.rooms.historyMembers, b.rooms.historyEntries, b.rooms.restartUsers)
+	rowsFlag := ""
+	if len(b.httpRows) < len(httpScenarios) {
+		var run []string
+		for _, sc := range httpScenarios {
+			if b.httpRows[sc] {
+				run = append(run, sc)
+			}
+		}
+		rowsFlag = " --http-rows " + strings.Join(run, ",")
+	}
+	fmt.Fprintf(&s, "Measured %s on %s; command: `go run ./cmd/profilestore bench --store %s --duration %s --concurrency %s --rooms %d --renames %d --history-members %d --history-entries %d --restart-users %d%s`.\n\n",
+		time.Now().UTC().Format("2006-01-02 15:04 MST"), machineDescription(), b.store, b.duration, joinInts(b.conc), b.rooms.rooms, b.rooms.renames, b.rooms.historyMembers, b.rooms.historyEntries, b.rooms.restartUsers, rowsFlag)
 	s.WriteString("HTTP clients run in a separate loader process (the bench's own binary, re-executed), against the service and a no-op handler served by the bench process on the same net/http stack.\n\n")
 	fmt.Fprintf(&s, "Raw fsync baseline of the data disk (4 KiB write + fdatasync, one at a time): **%.0f/s**.\n\n", fsyncs)
 	s.WriteString("CPU per request is the CPU time (user and system) the bench process (the server) and the loader child used during the load, over the requests answered: what a request costs each side, whatever else shared the cores.\n\n")
@@ -382,7 +434,7 @@ func (b *bench) report(fsyncs float64, rows []benchResult) string {
 		"all clients on one user ≥ 50% of one user per client, GET profile ≥ 60% of no-op).\n\n")
 	s.WriteString("| clients | PUT, a user per client / no-op | PUT, one user / a user per client | GET profile / no-op |\n|---:|---:|---:|---:|\n")
 	pct := func(a, b benchResult) string {
-		if b.Ops == 0 {
+		if a.Elapsed == 0 || b.Ops == 0 { // a row not run
 			return "—"
 		}
 		return fmt.Sprintf("%.0f%%", 100*a.perSecond()/b.perSecond())
