@@ -51,8 +51,11 @@ const (
 
 var keyProfileCount = []byte("meta\x00profiles.count")
 
-// DefaultCacheEntries is the size of each view cache unless configured.
-const DefaultCacheEntries = 100_000
+// DefaultCacheEntries is the size of each view cache unless configured:
+// five caches of it hold about 90 MB when full (about 0.9 KB per decoded
+// object). bench scale read as fast with 20,000 as with 100,000, whose
+// caches cost up to 450 MB; the block cache keeps the encoded values.
+const DefaultCacheEntries = 20_000
 
 // NewProfiles returns the view over db, caching at most cacheEntries
 // decoded profiles (DefaultCacheEntries when ≤ 0).

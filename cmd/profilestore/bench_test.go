@@ -28,21 +28,27 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
+// runBench runs the command line given (a bench) and returns its report.
+func runBench(t *testing.T, args ...string) string {
+	t.Helper()
+	cmd := rootCommand()
+	var out bytes.Buffer
+	cmd.SetOut(&out)
+	cmd.SetErr(io.Discard)
+	cmd.SetArgs(args)
+	if err := cmd.ExecuteContext(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return out.String()
+}
+
 // TestBenchCommandRuns runs a tiny bench end to end: every HTTP row comes
 // from the loader process, without errors, and the ratio table is there.
 func TestBenchCommandRuns(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the bench")
 	}
-	cmd := rootCommand()
-	var out bytes.Buffer
-	cmd.SetOut(&out)
-	cmd.SetErr(io.Discard)
-	cmd.SetArgs([]string{"bench", "--dir", t.TempDir(), "--duration", "100ms", "--concurrency", "2", "--rooms", "0", "--restart-users", "0"})
-	if err := cmd.ExecuteContext(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	report := out.String()
+	report := runBench(t, []string{"bench", "--dir", t.TempDir(), "--duration", "100ms", "--concurrency", "2", "--rooms", "0", "--restart-users", "0"}...)
 	for _, row := range []string{"no-op handler GET", "PUT displayname, a user per client (durable)", "PUT displayname, all clients on one user (durable)", "GET profile", "bolt append (durable)"} {
 		re := regexp.MustCompile(`(?m)^\| ` + regexp.QuoteMeta(row) + ` \| 2 \| ([0-9]+) \| .* \| ([0-9]+) \|$`)
 		m := re.FindStringSubmatch(report)
@@ -64,16 +70,8 @@ func TestBenchRoomsRuns(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the bench")
 	}
-	cmd := rootCommand()
-	var out bytes.Buffer
-	cmd.SetOut(&out)
-	cmd.SetErr(io.Discard)
-	cmd.SetArgs([]string{"bench", "--dir", t.TempDir(), "--duration", "50ms", "--concurrency", "1", "--rooms", "20", "--renames", "10",
-		"--history-members", "10", "--history-entries", "40", "--restart-users", "0", "--sealing=false"})
-	if err := cmd.ExecuteContext(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	report := out.String()
+	report := runBench(t, []string{"bench", "--dir", t.TempDir(), "--duration", "50ms", "--concurrency", "1", "--rooms", "20", "--renames", "10",
+		"--history-members", "10", "--history-entries", "40", "--restart-users", "0", "--sealing=false"}...)
 	for _, want := range []struct{ name, row string }{
 		{"back to back, 1 room", `(?m)^\| 1 \| 10 \| [0-9.]+ [µm]?s \| [0-9.]+ [µm]?s \| [0-9.]+ [µm]?s \(then all 1 rooms checked\) \|`},
 		{"back to back, 20 rooms", `(?m)^\| 20 \| 10 \| [0-9.]+ [µm]?s \| [0-9.]+ [µm]?s \| [0-9.]+ [µm]?s \(then all 20 rooms checked\) \|`},
@@ -97,16 +95,8 @@ func TestBenchHTTPRows(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the bench")
 	}
-	cmd := rootCommand()
-	var out bytes.Buffer
-	cmd.SetOut(&out)
-	cmd.SetErr(io.Discard)
-	cmd.SetArgs([]string{"bench", "--dir", t.TempDir(), "--duration", "100ms", "--concurrency", "2", "--rooms", "0", "--restart-users", "0",
-		"--sealing=false", "--http-rows", "noop,put-own"})
-	if err := cmd.ExecuteContext(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	report := out.String()
+	report := runBench(t, []string{"bench", "--dir", t.TempDir(), "--duration", "100ms", "--concurrency", "2", "--rooms", "0", "--restart-users", "0",
+		"--sealing=false", "--http-rows", "noop,put-own"}...)
 	for _, row := range []string{"no-op handler GET", "PUT displayname, a user per client (durable)"} {
 		if !strings.Contains(report, "| "+row+" | 2 |") {
 			t.Errorf("no row %q in the report:\n%s", row, report)

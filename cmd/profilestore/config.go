@@ -133,7 +133,7 @@ func defaultConfig() Config {
 		},
 		RateLimit:    RateLimitConfig{WritesPerSecond: 10, Burst: 30},
 		ApplyWait:    5 * time.Second,
-		Views:        ViewsConfig{CacheEntries: 100_000, BlockCacheMB: 64},
+		Views:        ViewsConfig{CacheEntries: 20_000, BlockCacheMB: 64},
 		Feed:         FeedConfig{Heartbeat: 15 * time.Second},
 		Integrity:    IntegrityConfig{SealEvery: 1000, SealInterval: 10 * time.Second},
 		Alerts:       AlertsConfig{AlertConfig: domain.AlertConfig{AlertRules: domain.DefaultAlertRules}},

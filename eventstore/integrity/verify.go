@@ -529,7 +529,7 @@ func VerifyStore(ctx context.Context, store eventstore.Store, keys []ed25519.Pub
 	go func() {
 		defer close(pages)
 		for {
-			recs, err := store.ReadAll(ctx, after, 4096)
+			recs, err := store.ReadAll(ctx, after, verifyPage)
 			if err != nil || len(recs) == 0 {
 				if err != nil {
 					pages <- page{err: err}
@@ -622,6 +622,14 @@ func VerifyStore(ctx context.Context, store eventstore.Store, keys []ed25519.Pub
 	}
 	return v.Finish(), nil
 }
+
+// verifyPage is how many events VerifyStore reads at a time. Pages of 4096
+// (the raw scan's) cost verify a fifth more CPU on the bench's log than
+// pages of 1024: a page's records are 600 KiB, grown by doubling and
+// cleared, and four pages are in flight (read, waiting, hashed, checked),
+// which leaves the caches for memory; the pipeline also fills and drains
+// faster with smaller pages.
+const verifyPage = 1024
 
 // streamTableHint bounds the stream table's initial size: 2 MiB of index,
 // and room for 8 MiB of entries and 4 MiB of names, touched as they fill.
