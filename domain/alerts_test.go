@@ -220,3 +220,54 @@ func TestFirstKeyGone(t *testing.T) {
 		t.Errorf("50 checks left %d ciphers in the Sealer", n)
 	}
 }
+
+// plainKeyring hides the bolt keyring's LiveKeys: FirstKeysGone then asks
+// one user at a time.
+type plainKeyring struct{ eventstore.Keyring }
+
+// FirstKeysGone answers as FirstKeyGone does for each user, with the bolt
+// keyring's one read and with a keyring that has none, whether the user's
+// cipher is cached or not.
+func TestFirstKeysGone(t *testing.T) {
+	_, keys := openStore(t)
+	ctx := context.Background()
+	writer := domain.NewSealer(keys)
+	for _, u := range []domain.UserID{"@sealed:x", "@keyed:x", "@erased:x"} {
+		if _, err := writer.Seal(ctx, u, []byte(`"v"`)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := keys.Destroy(ctx, "@erased:x"); err != nil {
+		t.Fatal(err)
+	}
+	writer.Forget("@erased:x")
+	if _, err := writer.Seal(ctx, "@erased:x", []byte(`"again"`)); err != nil {
+		t.Fatal(err)
+	}
+	users := []domain.UserID{"@sealed:x", "@keyed:x", "@erased:x", "@never:x", "@sealed:x"}
+	want := []bool{false, false, true, true, false}
+	for _, tc := range []struct {
+		name   string
+		sealer *domain.Sealer
+	}{
+		{"one read, ciphers cached", writer},
+		{"one read, nothing cached", domain.NewSealer(keys)},
+		{"one user at a time", domain.NewSealer(plainKeyring{keys})},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			gone, err := tc.sealer.FirstKeysGone(ctx, users)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i, u := range users {
+				one, err := tc.sealer.FirstKeyGone(ctx, u)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if gone[i] != want[i] || one != want[i] {
+					t.Errorf("%s: FirstKeysGone %v, FirstKeyGone %v, want %v", u, gone[i], one, want[i])
+				}
+			}
+		})
+	}
+}

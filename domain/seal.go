@@ -123,6 +123,47 @@ func (s *Sealer) FirstKeyGone(ctx context.Context, user UserID) (bool, error) {
 	return false, nil
 }
 
+// FirstKeysGone is FirstKeyGone for many users at once (gone[i] answers
+// for users[i]), in one read of a keyring that can (eventstore.
+// LiveKeyChecker): a page of history asks it for every user on the page.
+func (s *Sealer) FirstKeysGone(ctx context.Context, users []UserID) ([]bool, error) {
+	gone := make([]bool, len(users))
+	var ask []int
+	s.mu.RLock()
+	for i, u := range users {
+		if s.aeads[aeadKey{u, 1}] == nil {
+			ask = append(ask, i)
+		}
+	}
+	s.mu.RUnlock()
+	if len(ask) == 0 {
+		return gone, nil
+	}
+	checker, ok := s.keys.(eventstore.LiveKeyChecker)
+	if !ok {
+		for _, i := range ask {
+			g, err := s.FirstKeyGone(ctx, users[i])
+			if err != nil {
+				return nil, err
+			}
+			gone[i] = g
+		}
+		return gone, nil
+	}
+	subjects := make([]string, len(ask))
+	for j, i := range ask {
+		subjects[j] = string(users[i])
+	}
+	live, err := checker.LiveKeys(ctx, subjects, 1)
+	if err != nil {
+		return nil, fmt.Errorf("data keys of %d users: %w", len(subjects), err)
+	}
+	for j, i := range ask {
+		gone[i] = !live[j]
+	}
+	return gone, nil
+}
+
 // Forget drops the user's cached ciphers; call it when the keys are destroyed.
 func (s *Sealer) Forget(user UserID) {
 	s.mu.Lock()

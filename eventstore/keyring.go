@@ -40,3 +40,11 @@ type Keyring interface {
 	// Close releases the keyring.
 	Close() error
 }
+
+// LiveKeyChecker is a Keyring that tells, in one read, which of many
+// subjects have a live key of a generation: a page of history asks it for
+// every user on the page. live[i] answers for subjects[i]; a generation
+// that was destroyed or never existed is not live.
+type LiveKeyChecker interface {
+	LiveKeys(ctx context.Context, subjects []string, generation uint32) (live []bool, err error)
+}

@@ -26,19 +26,33 @@ func (s *Server) historyFacts(ctx context.Context, entries []projections.History
 			need[e.User] = true
 		}
 	}
+	// Whose first key is gone, asked once for every other user of the page.
+	var ask []domain.UserID
+	seen := make(map[domain.UserID]bool)
+	for _, e := range entries {
+		if !seen[e.User] && !need[e.User] {
+			seen[e.User] = true
+			ask = append(ask, e.User)
+		}
+	}
+	if s.cfg.Sealer == nil {
+		for _, u := range ask {
+			need[u] = true
+		}
+	} else if len(ask) > 0 {
+		gone, err := s.cfg.Sealer.FirstKeysGone(ctx, ask)
+		if err != nil {
+			return nil, err
+		}
+		for i, u := range ask {
+			need[u] = gone[i]
+		}
+	}
 	for _, e := range entries {
 		if _, done := out[e.User]; done {
 			continue
 		}
-		load := need[e.User] || s.cfg.Sealer == nil
-		if !load {
-			gone, err := s.cfg.Sealer.FirstKeyGone(ctx, e.User)
-			if err != nil {
-				return nil, err
-			}
-			load = gone
-		}
-		if !load {
+		if !need[e.User] {
 			out[e.User] = domain.Profile{}
 			continue
 		}

@@ -1,6 +1,7 @@
 package bolt
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -10,6 +11,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -263,6 +265,58 @@ func (k *Keyring) Lookup(ctx context.Context, subject string, generation uint32)
 		return eventstore.DataKey{}, eventstore.ErrKeyDestroyed
 	}
 	return st.key, nil
+}
+
+// LiveKeys reports which subjects have a live key of the generation, in
+// one read transaction: the cached states answer first, the rest are read
+// from the keys bucket in the order of their keys (neighbours share the
+// tree's pages). It leaves the cache as it is: a page of history asks for
+// users at random, whose states would only push others out.
+func (k *Keyring) LiveKeys(ctx context.Context, subjects []string, generation uint32) ([]bool, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	k.mu.RLock()
+	defer k.mu.RUnlock()
+	if k.db == nil {
+		return nil, eventstore.ErrClosed
+	}
+	live := make([]bool, len(subjects))
+	type miss struct {
+		i  int
+		sk []byte
+	}
+	var misses []miss
+	for i, subject := range subjects {
+		if st, ok := k.cached(subject); ok {
+			live[i] = st.live && st.key.Generation == generation
+			continue
+		}
+		misses = append(misses, miss{i, subjectKey(subject)})
+	}
+	if len(misses) == 0 {
+		return live, nil
+	}
+	slices.SortFunc(misses, func(a, b miss) int { return bytes.Compare(a.sk, b.sk) })
+	err := k.db.View(func(tx *bolt.Tx) error {
+		keys := tx.Bucket(bucketKeys)
+		for _, m := range misses {
+			v := keys.Get(m.sk)
+			if v == nil {
+				continue
+			}
+			key, err := decodeKey(v)
+			if err != nil {
+				return fmt.Errorf("%q: %w", subjects[m.i], err)
+			}
+			live[m.i] = key.Generation == generation
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("bolt: keyring: read: %w", err)
+	}
+	return live, nil
 }
 
 // Destroy deletes the subject's key, records its generation as destroyed so

@@ -124,3 +124,58 @@ func mustRead(t *testing.T, path string) []byte {
 	}
 	return b
 }
+
+// LiveKeys answers as Lookup does, for many subjects at once: live keys of
+// the generation asked, not destroyed ones, not other generations, not
+// subjects never keyed, whether or not their state is cached.
+func TestLiveKeys(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "keys.db")
+	k := openKeyring(t, path)
+	for _, s := range []string{"live", "cached", "erased", "rekeyed"} {
+		if _, err := k.Current(ctx, s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, s := range []string{"erased", "rekeyed"} {
+		if err := k.Destroy(ctx, s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := k.Current(ctx, "rekeyed"); err != nil { // generation 2
+		t.Fatal(err)
+	}
+	// A reopened keyring has nothing cached; one Lookup caches "cached".
+	if err := k.Close(); err != nil {
+		t.Fatal(err)
+	}
+	k = openKeyring(t, path)
+	if _, err := k.Lookup(ctx, "cached", 1); err != nil {
+		t.Fatal(err)
+	}
+	subjects := []string{"live", "cached", "erased", "rekeyed", "never"}
+	for _, gen := range []uint32{1, 2} {
+		live, err := k.LiveKeys(ctx, subjects, gen)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(live) != len(subjects) {
+			t.Fatalf("generation %d: %d answers for %d subjects", gen, len(live), len(subjects))
+		}
+		for i, s := range subjects {
+			_, lerr := k.Lookup(ctx, s, gen)
+			if want := lerr == nil; live[i] != want {
+				t.Errorf("generation %d, %s: live %v, Lookup says %v", gen, s, live[i], lerr)
+			}
+		}
+	}
+	if live, _ := k.LiveKeys(ctx, subjects, 1); !live[0] || !live[1] || live[2] || live[3] || live[4] {
+		t.Errorf("generation 1: %v, want only live and cached", live)
+	}
+	if err := k.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := k.LiveKeys(ctx, subjects, 1); err != eventstore.ErrClosed {
+		t.Errorf("LiveKeys on a closed keyring: %v, want ErrClosed", err)
+	}
+}
