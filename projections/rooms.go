@@ -385,23 +385,19 @@ func (v *Rooms) Committed() {
 	if !v.tx.open {
 		return
 	}
-	if v.bulk {
-		v.last, v.nChanges, v.mark = v.tx.last, v.tx.nChanges, v.tx.mark
-		v.hidden.Store(v.tx.hidden)
-		v.tx = roomsTxn{}
-		return
-	}
-	for k, o := range v.tx.users {
-		v.users.Add(k, o)
-	}
-	for k, o := range v.tx.rooms {
-		v.rooms.Add(k, o)
-	}
-	for k, o := range v.tx.members {
-		v.members.Add(k, o)
-	}
-	for k, o := range v.tx.changes {
-		v.changes.Add(k, o)
+	if !v.bulk { // a rebuild's store has no readers to keep objects for
+		for k, o := range v.tx.users {
+			v.users.Add(k, o)
+		}
+		for k, o := range v.tx.rooms {
+			v.rooms.Add(k, o)
+		}
+		for k, o := range v.tx.members {
+			v.members.Add(k, o)
+		}
+		for k, o := range v.tx.changes {
+			v.changes.Add(k, o)
+		}
 	}
 	v.last, v.nChanges, v.mark = v.tx.last, v.tx.nChanges, v.tx.mark
 	v.hidden.Store(v.tx.hidden)
