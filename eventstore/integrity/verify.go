@@ -112,6 +112,14 @@ func (w *windowList) push(e windowEvent) {
 	w.n++
 }
 
+// truncate keeps the first n events, and the blocks they need.
+func (w *windowList) truncate(n int) {
+	w.n = n
+	keep := min(len(w.blocks), max(1, (w.n+windowChunk-1)/windowChunk))
+	clear(w.blocks[keep:])
+	w.blocks = w.blocks[:keep]
+}
+
 // dropFirst removes the first k events, moving the rest to the front and
 // keeping the first block for reuse.
 func (w *windowList) dropFirst(k int) {
@@ -161,6 +169,77 @@ type Verifier struct {
 	// next seal.
 	heads  []Head
 	sorter headSorter
+	// compactedBelow is the index (counted from the walk's start) of the
+	// first window event compactWindow left as it was: the events before
+	// it may have been thinned out. droppedUnsealed counts the covered
+	// events it dropped that no seal has covered yet.
+	compactedBelow  uint64
+	droppedUnsealed uint64
+	// compactAt is the window length at which compactWindow runs next (0:
+	// twice windowKeep): windowKeep more events than it left.
+	compactAt int
+}
+
+// windowKeep is how many of the newest window events compactWindow keeps
+// as they are. The seal writer seals every 1000 events or 750 ms, so a
+// seal's through-event is a few thousand events before it at most.
+var windowKeep = 1 << 18
+
+// compactWindow bounds the window of a log that goes on for long without a
+// seal (a log written without a signing key has none): of the events
+// before the newest windowKeep, it drops each one that a later event of
+// its stream, also before the newest windowKeep, supersedes. What stays is
+// at most one older event per stream and the newest windowKeep events: the
+// exact heads of any seal whose through-event is among those newest ones.
+func (v *Verifier) compactWindow() {
+	n := v.window.len()
+	cut := n - windowKeep
+	if cut <= 0 {
+		return
+	}
+	cutAbs := v.windowBase + uint64(cut)
+	newIndex := make([]uint32, cut)
+	kept := 0
+	for i := range cut {
+		e := v.window.at(i)
+		if e.next != 0 && e.next-1 < cutAbs {
+			if e.Stream != SealStream {
+				v.droppedUnsealed++
+			}
+			continue
+		}
+		newIndex[i] = uint32(kept)
+		*v.window.at(kept) = *e
+		kept++
+	}
+	removed := uint64(cut - kept)
+	// What the old events that stay link to is among the newest, which
+	// move down by what was dropped.
+	for i := range kept {
+		if e := v.window.at(i); e.next != 0 {
+			e.next -= removed
+		}
+	}
+	for i := cut; i < n; i++ {
+		e := *v.window.at(i)
+		if e.next != 0 {
+			e.next -= removed
+		}
+		*v.window.at(i - int(removed)) = e
+	}
+	v.window.truncate(n - int(removed))
+	// The stream table points at each stream's last window event.
+	for k := range v.streams.entries {
+		st := &v.streams.entries[k].state
+		switch w := st.win; {
+		case w <= v.windowBase:
+		case w-1 < cutAbs:
+			st.win = v.windowBase + uint64(newIndex[w-1-v.windowBase]) + 1
+		default:
+			st.win = w - removed
+		}
+	}
+	v.compactedBelow = v.windowBase + uint64(kept)
 }
 
 // SetWitness gives the verifier a seal a witness kept: the log's seal of
@@ -331,6 +410,10 @@ func (v *Verifier) AddPrepared(rec *eventstore.RecordedEvent, p *Prepared) error
 			return err
 		}
 		v.window.push(windowEvent{Head: Head{Stream: rec.Stream, Revision: rec.Revision, Hash: hash}})
+		if l := v.window.len(); l >= v.compactAt && l >= 2*windowKeep {
+			v.compactWindow()
+			v.compactAt = v.window.len() + windowKeep
+		}
 	}
 
 	if rec.Stream == SealStream && rec.Type == SealType {
@@ -385,11 +468,19 @@ func (v *Verifier) checkSeal(rec *eventstore.RecordedEvent, eventHash Hash, n *n
 			break
 		}
 	}
+	thinned := end >= 0 && v.windowBase+uint64(end) < v.compactedBelow
 	if !trusted {
-		if end < 0 {
+		switch {
+		case end < 0 && v.compactedBelow > v.windowBase:
+			n.note(BadRoot, "the seal's last event (%s revision %d) is not in its window, or lies further before the seal than the %d events verify keeps", s.Through.Stream, s.Through.Revision, windowKeep)
+			good = false
+		case end < 0:
 			n.note(BadRoot, "the seal's last event (%s revision %d) is not in its window", s.Through.Stream, s.Through.Revision)
 			good = false
-		} else {
+		case thinned:
+			n.note(BadRoot, "the seal's last event (%s revision %d) lies further before the seal than the %d events verify keeps: its root is not checked", s.Through.Stream, s.Through.Revision, windowKeep)
+			good = false
+		default:
 			heads := v.windowHeads(end)
 			root, err := v.merkle.root(heads)
 			switch {
@@ -407,6 +498,10 @@ func (v *Verifier) checkSeal(rec *eventstore.RecordedEvent, eventHash Hash, n *n
 	if end >= 0 && !trusted {
 		v.window.dropFirst(end + 1)
 		v.windowBase += uint64(end + 1)
+		if v.windowBase >= v.compactedBelow {
+			v.droppedUnsealed = 0 // every event it dropped came before this seal's
+		}
+		v.compactAt = v.window.len() + windowKeep
 	}
 	v.genesisSeen = true
 	// Follow the seal chain from every seal, good or not, so one bad seal
@@ -463,6 +558,7 @@ func (v *Verifier) windowHeads(end int) []Head {
 // Finish ends the walk and returns the report. A log that ends before the
 // witness's seal (SetWitness) is reported as truncated.
 func (v *Verifier) Finish() Report {
+	v.report.Unsealed += v.droppedUnsealed
 	for i := 0; i < v.window.len(); i++ {
 		if v.window.at(i).Stream != SealStream {
 			v.report.Unsealed++

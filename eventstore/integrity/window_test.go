@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -76,12 +77,15 @@ func TestLargeWindowHeads(t *testing.T) {
 		return append(log[:len(log):len(log)], eventstore.RecordedEvent{EventData: evs[0], Stream: integrity.SealStream,
 			Position: eventstore.Position{Commit: pos + 1, Prepare: pos + 1}})
 	}
+	var maxWindow int
 	verify := func(log []eventstore.RecordedEvent) integrity.Report {
 		v := integrity.NewVerifier([]ed25519.PublicKey{key.Public().(ed25519.PublicKey)})
+		maxWindow = 0
 		for i := range log {
 			if err := v.Add(&log[i]); err != nil {
 				t.Fatal(err)
 			}
+			maxWindow = max(maxWindow, v.WindowLen())
 		}
 		return v.Finish()
 	}
@@ -93,9 +97,14 @@ func TestLargeWindowHeads(t *testing.T) {
 	}
 	evs[0].Data = []byte(`{"v":2}`)
 	changed := eventstore.RecordedEvent{EventData: evs[0], Stream: "profile-@late:example.com", Position: eventstore.Position{Commit: pos + 2, Prepare: pos + 2}}
-	for _, procs := range []int{1, 3} {
-		t.Run(fmt.Sprintf("procs=%d", procs), func(t *testing.T) {
-			defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(procs))
+	for _, tc := range []struct{ procs, keep int }{{1, 0}, {3, 0}, {1, 600}, {3, 600}} {
+		t.Run(fmt.Sprintf("procs=%d,keep=%d", tc.procs, tc.keep), func(t *testing.T) {
+			defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(tc.procs))
+			if tc.keep > 0 {
+				// The window is thinned out every 1,200 events; the seal's
+				// last event stays among the newest 600.
+				defer integrity.SetWindowKeep(tc.keep)()
+			}
 			if r := verify(good); !r.OK() || r.LastSeal == nil || r.Unsealed != after {
 				t.Fatalf("breaks %v, last seal %v, %d unsealed (want %d)", r.Breaks, r.LastSeal, r.Unsealed, after)
 			}
@@ -110,6 +119,25 @@ func TestLargeWindowHeads(t *testing.T) {
 			if len(r.Breaks) != 2 || r.Breaks[0].Kind != integrity.BadRoot || r.Breaks[1].Kind != integrity.Changed || r.LastSeal != nil {
 				t.Fatalf("a bad seal, then a changed event: %v (last seal %v)", r.Breaks, r.LastSeal)
 			}
+			// The log without its seal: every event unsealed, and a
+			// thinned window holds one event per stream and the newest.
+			r = verify(log)
+			if !r.OK() || r.Unsealed != uint64(len(log)) {
+				t.Fatalf("the unsealed log: breaks %v, %d unsealed of %d", r.Breaks, r.Unsealed, len(log))
+			}
+			if bound := streams + after + 2*tc.keep; tc.keep > 0 && maxWindow > bound {
+				t.Errorf("the window held %d events, more than %d streams and twice the %d kept", maxWindow, streams+after, tc.keep)
+			}
 		})
 	}
+	// A seal 500 events after its last event, when verify keeps only the
+	// newest 50 (thinning the window every 50 events): its root cannot be
+	// checked, and the break says why instead of reporting a wrong root.
+	t.Run("keep=50", func(t *testing.T) {
+		defer integrity.SetWindowKeep(50)()
+		r := verify(good)
+		if len(r.Breaks) != 1 || r.Breaks[0].Kind != integrity.BadRoot || !strings.Contains(r.Breaks[0].Detail, "50 events verify keeps") {
+			t.Fatalf("a seal further after its last event than verify keeps: %v", r.Breaks)
+		}
+	})
 }
