@@ -126,10 +126,7 @@ func (w *windowList) dropFirst(k int) {
 	for i := k; i < w.n; i++ {
 		*w.at(i - k) = *w.at(i)
 	}
-	w.n -= k
-	keep := min(len(w.blocks), max(1, (w.n+windowChunk-1)/windowChunk))
-	clear(w.blocks[keep:])
-	w.blocks = w.blocks[:keep]
+	w.truncate(w.n - k)
 }
 
 // windowEvent is a covered event of the current seal window.
