@@ -277,3 +277,19 @@ type Subscription interface {
 	// Close ends the subscription; it is safe to call more than once.
 	Close() error
 }
+
+// LogLender is a Store that lends pages of its log instead of copying
+// them out: a reader of the whole log that is done with each page before
+// it needs the next one many pages later (integrity.VerifyStore) reads a
+// store that has it through it, and any other store through ReadAll.
+type LogLender interface {
+	// LendAll returns what ReadAll(ctx, after, limit) returns, from one
+	// consistent snapshot, appended to into[:0]. The events' Data and
+	// Metadata alias the store's memory: they are read-only, and valid
+	// only until release is called, which the caller must do, and soon:
+	// the store holds the snapshot until then, and may hold back a write
+	// that grows its file. Their other fields are the caller's to keep.
+	// release clears the page's events, and does nothing when called
+	// again; into may be passed to LendAll again after it.
+	LendAll(ctx context.Context, after Position, limit int, into []RecordedEvent) (page []RecordedEvent, release func(), err error)
+}

@@ -65,7 +65,8 @@ func (r *recordReader) uvarint() uint64 {
 	return v
 }
 
-// bytes returns a length-prefixed field, aliasing the input.
+// bytes returns a length-prefixed field, aliasing the input, capped at its
+// length.
 func (r *recordReader) bytes() []byte {
 	n := r.uvarint()
 	if r.err != nil {
@@ -75,7 +76,7 @@ func (r *recordReader) bytes() []byte {
 		r.err = fmt.Errorf("%w: field of %d bytes, %d left", errCorruptRecord, n, len(r.b))
 		return nil
 	}
-	f := r.b[:n]
+	f := r.b[:n:n]
 	r.b = r.b[n:]
 	return f
 }
@@ -95,30 +96,14 @@ func recordStream(b []byte) ([]byte, error) {
 // decodeRecord decodes the record stored at position pos. It never panics
 // and never aliases b, which may be memory of a finished bbolt transaction.
 func decodeRecord(pos uint64, b []byte) (eventstore.RecordedEvent, error) {
-	if len(b) < recordHeaderSize {
-		return eventstore.RecordedEvent{}, fmt.Errorf("%w: %d bytes at position %d", errCorruptRecord, len(b), pos)
-	}
-	if b[0] != recordVersion {
-		return eventstore.RecordedEvent{}, fmt.Errorf("%w: version %d at position %d", errCorruptRecord, b[0], pos)
-	}
-	var e eventstore.RecordedEvent
-	e.Recorded = time.Unix(0, int64(binary.BigEndian.Uint64(b[1:9])))
-	copy(e.ID[:], b[9:25])
-	r := recordReader{b: b[recordHeaderSize:]}
-	e.Revision = r.uvarint()
-	stream, typ, data, meta := r.bytes(), r.bytes(), r.bytes(), r.bytes()
-	if r.err != nil {
-		return eventstore.RecordedEvent{}, fmt.Errorf("position %d: %w", pos, r.err)
-	}
-	if len(r.b) != 0 {
-		return eventstore.RecordedEvent{}, fmt.Errorf("%w: %d trailing bytes at position %d", errCorruptRecord, len(r.b), pos)
-	}
-	if e.ID == uuid.Nil || len(stream) == 0 || len(typ) == 0 {
-		return eventstore.RecordedEvent{}, fmt.Errorf("%w: empty id, stream or type at position %d", errCorruptRecord, pos)
+	e, stream, typ, err := readRecord(pos, b)
+	if err != nil {
+		return eventstore.RecordedEvent{}, err
 	}
 	e.Stream, e.Type = string(stream), string(typ)
 	// One allocation for both payloads; nil stays nil so that an event
 	// without metadata reads back as appended.
+	data, meta := e.Data, e.Metadata
 	buf := make([]byte, len(data)+len(meta))
 	if len(data) > 0 {
 		e.Data = buf[:len(data):len(data)]
@@ -128,8 +113,42 @@ func decodeRecord(pos uint64, b []byte) (eventstore.RecordedEvent, error) {
 		e.Metadata = buf[len(data):]
 		copy(e.Metadata, meta)
 	}
-	e.Position = eventstore.Position{Commit: pos, Prepare: pos}
 	return e, nil
+}
+
+// readRecord decodes the record stored at position pos but its stream and
+// type, which it returns as bytes. The event's Data and Metadata, and the
+// stream and type, alias b, capped at their length so that an append to
+// one copies it instead of writing into b. It never panics.
+func readRecord(pos uint64, b []byte) (e eventstore.RecordedEvent, stream, typ []byte, err error) {
+	if len(b) < recordHeaderSize {
+		return e, nil, nil, fmt.Errorf("%w: %d bytes at position %d", errCorruptRecord, len(b), pos)
+	}
+	if b[0] != recordVersion {
+		return e, nil, nil, fmt.Errorf("%w: version %d at position %d", errCorruptRecord, b[0], pos)
+	}
+	e.Recorded = time.Unix(0, int64(binary.BigEndian.Uint64(b[1:9])))
+	copy(e.ID[:], b[9:25])
+	r := recordReader{b: b[recordHeaderSize:]}
+	e.Revision = r.uvarint()
+	stream, typ, data, meta := r.bytes(), r.bytes(), r.bytes(), r.bytes()
+	if r.err != nil {
+		return eventstore.RecordedEvent{}, nil, nil, fmt.Errorf("position %d: %w", pos, r.err)
+	}
+	if len(r.b) != 0 {
+		return eventstore.RecordedEvent{}, nil, nil, fmt.Errorf("%w: %d trailing bytes at position %d", errCorruptRecord, len(r.b), pos)
+	}
+	if e.ID == uuid.Nil || len(stream) == 0 || len(typ) == 0 {
+		return eventstore.RecordedEvent{}, nil, nil, fmt.Errorf("%w: empty id, stream or type at position %d", errCorruptRecord, pos)
+	}
+	if len(data) > 0 {
+		e.Data = data
+	}
+	if len(meta) > 0 {
+		e.Metadata = meta
+	}
+	e.Position = eventstore.Position{Commit: pos, Prepare: pos}
+	return e, stream, typ, nil
 }
 
 // positionKey is the log key of a position: big-endian so that bbolt's byte

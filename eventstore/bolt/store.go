@@ -678,6 +678,101 @@ func (s *Store) ReadAll(ctx context.Context, after eventstore.Position, limit in
 	return out, nil
 }
 
+var _ eventstore.LogLender = (*Store)(nil)
+
+// LendAll is ReadAll without copying the events' Data and Metadata out of
+// bbolt's memory map: a page holds its read transaction until release (see
+// eventstore.LogLender). bbolt remaps a growing file only once no read
+// transaction is open, so a commit that grows the file waits for the
+// pages lent before it.
+func (s *Store) LendAll(ctx context.Context, after eventstore.Position, limit int, into []eventstore.RecordedEvent) ([]eventstore.RecordedEvent, func(), error) {
+	page := into[:0]
+	if err := ctx.Err(); err != nil {
+		return page, noRelease, err
+	}
+	from, ok := firstAfter(after)
+	if !ok || limit <= 0 {
+		return page, noRelease, s.checkOpen()
+	}
+	if s.closed.Load() {
+		return page, noRelease, eventstore.ErrClosed
+	}
+	tx, err := s.db.Begin(false)
+	if err != nil {
+		if errors.Is(err, bolterrors.ErrDatabaseNotOpen) {
+			err = eventstore.ErrClosed
+		}
+		return page, noRelease, wrapRead("lend all", err)
+	}
+	// The log's few types, and a stream's consecutive events, share one
+	// string.
+	var types []string
+	var stream string
+	c := tx.Bucket(bucketLog).Cursor()
+	// Each record's cache lines are read while the one before it is
+	// decoded: the reads depend on nothing, so their misses overlap,
+	// where decoding waits for each field's length before the next.
+	var touched byte
+	for k, v := c.Seek(positionKey(from)); k != nil && len(page) < limit; {
+		var nk, nv []byte
+		if len(page)+1 < limit {
+			nk, nv = c.Next()
+			for at := 0; at < len(nv); at += 64 {
+				touched += nv[at]
+			}
+		}
+		pos, err := decodeUint64(k)
+		if err != nil {
+			tx.Rollback()
+			clear(page)
+			return page[:0], noRelease, wrapRead("lend all", err)
+		}
+		e, st, typ, err := readRecord(pos, v)
+		if err != nil {
+			tx.Rollback()
+			clear(page)
+			return page[:0], noRelease, wrapRead("lend all", err)
+		}
+		if string(st) != stream {
+			stream = string(st)
+		}
+		e.Stream, e.Type = stream, internType(&types, typ)
+		page = append(page, e)
+		k, v = nk, nv
+	}
+	lendTouched.Add(uint32(touched))
+	if len(page) == 0 {
+		tx.Rollback()
+		return page, noRelease, nil
+	}
+	var released atomic.Bool
+	return page, func() {
+		if released.CompareAndSwap(false, true) {
+			clear(page)
+			tx.Rollback()
+		}
+	}, nil
+}
+
+func noRelease() {}
+
+// lendTouched keeps LendAll's reads ahead from being optimised away.
+var lendTouched atomic.Uint32
+
+// internType returns typ as one of types, adding it while there are few.
+func internType(types *[]string, typ []byte) string {
+	for _, t := range *types {
+		if t == string(typ) {
+			return t
+		}
+	}
+	t := string(typ)
+	if len(*types) < 8 {
+		*types = append(*types, t)
+	}
+	return t
+}
+
 // Head returns the position of the last durable event (Start if none).
 func (s *Store) Head(ctx context.Context) (eventstore.Position, error) {
 	if err := s.checkOpen(); err != nil {
