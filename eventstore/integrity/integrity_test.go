@@ -9,7 +9,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"path/filepath"
+	"reflect"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -100,14 +103,52 @@ func (l *testLog) seal(t *testing.T) *integrity.SealRef {
 	return ref
 }
 
+// verify walks the log twice, through the pages the bolt store lends and
+// through ReadAll, and fails unless both report the same and every page
+// lent was released.
 func (l *testLog) verify(t *testing.T, witness *integrity.Seal) integrity.Report {
 	t.Helper()
-	r, err := integrity.VerifyStore(context.Background(), l.store, []ed25519.PublicKey{l.key.Public().(ed25519.PublicKey)}, 0, witness, nil)
+	keys := []ed25519.PublicKey{l.key.Public().(ed25519.PublicKey)}
+	lender := &countingLender{Store: l.store}
+	r, err := integrity.VerifyStore(context.Background(), lender, keys, 0, witness, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
+	if lent, released := lender.lent.Load(), lender.released.Load(); lent == 0 || lent != released {
+		t.Fatalf("verify was lent %d pages and released %d", lent, released)
+	}
+	read, err := integrity.VerifyStore(context.Background(), readAllOnly{l.store}, keys, 0, witness, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(r, read) {
+		t.Fatalf("verify through lent pages reports\n%+v\nthrough ReadAll\n%+v", r, read)
+	}
 	return r
 }
+
+// countingLender is the bolt store, counting the pages it lends and their
+// releases.
+type countingLender struct {
+	*bolt.Store
+	lent, released atomic.Int64
+}
+
+func (c *countingLender) LendAll(ctx context.Context, after eventstore.Position, limit int, into []eventstore.RecordedEvent) ([]eventstore.RecordedEvent, func(), error) {
+	page, release, err := c.Store.LendAll(ctx, after, limit, into)
+	if err != nil || len(page) == 0 {
+		return page, release, err
+	}
+	c.lent.Add(1)
+	var once sync.Once
+	return page, func() {
+		once.Do(func() { c.released.Add(1) })
+		release()
+	}, nil
+}
+
+// readAllOnly is a store read through ReadAll alone, as EventStoreDB is.
+type readAllOnly struct{ eventstore.Store }
 
 // history writes three sealed windows of profile and room events and
 // returns the log, still open.

@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/profilestore/profilestore/eventstore"
 )
@@ -612,38 +613,50 @@ func VerifyStore(ctx context.Context, store eventstore.Store, keys []ed25519.Pub
 	v.streams = newStreamTable(min(total, streamTableHint))
 	// Read the next page while this one is hashed, and hash a page on every
 	// core: the checks in log order that follow are cheap.
+	read := readPages(store, v.predecessor == nil)
 	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	type page struct {
-		recs []eventstore.RecordedEvent
-		err  error
-	}
 	pages := make(chan page, 2)
+	// Pages' events come back for reuse once checked.
+	spare := make(chan []eventstore.RecordedEvent, 5)
 	go func() {
 		defer close(pages)
 		for {
-			recs, err := store.ReadAll(ctx, after, verifyPage)
-			if err != nil || len(recs) == 0 {
+			var into []eventstore.RecordedEvent
+			select {
+			case into = <-spare:
+			default:
+			}
+			pg, err := read(ctx, after, into)
+			if err != nil || len(pg.recs) == 0 {
+				pg.release()
 				if err != nil {
-					pages <- page{err: err}
+					pages <- page{err: err, release: noRelease}
 				}
 				return
 			}
-			after = recs[len(recs)-1].Position
+			after = pg.recs[len(pg.recs)-1].Position
 			select {
-			case pages <- page{recs: recs}:
+			case pages <- pg:
 			case <-ctx.Done():
+				pg.release()
 				return
 			}
 		}
 	}()
 	// Hash the next page while this one's links are checked in log order.
 	type preparedPage struct {
-		recs     []eventstore.RecordedEvent
+		page
 		prepared []Prepared
-		err      error
 	}
 	ready := make(chan preparedPage, 1)
+	// Every page read is released: by the check, or here when the walk
+	// ends early (an error, or ctx). Nothing is left running after it.
+	defer func() {
+		cancel()
+		for pg := range ready {
+			pg.release()
+		}
+	}()
 	// Prepared pages come back for reuse once checked: at most three are
 	// in use (being hashed, waiting, being checked).
 	free := make(chan []Prepared, 3)
@@ -654,8 +667,17 @@ func VerifyStore(ctx context.Context, store eventstore.Store, keys []ed25519.Pub
 		seed := v.streams.seed
 		for pg := range pages {
 			if pg.err != nil {
-				ready <- preparedPage{err: pg.err}
-				return
+				// The reader stops after an error: pass it on.
+				select {
+				case ready <- preparedPage{page: pg}:
+				case <-ctx.Done():
+				}
+				continue
+			}
+			if ctx.Err() != nil {
+				// What the reader read before it saw ctx end.
+				pg.release()
+				continue
 			}
 			recs := pg.recs
 			var prepared []Prepared
@@ -677,6 +699,7 @@ func VerifyStore(ctx context.Context, store eventstore.Store, keys []ed25519.Pub
 				wg.Add(1)
 				go func(h *eventHasher) {
 					defer wg.Done()
+					touchPayloads(recs[lo:hi])
 					for i := lo; i < hi; i++ {
 						prepared[i] = h.prepareKeyed(&recs[i], seed)
 					}
@@ -684,9 +707,9 @@ func VerifyStore(ctx context.Context, store eventstore.Store, keys []ed25519.Pub
 			}
 			wg.Wait()
 			select {
-			case ready <- preparedPage{recs: recs, prepared: prepared}:
+			case ready <- preparedPage{page: pg, prepared: prepared}:
 			case <-ctx.Done():
-				return
+				pg.release()
 			}
 		}
 	}()
@@ -698,14 +721,20 @@ func VerifyStore(ctx context.Context, store eventstore.Store, keys []ed25519.Pub
 		v.streams.touch(pg.prepared)
 		for i := range pg.recs {
 			if err := v.AddPrepared(&pg.recs[i], &pg.prepared[i]); err != nil {
+				pg.release()
 				return Report{}, err
 			}
 		}
+		done += uint64(len(pg.recs))
+		pg.release()
 		select {
 		case free <- pg.prepared:
 		default:
 		}
-		done += uint64(len(pg.recs))
+		select {
+		case spare <- pg.recs[:0]:
+		default:
+		}
 		if progress != nil {
 			progress(min(done, total), total)
 		}
@@ -714,6 +743,63 @@ func VerifyStore(ctx context.Context, store eventstore.Store, keys []ed25519.Pub
 		return Report{}, err
 	}
 	return v.Finish(), nil
+}
+
+// page is a page of the log VerifyStore reads, and what releases it.
+type page struct {
+	recs    []eventstore.RecordedEvent
+	release func()
+	err     error
+}
+
+func noRelease() {}
+
+// touchPayloads reads one byte of every cache line of the events' Data
+// and Metadata before they are hashed: the reads depend on nothing, so
+// their cache misses overlap, where the hash's own reads (the chain
+// members at the metadata's end first) would wait for them one at a time.
+// A lent page's bytes were never read before (nothing copied them).
+func touchPayloads(recs []eventstore.RecordedEvent) {
+	var sum byte
+	for i := range recs {
+		for _, b := range [2][]byte{recs[i].Data, recs[i].Metadata} {
+			for at := 0; at < len(b); at += 64 {
+				sum += b[at]
+			}
+			if len(b) > 0 {
+				sum += b[len(b)-1]
+			}
+		}
+	}
+	touched.Add(uint32(sum))
+}
+
+// touched keeps touchPayloads' reads from being optimised away.
+var touched atomic.Uint32
+
+// readPages returns how VerifyStore reads the page after a position:
+// through eventstore.LogLender where the store lends pages (and lend is
+// true), so that no event is copied, or through ReadAll. A lent page is
+// released once it is checked, so each holds the store's snapshot for
+// about the time of three pages' checks. The walk of verify --since
+// reads predecessors while it holds pages, which a store that waits for
+// lent pages to come back before a write (bbolt's remap of a growing
+// file, while new reads wait behind that write) could not serve: it
+// reads through ReadAll.
+func readPages(store eventstore.Store, lend bool) func(context.Context, eventstore.Position, []eventstore.RecordedEvent) (page, error) {
+	if l, ok := store.(eventstore.LogLender); ok && lend {
+		return func(ctx context.Context, after eventstore.Position, into []eventstore.RecordedEvent) (page, error) {
+			recs, release, err := l.LendAll(ctx, after, verifyPage, into)
+			if release == nil {
+				release = noRelease
+			}
+			return page{recs: recs, release: release}, err
+		}
+	}
+	return func(ctx context.Context, after eventstore.Position, _ []eventstore.RecordedEvent) (page, error) {
+		recs, err := store.ReadAll(ctx, after, verifyPage)
+		return page{recs: recs, release: noRelease}, err
+	}
 }
 
 // verifyPage is how many events VerifyStore reads at a time. Pages of 4096
