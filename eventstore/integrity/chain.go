@@ -214,7 +214,7 @@ func readLink(meta []byte) (l Link, prefix []byte, err error) {
 	if meta[n-2] != '"' || meta[n-1] != '}' {
 		return Link{}, nil, errMalformedChain
 	}
-	if _, err := hex.Decode(l.Hash[:], meta[n-2-2*sha256.Size:n-2]); err != nil {
+	if !decodeHash(&l.Hash, meta[n-2-2*sha256.Size:n-2]) {
 		return Link{}, nil, errMalformedChain
 	}
 	// prefix ends with "prev_hash":"<64 hex>"
@@ -224,11 +224,41 @@ func readLink(meta []byte) (l Link, prefix []byte, err error) {
 	if start < 1 || !bytes.Equal(prefix[start:start+len(prevHashMember)], prevHashMember) || prefix[m-1] != '"' {
 		return Link{}, nil, errMalformedChain
 	}
-	if _, err := hex.Decode(l.Prev[:], prefix[m-1-2*sha256.Size:m-1]); err != nil {
+	if !decodeHash(&l.Prev, prefix[m-1-2*sha256.Size:m-1]) {
 		return Link{}, nil, errMalformedChain
 	}
 	l.Chained = true
 	return l, prefix, nil
+}
+
+// hexValue is each byte's value as a hex digit, of either case as
+// encoding/hex reads them, and 0xff for a byte that is none.
+var hexValue = func() (t [256]byte) {
+	for i := range t {
+		t[i] = 0xff
+	}
+	for i, c := range "0123456789abcdef" {
+		t[c] = byte(i)
+	}
+	for i, c := range "ABCDEF" {
+		t[c] = byte(10 + i)
+	}
+	return t
+}()
+
+// decodeHash is hex.Decode of a hash's 64 digits, with one branch for all
+// of them instead of two per digit: readLink decodes two hashes an event.
+func decodeHash(h *Hash, src []byte) bool {
+	if len(src) != 2*len(h) {
+		return false
+	}
+	var bad byte
+	for i := range h {
+		hi, lo := hexValue[src[2*i]], hexValue[src[2*i+1]]
+		bad |= hi | lo
+		h[i] = hi<<4 | lo
+	}
+	return bad&0xf0 == 0
 }
 
 // HeadOf returns the hash a stream's next event links to when rec is the
