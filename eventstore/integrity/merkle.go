@@ -72,8 +72,11 @@ func SortHeads(heads []Head) {
 // headSorter sorts heads by stream name; its arrays are kept for the next
 // sort. Heads move once: what is sorted is a key of each name's 8 bytes
 // after the prefix that every name shares (the category, and often more:
-// "profile-@"), with the head's index, and whole names are compared only
-// where keys tie.
+// "profile-@"), with the head's index; names whose keys tie are sorted
+// the same way by the bytes after the key (a seal's heads are its
+// window's streams and "log-seals", which share no prefix: their keys all
+// start "profile-"), and whole names compared only where a name ends
+// within a key.
 type headSorter struct {
 	keys []headKey
 	tmp  []Head
@@ -88,31 +91,12 @@ func (s *headSorter) sort(heads []Head) {
 	if len(heads) < 2 {
 		return
 	}
-	first := heads[0].Stream
-	shared := len(first)
-	for i := 1; i < len(heads) && shared > 0; i++ {
-		name := heads[i].Stream
-		n := min(shared, len(name))
-		j := 0
-		for j < n && first[j] == name[j] {
-			j++
-		}
-		shared = j
-	}
 	keys := s.keys[:0]
 	for i := range heads {
-		keys = append(keys, headKey{key: nameKey(heads[i].Stream, shared), i: i})
+		keys = append(keys, headKey{i: i})
 	}
 	s.keys = keys
-	// A key orders two names whose keys differ as the names are ordered
-	// (a name that ends within the key is padded with zeros, which sort
-	// before any byte or tie with a zero byte).
-	slices.SortFunc(keys, func(a, b headKey) int {
-		if a.key != b.key {
-			return cmp.Compare(a.key, b.key)
-		}
-		return strings.Compare(heads[a.i].Stream, heads[b.i].Stream)
-	})
+	sortByName(heads, keys, 0)
 	if cap(s.tmp) < len(heads) {
 		s.tmp = make([]Head, len(heads))
 	}
@@ -122,6 +106,51 @@ func (s *headSorter) sort(heads []Head) {
 	}
 	copy(heads, tmp)
 	clear(tmp) // the names are the caller's, not the sorter's to keep
+}
+
+// sortByName orders keys by the names of their heads, which share their
+// first from bytes.
+func sortByName(heads []Head, keys []headKey, from int) {
+	first := heads[keys[0].i].Stream
+	shared := len(first)
+	for _, k := range keys[1:] {
+		name := heads[k.i].Stream
+		n, j := min(shared, len(name)), from
+		for j < n && first[j] == name[j] {
+			j++
+		}
+		if shared = j; shared == from {
+			break
+		}
+	}
+	for i := range keys {
+		keys[i].key = nameKey(heads[keys[i].i].Stream, shared)
+	}
+	// A key orders two names whose keys differ as the names are ordered
+	// (a name that ends within the key is padded with zeros, which sort
+	// before any byte or tie with a zero byte).
+	slices.SortFunc(keys, func(a, b headKey) int { return cmp.Compare(a.key, b.key) })
+	for lo := 0; lo < len(keys); {
+		hi := lo + 1
+		for hi < len(keys) && keys[hi].key == keys[lo].key {
+			hi++
+		}
+		if run := keys[lo:hi]; len(run) > 1 {
+			// Names at least as long as the key share it: their order is
+			// that of what follows. A shorter one's key may tie with a
+			// longer name's zero bytes.
+			whole := false
+			for _, k := range run {
+				whole = whole || len(heads[k.i].Stream) < shared+8
+			}
+			if whole {
+				slices.SortFunc(run, func(a, b headKey) int { return strings.Compare(heads[a.i].Stream, heads[b.i].Stream) })
+			} else {
+				sortByName(heads, run, shared+8)
+			}
+		}
+		lo = hi
+	}
 }
 
 // nameKey is the 8 bytes of name from offset from, big-endian, padded with

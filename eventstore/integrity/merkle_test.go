@@ -78,18 +78,19 @@ func TestSortHeadsInRuns(t *testing.T) {
 }
 
 // TestSortHeadsOrdersNamesBytewise: names that share prefixes of every
-// length, end inside the 8 bytes the sort keys on, or hold zero and 0xff
-// bytes come out in bytewise order, as the tree needs them.
+// length, end inside the 8 bytes the sort keys on (or inside the next 8,
+// or the 8 after those), or hold zero and 0xff bytes come out in bytewise
+// order, as the tree needs them.
 func TestSortHeadsOrdersNamesBytewise(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	alphabet := []byte{0, 1, 'a', 'b', 0xff}
 	for _, n := range []int{2, 3, 17, 500, 20_000} {
-		for _, prefix := range []string{"", "profile-@", "room-!abcdefgh:"} {
+		for _, prefix := range []string{"", "profile-@", "room-!abcdefgh:", "profile-@aaaaaaaaaaaaaaaaaaaa"} {
 			seen := make(map[string]bool)
 			var heads []integrity.Head
 			for len(heads) < n {
 				name := []byte(prefix)
-				for range rng.IntN(14) {
+				for range rng.IntN(30) {
 					name = append(name, alphabet[rng.IntN(len(alphabet))])
 				}
 				if !seen[string(name)] {
@@ -104,6 +105,25 @@ func TestSortHeadsOrdersNamesBytewise(t *testing.T) {
 				t.Fatalf("%d names after %q: sorted as %q", len(heads), prefix, streams(heads))
 			}
 		}
+	}
+}
+
+// TestSortHeadsOfASeal: a seal's heads are "log-seals" and streams of
+// one category whose names go on alike for longer than a key (the
+// bench's "profile-@r12345:bench.example"); they sort as their names.
+func TestSortHeadsOfASeal(t *testing.T) {
+	var heads []integrity.Head
+	for i := 12999; i >= 12000; i-- {
+		heads = append(heads, integrity.Head{Stream: fmt.Sprintf("profile-@r%d:bench.example", i)})
+	}
+	heads = append(heads, integrity.Head{Stream: "profile-@r12:bench.example"}, integrity.Head{Stream: "log-seals"},
+		integrity.Head{Stream: "profile-@r12000:bench.example\x00"}, integrity.Head{Stream: "profile-@r1"})
+	rand.New(rand.NewPCG(3, 4)).Shuffle(len(heads), func(i, j int) { heads[i], heads[j] = heads[j], heads[i] })
+	want := slices.Clone(heads)
+	slices.SortFunc(want, func(a, b integrity.Head) int { return strings.Compare(a.Stream, b.Stream) })
+	integrity.SortHeads(heads)
+	if !slices.Equal(heads, want) {
+		t.Fatalf("sorted as %q", streams(heads))
 	}
 }
 
