@@ -62,6 +62,13 @@ func TestBenchCommandRuns(t *testing.T) {
 	if !strings.Contains(report, "| clients | PUT, a user per client / no-op |") {
 		t.Errorf("no ratio table in the report:\n%s", report)
 	}
+	// The sealing pairs: each run with its CPU per PUT, and the summary.
+	if n := len(regexp.MustCompile(`(?m)^\| (on|off) \| [0-9]+ \| .* \| [0-9.]+ [µm]?s / [0-9.]+ [µm]?s \|$`).FindAllString(report, -1)); n != 12 {
+		t.Errorf("%d sealing runs with their CPU per PUT, want 12:\n%s", n, report)
+	}
+	if !regexp.MustCompile(`(?m)^Sealing on / off over the 6 pairs: [0-9.]+% of the throughput \(the pairs' own ratios [0-9.]+–[0-9.]+%, median [0-9.]+%\)\. The server's CPU per PUT, on / off: [0-9.]+%\.$`).MatchString(report) {
+		t.Errorf("no sealing summary in the report:\n%s", report)
+	}
 }
 
 // TestBenchRoomsRuns runs the bench's room measurements small: the renames

@@ -17,8 +17,9 @@ import (
 )
 
 // sealingRounds is how many off/on pairs sealingBench measures; on a
-// shared machine one pair says little, the median of several more.
-const sealingRounds = 4
+// shared machine one pair says little (pairs of one run have spread from
+// 86% to 103%), the median of several more.
+const sealingRounds = 6
 
 // sealingBench measures durable PUTs at the highest concurrency with the
 // seal writer off and on, alternately, in the same service (issue 11:
@@ -82,21 +83,64 @@ func (b *bench) sealingBench(ctx context.Context, a *App, srv *pshttp.Server, to
 			}
 		}
 	}
-	var onOps, offOps int64
-	var onTime, offTime time.Duration
-	for i := range on {
-		onOps, onTime = onOps+on[i].Ops, onTime+on[i].Elapsed
-		offOps, offTime = offOps+off[i].Ops, offTime+off[i].Elapsed
-	}
 	var s strings.Builder
 	fmt.Fprintf(&s, "\n### Sealing on and off, %d clients\n\n", clients)
-	fmt.Fprintf(&s, "Durable PUTs (a user per client), after a discarded warm-up run, in pairs off/on, on/off, ... in one service; the seal writer seals every 1000 events or %s, whichever first (%d seals in all).\n\n", min(10*time.Second, max(b.duration/4, 10*time.Millisecond)), sealsWritten)
-	s.WriteString("| sealing | PUT/s | p50 | p99 |\n|---|---:|---:|---:|\n")
+	fmt.Fprintf(&s, "Durable PUTs (a user per client), after a discarded warm-up run, in pairs off/on, on/off, ... in one service; the seal writer seals every 1000 events or %s, whichever first (%d seals in all). CPU per PUT as in the table above: the server's (the bench process, seal writer included) and the loader's.\n\n", min(10*time.Second, max(b.duration/4, 10*time.Millisecond)), sealsWritten)
+	s.WriteString("| sealing | PUT/s | p50 | p99 | CPU per PUT, server / loader |\n|---|---:|---:|---:|---:|\n")
 	for _, r := range runs {
-		fmt.Fprintf(&s, "| %s | %.0f | %s | %s |\n", r.sealing, r.perSecond(), fmtDur(r.P50), fmtDur(r.P99))
+		fmt.Fprintf(&s, "| %s | %.0f | %s | %s | %s |\n", r.sealing, r.perSecond(), fmtDur(r.P50), fmtDur(r.P99), r.cpuPerOp())
 	}
-	fmt.Fprintf(&s, "\nSealing on / off over the %d pairs: %.1f%% of the throughput.\n", len(on), 100*(float64(onOps)/onTime.Seconds())/(float64(offOps)/offTime.Seconds()))
+	c := compareSealing(on, off)
+	fmt.Fprintf(&s, "\nSealing on / off over the %d pairs: %.1f%% of the throughput (the pairs' own ratios %.1f–%.1f%%, median %.1f%%).", len(on), c.throughput, c.pairLow, c.pairHigh, c.pairMedian)
+	if c.serverCPU > 0 {
+		fmt.Fprintf(&s, " The server's CPU per PUT, on / off: %.1f%%.", c.serverCPU)
+	}
+	s.WriteString("\n")
 	return s.String(), nil
+}
+
+// sealingComparison sums up sealingBench's pairs, in percent of off.
+type sealingComparison struct {
+	// throughput is on's rate over off's, each summed over its runs.
+	throughput float64
+	// pairLow, pairHigh and pairMedian are of each pair's own ratio.
+	pairLow, pairHigh, pairMedian float64
+	// serverCPU is on's server CPU per PUT over off's (0 when the runs
+	// have no CPU figures).
+	serverCPU float64
+}
+
+// compareSealing compares runs with the seal writer on to the runs off:
+// on[i] and off[i] are one pair.
+func compareSealing(on, off []benchResult) sealingComparison {
+	var c sealingComparison
+	var onOps, offOps int64
+	var onTime, offTime, onCPU, offCPU time.Duration
+	pairs := make([]float64, 0, len(on))
+	for i := range on {
+		onOps, onTime, onCPU = onOps+on[i].Ops, onTime+on[i].Elapsed, onCPU+on[i].ServerCPU
+		offOps, offTime, offCPU = offOps+off[i].Ops, offTime+off[i].Elapsed, offCPU+off[i].ServerCPU
+		if off[i].Ops > 0 {
+			pairs = append(pairs, 100*on[i].perSecond()/off[i].perSecond())
+		}
+	}
+	if offOps == 0 || onTime <= 0 {
+		return c
+	}
+	c.throughput = 100 * (float64(onOps) / onTime.Seconds()) / (float64(offOps) / offTime.Seconds())
+	if len(pairs) > 0 {
+		slices.Sort(pairs)
+		c.pairLow, c.pairHigh = pairs[0], pairs[len(pairs)-1]
+		if n := len(pairs); n%2 == 1 {
+			c.pairMedian = pairs[n/2]
+		} else {
+			c.pairMedian = (pairs[n/2-1] + pairs[n/2]) / 2
+		}
+	}
+	if onOps > 0 && onCPU > 0 && offCPU > 0 {
+		c.serverCPU = 100 * (float64(onCPU) / float64(onOps)) / (float64(offCPU) / float64(offOps))
+	}
+	return c
 }
 
 // benchSeals runs a seal writer as serve does (a seal every 1000 events or
