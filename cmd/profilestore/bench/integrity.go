@@ -1,14 +1,20 @@
 package bench
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"errors"
 	"fmt"
+	"io"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/google/pprof/profile"
 
 	"github.com/profilestore/profilestore/eventstore"
 	"github.com/profilestore/profilestore/eventstore/integrity"
@@ -39,6 +45,7 @@ func (b *bench) sealingBench(ctx context.Context, a *App, srv *pshttp.Server, to
 	}
 	var runs []sealingRun
 	var sealsWritten uint64
+	var writerCPU, profiledCPU time.Duration
 	// A first run after start is faster than any later one (small log and
 	// view store): run one and discard it.
 	b.progress("HTTP %s, %d clients, warm-up (loader process)…", rowPutOwn, clients)
@@ -59,8 +66,19 @@ func (b *bench) sealingBench(ctx context.Context, a *App, srv *pshttp.Server, to
 			// shortened for short runs so that time-based seals happen too.
 			w := integrity.NewWriter(a.Store, integrity.WriterOptions{Key: key, Logger: b.log, Interval: min(10*time.Second, max(b.duration/4, 10*time.Millisecond))})
 			done := make(chan struct{})
+			// With sealing on, a CPU profile of the run tells the writer's
+			// own goroutines (labelled) from the rest of the server: a share
+			// of one process's samples over the same seconds, which what
+			// else runs on the machine moves far less than a throughput.
+			var prof *bytes.Buffer
+			if sealing && b.cpuProfile == "" {
+				prof = new(bytes.Buffer)
+				if err := pprof.StartCPUProfile(prof); err != nil {
+					prof = nil
+				}
+			}
 			if sealing {
-				go func() { defer close(done); _ = w.Run(wctx) }()
+				go pprof.Do(wctx, pprof.Labels(sealWriterLabel, "1"), func(ctx context.Context) { defer close(done); _ = w.Run(ctx) })
 			} else {
 				close(done)
 			}
@@ -68,6 +86,14 @@ func (b *bench) sealingBench(ctx context.Context, a *App, srv *pshttp.Server, to
 			r, err := b.remoteLoad(ctx, loadSpec{Name: rowPutOwn, Scenario: scenarioPutOwn, URL: srv.URL(), Tokens: tokens, Clients: clients})
 			cancel()
 			<-done
+			if prof != nil {
+				pprof.StopCPUProfile()
+				labelled, all, perr := labelledCPU(prof, sealWriterLabel)
+				if perr != nil {
+					return "", fmt.Errorf("the sealing run's CPU profile: %w", perr)
+				}
+				writerCPU, profiledCPU = writerCPU+labelled, profiledCPU+all
+			}
 			if err != nil {
 				return "", err
 			}
@@ -95,8 +121,51 @@ func (b *bench) sealingBench(ctx context.Context, a *App, srv *pshttp.Server, to
 	if c.serverCPU > 0 {
 		fmt.Fprintf(&s, " The server's CPU per PUT, on / off: %.1f%%.", c.serverCPU)
 	}
+	if profiledCPU > 0 {
+		share := float64(writerCPU) / float64(profiledCPU)
+		var onOps int64
+		var onCPU time.Duration
+		for _, r := range on {
+			onOps, onCPU = onOps+r.Ops, onCPU+r.ServerCPU
+		}
+		fmt.Fprintf(&s, " The seal writer's own goroutines (labelled, in a CPU profile of the runs with sealing on): %.2f%% of the server's CPU", 100*share)
+		if onOps > 0 && onCPU > 0 {
+			fmt.Fprintf(&s, ", %s per PUT", fmtDur(time.Duration(share*float64(onCPU)/float64(onOps))))
+		}
+		s.WriteString(".")
+	}
 	s.WriteString("\n")
 	return s.String(), nil
+}
+
+// sealWriterLabel is the pprof label of the seal writer's goroutines in
+// sealingBench's profiles.
+const sealWriterLabel = "profilestore_seal_writer"
+
+// labelledCPU reads a CPU profile and returns the CPU time of the samples
+// carrying the label key, and of all samples.
+func labelledCPU(r io.Reader, key string) (labelled, all time.Duration, err error) {
+	p, err := profile.Parse(r)
+	if err != nil {
+		return 0, 0, err
+	}
+	idx := -1
+	for i, st := range p.SampleType {
+		if st.Type == "cpu" {
+			idx = i
+		}
+	}
+	if idx < 0 {
+		return 0, 0, errors.New("no cpu samples in the profile")
+	}
+	for _, smp := range p.Sample {
+		d := time.Duration(smp.Value[idx])
+		all += d
+		if len(smp.Label[key]) > 0 {
+			labelled += d
+		}
+	}
+	return labelled, all, nil
 }
 
 // sealingComparison sums up sealingBench's pairs, in percent of off.

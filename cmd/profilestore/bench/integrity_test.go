@@ -1,7 +1,11 @@
 package bench
 
 import (
+	"bytes"
+	"context"
 	"math"
+	"runtime/pprof"
+	"strings"
 	"testing"
 	"time"
 )
@@ -45,5 +49,44 @@ func TestCompareSealing(t *testing.T) {
 	}
 	if c := compareSealing(nil, nil); c != (sealingComparison{}) {
 		t.Errorf("no pairs: %+v, want zeros", c)
+	}
+}
+
+// spin keeps a core busy for d.
+func spin(d time.Duration) (n uint64) {
+	for end := time.Now().Add(d); time.Now().Before(end); {
+		for i := 0; i < 1000; i++ {
+			n += uint64(i) * n
+		}
+	}
+	return n
+}
+
+func TestLabelledCPU(t *testing.T) {
+	var prof bytes.Buffer
+	if err := pprof.StartCPUProfile(&prof); err != nil {
+		t.Skipf("a CPU profile is running already: %v", err)
+	}
+	done := make(chan struct{})
+	// The label is inherited by the goroutines the labelled one starts,
+	// as the seal writer's subscription goroutine is.
+	go pprof.Do(context.Background(), pprof.Labels(sealWriterLabel, "1"), func(context.Context) {
+		inner := make(chan struct{})
+		go func() { defer close(inner); spin(300 * time.Millisecond) }()
+		<-inner
+		close(done)
+	})
+	spin(300 * time.Millisecond)
+	<-done
+	pprof.StopCPUProfile()
+	labelled, all, err := labelledCPU(&prof, sealWriterLabel)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if labelled <= 0 || labelled >= all {
+		t.Errorf("labelled %v of %v: want some, not all", labelled, all)
+	}
+	if _, _, err := labelledCPU(strings.NewReader("not a profile"), sealWriterLabel); err == nil {
+		t.Error("a file that is no profile parsed")
 	}
 }
