@@ -66,8 +66,11 @@ func TestBenchCommandRuns(t *testing.T) {
 	if n := len(regexp.MustCompile(`(?m)^\| (on|off) \| [0-9]+ \| .* \| [0-9.]+ [µm]?s / [0-9.]+ [µm]?s \|$`).FindAllString(report, -1)); n != 12 {
 		t.Errorf("%d sealing runs with their CPU per PUT, want 12:\n%s", n, report)
 	}
-	if !regexp.MustCompile(`(?m)^Sealing on / off over the 6 pairs: [0-9.]+% of the throughput \(the pairs' own ratios [0-9.]+–[0-9.]+%, median [0-9.]+%\)\. The server's CPU per PUT, on / off: [0-9.]+%\. The seal writer's own goroutines \(labelled, in a CPU profile of the runs with sealing on\): [0-9.]+% of the server's CPU, [0-9.]+ [µm]?s per PUT\.$`).MatchString(report) {
+	if !regexp.MustCompile(`(?m)^Sealing on / off over the 6 pairs: [0-9.]+% of the throughput \(the pairs' own ratios [0-9.]+–[0-9.]+%, median [0-9.]+%\)\. The server's CPU per PUT, on / off: [0-9.]+%\.$`).MatchString(report) {
 		t.Errorf("no sealing summary in the report:\n%s", report)
+	}
+	if !regexp.MustCompile("(?m)^In a CPU profile of the runs with sealing on, the seal writer's own goroutines \\(labelled\\) took [0-9.]+% of the server's CPU, [0-9.]+ µs per PUT, and chaining the appends \\(`integrity.Chain`, always on\\) [0-9.]+% of the server's CPU, [0-9.]+ µs per PUT\\.$").MatchString(report) {
+		t.Errorf("no CPU shares of sealing and chaining in the report:\n%s", report)
 	}
 }
 

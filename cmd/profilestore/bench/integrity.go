@@ -45,7 +45,7 @@ func (b *bench) sealingBench(ctx context.Context, a *App, srv *pshttp.Server, to
 	}
 	var runs []sealingRun
 	var sealsWritten uint64
-	var writerCPU, profiledCPU time.Duration
+	var profiled profileCPU
 	// A first run after start is faster than any later one (small log and
 	// view store): run one and discard it.
 	b.progress("HTTP %s, %d clients, warm-up (loader process)…", rowPutOwn, clients)
@@ -88,11 +88,11 @@ func (b *bench) sealingBench(ctx context.Context, a *App, srv *pshttp.Server, to
 			<-done
 			if prof != nil {
 				pprof.StopCPUProfile()
-				labelled, all, perr := labelledCPU(prof, sealWriterLabel)
+				pc, perr := readProfileCPU(prof, sealWriterLabel, chainFunc)
 				if perr != nil {
 					return "", fmt.Errorf("the sealing run's CPU profile: %w", perr)
 				}
-				writerCPU, profiledCPU = writerCPU+labelled, profiledCPU+all
+				profiled.all, profiled.labelled, profiled.inFunc = profiled.all+pc.all, profiled.labelled+pc.labelled, profiled.inFunc+pc.inFunc
 			}
 			if err != nil {
 				return "", err
@@ -121,18 +121,21 @@ func (b *bench) sealingBench(ctx context.Context, a *App, srv *pshttp.Server, to
 	if c.serverCPU > 0 {
 		fmt.Fprintf(&s, " The server's CPU per PUT, on / off: %.1f%%.", c.serverCPU)
 	}
-	if profiledCPU > 0 {
-		share := float64(writerCPU) / float64(profiledCPU)
+	if profiled.all > 0 {
 		var onOps int64
 		var onCPU time.Duration
 		for _, r := range on {
 			onOps, onCPU = onOps+r.Ops, onCPU+r.ServerCPU
 		}
-		fmt.Fprintf(&s, " The seal writer's own goroutines (labelled, in a CPU profile of the runs with sealing on): %.2f%% of the server's CPU", 100*share)
-		if onOps > 0 && onCPU > 0 {
-			fmt.Fprintf(&s, ", %s per PUT", fmtDur(time.Duration(share*float64(onCPU)/float64(onOps))))
+		part := func(d time.Duration) string {
+			share := float64(d) / float64(profiled.all)
+			out := fmt.Sprintf("%.2f%% of the server's CPU", 100*share)
+			if onOps > 0 && onCPU > 0 {
+				out += fmt.Sprintf(", %.1f µs per PUT", share*float64(onCPU)/float64(onOps)/1e3)
+			}
+			return out
 		}
-		s.WriteString(".")
+		fmt.Fprintf(&s, "\n\nIn a CPU profile of the runs with sealing on, the seal writer's own goroutines (labelled) took %s, and chaining the appends (`integrity.Chain`, always on) %s.", part(profiled.labelled), part(profiled.inFunc))
 	}
 	s.WriteString("\n")
 	return s.String(), nil
@@ -142,12 +145,25 @@ func (b *bench) sealingBench(ctx context.Context, a *App, srv *pshttp.Server, to
 // sealingBench's profiles.
 const sealWriterLabel = "profilestore_seal_writer"
 
-// labelledCPU reads a CPU profile and returns the CPU time of the samples
-// carrying the label key, and of all samples.
-func labelledCPU(r io.Reader, key string) (labelled, all time.Duration, err error) {
+// chainFunc is the function that chains the events of every append, on
+// the command side (integrity.Chain); its samples are chaining's cost.
+const chainFunc = "github.com/profilestore/profilestore/eventstore/integrity.Chain"
+
+// profileCPU is what a CPU profile says of integrity's costs.
+type profileCPU struct {
+	// all is the CPU time of every sample, labelled that of the samples
+	// carrying the label, inFunc that of the samples with the function on
+	// their stack.
+	all, labelled, inFunc time.Duration
+}
+
+// readProfileCPU reads a CPU profile and sums its samples' CPU time: all,
+// those carrying the label key, those with the function fn on their stack.
+func readProfileCPU(r io.Reader, key, fn string) (profileCPU, error) {
+	var c profileCPU
 	p, err := profile.Parse(r)
 	if err != nil {
-		return 0, 0, err
+		return c, err
 	}
 	idx := -1
 	for i, st := range p.SampleType {
@@ -156,16 +172,25 @@ func labelledCPU(r io.Reader, key string) (labelled, all time.Duration, err erro
 		}
 	}
 	if idx < 0 {
-		return 0, 0, errors.New("no cpu samples in the profile")
+		return c, errors.New("no cpu samples in the profile")
 	}
 	for _, smp := range p.Sample {
 		d := time.Duration(smp.Value[idx])
-		all += d
+		c.all += d
 		if len(smp.Label[key]) > 0 {
-			labelled += d
+			c.labelled += d
+		}
+	stack:
+		for _, loc := range smp.Location {
+			for _, line := range loc.Line {
+				if line.Function != nil && line.Function.Name == fn {
+					c.inFunc += d
+					break stack
+				}
+			}
 		}
 	}
-	return labelled, all, nil
+	return c, nil
 }
 
 // sealingComparison sums up sealingBench's pairs, in percent of off.

@@ -4,10 +4,14 @@ import (
 	"bytes"
 	"context"
 	"math"
+	"reflect"
+	"runtime"
 	"runtime/pprof"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/profilestore/profilestore/eventstore/integrity"
 )
 
 func TestCompareSealing(t *testing.T) {
@@ -62,7 +66,13 @@ func spin(d time.Duration) (n uint64) {
 	return n
 }
 
-func TestLabelledCPU(t *testing.T) {
+// chainLike stands in for integrity.Chain: a function found by its name
+// on the samples' stacks.
+//
+//go:noinline
+func chainLike(d time.Duration) uint64 { return spin(d) }
+
+func TestReadProfileCPU(t *testing.T) {
 	var prof bytes.Buffer
 	if err := pprof.StartCPUProfile(&prof); err != nil {
 		t.Skipf("a CPU profile is running already: %v", err)
@@ -76,17 +86,26 @@ func TestLabelledCPU(t *testing.T) {
 		<-inner
 		close(done)
 	})
-	spin(300 * time.Millisecond)
+	spin(200 * time.Millisecond)
+	chainLike(200 * time.Millisecond)
 	<-done
 	pprof.StopCPUProfile()
-	labelled, all, err := labelledCPU(&prof, sealWriterLabel)
+	c, err := readProfileCPU(&prof, sealWriterLabel, "github.com/profilestore/profilestore/cmd/profilestore/bench.chainLike")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if labelled <= 0 || labelled >= all {
-		t.Errorf("labelled %v of %v: want some, not all", labelled, all)
+	if c.labelled <= 0 || c.inFunc <= 0 || c.labelled+c.inFunc >= c.all {
+		t.Errorf("labelled %v and in the function %v of %v: want some of each, not all", c.labelled, c.inFunc, c.all)
 	}
-	if _, _, err := labelledCPU(strings.NewReader("not a profile"), sealWriterLabel); err == nil {
+	if _, err := readProfileCPU(strings.NewReader("not a profile"), sealWriterLabel, chainFunc); err == nil {
 		t.Error("a file that is no profile parsed")
+	}
+}
+
+// TestChainFuncName keeps chainFunc the name integrity.Chain has in a
+// profile: renamed, the bench would report chaining at 0%.
+func TestChainFuncName(t *testing.T) {
+	if got := runtime.FuncForPC(reflect.ValueOf(integrity.Chain).Pointer()).Name(); got != chainFunc {
+		t.Errorf("integrity.Chain is %q in a profile, chainFunc says %q", got, chainFunc)
 	}
 }
