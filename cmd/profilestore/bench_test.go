@@ -154,7 +154,8 @@ func TestBenchScaleRuns(t *testing.T) {
 	if strings.Contains(report, "failed") {
 		t.Fatalf("reads failed:\n%s", report)
 	}
-	for _, row := range []string{"| events in the log | 1250 |", "| RssAnon after the reads |", "| process start to /ready |", "| names search p50 / p99 |"} {
+	for _, row := range []string{"| events in the log | 1250 |", "| RssAnon after the reads |", "| process start to /ready |", "| names search p50 / p99 |",
+		"| first history page (a pool room, 100 entries), one client p50 / p99 |", "| first history page (the big room, 100 entries), one client p50 / p99 |"} {
 		if !strings.Contains(report, row) {
 			t.Errorf("no %q in the report:\n%s", row, report)
 		}
