@@ -490,7 +490,7 @@ func (s *served) stop() {
 // request timed from this process. The first history pages are read again
 // by one client: 8 clients keep both cores busy, so their latencies are
 // mostly each request's wait for a core behind the 7 others (a page costs
-// the server about 0.5 ms of CPU), and one client's are the page's own.
+// the server about 0.6 ms of CPU), and one client's are the page's own.
 func readWorkload(base, token string, sp scaleSpec, share float64) []readResult {
 	type probe struct {
 		name string
