@@ -62,6 +62,16 @@ func TestBenchCommandRuns(t *testing.T) {
 	if !strings.Contains(report, "| clients | PUT, a user per client / no-op |") {
 		t.Errorf("no ratio table in the report:\n%s", report)
 	}
+	// The sealing pairs: each run with its CPU per PUT, and the summary.
+	if n := len(regexp.MustCompile(`(?m)^\| (on|off) \| [0-9]+ \| .* \| [0-9.]+ [µm]?s / [0-9.]+ [µm]?s \|$`).FindAllString(report, -1)); n != 12 {
+		t.Errorf("%d sealing runs with their CPU per PUT, want 12:\n%s", n, report)
+	}
+	if !regexp.MustCompile(`(?m)^Sealing on / off over the 6 pairs: [0-9.]+% of the throughput \(the pairs' own ratios [0-9.]+–[0-9.]+%, median [0-9.]+%\)\. The server's CPU per PUT, on / off: [0-9.]+%\.$`).MatchString(report) {
+		t.Errorf("no sealing summary in the report:\n%s", report)
+	}
+	if !regexp.MustCompile("(?m)^In a CPU profile of the runs with sealing on, the seal writer's own goroutines \\(labelled\\) took [0-9.]+% of the server's CPU, [0-9.]+ µs per PUT, and chaining the appends \\(`integrity.Chain`, always on\\) [0-9.]+% of the server's CPU, [0-9.]+ µs per PUT\\.$").MatchString(report) {
+		t.Errorf("no CPU shares of sealing and chaining in the report:\n%s", report)
+	}
 }
 
 // TestBenchRoomsRuns runs the bench's room measurements small: the renames
@@ -144,7 +154,8 @@ func TestBenchScaleRuns(t *testing.T) {
 	if strings.Contains(report, "failed") {
 		t.Fatalf("reads failed:\n%s", report)
 	}
-	for _, row := range []string{"| events in the log | 1250 |", "| RssAnon after the reads |", "| process start to /ready |", "| names search p50 / p99 |"} {
+	for _, row := range []string{"| events in the log | 1250 |", "| RssAnon after the reads |", "| process start to /ready |", "| names search p50 / p99 |",
+		"| first history page (a pool room, 100 entries), one client p50 / p99 |", "| first history page (the big room, 100 entries), one client p50 / p99 |"} {
 		if !strings.Contains(report, row) {
 			t.Errorf("no %q in the report:\n%s", row, report)
 		}

@@ -1,14 +1,20 @@
 package bench
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"errors"
 	"fmt"
+	"io"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/google/pprof/profile"
 
 	"github.com/profilestore/profilestore/eventstore"
 	"github.com/profilestore/profilestore/eventstore/integrity"
@@ -17,8 +23,9 @@ import (
 )
 
 // sealingRounds is how many off/on pairs sealingBench measures; on a
-// shared machine one pair says little, the median of several more.
-const sealingRounds = 4
+// shared machine one pair says little (pairs of one run have spread from
+// 86% to 103%), the median of several more.
+const sealingRounds = 6
 
 // sealingBench measures durable PUTs at the highest concurrency with the
 // seal writer off and on, alternately, in the same service (issue 11:
@@ -38,6 +45,7 @@ func (b *bench) sealingBench(ctx context.Context, a *App, srv *pshttp.Server, to
 	}
 	var runs []sealingRun
 	var sealsWritten uint64
+	var profiled profileCPU
 	// A first run after start is faster than any later one (small log and
 	// view store): run one and discard it.
 	b.progress("HTTP %s, %d clients, warm-up (loader process)…", rowPutOwn, clients)
@@ -58,8 +66,19 @@ func (b *bench) sealingBench(ctx context.Context, a *App, srv *pshttp.Server, to
 			// shortened for short runs so that time-based seals happen too.
 			w := integrity.NewWriter(a.Store, integrity.WriterOptions{Key: key, Logger: b.log, Interval: min(10*time.Second, max(b.duration/4, 10*time.Millisecond))})
 			done := make(chan struct{})
+			// With sealing on, a CPU profile of the run tells the writer's
+			// own goroutines (labelled) from the rest of the server: a share
+			// of one process's samples over the same seconds, which what
+			// else runs on the machine moves far less than a throughput.
+			var prof *bytes.Buffer
+			if sealing && b.cpuProfile == "" {
+				prof = new(bytes.Buffer)
+				if err := pprof.StartCPUProfile(prof); err != nil {
+					prof = nil
+				}
+			}
 			if sealing {
-				go func() { defer close(done); _ = w.Run(wctx) }()
+				go pprof.Do(wctx, pprof.Labels(sealWriterLabel, "1"), func(ctx context.Context) { defer close(done); _ = w.Run(ctx) })
 			} else {
 				close(done)
 			}
@@ -67,6 +86,14 @@ func (b *bench) sealingBench(ctx context.Context, a *App, srv *pshttp.Server, to
 			r, err := b.remoteLoad(ctx, loadSpec{Name: rowPutOwn, Scenario: scenarioPutOwn, URL: srv.URL(), Tokens: tokens, Clients: clients})
 			cancel()
 			<-done
+			if prof != nil {
+				pprof.StopCPUProfile()
+				pc, perr := readProfileCPU(prof, sealWriterLabel, chainFunc)
+				if perr != nil {
+					return "", fmt.Errorf("the sealing run's CPU profile: %w", perr)
+				}
+				profiled.all, profiled.labelled, profiled.inFunc = profiled.all+pc.all, profiled.labelled+pc.labelled, profiled.inFunc+pc.inFunc
+			}
 			if err != nil {
 				return "", err
 			}
@@ -82,21 +109,132 @@ func (b *bench) sealingBench(ctx context.Context, a *App, srv *pshttp.Server, to
 			}
 		}
 	}
-	var onOps, offOps int64
-	var onTime, offTime time.Duration
-	for i := range on {
-		onOps, onTime = onOps+on[i].Ops, onTime+on[i].Elapsed
-		offOps, offTime = offOps+off[i].Ops, offTime+off[i].Elapsed
-	}
 	var s strings.Builder
 	fmt.Fprintf(&s, "\n### Sealing on and off, %d clients\n\n", clients)
-	fmt.Fprintf(&s, "Durable PUTs (a user per client), after a discarded warm-up run, in pairs off/on, on/off, ... in one service; the seal writer seals every 1000 events or %s, whichever first (%d seals in all).\n\n", min(10*time.Second, max(b.duration/4, 10*time.Millisecond)), sealsWritten)
-	s.WriteString("| sealing | PUT/s | p50 | p99 |\n|---|---:|---:|---:|\n")
+	fmt.Fprintf(&s, "Durable PUTs (a user per client), after a discarded warm-up run, in pairs off/on, on/off, ... in one service; the seal writer seals every 1000 events or %s, whichever first (%d seals in all). CPU per PUT as in the table above: the server's (the bench process, seal writer included) and the loader's.\n\n", min(10*time.Second, max(b.duration/4, 10*time.Millisecond)), sealsWritten)
+	s.WriteString("| sealing | PUT/s | p50 | p99 | CPU per PUT, server / loader |\n|---|---:|---:|---:|---:|\n")
 	for _, r := range runs {
-		fmt.Fprintf(&s, "| %s | %.0f | %s | %s |\n", r.sealing, r.perSecond(), fmtDur(r.P50), fmtDur(r.P99))
+		fmt.Fprintf(&s, "| %s | %.0f | %s | %s | %s |\n", r.sealing, r.perSecond(), fmtDur(r.P50), fmtDur(r.P99), r.cpuPerOp())
 	}
-	fmt.Fprintf(&s, "\nSealing on / off over the %d pairs: %.1f%% of the throughput.\n", len(on), 100*(float64(onOps)/onTime.Seconds())/(float64(offOps)/offTime.Seconds()))
+	c := compareSealing(on, off)
+	fmt.Fprintf(&s, "\nSealing on / off over the %d pairs: %.1f%% of the throughput (the pairs' own ratios %.1f–%.1f%%, median %.1f%%).", len(on), c.throughput, c.pairLow, c.pairHigh, c.pairMedian)
+	if c.serverCPU > 0 {
+		fmt.Fprintf(&s, " The server's CPU per PUT, on / off: %.1f%%.", c.serverCPU)
+	}
+	if profiled.all > 0 {
+		var onOps int64
+		var onCPU time.Duration
+		for _, r := range on {
+			onOps, onCPU = onOps+r.Ops, onCPU+r.ServerCPU
+		}
+		part := func(d time.Duration) string {
+			share := float64(d) / float64(profiled.all)
+			out := fmt.Sprintf("%.2f%% of the server's CPU", 100*share)
+			if onOps > 0 && onCPU > 0 {
+				out += fmt.Sprintf(", %.1f µs per PUT", share*float64(onCPU)/float64(onOps)/1e3)
+			}
+			return out
+		}
+		fmt.Fprintf(&s, "\n\nIn a CPU profile of the runs with sealing on, the seal writer's own goroutines (labelled) took %s, and chaining the appends (`integrity.Chain`, always on) %s.", part(profiled.labelled), part(profiled.inFunc))
+	}
+	s.WriteString("\n")
 	return s.String(), nil
+}
+
+// sealWriterLabel is the pprof label of the seal writer's goroutines in
+// sealingBench's profiles.
+const sealWriterLabel = "profilestore_seal_writer"
+
+// chainFunc is the function that chains the events of every append, on
+// the command side (integrity.Chain); its samples are chaining's cost.
+const chainFunc = "github.com/profilestore/profilestore/eventstore/integrity.Chain"
+
+// profileCPU is what a CPU profile says of integrity's costs.
+type profileCPU struct {
+	// all is the CPU time of every sample, labelled that of the samples
+	// carrying the label, inFunc that of the samples with the function on
+	// their stack.
+	all, labelled, inFunc time.Duration
+}
+
+// readProfileCPU reads a CPU profile and sums its samples' CPU time: all,
+// those carrying the label key, those with the function fn on their stack.
+func readProfileCPU(r io.Reader, key, fn string) (profileCPU, error) {
+	var c profileCPU
+	p, err := profile.Parse(r)
+	if err != nil {
+		return c, err
+	}
+	idx := -1
+	for i, st := range p.SampleType {
+		if st.Type == "cpu" {
+			idx = i
+		}
+	}
+	if idx < 0 {
+		return c, errors.New("no cpu samples in the profile")
+	}
+	for _, smp := range p.Sample {
+		d := time.Duration(smp.Value[idx])
+		c.all += d
+		if len(smp.Label[key]) > 0 {
+			c.labelled += d
+		}
+	stack:
+		for _, loc := range smp.Location {
+			for _, line := range loc.Line {
+				if line.Function != nil && line.Function.Name == fn {
+					c.inFunc += d
+					break stack
+				}
+			}
+		}
+	}
+	return c, nil
+}
+
+// sealingComparison sums up sealingBench's pairs, in percent of off.
+type sealingComparison struct {
+	// throughput is on's rate over off's, each summed over its runs.
+	throughput float64
+	// pairLow, pairHigh and pairMedian are of each pair's own ratio.
+	pairLow, pairHigh, pairMedian float64
+	// serverCPU is on's server CPU per PUT over off's (0 when the runs
+	// have no CPU figures).
+	serverCPU float64
+}
+
+// compareSealing compares runs with the seal writer on to the runs off:
+// on[i] and off[i] are one pair.
+func compareSealing(on, off []benchResult) sealingComparison {
+	var c sealingComparison
+	var onOps, offOps int64
+	var onTime, offTime, onCPU, offCPU time.Duration
+	pairs := make([]float64, 0, len(on))
+	for i := range on {
+		onOps, onTime, onCPU = onOps+on[i].Ops, onTime+on[i].Elapsed, onCPU+on[i].ServerCPU
+		offOps, offTime, offCPU = offOps+off[i].Ops, offTime+off[i].Elapsed, offCPU+off[i].ServerCPU
+		if off[i].Ops > 0 {
+			pairs = append(pairs, 100*on[i].perSecond()/off[i].perSecond())
+		}
+	}
+	if offOps == 0 || onTime <= 0 {
+		return c
+	}
+	c.throughput = 100 * (float64(onOps) / onTime.Seconds()) / (float64(offOps) / offTime.Seconds())
+	if len(pairs) > 0 {
+		slices.Sort(pairs)
+		c.pairLow, c.pairHigh = pairs[0], pairs[len(pairs)-1]
+		if n := len(pairs); n%2 == 1 {
+			c.pairMedian = pairs[n/2]
+		} else {
+			c.pairMedian = (pairs[n/2-1] + pairs[n/2]) / 2
+		}
+	}
+	if onOps > 0 && onCPU > 0 && offCPU > 0 {
+		c.serverCPU = 100 * (float64(onCPU) / float64(onOps)) / (float64(offCPU) / float64(offOps))
+	}
+	return c
 }
 
 // benchSeals runs a seal writer as serve does (a seal every 1000 events or
