@@ -2,7 +2,6 @@ package integrity
 
 import (
 	"bytes"
-	"cmp"
 	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
@@ -70,69 +69,77 @@ func SortHeads(heads []Head) {
 }
 
 // headSorter sorts heads by stream name; its arrays are kept for the next
-// sort. Heads move once: what is sorted is a key of each name's 8 bytes
-// after the prefix that every name shares (the category, and often more:
-// "profile-@"), with the head's index; names whose keys tie are sorted
-// the same way by the bytes after the key (a seal's heads are its
-// window's streams and "log-seals", which share no prefix: their keys all
-// start "profile-"), and whole names compared only where a name ends
-// within a key.
+// sort. Heads move once: what is sorted is one number per head, the
+// bytes of its name after the prefix that every name shares (the
+// category, and often more: "profile-@") in the high bytes, its index in
+// the low ones (one byte of index up to 256 heads, two up to 65,536, and
+// so on: a key of 6 name bytes for a seal's heads). Names whose keys tie
+// are sorted the same way by the bytes after the key (a seal's heads are
+// its window's streams and "log-seals", which share no prefix: their keys
+// all start "profile-"), and whole names compared only in a run where a
+// name ends within the key.
 type headSorter struct {
-	keys []headKey
+	keys []uint64
 	tmp  []Head
-}
-
-type headKey struct {
-	key uint64
-	i   int
 }
 
 func (s *headSorter) sort(heads []Head) {
 	if len(heads) < 2 {
 		return
 	}
+	// Index bytes: a seal has fewer heads than the verifier has streams
+	// (at most 2³² - 2), so at most 4, leaving 4 bytes of name.
+	ib := 1
+	for ib < 4 && len(heads) > 1<<(8*ib) {
+		ib++
+	}
 	keys := s.keys[:0]
 	for i := range heads {
-		keys = append(keys, headKey{i: i})
+		keys = append(keys, uint64(i))
 	}
 	s.keys = keys
-	sortByName(heads, keys, 0)
+	sortByName(heads, keys, 0, ib)
 	if cap(s.tmp) < len(heads) {
 		s.tmp = make([]Head, len(heads))
 	}
 	tmp := s.tmp[:len(heads)]
+	mask := uint64(1)<<(8*ib) - 1
 	for j, k := range keys {
-		tmp[j] = heads[k.i]
+		tmp[j] = heads[k&mask]
 	}
 	copy(heads, tmp)
 	clear(tmp) // the names are the caller's, not the sorter's to keep
 }
 
-// sortByName orders keys by the names of their heads, which share their
-// first from bytes.
-func sortByName(heads []Head, keys []headKey, from int) {
-	first := heads[keys[0].i].Stream
+// sortByName orders keys, whose low ib bytes are indexes of heads, by the
+// names of their heads, which share their first from bytes.
+func sortByName(heads []Head, keys []uint64, from, ib int) {
+	shift := 8 * ib
+	mask := uint64(1)<<shift - 1
+	kb := 8 - ib // bytes of name in a key
+	name := func(k uint64) string { return heads[k&mask].Stream }
+	first := name(keys[0])
 	shared := len(first)
 	for _, k := range keys[1:] {
-		name := heads[k.i].Stream
-		n, j := min(shared, len(name)), from
-		for j < n && first[j] == name[j] {
+		n := name(k)
+		m, j := min(shared, len(n)), from
+		for j < m && first[j] == n[j] {
 			j++
 		}
 		if shared = j; shared == from {
 			break
 		}
 	}
-	for i := range keys {
-		keys[i].key = nameKey(heads[keys[i].i].Stream, shared)
+	for i, k := range keys {
+		keys[i] = nameKey(name(k), shared, kb)<<shift | k&mask
 	}
 	// A key orders two names whose keys differ as the names are ordered
 	// (a name that ends within the key is padded with zeros, which sort
 	// before any byte or tie with a zero byte).
-	slices.SortFunc(keys, func(a, b headKey) int { return cmp.Compare(a.key, b.key) })
+	slices.Sort(keys)
 	for lo := 0; lo < len(keys); {
 		hi := lo + 1
-		for hi < len(keys) && keys[hi].key == keys[lo].key {
+		for hi < len(keys) && keys[hi]>>shift == keys[lo]>>shift {
 			hi++
 		}
 		if run := keys[lo:hi]; len(run) > 1 {
@@ -141,29 +148,29 @@ func sortByName(heads []Head, keys []headKey, from int) {
 			// longer name's zero bytes.
 			whole := false
 			for _, k := range run {
-				whole = whole || len(heads[k.i].Stream) < shared+8
+				whole = whole || len(name(k)) < shared+kb
 			}
 			if whole {
-				slices.SortFunc(run, func(a, b headKey) int { return strings.Compare(heads[a.i].Stream, heads[b.i].Stream) })
+				slices.SortFunc(run, func(a, b uint64) int { return strings.Compare(name(a), name(b)) })
 			} else {
-				sortByName(heads, run, shared+8)
+				sortByName(heads, run, shared+kb, ib)
 			}
 		}
 		lo = hi
 	}
 }
 
-// nameKey is the 8 bytes of name from offset from, big-endian, padded with
-// zeros.
-func nameKey(name string, from int) uint64 {
-	if len(name) >= from+8 {
-		b := name[from : from+8]
-		return uint64(b[0])<<56 | uint64(b[1])<<48 | uint64(b[2])<<40 | uint64(b[3])<<32 |
-			uint64(b[4])<<24 | uint64(b[5])<<16 | uint64(b[6])<<8 | uint64(b[7])
+// nameKey is the n bytes of name from offset from, big-endian, padded
+// with zeros.
+func nameKey(name string, from, n int) uint64 {
+	var k uint64
+	for i := from; i < from+n; i++ {
+		k <<= 8
+		if i < len(name) {
+			k |= uint64(name[i])
+		}
 	}
-	var b [8]byte
-	copy(b[:], name[from:])
-	return binary.BigEndian.Uint64(b[:])
+	return k
 }
 
 // parallelSort is the number of heads from which sorting them is split

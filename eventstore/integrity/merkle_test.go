@@ -77,14 +77,15 @@ func TestSortHeadsInRuns(t *testing.T) {
 	}
 }
 
-// TestSortHeadsOrdersNamesBytewise: names that share prefixes of every
-// length, end inside the 8 bytes the sort keys on (or inside the next 8,
-// or the 8 after those), or hold zero and 0xff bytes come out in bytewise
-// order, as the tree needs them.
+// TestSortHeadsOrdersNamesBytewise: as many names as fit one, two and
+// three bytes of index in a sort key, names that share prefixes of every
+// length, end inside the bytes the sort keys on (or inside the next
+// key's, or the one's after), or hold zero and 0xff bytes come out in
+// bytewise order, as the tree needs them.
 func TestSortHeadsOrdersNamesBytewise(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	alphabet := []byte{0, 1, 'a', 'b', 0xff}
-	for _, n := range []int{2, 3, 17, 500, 20_000} {
+	for _, n := range []int{2, 3, 17, 256, 257, 500, 20_000, 70_000} {
 		for _, prefix := range []string{"", "profile-@", "room-!abcdefgh:", "profile-@aaaaaaaaaaaaaaaaaaaa"} {
 			seen := make(map[string]bool)
 			var heads []integrity.Head
@@ -133,4 +134,33 @@ func streams(heads []integrity.Head) []string {
 		out[i] = h.Stream
 	}
 	return out
+}
+
+// BenchmarkSortHeads sorts a seal's heads as the bench command's log has
+// them ("log-seals" and 1000 profile streams), in the order of a log
+// written by many clients at once (each name at most 256 places from its
+// own) and in a random one.
+func BenchmarkSortHeads(b *testing.B) {
+	for _, order := range []string{"local", "random"} {
+		b.Run(order, func(b *testing.B) {
+			base := []integrity.Head{{Stream: "log-seals"}}
+			for i := 12000; i < 13000; i++ {
+				base = append(base, integrity.Head{Stream: fmt.Sprintf("profile-@r%d:bench.example", i)})
+			}
+			r := rand.New(rand.NewPCG(1, 2))
+			if order == "random" {
+				r.Shuffle(len(base), func(i, j int) { base[i], base[j] = base[j], base[i] })
+			} else {
+				for i := range base {
+					j := min(len(base)-1, i+r.IntN(256))
+					base[i], base[j] = base[j], base[i]
+				}
+			}
+			heads := make([]integrity.Head, len(base))
+			for b.Loop() {
+				copy(heads, base)
+				integrity.SortHeads(heads)
+			}
+		})
+	}
 }
