@@ -505,6 +505,12 @@ func readWorkload(base, token string, sp scaleSpec, share float64) []readResult 
 		}
 		return r, err
 	}
+	// The first history page of a room, newest first.
+	history := func(room domain.RoomID) (*http.Request, error) {
+		return authed(http.NewRequest("GET", base+"/_profilestore/v1/rooms/"+url.PathEscape(string(room))+"/history?dir=b&limit=100", nil))
+	}
+	poolHistory := func(rng *rand.Rand) (*http.Request, error) { return history(scaleRoom(rng.IntN(sp.pool))) }
+	bigHistory := func(*rand.Rand) (*http.Request, error) { return history(scaleBigRoom) }
 	probes := []probe{
 		{"GET profile", 4000, func(rng *rand.Rand) (*http.Request, error) {
 			return http.NewRequest("GET", base+"/_matrix/client/v3/profile/"+url.PathEscape(string(scaleUser(rng.IntN(sp.users)))), nil)
@@ -512,18 +518,10 @@ func readWorkload(base, token string, sp scaleSpec, share float64) []readResult 
 		{"room members (a pool room)", 2000, func(rng *rand.Rand) (*http.Request, error) {
 			return authed(http.NewRequest("GET", base+"/_profilestore/v1/rooms/"+url.PathEscape(string(scaleRoom(rng.IntN(sp.pool))))+"/members", nil))
 		}, 0},
-		{"first history page (a pool room, 100 entries)", 2000, func(rng *rand.Rand) (*http.Request, error) {
-			return authed(http.NewRequest("GET", base+"/_profilestore/v1/rooms/"+url.PathEscape(string(scaleRoom(rng.IntN(sp.pool))))+"/history?dir=b&limit=100", nil))
-		}, 0},
-		{"first history page (the big room, 100 entries)", 1000, func(rng *rand.Rand) (*http.Request, error) {
-			return authed(http.NewRequest("GET", base+"/_profilestore/v1/rooms/"+url.PathEscape(string(scaleBigRoom))+"/history?dir=b&limit=100", nil))
-		}, 0},
-		{"first history page (a pool room, 100 entries), one client", 2000, func(rng *rand.Rand) (*http.Request, error) {
-			return authed(http.NewRequest("GET", base+"/_profilestore/v1/rooms/"+url.PathEscape(string(scaleRoom(rng.IntN(sp.pool))))+"/history?dir=b&limit=100", nil))
-		}, 1},
-		{"first history page (the big room, 100 entries), one client", 1000, func(rng *rand.Rand) (*http.Request, error) {
-			return authed(http.NewRequest("GET", base+"/_profilestore/v1/rooms/"+url.PathEscape(string(scaleBigRoom))+"/history?dir=b&limit=100", nil))
-		}, 1},
+		{"first history page (a pool room, 100 entries)", 2000, poolHistory, 0},
+		{"first history page (the big room, 100 entries)", 1000, bigHistory, 0},
+		{"first history page (a pool room, 100 entries), one client", 2000, poolHistory, 1},
+		{"first history page (the big room, 100 entries), one client", 1000, bigHistory, 1},
 		{"user directory search", 2000, func(rng *rand.Rand) (*http.Request, error) {
 			body := fmt.Sprintf(`{"search_term":"Scale user %d","limit":10}`, rng.IntN(sp.users))
 			return authed(http.NewRequest("POST", base+"/_matrix/client/v3/user_directory/search", strings.NewReader(body)))
