@@ -16,19 +16,21 @@ import (
 // never keyed) or who have a hidden entry on the page: loading a profile
 // can read its whole stream, and most users were never erased.
 func (s *Server) historyFacts(ctx context.Context, entries []projections.HistoryEntry) (map[domain.UserID]domain.Profile, error) {
-	out := make(map[domain.UserID]domain.Profile)
+	// A page's users are at most its entries: sized for them, the maps
+	// never grow.
+	out := make(map[domain.UserID]domain.Profile, len(entries))
 	if s.cfg.Profiles == nil {
 		return out, nil
 	}
-	need := make(map[domain.UserID]bool)
+	need := make(map[domain.UserID]bool, len(entries))
 	for _, e := range entries {
 		if e.Hidden {
 			need[e.User] = true
 		}
 	}
 	// Whose first key is gone, asked once for every other user of the page.
-	var ask []domain.UserID
-	seen := make(map[domain.UserID]bool)
+	ask := make([]domain.UserID, 0, len(entries))
+	seen := make(map[domain.UserID]bool, len(entries))
 	for _, e := range entries {
 		if !seen[e.User] && !need[e.User] {
 			seen[e.User] = true
