@@ -299,10 +299,12 @@ func (k *Keyring) LiveKeys(ctx context.Context, subjects []string, generation ui
 	}
 	slices.SortFunc(misses, func(a, b miss) int { return bytes.Compare(a.sk, b.sk) })
 	err := k.db.View(func(tx *bolt.Tx) error {
-		keys := tx.Bucket(bucketKeys)
+		// One cursor for the sorted subjects (Bucket.Get would make one
+		// per subject).
+		c := tx.Bucket(bucketKeys).Cursor()
 		for _, m := range misses {
-			v := keys.Get(m.sk)
-			if v == nil {
+			sk, v := c.Seek(m.sk)
+			if v == nil || !bytes.Equal(sk, m.sk) {
 				continue
 			}
 			key, err := decodeKey(v)
