@@ -122,16 +122,11 @@ func (b *bench) sealingBench(ctx context.Context, a *App, srv *pshttp.Server, to
 		fmt.Fprintf(&s, " The server's CPU per PUT, on / off: %.1f%%.", c.serverCPU)
 	}
 	if profiled.all > 0 {
-		var onOps int64
-		var onCPU time.Duration
-		for _, r := range on {
-			onOps, onCPU = onOps+r.Ops, onCPU+r.ServerCPU
-		}
 		part := func(d time.Duration) string {
 			share := float64(d) / float64(profiled.all)
 			out := fmt.Sprintf("%.2f%% of the server's CPU", 100*share)
-			if onOps > 0 && onCPU > 0 {
-				out += fmt.Sprintf(", %.1f µs per PUT", share*float64(onCPU)/float64(onOps)/1e3)
+			if c.onCPUPerPUT > 0 {
+				out += fmt.Sprintf(", %.1f µs per PUT", share*float64(c.onCPUPerPUT)/1e3)
 			}
 			return out
 		}
@@ -200,8 +195,9 @@ type sealingComparison struct {
 	// pairLow, pairHigh and pairMedian are of each pair's own ratio.
 	pairLow, pairHigh, pairMedian float64
 	// serverCPU is on's server CPU per PUT over off's (0 when the runs
-	// have no CPU figures).
-	serverCPU float64
+	// have no CPU figures), onCPUPerPUT on's server CPU per PUT.
+	serverCPU   float64
+	onCPUPerPUT time.Duration
 }
 
 // compareSealing compares runs with the seal writer on to the runs off:
@@ -231,8 +227,11 @@ func compareSealing(on, off []benchResult) sealingComparison {
 			c.pairMedian = (pairs[n/2-1] + pairs[n/2]) / 2
 		}
 	}
-	if onOps > 0 && onCPU > 0 && offCPU > 0 {
-		c.serverCPU = 100 * (float64(onCPU) / float64(onOps)) / (float64(offCPU) / float64(offOps))
+	if onOps > 0 && onCPU > 0 {
+		c.onCPUPerPUT = onCPU / time.Duration(onOps)
+		if offCPU > 0 {
+			c.serverCPU = 100 * (float64(onCPU) / float64(onOps)) / (float64(offCPU) / float64(offOps))
+		}
 	}
 	return c
 }

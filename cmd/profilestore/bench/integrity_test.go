@@ -24,11 +24,12 @@ func TestCompareSealing(t *testing.T) {
 		name                                   string
 		on, off                                []benchResult
 		throughput, low, high, median, serverC float64
+		onPerPUT                               time.Duration
 	}{
 		{
 			name: "one pair",
 			on:   []benchResult{run(900, 1, 90*time.Millisecond)}, off: []benchResult{run(1000, 1, 80*time.Millisecond)},
-			throughput: 90, low: 90, high: 90, median: 90, serverC: 125,
+			throughput: 90, low: 90, high: 90, median: 90, serverC: 125, onPerPUT: 100 * time.Microsecond,
 		},
 		{
 			// Sums weigh the longer pair more; the pairs' median does not.
@@ -36,6 +37,7 @@ func TestCompareSealing(t *testing.T) {
 			on:         []benchResult{run(1000, 1, time.Second), run(3000, 3, 3*time.Second), run(1200, 1, time.Second)},
 			off:        []benchResult{run(1000, 1, time.Second), run(4000, 2, 2*time.Second), run(1000, 1, time.Second)},
 			throughput: 100 * (5200.0 / 5) / (6000.0 / 4), low: 50, high: 120, median: 100, serverC: 100 * (5.0 / 5200) / (4.0 / 6000),
+			onPerPUT: 5 * time.Second / 5200,
 		},
 		{
 			name:       "even count: the median is between the middle two",
@@ -47,8 +49,8 @@ func TestCompareSealing(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			c := compareSealing(tc.on, tc.off)
 			if !near(c.throughput, tc.throughput) || !near(c.pairLow, tc.low) || !near(c.pairHigh, tc.high) ||
-				!near(c.pairMedian, tc.median) || !near(c.serverCPU, tc.serverC) {
-				t.Errorf("got %+v, want throughput %v, pairs %v–%v median %v, server CPU %v", c, tc.throughput, tc.low, tc.high, tc.median, tc.serverC)
+				!near(c.pairMedian, tc.median) || !near(c.serverCPU, tc.serverC) || c.onCPUPerPUT != tc.onPerPUT {
+				t.Errorf("got %+v, want throughput %v, pairs %v–%v median %v, server CPU %v, on's CPU per PUT %v", c, tc.throughput, tc.low, tc.high, tc.median, tc.serverC, tc.onPerPUT)
 			}
 		})
 	}
