@@ -7,6 +7,7 @@ import (
 	"math"
 	"slices"
 	"sort"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -673,27 +674,45 @@ type joinedPeriod struct {
 	period period
 }
 
-// joined lists the rooms the user is joined to, with their current period.
-func (a *applier) joined(user domain.UserID) []joinedPeriod {
-	var out []joinedPeriod
+// joined appends to out the rooms the user is joined to, with their
+// current period. The rooms' ids share one string: a fan-out to thousands
+// of rooms allocates it once, not once per room.
+func (a *applier) joined(user domain.UserID, out []joinedPeriod) []joinedPeriod {
+	first := len(out)
+	var ids []byte
+	var ends []int
 	lo := rangeOf(prefixJoined, string(user))
 	a.fail(a.tx.Scan(lo, viewstore.PrefixEnd(lo), false, func(k, v []byte) bool {
-		room := domain.RoomID(k[len(lo):])
-		if m := a.v.tx.members[memberKey{room, user}]; m != nil {
-			if p := m.current(); p != nil {
-				out = append(out, joinedPeriod{room, *p})
+		room := k[len(lo):]
+		if len(a.v.tx.members) > 0 {
+			if m := a.v.tx.members[memberKey{domain.RoomID(room), user}]; m != nil {
+				if p := m.current(); p != nil {
+					out = append(out, joinedPeriod{period: *p})
+					ids, ends = append(ids, room...), append(ends, len(ids)+len(room))
+				}
+				return true
 			}
-			return true
 		}
 		d := dec{b: v}
 		if d.uint() == 1 { // the current period, alone
-			out = append(out, joinedPeriod{room: room, period: decodePeriod(&d)})
+			out = append(out, joinedPeriod{period: decodePeriod(&d)})
+			ids, ends = append(ids, room...), append(ends, len(ids)+len(room))
 		}
 		a.fail(d.err)
 		return true
 	}))
+	all, start := string(ids), 0
+	for i, end := range ends {
+		out[first+i].room = domain.RoomID(all[start:end])
+		start = end
+	}
 	return out
 }
+
+// joinedBufs recycles the fan-out's list of joined rooms between global
+// changes (a user in 10,000 rooms lists about 1 MB of them); the pool lets
+// the collector take them back when renames stop.
+var joinedBufs = sync.Pool{New: func() any { return new([]joinedPeriod) }}
 
 func (a *applier) change(ci uint32) *change {
 	c := forChange(a, a.v.tx.changes, a.v.changes, ci, func() []byte { return changeKey(ci) }, encodeChange, decodeChange)
@@ -975,7 +994,13 @@ func (a *applier) applyGlobal(e *domain.Event) {
 		var rooms []reached
 		if e.Meta.OrderTS <= 0 {
 			past := a.past(e.User)
-			joined := a.joined(e.User)
+			buf := joinedBufs.Get().(*[]joinedPeriod)
+			joined := a.joined(e.User, (*buf)[:0])
+			defer func() {
+				clear(joined) // no names or rooms kept alive in the pool
+				*buf = joined[:0]
+				joinedBufs.Put(buf)
+			}()
 			rooms = make([]reached, 0, len(joined))
 			for i := range joined {
 				j := &joined[i]
