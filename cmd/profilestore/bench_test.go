@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -76,12 +77,39 @@ func TestBenchCommandRuns(t *testing.T) {
 
 // TestBenchRoomsRuns runs the bench's room measurements small: the renames
 // back to back and spaced, each with its table of both users and a ratio.
+// It runs them twice in one --dir: each run starts from a data directory of
+// its own (a second run on the first's users failed, their rooms holding
+// the first run's names), and leaves --dir as it found it.
 func TestBenchRoomsRuns(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the bench")
 	}
-	report := runBench(t, []string{"bench", "--dir", t.TempDir(), "--duration", "50ms", "--concurrency", "1", "--rooms", "20", "--renames", "10",
-		"--history-members", "10", "--history-entries", "40", "--restart-users", "0", "--sealing=false"}...)
+	dir := t.TempDir()
+	mine := filepath.Join(dir, "operator-notes.txt")
+	if err := os.WriteFile(mine, []byte("not the bench's"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for run := 1; run <= 2; run++ {
+		t.Logf("run %d", run)
+		checkRoomsReport(t, runBench(t, []string{"bench", "--dir", dir, "--duration", "50ms", "--concurrency", "1", "--rooms", "20", "--renames", "10",
+			"--history-members", "10", "--history-entries", "40", "--restart-users", "0", "--sealing=false"}...))
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(entries) != 1 || entries[0].Name() != filepath.Base(mine) {
+		var names []string
+		for _, e := range entries {
+			names = append(names, e.Name())
+		}
+		t.Errorf("--dir holds %q after two runs, want only the file that was there before", names)
+	}
+}
+
+// checkRoomsReport checks a room measurement's tables and ratios.
+func checkRoomsReport(t *testing.T, report string) {
+	t.Helper()
 	for _, want := range []struct{ name, row string }{
 		{"back to back, 1 room", `(?m)^\| 1 \| 10 \| [0-9.]+ [µm]?s \| [0-9.]+ [µm]?s \| [0-9.]+ [µm]?s \(then all 1 rooms checked\) \|`},
 		{"back to back, 20 rooms", `(?m)^\| 20 \| 10 \| [0-9.]+ [µm]?s \| [0-9.]+ [µm]?s \| [0-9.]+ [µm]?s \(then all 20 rooms checked\) \|`},

@@ -95,12 +95,15 @@ func Command(env func() (Env, error)) *cobra.Command {
 				}
 				conc = append(conc, n)
 			}
-			if dir == "" {
-				if dir, err = os.MkdirTemp("", "profilestore-bench-"); err != nil {
-					return err
-				}
-				defer os.RemoveAll(dir)
+			// The bench works in a fresh directory of its own, inside --dir
+			// when given, and removes only that: a data directory left by an
+			// earlier run would be measured as if new (its users already
+			// joined and renamed), and whatever else --dir holds is not the
+			// bench's to touch.
+			if dir, err = os.MkdirTemp(dir, "profilestore-bench-"); err != nil {
+				return fmt.Errorf("--dir: %w (give an existing directory the bench may write in)", err)
 			}
+			defer os.RemoveAll(dir)
 			rows, err := parseHTTPRows(httpRows)
 			if err != nil {
 				return err
@@ -132,7 +135,7 @@ func Command(env func() (Env, error)) *cobra.Command {
 	cmd.Flags().IntVar(&rb.historyMembers, "history-members", 100_000, "members of the big room of the history measurement")
 	cmd.Flags().IntVar(&rb.historyEntries, "history-entries", 1_000_000, "history entries of the big room")
 	cmd.Flags().IntVar(&rb.restartUsers, "restart-users", 1_000_000, "users of the rebuild and restart measurement (0 skips it)")
-	cmd.Flags().StringVar(&dir, "dir", "", "directory on the disk to measure (default: a temporary directory)")
+	cmd.Flags().StringVar(&dir, "dir", "", "directory on the disk to measure: the bench works in a fresh subdirectory of it and removes that when done (default: the system's temporary directory)")
 	cmd.Flags().BoolVar(&sealing, "sealing", true, "measure the cost of sealing (pairs of PUT runs with the seal writer off and on; --sealing=false skips them)")
 	cmd.Flags().StringVar(&cpuProfile, "cpuprofile", "", "write the server's CPU profile during the HTTP measurements to this file (go tool pprof)")
 	cmd.Flags().StringVar(&memProfile, "memprofile", "", "write the server's allocation profile (go tool pprof -sample_index=alloc_space) after the HTTP measurements to this file")
