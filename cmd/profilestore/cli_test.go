@@ -245,6 +245,27 @@ func TestStartupLog(t *testing.T) {
 	}
 }
 
+// TestStartupLogNamesTheDefaultTokensFile: serve logs the configuration the
+// app runs with, so a tokens file left to its default is named (it read
+// "tokens file " with nothing after it).
+func TestStartupLogNamesTheDefaultTokensFile(t *testing.T) {
+	dir := t.TempDir()
+	cfg := defaultConfig()
+	cfg.DataDir = dir
+	var buf bytes.Buffer
+	log := logrus.New()
+	log.SetOutput(&buf)
+	a, err := openApp(context.Background(), cfg, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.close()
+	a.logStartup("http://127.0.0.1:8318")
+	if want := fmt.Sprintf("auth=\"tokens file %s\"", filepath.Join(dir, "tokens.yaml")); !strings.Contains(buf.String(), want) {
+		t.Errorf("start-up log lacks %s:\n%s", want, buf.String())
+	}
+}
+
 func TestTokenListAndRevoke(t *testing.T) {
 	dir := t.TempDir()
 	a, _, err := run2(t, "token", "issue", "--data-dir", dir, "--comment", "laptop", "--expires", "720h", "@alice:example.com")

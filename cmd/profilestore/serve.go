@@ -69,7 +69,7 @@ func serveCommand(load loader) *cobra.Command {
 				log.Warn("no integrity.signing_key: events are hash-chained but not sealed (create a key with `profilestore integrity keygen`)")
 			}
 			a.alerts.start(ctx, a)
-			logStartup(log, cfg, srv.URL())
+			a.logStartup(srv.URL())
 			<-ctx.Done()
 			log.Info("shutting down")
 			srv.Close()
@@ -95,6 +95,10 @@ func progressReporter(what string) func(applied, total uint64) {
 		_ = bar.Set64(int64(min(applied, total)))
 	}
 }
+
+// logStartup logs the configuration the app runs with (validated, its
+// defaults filled in) through the app's logger.
+func (a *app) logStartup(url string) { logStartup(a.log, a.cfg, url) }
 
 // logStartup says what the operator needs to check at a glance: where the
 // service and its console are, which store it writes to, how it checks
