@@ -413,6 +413,46 @@ func (rr *roomsReader) user(id domain.UserID) *userState {
 	return committed(rr, rr.v.users, id, func() []byte { return keyOf(prefixUser, string(id)) }, decodeUserState)
 }
 
+// bulkUsers is the number of users not in the cache from which users
+// reads them with one iterator rather than a Get each.
+const bulkUsers = 64
+
+// users returns the states of many users (ids ascending, as a room's
+// member keys list them) when bulkUsers or more of them are not in the
+// cache: those read with one iterator, and not added to the cache, which
+// a listing of a big room would otherwise fill with users read once. With
+// fewer, or a store that cannot, it returns nil and callers use user.
+func (rr *roomsReader) users(ids []domain.UserID) map[domain.UserID]*userState {
+	sg, ok := rr.r.(viewstore.SortedGetter)
+	if !ok || len(ids) < bulkUsers {
+		return nil
+	}
+	found := make(map[domain.UserID]*userState, len(ids))
+	var keys [][]byte
+	var missed []domain.UserID
+	for _, id := range ids {
+		if u, ok := rr.v.users.Peek(id); ok {
+			found[id] = u
+			continue
+		}
+		keys, missed = append(keys, keyOf(prefixUser, string(id))), append(missed, id)
+	}
+	if len(missed) < bulkUsers {
+		return nil
+	}
+	rr.v.stats.hits.Add(uint64(len(ids) - len(missed)))
+	rr.v.stats.misses.Add(uint64(len(missed)))
+	rr.fail(sg.GetSorted(keys, func(i int, raw []byte) {
+		found[missed[i]] = decodeUserState(raw, rr)
+	}))
+	for _, id := range missed {
+		if _, ok := found[id]; !ok {
+			found[id] = nil // no state: as user returns for a user never seen
+		}
+	}
+	return found
+}
+
 func (rr *roomsReader) member(room domain.RoomID, user domain.UserID) *memberRec {
 	return committed(rr, rr.v.members, memberKey{room, user}, func() []byte { return keyOf(prefixMember, string(room), string(user)) }, decodeMember)
 }
@@ -536,12 +576,22 @@ func (v *Rooms) membersAsOf(room domain.RoomID, at *eventstore.Position, atTime 
 			recs = append(recs, rec{id, m})
 			return true
 		}))
+		var ids []domain.UserID
+		for _, rc := range recs {
+			if p := rc.m.stateAt(ord); p != nil && (p.state == stJoin || p.state == stInvite) {
+				ids = append(ids, rc.id)
+			}
+		}
+		many := rr.users(ids)
 		for _, rc := range recs {
 			p := rc.m.stateAt(ord)
 			if p == nil || (p.state != stJoin && p.state != stInvite) {
 				continue
 			}
-			u := rr.user(rc.id)
+			u, ok := many[rc.id]
+			if !ok {
+				u = rr.user(rc.id)
+			}
 			past := userPast{r: rr.r, user: rc.id, fail: rr.fail}
 			dn, _ := u.value(p, fDisplayName, ord, past)
 			av, _ := u.value(p, fAvatarURL, ord, past)

@@ -2,11 +2,13 @@ package projections_test
 
 import (
 	"fmt"
+	"maps"
 	"reflect"
 	"slices"
 	"testing"
 
 	"github.com/profilestore/profilestore/domain"
+	"github.com/profilestore/profilestore/eventstore"
 	"github.com/profilestore/profilestore/projections"
 )
 
@@ -127,6 +129,86 @@ func TestRoomHistoryOfOneUserAmongManyGlobalChanges(t *testing.T) {
 			}
 			if !slices.Equal(got, want) {
 				t.Fatalf("got %q\nwant %q", got, want)
+			}
+		})
+	}
+}
+
+// TestMembersOfABigRoomReadTheirUsersTogether: a room whose members' users
+// are mostly not in the cache reads their states with one iterator. It
+// lists the same members with the same names as a view whose cache holds
+// them all, now and as of a position before the renames: per-room names
+// kept, global renames shown, members who left absent, users who never set
+// a global name shown with the name they joined with.
+func TestMembersOfABigRoomReadTheirUsersTogether(t *testing.T) {
+	db := projections.OpenTestDB(t)
+	warm := projections.NewRooms(db, 0)
+	f := &feeder{v: warm, d: projections.NewDirect(t, db, warm)}
+	const room = domain.RoomID("!big:x")
+	const n = 200
+	user := func(i int) domain.UserID { return domain.UserID(fmt.Sprintf("@m%03d:x", i)) }
+	want := map[domain.UserID]string{}
+	for i := range n {
+		f.join(room, user(i), fmt.Sprintf("Start %d", i))
+		want[user(i)] = fmt.Sprintf("Start %d", i)
+	}
+	for i := range 20 {
+		nick := fmt.Sprintf("Nick %d", i)
+		v := []byte(fmt.Sprintf("%q", nick))
+		f.apply(domain.Event{Type: domain.TypeMemberProfileSet, Room: room, User: user(i), Key: domain.KeyDisplayName, Value: v})
+		want[user(i)] = nick
+	}
+	before := eventstore.Position{Commit: f.pos, Prepare: f.pos}
+	wantBefore := maps.Clone(want)
+	for i := range 120 {
+		f.rename(user(i), fmt.Sprintf("Global %d", i), domain.PropagateUnchanged)
+		if i >= 20 {
+			want[user(i)] = fmt.Sprintf("Global %d", i)
+		}
+	}
+	for i := n - 30; i < n; i++ {
+		f.apply(domain.Event{Type: domain.TypeMemberLeft, Room: room, User: user(i), Membership: domain.MembershipLeave})
+		delete(want, user(i))
+	}
+	admin := projections.Viewer{Admin: true}
+	names := func(t *testing.T, v *projections.Rooms, at *eventstore.Position) map[domain.UserID]string {
+		t.Helper()
+		ms, _, err := v.Members(room, at, admin)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := map[domain.UserID]string{}
+		for _, m := range ms {
+			if m.DisplayName == nil {
+				t.Fatalf("%s has no display name", m.User)
+			}
+			out[m.User] = *m.DisplayName
+		}
+		return out
+	}
+	for _, c := range []struct {
+		name  string
+		cache int
+	}{{"cold cache", 0}, {"cache of 8", 8}} {
+		t.Run(c.name, func(t *testing.T) {
+			cold := projections.NewRooms(db, c.cache)
+			for _, at := range []struct {
+				name string
+				pos  *eventstore.Position
+				want map[domain.UserID]string
+			}{{"now", nil, want}, {"before the renames", &before, wantBefore}} {
+				got := names(t, cold, at.pos)
+				if !maps.Equal(got, at.want) {
+					t.Errorf("%s: %d members listed, want %d", at.name, len(got), len(at.want))
+					for u, w := range at.want {
+						if got[u] != w {
+							t.Errorf("%s: %s shows %q, want %q", at.name, u, got[u], w)
+						}
+					}
+				}
+				if warmNames := names(t, warm, at.pos); !maps.Equal(got, warmNames) {
+					t.Errorf("%s: the cold view lists other names than the warm one", at.name)
+				}
 			}
 		})
 	}

@@ -51,6 +51,19 @@ func (s *Bolt) Scan(lower, upper []byte, reverse bool, fn func(k, v []byte) bool
 	})
 }
 
+// GetSorted reads keys with one cursor in one read transaction.
+func (s *Bolt) GetSorted(keys [][]byte, fn func(i int, value []byte)) error {
+	return s.db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(boltBucket).Cursor()
+		for i, k := range keys {
+			if got, v := c.Seek(k); got != nil && bytes.Equal(got, k) {
+				fn(i, v)
+			}
+		}
+		return nil
+	})
+}
+
 func boltScan(tx *bolt.Tx, lower, upper []byte, reverse bool, fn func(k, v []byte) bool) {
 	c := tx.Bucket(boltBucket).Cursor()
 	in := func(k []byte) bool {

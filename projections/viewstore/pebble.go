@@ -199,6 +199,29 @@ func (p *Pebble) Scan(lower, upper []byte, reverse bool, fn func(k, v []byte) bo
 	return scan(p.db, lower, upper, reverse, fn)
 }
 
+// GetSorted reads keys with one iterator: seeks to ascending keys move
+// each level's position forward instead of searching it anew.
+func (p *Pebble) GetSorted(keys [][]byte, fn func(i int, value []byte)) error {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	if p.closed {
+		return ErrClosed
+	}
+	if len(keys) == 0 {
+		return nil
+	}
+	it, err := p.db.NewIter(nil)
+	if err != nil {
+		return err
+	}
+	for i, k := range keys {
+		if it.SeekGE(k) && bytes.Equal(it.Key(), k) {
+			fn(i, it.Value())
+		}
+	}
+	return errors.Join(it.Error(), it.Close())
+}
+
 type iterable interface {
 	NewIter(*pebble.IterOptions) (*pebble.Iterator, error)
 }

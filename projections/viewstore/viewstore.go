@@ -23,6 +23,17 @@ type Reader interface {
 	Scan(lower, upper []byte, reverse bool, fn func(key, value []byte) bool) error
 }
 
+// SortedGetter is a Reader that also reads many keys with one iterator:
+// cheaper than a Get each when they are many and near one another, as the
+// users of a big room's members are in the users' key range.
+type SortedGetter interface {
+	// GetSorted calls fn with the index and the value of each of keys that
+	// has one, in the keys' order, which should be ascending (any order
+	// is correct; ascending is what makes it cheap). The value is valid
+	// only during the call.
+	GetSorted(keys [][]byte, fn func(i int, value []byte)) error
+}
+
 // Txn is a set of writes that reads its own writes and commits atomically.
 // Readers of the Store see none of it until Commit. A Txn is used by one
 // goroutine at a time.

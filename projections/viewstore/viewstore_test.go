@@ -5,9 +5,11 @@ import (
 	"encoding/binary"
 	"fmt"
 	"github.com/cockroachdb/pebble/v2"
+	"maps"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 )
 
@@ -444,5 +446,75 @@ func TestPebbleFiltersAboveTheLastLevelOnly(t *testing.T) {
 	}
 	if n := filters()[bottom]; n != 0 {
 		t.Errorf("the last level's tables hold %d bytes of bloom filter, want none", n)
+	}
+}
+
+// TestGetSorted: reading many keys with one iterator finds each key that
+// has a value (counters summed, deletions and never-written keys absent),
+// over the memtable and flushed tables alike, in any order of the keys.
+func TestGetSorted(t *testing.T) {
+	for _, e := range engines {
+		t.Run(e.name, func(t *testing.T) {
+			s := e.open(t, t.TempDir())
+			defer s.Close()
+			sg, ok := s.(SortedGetter)
+			if !ok {
+				t.Fatalf("%s has no GetSorted", e.name)
+			}
+			want := map[string]string{}
+			for round := range 2 { // the second round's writes over the first's, flushed in pebble
+				tx, err := s.Begin()
+				if err != nil {
+					t.Fatal(err)
+				}
+				for i := round; i < 300; i += 3 {
+					k, v := fmt.Sprintf("u/%04d", i), fmt.Sprintf("v%d.%d", i, round)
+					must(t, tx.Set([]byte(k), []byte(v)))
+					want[k] = v
+				}
+				if round == 1 {
+					must(t, tx.Delete([]byte("u/0004")))
+					delete(want, "u/0004")
+				}
+				must(t, tx.Add([]byte("u/0002"), Counter(5)))
+				must(t, tx.Commit())
+				if p, ok := s.(*Pebble); ok && round == 0 {
+					must(t, p.db.Flush())
+				}
+			}
+			want["u/0002"] = string(Counter(10)) // never set: two counter additions
+			for _, order := range []string{"ascending", "descending"} {
+				t.Run(order, func(t *testing.T) {
+					var keys [][]byte
+					for i := range 302 {
+						keys = append(keys, []byte(fmt.Sprintf("u/%04d", i)))
+					}
+					keys = append(keys, []byte("u/"), []byte("v"))
+					if order == "descending" {
+						slices.Reverse(keys)
+					}
+					got := map[string]string{}
+					must(t, sg.GetSorted(keys, func(i int, v []byte) {
+						if _, dup := got[string(keys[i])]; dup {
+							t.Errorf("key %s given twice", keys[i])
+						}
+						got[string(keys[i])] = string(v)
+					}))
+					if !maps.Equal(got, want) {
+						t.Errorf("GetSorted found %d keys, want %d", len(got), len(want))
+						for k, v := range want {
+							if got[k] != v {
+								t.Errorf("%s = %q, want %q", k, got[k], v)
+							}
+						}
+						for k := range got {
+							if _, ok := want[k]; !ok {
+								t.Errorf("%s found, but it has no value", k)
+							}
+						}
+					}
+				})
+			}
+		})
 	}
 }
