@@ -562,40 +562,32 @@ func (v *Rooms) membersAsOf(room domain.RoomID, at *eventstore.Position, atTime 
 			return domain.Errorf(domain.ErrCodeForbidden, "The room's history visibility hides this point in time from you")
 		}
 		lo := rangeOf(prefixMember, string(room))
-		type rec struct {
-			id domain.UserID
-			m  *memberRec
-		}
-		var recs []rec
+		// The members joined or invited at ord, with their period there;
+		// their users are read after the scan, several at once.
+		var ids []domain.UserID
+		var periods []*period
 		rr.fail(rr.r.Scan(lo, viewstore.PrefixEnd(lo), false, func(k, val []byte) bool {
 			id := domain.UserID(k[len(lo):])
 			m, ok := v.members.Get(memberKey{room, id})
 			if !ok {
 				m = decodeMember(val, rr)
 			}
-			recs = append(recs, rec{id, m})
+			if p := m.stateAt(ord); p != nil && (p.state == stJoin || p.state == stInvite) {
+				ids, periods = append(ids, id), append(periods, p)
+			}
 			return true
 		}))
-		var ids []domain.UserID
-		for _, rc := range recs {
-			if p := rc.m.stateAt(ord); p != nil && (p.state == stJoin || p.state == stInvite) {
-				ids = append(ids, rc.id)
-			}
-		}
 		many := rr.users(ids)
-		for _, rc := range recs {
-			p := rc.m.stateAt(ord)
-			if p == nil || (p.state != stJoin && p.state != stInvite) {
-				continue
-			}
-			u, ok := many[rc.id]
+		for i, id := range ids {
+			u, ok := many[id]
 			if !ok {
-				u = rr.user(rc.id)
+				u = rr.user(id)
 			}
-			past := userPast{r: rr.r, user: rc.id, fail: rr.fail}
+			p := periods[i]
+			past := userPast{r: rr.r, user: id, fail: rr.fail}
 			dn, _ := u.value(p, fDisplayName, ord, past)
 			av, _ := u.value(p, fAvatarURL, ord, past)
-			out = append(out, Member{User: rc.id, Membership: stateNames[p.state], DisplayName: dn, AvatarURL: av})
+			out = append(out, Member{User: id, Membership: stateNames[p.state], DisplayName: dn, AvatarURL: av})
 		}
 		return nil
 	})
